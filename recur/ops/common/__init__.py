@@ -1,0 +1,22 @@
+"""Primitives shared by the families: scans, segment sums, chunk state passing, packing."""
+
+from .checks import check_per_head, check_qkv, check_state, state_dtype
+from .chunk import chunk_state_passing
+from .scan import linear_recurrence, linear_recurrence_loop
+from .segsum import segsum, suffix_sum_exclusive
+from .varlen import check_cu_seqlens, packed_to_padded, padded_to_packed
+
+__all__ = [
+    "check_cu_seqlens",
+    "check_per_head",
+    "check_qkv",
+    "check_state",
+    "chunk_state_passing",
+    "linear_recurrence",
+    "linear_recurrence_loop",
+    "packed_to_padded",
+    "padded_to_packed",
+    "segsum",
+    "state_dtype",
+    "suffix_sum_exclusive",
+]

@@ -1,0 +1,52 @@
+"""Packed variable-length batches.
+
+A packed batch holds N sequences end to end in one row, [1, total, ...], with
+`cu_seqlens` = [0, len_1, len_1 + len_2, ..., total]. Families that run on a padded batch
+convert with `packed_to_padded` and back with `padded_to_packed`. Padding goes at the end
+of each sequence, so valid positions never see it; an op keeps its final states exact by
+padding with inputs that leave the state unchanged (zero key and zero log decay).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_cu_seqlens", "packed_to_padded", "padded_to_packed"]
+
+
+def check_cu_seqlens(cu_seqlens: torch.Tensor, batch_size: int, total: int) -> None:
+    if batch_size != 1:
+        raise ValueError(f"packed inputs (cu_seqlens given) must have batch size 1; got {batch_size}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens must be a 1-D tensor [N + 1]; got shape {list(cu_seqlens.shape)}")
+    if cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"cu_seqlens must be int32 or int64; got {cu_seqlens.dtype}")
+    first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+    if first != 0 or last != total:
+        raise ValueError(f"cu_seqlens must start at 0 and end at T = {total}; got {first} and {last}")
+    if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+        raise ValueError("cu_seqlens must be non-decreasing")
+
+
+def _padded_index(cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Flat index into an [N, max_len] grid for every packed position."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    max_len = int(lengths.max()) if lengths.numel() else 0
+    seq_id = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths)
+    pos = torch.arange(int(cu_seqlens[-1]), device=cu_seqlens.device) - cu_seqlens[seq_id]
+    return seq_id * max_len + pos, max_len
+
+
+def packed_to_padded(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """[1, total, ...] -> [N, max_len, ...], zeros after each sequence's end."""
+    index, max_len = _padded_index(cu_seqlens)
+    n = cu_seqlens.numel() - 1
+    out = x.new_zeros(n * max_len, *x.shape[2:])
+    out = out.index_copy(0, index, x[0])
+    return out.view(n, max_len, *x.shape[2:])
+
+
+def padded_to_packed(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """[N, max_len, ...] -> [1, total, ...]."""
+    index, _ = _padded_index(cu_seqlens)
+    return x.reshape(-1, *x.shape[2:]).index_select(0, index).unsqueeze(0)

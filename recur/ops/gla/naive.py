@@ -1,0 +1,84 @@
+"""Gated linear attention, step by step: the executable spec of the family.
+
+Gated Linear Attention Transformers with Hardware-Efficient Training
+(Yang, Wang, Shen, Panda, Kim; arXiv:2312.06635):
+
+    S_t = diag(exp g_t) S_{t-1} + k_t v_tᵀ,      o_t = scale · S_tᵀ q_t
+
+The decay is applied before the write and the output is read after it. A scalar gate per
+head ([B, T, H]) gives RetNet and Mamba-2 (SSD); no gate gives linear attention.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .checks import check_gla_inputs
+
+
+def naive_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    g: torch.Tensor | None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gated linear attention as a loop over time.
+
+    Args:
+        q, k: queries and keys [B, T, H, K].
+        v: values [B, T, H, V].
+        g: log decay (<= 0), [B, T, H] (one per head) or [B, T, H, K] (one per key
+            channel); -inf resets the state; None means no decay.
+        scale: output scale; K ** -0.5 when None.
+        initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None for zeros.
+        output_final_state: also return S_T.
+        cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
+
+    Returns:
+        (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
+    """
+    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens)
+    if cu_seqlens is not None:
+        return _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
+
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    # S: [B, H, K, V]
+    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    outputs = []
+    for t in range(T):
+        if g is not None:
+            # decay: [B, H, 1, 1] per head or [B, H, K, 1] per key channel
+            decay = g[:, t].to(dtype).exp()
+            decay = decay[..., None, None] if decay.dim() == 2 else decay[..., None]
+            S = decay * S
+        # write: S += k_t v_tᵀ, [B, H, K, V]
+        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        # read: o_t = scale · S_tᵀ q_t, [B, H, V]
+        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
+    return o.to(v.dtype), (S if output_final_state else None)
+
+
+def _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
+    """Packed batches: run every sequence on its own, from its own initial state."""
+    outputs, finals = [], []
+    for n in range(cu_seqlens.numel() - 1):
+        start, end = int(cu_seqlens[n]), int(cu_seqlens[n + 1])
+        o, S = naive_gla(
+            q[:, start:end], k[:, start:end], v[:, start:end],
+            g=None if g is None else g[:, start:end],
+            scale=scale,
+            initial_state=None if initial_state is None else initial_state[n : n + 1],
+            output_final_state=True,
+        )
+        outputs.append(o)
+        finals.append(S)
+    return torch.cat(outputs, dim=1), (torch.cat(finals) if output_final_state else None)
