@@ -1,0 +1,93 @@
+"""What every token mixer is: a typed config, `forward` over a sequence, `step` over one
+token, and a recurrent state that carries between the two."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..ops.dispatch import IMPLS
+
+# A layer's recurrent state: named tensors, each with the batch on dim 0.
+State = dict[str, torch.Tensor]
+
+
+@dataclass(kw_only=True)
+class MixerConfig:
+    """Fields every mixer has. Subclasses add their own, each with a default that works
+    for any d_model divisible by the head count."""
+
+    d_model: int
+    # which op form runs: "auto" (triton on CUDA when installed, else chunk), "naive", "chunk", "triton"
+    impl: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.d_model, int) or self.d_model <= 0:
+            raise ValueError(f"d_model must be a positive int; got {self.d_model!r}")
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl must be one of {list(IMPLS)}; got {self.impl!r}")
+
+    def heads(self, num_heads: int, field: str = "num_heads") -> int:
+        """Checks that d_model splits into `num_heads` heads and returns the head size."""
+        if num_heads <= 0 or self.d_model % num_heads:
+            raise ValueError(f"{field} must be a positive divisor of d_model = {self.d_model}; got {num_heads}")
+        return self.d_model // num_heads
+
+
+class Mixer(nn.Module, abc.ABC):
+    """Base class of the token mixers in `recur.layers`.
+
+    Subclasses set `Config`, implement `forward`, `step` and `init_state`, and are
+    registered with `@register_mixer(name)`. Capabilities are class attributes so that
+    tests, benchmarks and the CLI read them instead of keeping lists of names.
+    """
+
+    Config: ClassVar[type[MixerConfig]] = MixerConfig
+    name: ClassVar[str] = ""
+    # causal: output t depends on inputs <= t only
+    causal: ClassVar[bool] = True
+    # the op forms a user may pick with `impl`, beyond "auto"
+    impls: ClassVar[tuple[str, ...]] = ("naive", "chunk")
+    has_triton_kernel: ClassVar[bool] = False
+    # the state has a fixed size (False for a growing key-value cache)
+    constant_state: ClassVar[bool] = True
+
+    def __init__(self, config: MixerConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}; got {type(config).__name__}")
+        self.config = config
+
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """x [B, T, D] -> (y [B, T, D], state after the last token)."""
+
+    @abc.abstractmethod
+    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """x [B, D], one token -> (y [B, D], next state). A None state starts from zeros."""
+
+    @abc.abstractmethod
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        """The state before the first token."""
+
+    def state_size(self) -> int:
+        """Bytes of recurrent state per sequence (for a growing cache: per token)."""
+        state = self.init_state(1, device=torch.device("cpu"))
+        return sum(t.numel() * t.element_size() for t in state.values())
+
+    def with_impl(self, impl: str) -> Mixer:
+        """A copy that shares the parameters but runs another op form."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.config = dataclasses.replace(self.config, impl=impl)
+        return clone
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters that want special optimiser settings, by group name ("no_decay", ...).
+        The trainer applies the settings; the default is none."""
+        return {}

@@ -1,0 +1,81 @@
+"""Building blocks that several mixers share: norms, the short causal convolution,
+feature maps. Each keeps the step form next to the sequence form."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last axis (Zhang & Sennrich, arXiv:1910.07467)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x * self.weight).to(dtype)
+
+
+class GatedRMSNorm(RMSNorm):
+    """RMSNorm(x) ⊙ SiLU(z): the output gate of Mamba-2, GLA and Gated DeltaNet."""
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * F.silu(z)
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over time with a small kernel (H3, Mamba).
+
+    The state is the last `kernel_size - 1` inputs, [B, kernel_size - 1, D].
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 4, activation: bool = True) -> None:
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1; got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.activation = activation
+        self.weight = nn.Parameter(torch.empty(dim, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        nn.init.uniform_(self.weight, -(kernel_size**-0.5), kernel_size**-0.5)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
+        return torch.zeros(batch_size, self.kernel_size - 1, self.weight.shape[0], device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, D], state [B, kernel_size - 1, D] -> (y [B, T, D], new state)."""
+        B, T, D = x.shape
+        if state is None:
+            state = self.init_state(B, x.device, x.dtype)
+        # [B, kernel_size - 1 + T, D]: the previous inputs, then this chunk
+        padded = torch.cat([state.to(x.dtype), x], dim=1)
+        y = F.conv1d(padded.transpose(1, 2), self.weight.unsqueeze(1).to(x.dtype), self.bias.to(x.dtype), groups=D)
+        y = y.transpose(1, 2)
+        new_state = padded[:, padded.shape[1] - (self.kernel_size - 1) :]
+        return (F.silu(y) if self.activation else y), new_state
+
+    def step(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, D] -> (y [B, D], new state)."""
+        y, state = self.forward(x.unsqueeze(1), state)
+        return y.squeeze(1), state
+
+
+FEATURE_MAPS = {
+    "identity": lambda x: x,
+    "elu+1": lambda x: F.elu(x) + 1,
+    "relu": F.relu,
+}
+
+
+def feature_map(name: str):
+    """The feature maps of linear attention (Katharopoulos et al., arXiv:2006.16236)."""
+    if name not in FEATURE_MAPS:
+        raise ValueError(f"feature_map must be one of {sorted(FEATURE_MAPS)}; got {name!r}")
+    return FEATURE_MAPS[name]

@@ -1,0 +1,183 @@
+"""A language model over any mixer or mix of mixers.
+
+Embedding → blocks (one mixer name per layer, from `mixer` or a repeating `pattern`) →
+final norm → head tied to the embedding. `generate` prefills the prompt with the
+chunkwise forms and then decodes token by token with `step`, so recurrent layers use
+O(1) memory per new token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import MIXERS, State, mixer_config
+from ..layers.parts import RMSNorm
+from .block import Block
+
+
+@dataclass(kw_only=True)
+class LMConfig:
+    vocab_size: int
+    d_model: int = 128
+    n_layers: int = 4
+    # the mixer of every layer, unless `pattern` is given
+    mixer: str = "gla"
+    # mixer names repeated over the layers, e.g. ("gla", "gla", "gla", "attention") for 3:1
+    pattern: tuple[str, ...] = ()
+    # per mixer name, options for its typed config: {"gla": {"num_heads": 4}}
+    mixer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # SwiGLU size relative to d_model; 0 drops the MLP (mixer-only blocks)
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        self.pattern = tuple(self.pattern)
+        for name in self.layer_mixers():
+            if name not in MIXERS:
+                raise ValueError(f"unknown mixer {name!r} in the model config; known: {sorted(MIXERS)}")
+        for name, options in self.mixer_options.items():
+            if name not in MIXERS:
+                raise ValueError(f"mixer_options names unknown mixer {name!r}; known: {sorted(MIXERS)}")
+            mixer_config(name, self.d_model, **options)
+        if self.mlp_ratio < 0:
+            raise ValueError(f"mlp_ratio must be >= 0; got {self.mlp_ratio}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+
+    def layer_mixers(self) -> list[str]:
+        if not self.pattern:
+            return [self.mixer] * self.n_layers
+        return [self.pattern[i % len(self.pattern)] for i in range(self.n_layers)]
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None
+    state: list[State]
+
+
+class Backbone(nn.Module):
+    """The blocks and the final norm: [B, T, D] -> [B, T, D], with per-layer states."""
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            Block(
+                config.d_model, name, config.mixer_options.get(name), config.mlp_ratio,
+                config.norm_eps, config.dropout,
+            )
+            for name in config.layer_mixers()
+        )
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+
+    def forward(self, x: torch.Tensor, state: list[State] | None = None) -> tuple[torch.Tensor, list[State]]:
+        state = state if state is not None else [None] * len(self.blocks)
+        new_state = []
+        for block, layer_state in zip(self.blocks, state):
+            x, layer_state = block(x, layer_state)
+            new_state.append(layer_state)
+        return self.norm(x), new_state
+
+    def step(self, x: torch.Tensor, state: list[State] | None) -> tuple[torch.Tensor, list[State]]:
+        state = state if state is not None else [None] * len(self.blocks)
+        new_state = []
+        for block, layer_state in zip(self.blocks, state):
+            x, layer_state = block.step(x, layer_state)
+            new_state.append(layer_state)
+        return self.norm(x), new_state
+
+
+class LM(nn.Module):
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.backbone = Backbone(config)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.head.weight = self.embedding.weight
+        nn.init.normal_(self.embedding.weight, std=0.02)
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        state: list[State] | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> LMOutput:
+        """ids [B, T] -> logits [B, T, vocab]; with labels [B, T] (the targets at each
+        position, -100 to ignore), also the mean cross-entropy loss."""
+        if ids.dim() != 2:
+            raise ValueError(f"ids must have shape [B, T]; got {list(ids.shape)}")
+        hidden, state = self.backbone(self.embedding(ids), state)
+        logits = self.head(hidden)
+        loss = None
+        if labels is not None:
+            if labels.shape != ids.shape:
+                raise ValueError(f"labels has shape {list(labels.shape)}; expected {list(ids.shape)} (as ids)")
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return LMOutput(logits, loss, state)
+
+    def step(self, token: torch.Tensor, state: list[State] | None) -> tuple[torch.Tensor, list[State]]:
+        """token [B] -> (logits [B, vocab], state)."""
+        hidden, state = self.backbone.step(self.embedding(token), state)
+        return self.head(hidden), state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def state_size(self) -> int:
+        """Bytes of recurrent state per sequence (growing caches count per token)."""
+        return sum(block.mixer.state_size() for block in self.backbone.blocks)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ids [B, T] by max_new_tokens tokens; temperature 0 is greedy.
+
+        Returns [B, T + max_new_tokens].
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0; got {temperature}")
+        if top_k is not None and top_k <= 0:
+            raise ValueError(f"top_k must be positive or None; got {top_k}")
+        if max_new_tokens == 0:
+            return ids
+        out = self(ids)
+        logits, state = out.logits[:, -1], out.state
+        tokens = [ids]
+        for i in range(max_new_tokens):
+            token = _sample(logits.float(), temperature, top_k, generator)
+            tokens.append(token[:, None])
+            if i + 1 < max_new_tokens:
+                logits, state = self.step(token, state)
+        return torch.cat(tokens, dim=1)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)

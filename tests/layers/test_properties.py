@@ -1,0 +1,124 @@
+"""Properties every registered mixer keeps, checked over the whole registry.
+
+A new layer file enrols here by registering itself; capabilities (class attributes)
+decide which checks apply, never lists of names.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recur.layers import MIXERS, build_mixer
+from tests.helpers import assert_close
+
+D_MODEL = 32
+NAMES = sorted(MIXERS)
+
+
+def make(name: str, dtype=torch.float64, **options):
+    torch.manual_seed(0)
+    return build_mixer(name, D_MODEL, **options).to(dtype)
+
+
+def inputs(B=2, T=37, dtype=torch.float64):
+    torch.manual_seed(1)
+    return torch.randn(B, T, D_MODEL, dtype=dtype)
+
+
+def states_close(name, a, b, tol):
+    assert a.keys() == b.keys(), f"{name}: state keys {sorted(a)} != {sorted(b)}"
+    for key in a:
+        assert_close(f"{name} state[{key}]", a[key], b[key], tol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shape_and_state(name):
+    layer = make(name)
+    x = inputs()
+    y, state = layer(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert isinstance(state, dict) and all(isinstance(t, torch.Tensor) for t in state.values())
+    if layer.constant_state:
+        fresh = layer.init_state(x.shape[0])
+        assert fresh.keys() == state.keys()
+        for key in state:
+            assert fresh[key].shape == state[key].shape, f"state[{key}] changes shape over time"
+    assert layer.state_size() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_carry(name):
+    """Running [0:t] then [t:T] with the carried state equals running [0:T]."""
+    layer = make(name)
+    if not layer.causal:
+        pytest.skip(f"{name} is not causal, so it carries no state")
+    x = inputs(T=45)
+    y, state = layer(x)
+    for split in (1, 20, 44):
+        y1, s1 = layer(x[:, :split])
+        y2, s2 = layer(x[:, split:], s1)
+        assert_close(f"{name} output split at {split}", torch.cat([y1, y2], 1), y, 1e-10)
+        states_close(name, s2, state, 1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_equals_forward(name):
+    layer = make(name)
+    if not layer.causal:
+        pytest.skip(f"{name} is not causal")
+    x = inputs(T=19)
+    y, state = layer(x)
+    step_state, outputs = None, []
+    for t in range(x.shape[1]):
+        y_t, step_state = layer.step(x[:, t], step_state)
+        outputs.append(y_t)
+    assert_close(f"{name} step loop", torch.stack(outputs, 1), y, 1e-10)
+    states_close(name, step_state, state, 1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_form_matches_naive(name):
+    layer = make(name)
+    x = inputs(T=70)
+    reference, ref_state = layer.with_impl("naive")(x) if "naive" in layer.impls else layer(x)
+    for impl in layer.impls:
+        if impl == "triton":
+            continue
+        y, state = layer.with_impl(impl)(x)
+        assert_close(f"{name} impl={impl}", y, reference, 1e-10)
+        states_close(name, state, ref_state, 1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name):
+    layer = make(name)
+    y, _ = layer(inputs(T=20))
+    y.square().mean().backward()
+    missing = [n for n, p in layer.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f"{name}: no finite gradient for {missing}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_forward_is_finite(name):
+    layer = make(name, dtype=torch.bfloat16, impl="chunk") if "chunk" in MIXERS[name].impls else make(name, dtype=torch.bfloat16)
+    x = inputs(T=130, dtype=torch.bfloat16) * 4
+    y, state = layer(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.isfinite(y).all(), f"{name}: non-finite bf16 output"
+    assert all(torch.isfinite(t).all() for t in state.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_extreme_inputs_stay_finite(name):
+    """Large activations saturate gates (decays near 0 or 1); nothing may overflow."""
+    layer = make(name, dtype=torch.float32)
+    x = inputs(T=300, dtype=torch.float32) * 100
+    y, state = layer(x)
+    assert torch.isfinite(y).all(), f"{name}: non-finite output at extreme inputs"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_option_is_rejected(name):
+    with pytest.raises(ValueError, match="no option 'not_an_option'"):
+        build_mixer(name, D_MODEL, not_an_option=1)
