@@ -1,0 +1,137 @@
+"""Op benchmarks: each form of a family against its naive loop, in one process.
+
+A family registers a case builder with `@register_op_bench("gla")`; `run_op_bench`
+times forward and forward+backward of every form and writes ratios to the naive form
+(and the autograd memory) into the family's section of `benchmarks/<device>-ops.md`.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .measure import cuda_peak_bytes, saved_for_backward_bytes, time_call
+
+
+@dataclass
+class OpCase:
+    """One form of an op on one input: `run()` returns the output tensor to backprop."""
+
+    form: str
+    run: Callable[[], torch.Tensor]
+    inputs: list[torch.Tensor]
+
+
+# family -> (T, device, dtype) -> cases; the first case is the baseline
+OP_BENCHES: dict[str, Callable[..., list[OpCase]]] = {}
+# family -> one line saying what shapes and gates its cases use
+OP_BENCH_SHAPES: dict[str, str] = {}
+
+
+def register_op_bench(family: str, shapes: str):
+    def decorate(builder):
+        OP_BENCHES[family] = builder
+        OP_BENCH_SHAPES[family] = shapes
+        return builder
+
+    return decorate
+
+
+def _forward_backward(case: OpCase) -> Callable[[], None]:
+    def run():
+        for x in case.inputs:
+            x.grad = None
+        case.run().float().sum().backward()
+
+    return run
+
+
+def run_op_bench(
+    family: str,
+    lengths: list[int],
+    device: torch.device,
+    dtype: torch.dtype,
+    repeat: int,
+    skip_baseline_above: int,
+    progress: Callable[[str], None] = print,
+) -> list[dict]:
+    """Rows of {T, form, fwd_s, fwdbwd_s, memory_bytes, fwd_ratio, fwdbwd_ratio}."""
+    if family not in OP_BENCHES:
+        raise ValueError(f"no op benchmark for family {family!r}; available: {sorted(OP_BENCHES)}")
+    rows = []
+    for T in lengths:
+        cases = OP_BENCHES[family](T=T, device=device, dtype=dtype)
+        baseline = {}
+        for i, case in enumerate(cases):
+            if i == 0 and T > skip_baseline_above:
+                progress(f"{family} T={T} {case.form}: skipped (T > {skip_baseline_above})")
+                continue
+            with torch.no_grad():
+                fwd = time_call(case.run, device, repeat=repeat)
+            fwdbwd = time_call(_forward_backward(case), device, repeat=repeat)
+            if device.type == "cuda":
+                memory = cuda_peak_bytes(_forward_backward(case), device)
+            else:
+                memory = saved_for_backward_bytes(case.run)
+            if i == 0:
+                baseline = {"fwd": fwd, "fwdbwd": fwdbwd}
+            row = {
+                "T": T, "form": case.form, "fwd_s": fwd, "fwdbwd_s": fwdbwd, "memory_bytes": memory,
+                "fwd_ratio": baseline["fwd"] / fwd if baseline else None,
+                "fwdbwd_ratio": baseline["fwdbwd"] / fwdbwd if baseline else None,
+            }
+            rows.append(row)
+            progress(
+                f"{family} T={T} {case.form}: fwd {fwd * 1e3:.1f} ms, fwd+bwd {fwdbwd * 1e3:.1f} ms, "
+                f"memory {memory / 2**20:.1f} MiB"
+            )
+    return rows
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
+
+
+def render_section(family: str, rows: list[dict], device: torch.device, dtype: torch.dtype, command: str) -> str:
+    lines = [
+        f"<!-- family:{family} -->",
+        f"## {family}",
+        "",
+        f"Machine: {machine_description(device)}. dtype {str(dtype).removeprefix('torch.')}. "
+        f"{OP_BENCH_SHAPES[family]}",
+        f"Command: `{command}`. Ratios are the first form's time over each form's time, "
+        "measured in the same process (higher is faster). Memory: bytes autograd saves for "
+        "backward" + (" (peak allocated on CUDA)." if device.type == "cuda" else "."),
+        "",
+        "| T | form | forward (ms) | fwd+bwd (ms) | speed-up fwd | speed-up fwd+bwd | memory (MiB) |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = lambda x: "—" if x is None else f"{x:.1f}×"  # noqa: E731
+        lines.append(
+            f"| {r['T']} | {r['form']} | {r['fwd_s'] * 1e3:.1f} | {r['fwdbwd_s'] * 1e3:.1f} | "
+            f"{ratio(r['fwd_ratio'])} | {ratio(r['fwdbwd_ratio'])} | {r['memory_bytes'] / 2**20:.1f} |"
+        )
+    lines.append(f"<!-- end:{family} -->")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, family: str, section: str, title: str) -> None:
+    """Replaces the family's section of the results file, keeping the other families'."""
+    text = path.read_text() if path.exists() else f"# {title}\n\n"
+    pattern = re.compile(rf"<!-- family:{re.escape(family)} -->.*?<!-- end:{re.escape(family)} -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,37 @@
+"""Benchmark cases of the GLA family."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..ops.gla import chunk_gla, naive_gla
+from .ops import OpCase, register_op_bench
+
+B, H, K, V = 2, 4, 64, 64
+
+
+@register_op_bench("gla", f"B={B}, H={H}, K=V={K}, per-channel log gates (GLA) and per-head (scalar) gates.")
+def gla_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def tensor(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
+
+    q, k, v = tensor(B, T, H, K), tensor(B, T, H, K), tensor(B, T, H, V)
+    g_vector = F.logsigmoid(torch.randn(B, T, H, K, generator=gen)).to(device, dtype).requires_grad_()
+    g_scalar = F.logsigmoid(torch.randn(B, T, H, generator=gen)).to(device, dtype).requires_grad_()
+    cases = [
+        OpCase("naive (per-channel gate)", lambda: naive_gla(q, k, v, g=g_vector)[0], [q, k, v, g_vector]),
+        OpCase("chunk (per-channel gate)", lambda: chunk_gla(q, k, v, g=g_vector)[0], [q, k, v, g_vector]),
+        OpCase("chunk (per-head gate)", lambda: chunk_gla(q, k, v, g=g_scalar)[0], [q, k, v, g_scalar]),
+    ]
+    if device.type == "cuda":
+        from ..ops.dispatch import triton_available
+
+        if triton_available():
+            from ..ops.gla import triton_gla
+
+            cases.append(OpCase("triton (per-channel gate)", lambda: triton_gla(q, k, v, g=g_vector)[0], [q, k, v, g_vector]))
+            cases.append(OpCase("triton (per-head gate)", lambda: triton_gla(q, k, v, g=g_scalar)[0], [q, k, v, g_scalar]))
+    return cases
