@@ -55,18 +55,20 @@ def naive_delta_rule(
     q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     # S: [B, H, K, V]
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    log_decay = q.new_zeros(B, T, H) if g is None else g.to(dtype)
     outputs = []
-    for t in range(T):
-        k_t, v_t, beta_t = k[:, t], v[:, t], beta[:, t, :, None]
+    # unbind once: indexing x[:, t] inside the loop would make every step's backward
+    # write a full-length gradient, O(T²) work
+    for q_t, k_t, v_t, beta_t, g_t in zip(*(x.unbind(1) for x in (q, k, v, beta, log_decay)), strict=True):
         if g is not None:
             # decay: S ← α_t S, [B, H, 1, 1]
-            S = g[:, t].to(dtype).exp()[..., None, None] * S
+            S = g_t.exp()[..., None, None] * S
         # α_t (I − β_t k kᵀ) S + β_t k vᵀ = α_t S + k (β_t (v_t − (α_t S)ᵀ k_t))ᵀ:
         # the state's prediction for k_t is replaced by v_t at rate β_t. [B, H, V]
-        new_value = beta_t * (v_t - torch.einsum("bhk,bhkv->bhv", k_t, S))
+        new_value = beta_t[..., None] * (v_t - torch.einsum("bhk,bhkv->bhv", k_t, S))
         S = S + k_t[..., :, None] * new_value[..., None, :]
         # read: o_t = scale · S_tᵀ q_t, [B, H, V]
-        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
     o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
     return o.to(v.dtype), (S if output_final_state else None)
 
