@@ -122,12 +122,13 @@ class MoM(Mixer):
         """Routing weights [B, T, M] (zero for memories a token skips; 1 for the shared
         memory) and the load-balancing loss."""
         E, top_k = self.config.num_memories, self.config.top_k
-        probs = self.router(x).float().softmax(-1)
+        logits = self.router(x)
+        probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)
         top_p, top_e = probs.topk(top_k, dim=-1)
         top_p = top_p / top_p.sum(-1, keepdim=True)
         weights = torch.zeros_like(probs).scatter(-1, top_e, top_p)
         # Switch Transformer: E · Σ_e (share of routing slots to e) · (mean probability of e)
-        routed_share = F.one_hot(top_e, E).float().flatten(0, -2).mean(0) * E / top_k
+        routed_share = F.one_hot(top_e, E).to(probs.dtype).flatten(0, -2).mean(0) * E / top_k
         aux_loss = self.config.aux_loss_scale * (routed_share.detach() * probs.flatten(0, -2).mean(0)).sum()
         if self.config.shared_memory:
             weights = torch.cat([weights, torch.ones_like(weights[..., :1])], dim=-1)
