@@ -1,0 +1,55 @@
+"""Benchmark cases of the delta-rule family: the delta rule and DeltaProduct."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..ops.delta import chunk_delta_product, chunk_delta_rule, naive_delta_product, naive_delta_rule
+from .ops import OpCase, register_op_bench
+
+B, H, K, V = 2, 4, 64, 64
+NUM_HOUSEHOLDER = 2
+
+
+def _tensor(gen, device, dtype, *shape, transform=None):
+    x = torch.randn(*shape, generator=gen)
+    x = transform(x) if transform is not None else x
+    return x.to(device=device, dtype=dtype).requires_grad_()
+
+
+@register_op_bench(
+    "delta",
+    f"B={B}, H={H}, K=V={K}, unit keys, β in [0, 2], per-head log decay (gated delta rule).",
+)
+def delta_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    q = _tensor(gen, device, dtype, B, T, H, K)
+    k = _tensor(gen, device, dtype, B, T, H, K, transform=lambda x: F.normalize(x, dim=-1))
+    v = _tensor(gen, device, dtype, B, T, H, V)
+    beta = _tensor(gen, device, dtype, B, T, H, transform=lambda x: 2 * torch.sigmoid(x))
+    g = _tensor(gen, device, dtype, B, T, H, transform=F.logsigmoid)
+    inputs = [q, k, v, beta, g]
+    return [
+        OpCase("naive", lambda: naive_delta_rule(q, k, v, beta=beta, g=g)[0], inputs),
+        OpCase("chunk", lambda: chunk_delta_rule(q, k, v, beta=beta, g=g)[0], inputs),
+    ]
+
+
+@register_op_bench(
+    "delta_product",
+    f"B={B}, H={H}, K=V={K}, n_h={NUM_HOUSEHOLDER} Householder steps per token, β in [0, 2], per-head log decay.",
+)
+def delta_product_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    n = NUM_HOUSEHOLDER
+    q = _tensor(gen, device, dtype, B, T, H, K)
+    k = _tensor(gen, device, dtype, B, T, n, H, K, transform=lambda x: F.normalize(x, dim=-1))
+    v = _tensor(gen, device, dtype, B, T, n, H, V)
+    beta = _tensor(gen, device, dtype, B, T, n, H, transform=lambda x: 2 * torch.sigmoid(x))
+    g = _tensor(gen, device, dtype, B, T, H, transform=F.logsigmoid)
+    inputs = [q, k, v, beta, g]
+    return [
+        OpCase("naive", lambda: naive_delta_product(q, k, v, beta=beta, g=g)[0], inputs),
+        OpCase("chunk", lambda: chunk_delta_product(q, k, v, beta=beta, g=g)[0], inputs),
+    ]
