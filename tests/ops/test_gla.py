@@ -185,7 +185,12 @@ def test_signed_decays_match_naive(T):
         return lambda *a, **kw: form(*a, **kw, decay_sign=sign)
 
     compare(run(with_sign(chunk_gla), q, k, v, g, h0), run(with_sign(naive_gla), q, k, v, g, h0), 1e-10, "signed")
-    # all signs negative and g = 0: the state flips sign every step
+
+
+
+def test_negative_decay_flips_the_state():
+    """All signs negative and g = 0: the state changes sign every step."""
+    q, k, v, g, _ = make_inputs(2, "scalar")
     o, ht = naive_gla(q[:, :2], k[:, :2], v[:, :2], g=torch.zeros_like(g[:, :2]), decay_sign=-torch.ones_like(g[:, :2]), output_final_state=True)
     expected = k[:, 1, :, :, None] * v[:, 1, :, None, :] - k[:, 0, :, :, None] * v[:, 0, :, None, :]
     assert_close("flip", ht, expected, 1e-14)
