@@ -82,18 +82,23 @@ class Backbone(nn.Module):
         )
         self.norm = RMSNorm(config.d_model, config.norm_eps)
 
+    def _states(self, state: list[State] | None) -> list[State | None]:
+        if state is None:
+            return [None] * len(self.blocks)
+        if len(state) != len(self.blocks):
+            raise ValueError(f"state has {len(state)} layer states; expected {len(self.blocks)} (one per block)")
+        return state
+
     def forward(self, x: torch.Tensor, state: list[State] | None = None) -> tuple[torch.Tensor, list[State]]:
-        state = state if state is not None else [None] * len(self.blocks)
         new_state = []
-        for block, layer_state in zip(self.blocks, state):
+        for block, layer_state in zip(self.blocks, self._states(state), strict=True):
             x, layer_state = block(x, layer_state)
             new_state.append(layer_state)
         return self.norm(x), new_state
 
     def step(self, x: torch.Tensor, state: list[State] | None) -> tuple[torch.Tensor, list[State]]:
-        state = state if state is not None else [None] * len(self.blocks)
         new_state = []
-        for block, layer_state in zip(self.blocks, state):
+        for block, layer_state in zip(self.blocks, self._states(state), strict=True):
             x, layer_state = block.step(x, layer_state)
             new_state.append(layer_state)
         return self.norm(x), new_state

@@ -69,7 +69,6 @@ def chunk_gla(
 
 def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
     B, T, H, K = q.shape
-    V = v.shape[-1]
     dtype = state_dtype(q, v)
     if g is None:
         g = q.new_zeros(B, T, H, dtype=dtype)
