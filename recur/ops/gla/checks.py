@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..common import check_cu_seqlens, check_per_head, check_qkv, check_state
 
 
