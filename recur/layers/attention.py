@@ -91,10 +91,11 @@ class Attention(Mixer):
         else:
             y = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
         y = rearrange(y, "b h t d -> b t (h d)")
-        keep = keys.shape[1] if not self.config.window else self.config.window - 1
+        # a window of w needs the last w - 1 keys and values for the next query
+        start = 0 if not self.config.window else max(0, keys.shape[1] - (self.config.window - 1))
         new_state = {
-            "k": keys[:, keys.shape[1] - keep :],
-            "v": values[:, values.shape[1] - keep :],
+            "k": keys[:, start:],
+            "v": values[:, start:],
             "position": positions[:, -1] + 1 if T else state["position"],
         }
         return self.o_proj(y), new_state

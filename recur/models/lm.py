@@ -131,7 +131,9 @@ class LM(nn.Module):
         if labels is not None:
             if labels.shape != ids.shape:
                 raise ValueError(f"labels has shape {list(labels.shape)}; expected {list(ids.shape)} (as ids)")
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            # the loss is taken in at least float32 whatever the compute dtype
+            wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+            loss = F.cross_entropy(wide.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return LMOutput(logits, loss, state)
 
     def step(self, token: torch.Tensor, state: list[State] | None) -> tuple[torch.Tensor, list[State]]:
