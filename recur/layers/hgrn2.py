@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from ..ops.gla import gla
 from .base import Mixer, MixerConfig, State
-from .parts import RMSNorm
+from .parts import RMSNorm, merge_heads, split_heads
 from .registry import register_mixer
 
 
@@ -72,7 +71,6 @@ class HGRN2(Mixer):
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         H = self.config.num_heads
         beta = self.config.forget_lower_bound
-        heads = lambda t: rearrange(t, "b t (h d) -> b t h d", h=H)  # noqa: E731
         f_logit = self.f_proj(x)
         # log f = log(β + (1 - β) σ(z)), computed stably for β = 0 as logsigmoid(z)
         if beta == 0.0:
@@ -82,7 +80,8 @@ class HGRN2(Mixer):
         # the input gate 1 - f, formed as -expm1(log f) for precision when f is near 1
         k = -torch.expm1(log_f)
         o, S = gla(
-            heads(F.silu(self.q_proj(x))), heads(k), heads(self.i_proj(x)), g=heads(log_f),
+            split_heads(F.silu(self.q_proj(x)), H), split_heads(k, H), split_heads(self.i_proj(x), H),
+            g=split_heads(log_f, H),
             initial_state=None if state is None else state["S"], output_final_state=True, impl=impl,
         )
-        return self.o_proj(rearrange(self.norm(o), "b t h d -> b t (h d)")), {"S": S}
+        return self.o_proj(merge_heads(self.norm(o))), {"S": S}

@@ -67,6 +67,16 @@ class ShortConv(nn.Module):
         return y.squeeze(1), state
 
 
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, T, H·d] -> [B, T, H, d]."""
+    return x.unflatten(-1, (num_heads, -1))
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, T, H, d] -> [B, T, H·d]."""
+    return x.flatten(-2)
+
+
 FEATURE_MAPS = {
     "identity": lambda x: x,
     "elu+1": lambda x: F.elu(x) + 1,

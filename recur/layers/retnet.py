@@ -16,12 +16,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from ..ops.gla import gla
 from .base import Mixer, MixerConfig, State
-from .parts import GatedRMSNorm, positions_after, rotary
+from .parts import GatedRMSNorm, merge_heads, positions_after, rotary, split_heads
 from .registry import register_mixer
 
 
@@ -78,13 +77,12 @@ class RetNet(Mixer):
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         B, T, _ = x.shape
         H = self.config.num_heads
-        heads = lambda t: rearrange(t, "b t (h d) -> b t h d", h=H)  # noqa: E731
         positions = positions_after(None if state is None else state["position"], B, T, x.device)
-        q, k = rotary(heads(self.q_proj(x)), positions), rotary(heads(self.k_proj(x)), positions)
+        q, k = rotary(split_heads(self.q_proj(x), H), positions), rotary(split_heads(self.k_proj(x), H), positions)
         g = self.log_decay.to(x.dtype).expand(B, T, H)
         o, S = gla(
-            q, k, heads(self.v_proj(x)), g=g, initial_state=None if state is None else state["S"],
+            q, k, split_heads(self.v_proj(x), H), g=g, initial_state=None if state is None else state["S"],
             output_final_state=True, impl=impl,
         )
-        o = self.norm(o, heads(self.g_proj(x)))
-        return self.o_proj(rearrange(o, "b t h d -> b t (h d)")), {"S": S, "position": positions[:, -1] + 1}
+        o = self.norm(o, split_heads(self.g_proj(x), H))
+        return self.o_proj(merge_heads(o)), {"S": S, "position": positions[:, -1] + 1}
