@@ -19,6 +19,7 @@ from recur.ops.ssm import (
     diagonal_init,
     discretize,
     discretize_dense,
+    discretize_dplr,
     dplr_kernel,
     hippo,
     krylov,
@@ -288,3 +289,16 @@ def test_krylov_powers():
     cols = krylov(A, v, 11)
     for l in (0, 1, 6, 10):
         assert_close(f"Ā^{l} v", cols[..., l], (torch.linalg.matrix_power(A, l) @ v[..., None])[..., 0], 1e-12)
+
+
+def test_dplr_discretisation_equals_dense():
+    gen = torch.Generator().manual_seed(9)
+    H, n = 3, 8
+    Lambda, P, B, _ = nplr("legt", n)
+    r = P.shape[0]
+    dt = torch.rand(H, generator=gen, dtype=torch.float64) * 0.5 + 1e-3
+    A = torch.diag(Lambda) - P.T @ P.conj()
+    A_bar, B_bar = discretize_dplr(Lambda.expand(H, n), P.expand(H, r, n), P.expand(H, r, n), B.expand(H, n), dt)
+    A_ref, B_ref = discretize_dense(A.expand(H, n, n), dt, B.expand(H, n))
+    assert_close("Woodbury Ā", A_bar, A_ref, 1e-12)
+    assert_close("Woodbury B̄", B_bar, B_ref, 1e-12)

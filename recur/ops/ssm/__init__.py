@@ -14,7 +14,7 @@ import torch
 
 from ..dispatch import dispatch
 from .conv import conv_dense_ssm, conv_diag_ssm, dplr_kernel, fft_conv, krylov, vandermonde
-from .discretize import discretize, discretize_dense
+from .discretize import discretize, discretize_dense, discretize_dplr
 from .hippo import diagonal_init, hippo, nplr, rank_correction
 from .naive import naive_dense_ssm, naive_diag_ssm, naive_selective_scan
 from .scan import scan_selective_scan
@@ -93,6 +93,7 @@ __all__ = [
     "diagonal_init",
     "discretize",
     "discretize_dense",
+    "discretize_dplr",
     "dplr_kernel",
     "fft_conv",
     "hippo",

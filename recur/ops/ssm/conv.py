@@ -18,7 +18,7 @@ import math
 import torch
 
 from .checks import check_lti_inputs
-from .discretize import discretize_dense
+from .discretize import discretize_dplr
 from .naive import _lti_cast
 
 
@@ -155,8 +155,7 @@ def dplr_kernel(
     The resolvent of diagonal-plus-low-rank is a Cauchy sum corrected by Woodbury.
     """
     H, N = Lambda.shape
-    A = torch.diag_embed(Lambda) - P.transpose(-1, -2) @ Q.conj()
-    A_bar, _ = discretize_dense(A, dt, B)
+    A_bar, _ = discretize_dplr(Lambda, P, Q, B, dt)
     # C̃ = C (I − Ā^L): the truncation to L steps, exact since ω^L = 1
     C_tilde = C - (C.unsqueeze(-2) @ torch.linalg.matrix_power(A_bar, length)).squeeze(-2)
     omega = torch.exp(-2j * math.pi * torch.arange(length, dtype=Lambda.real.dtype, device=Lambda.device) / length)

@@ -47,14 +47,38 @@ def discretize(
 
 
 def discretize_dense(A: torch.Tensor, dt: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear discretisation of a dense A [H, N, N] (or [N, N]) with step dt [H] and
-    B [H, N]: Ā = (I − ΔA/2)⁻¹ (I + ΔA/2), B̄ = Δ (I − ΔA/2)⁻¹ B (LSSL, S4)."""
+    """Bilinear discretisation of a dense A [H, N, N] with step dt [H] and B [H, N]:
+    Ā = (I − ΔA/2)⁻¹ (I + ΔA/2), B̄ = Δ (I − ΔA/2)⁻¹ B (LSSL, S4)."""
     N = A.shape[-1]
     eye = torch.eye(N, dtype=A.dtype, device=A.device)
     half = dt.to(A.dtype)[:, None, None] * A / 2
-    left = eye - half
-    A_bar = torch.linalg.solve(left, eye + half)
-    B_bar = torch.linalg.solve(left, (dt.to(B.dtype)[:, None] * B).unsqueeze(-1).to(left.dtype)).squeeze(-1)
+    # one solve for both right-hand sides; a lower-triangular A (HiPPO-LegS) needs no factorisation
+    rhs = torch.cat([eye + half, (dt.to(A.dtype)[:, None] * B.to(A.dtype)).unsqueeze(-1)], dim=-1)
+    if not bool(A.triu(1).any()):
+        out = torch.linalg.solve_triangular(eye - half, rhs, upper=False)
+    else:
+        out = torch.linalg.lu_solve(*torch.linalg.lu_factor(eye - half), rhs)
+    return out[..., :N], out[..., N]
+
+
+def discretize_dplr(
+    Lambda: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, B: torch.Tensor, dt: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`discretize_dense` for A = diag(Λ) − Pᵀ Q^* (Λ, B [H, N]; P, Q [H, r, N]; dt [H]),
+    inverting I − ΔA/2 = diag(1 − Δλ/2) + (Δ/2) Pᵀ Q^* by the Woodbury identity (no
+    N × N solve)."""
+    N, r = Lambda.shape[-1], P.shape[-2]
+    dt = dt.to(Lambda.dtype)
+    A = torch.diag_embed(Lambda) - P.transpose(-1, -2) @ Q.conj()
+    eye = torch.eye(N, dtype=A.dtype, device=A.device)
+    d_inv = 1 / (1 - dt[:, None] * Lambda / 2)  # [H, N]
+    U = (dt[:, None, None] / 2) * P.transpose(-1, -2)  # [H, N, r]
+    V = Q.conj()  # [H, r, N]
+    # (D + U V)⁻¹ = D⁻¹ − D⁻¹ U (I + V D⁻¹ U)⁻¹ V D⁻¹
+    small = torch.eye(r, dtype=A.dtype, device=A.device) + V @ (d_inv[..., None] * U)
+    inverse = torch.diag_embed(d_inv) - (d_inv[..., None] * U) @ torch.linalg.solve(small, V * d_inv[:, None, :])
+    A_bar = inverse @ (eye + (dt[:, None, None] / 2) * A)
+    B_bar = dt[:, None] * (inverse @ B.unsqueeze(-1)).squeeze(-1)
     return A_bar, B_bar
 
 
