@@ -31,7 +31,7 @@ class BidirectionalConfig(MixerConfig):
         super().__post_init__()
         inner = get_mixer(self.mixer)
         if not inner.causal:
-            raise ValueError(f"mixer must be a causal mixer; {self.mixer!r} is not")
+            raise ValueError(f"mixer must be a causal mixer; {self.mixer!r} is not causal")
         if "impl" in self.mixer_options:
             raise ValueError("mixer_options must not set 'impl'; set impl on the bidirectional config")
         mixer_config(self.mixer, self.d_model, **self.mixer_options)
