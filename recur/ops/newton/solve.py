@@ -21,7 +21,7 @@ import torch
 
 from ..rnn.cells import Cell
 from ..rnn.checks import check_rnn_inputs, initial_states
-from .scan import block_linear_recurrence, reverse_block_linear_recurrence
+from .scan import chunked_block_recurrence, reverse_block_linear_recurrence
 
 
 class NewtonFallbackWarning(RuntimeWarning):
@@ -75,7 +75,7 @@ def _solve(cell, x, R, b, start, max_iterations, tol, info):
             return F
         if info.iterations >= max_iterations or residual != residual or residual == float("inf"):
             break
-        delta = block_linear_recurrence(J, [f - h for f, h in zip(F, H, strict=True)])
+        delta = chunked_block_recurrence(J, [f - h for f, h in zip(F, H, strict=True)])
         H = tuple(h + d for h, d in zip(H, delta, strict=True))
         info.iterations += 1
     info.fell_back = True
