@@ -32,9 +32,9 @@ class SLSTMConfig(RNNConfig):
     conv_kernel: int = 4
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.bidirectional:
             raise ValueError("slstm has no bidirectional form (its gate convolution is causal); got bidirectional=True")
+        super().__post_init__()
         if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1:
             raise ValueError(f"conv_kernel must be a positive int; got {self.conv_kernel!r}")
 
