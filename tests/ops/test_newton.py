@@ -162,3 +162,16 @@ def test_block_scans_match_loop(S, T):
     got = reverse_block_linear_recurrence(J, r)
     for i in range(S):
         assert_close(f"reverse S={S} T={T} component {i}", got[i], expected[i], 1e-12)
+
+
+@pytest.mark.parametrize("name", ["paragru", "paralstm"])
+def test_closed_form_jacobians_match_autograd(name):
+    cell, x, R, b, h0 = make_inputs(name, 9)
+    gen = torch.Generator().manual_seed(5)
+    state = tuple(torch.randn(2, 9, 2, 5, generator=gen, dtype=torch.float64) for _ in range(cell.num_states))
+    new, J = cell.step_and_jacobian(x, R, b, state)
+    new_ref, J_ref = Cell.step_and_jacobian(cell, x, R, b, state)
+    for i in range(cell.num_states):
+        assert_close(f"{name} state {i}", new[i], new_ref[i], 1e-14)
+        for j in range(cell.num_states):
+            assert_close(f"{name} J[{i}][{j}]", J[i][j], J_ref[i][j], 1e-12)

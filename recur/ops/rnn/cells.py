@@ -275,12 +275,30 @@ class ParaLSTM(Cell):
     jacobian_structure = "diagonal"
 
     def step(self, x, R, b, state):
+        return self._forward(x, R, b, state)[0]
+
+    def _forward(self, x, R, b, state):
         h, c = state
         pre = x + b
         f = torch.sigmoid(R[0] * h + pre[..., 0, :, :] + R[3] * c)
-        c = f * c + (1 - f) * torch.tanh(R[1] * h + pre[..., 1, :, :])
-        o = torch.sigmoid(R[2] * h + pre[..., 2, :, :] + R[4] * c)
-        return o * torch.tanh(c), c
+        candidate = torch.tanh(R[1] * h + pre[..., 1, :, :])
+        c_new = f * c + (1 - f) * candidate
+        o = torch.sigmoid(R[2] * h + pre[..., 2, :, :] + R[4] * c_new)
+        tanh_c = torch.tanh(c_new)
+        return (o * tanh_c, c_new), f, candidate, o, tanh_c
+
+    def step_and_jacobian(self, x, R, b, state):
+        h, c = state
+        (h_new, c_new), f, candidate, o, tanh_c = self._forward(x, R, b, state)
+        # chain rule through f(h, c), c̃(h), c_t(f, c, c̃), o(h, c_t), h_t(o, c_t); units never mix
+        df = f * (1 - f)
+        dc_dh = df * R[0] * (c - candidate) + (1 - f) * (1 - candidate.square()) * R[1]
+        dc_dc = f + df * R[3] * (c - candidate)
+        do = o * (1 - o)
+        dh_dc_new = do * R[4] * tanh_c + o * (1 - tanh_c.square())
+        dh_dh = do * R[2] * tanh_c + dh_dc_new * dc_dh
+        dh_dc = dh_dc_new * dc_dc
+        return (h_new, c_new), [[dh_dh, dh_dc], [dc_dh, dc_dc]]
 
 
 CELLS: dict[str, Cell] = {
