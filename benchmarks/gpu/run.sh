@@ -20,14 +20,14 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 
 echo "== first call (empty Triton cache)"
-timeout 150 python3 benchmarks/gpu/bench_gla.py --first-call --out "$RESULTS"
+timeout 120 python3 benchmarks/gpu/bench_gla.py --first-call --out "$RESULTS"
 echo "== correctness at full size"
-timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tail -25
+timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tail -25
 echo "== timings: recur and SDPA"
-timeout 180 python3 benchmarks/gpu/bench_gla.py --out "$RESULTS" ${T_LIST:+--T $T_LIST}
+timeout 120 python3 benchmarks/gpu/bench_gla.py --out "$RESULTS" ${T_LIST:+--T $T_LIST}
 if python3 -c "import fla" 2>/dev/null; then
     echo "== timings: FLA"
-    timeout ${FLA_TIMEOUT:-150} python3 benchmarks/gpu/bench_gla.py --fla --out "$RESULTS" ${T_LIST:+--T $T_LIST}
+    timeout ${FLA_TIMEOUT:-90} python3 benchmarks/gpu/bench_gla.py --fla --out "$RESULTS" ${T_LIST:+--T $T_LIST}
 fi
 echo "== summary"
 python3 benchmarks/gpu/summary.py "$RESULTS"
