@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from ..ops.gla import gla
 from .base import Mixer, MixerConfig, State
-from .parts import GatedRMSNorm
+from .parts import GatedRMSNorm, merge_heads, split_heads
 from .registry import register_mixer
 
 
@@ -80,13 +79,12 @@ class GLA(Mixer):
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         H = self.config.num_heads
-        heads = lambda t: rearrange(t, "b t (h d) -> b t h d", h=H)  # noqa: E731
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        q, k, v = (split_heads(proj(x), H) for proj in (self.q_proj, self.k_proj, self.v_proj))
         # log α = logsigmoid(·) / τ, [B, T, H, K]
-        g = heads(F.logsigmoid(self.gate_up(self.gate_down(x))) / self.config.gate_temperature)
+        g = split_heads(F.logsigmoid(self.gate_up(self.gate_down(x))) / self.config.gate_temperature, H)
         o, S = gla(
             q, k, v, g=g, initial_state=None if state is None else state["S"],
             output_final_state=True, impl=impl,
         )
-        o = self.norm(o, heads(self.r_proj(x)))
-        return self.o_proj(rearrange(o, "b t h d -> b t (h d)")), {"S": S}
+        o = self.norm(o, split_heads(self.r_proj(x), H))
+        return self.o_proj(merge_heads(o)), {"S": S}

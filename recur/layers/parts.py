@@ -67,6 +67,16 @@ class ShortConv(nn.Module):
         return y.squeeze(1), state
 
 
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, T, H·d] -> [B, T, H, d]."""
+    return x.unflatten(-1, (num_heads, -1))
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, T, H, d] -> [B, T, H·d]."""
+    return x.flatten(-2)
+
+
 FEATURE_MAPS = {
     "identity": lambda x: x,
     "elu+1": lambda x: F.elu(x) + 1,
@@ -79,3 +89,32 @@ def feature_map(name: str):
     if name not in FEATURE_MAPS:
         raise ValueError(f"feature_map must be one of {sorted(FEATURE_MAPS)}; got {name!r}")
     return FEATURE_MAPS[name]
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (Su et al., RoFormer, arXiv:2104.09864).
+
+    Args:
+        x: [B, T, H, D] with D even.
+        positions: [B, T] absolute positions (integers).
+
+    Returns:
+        x with channel pairs (i, i + D/2) rotated by positions · base^(-2i/D).
+    """
+    D = x.shape[-1]
+    if D % 2:
+        raise ValueError(f"rotary needs an even head size; got {D}")
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    inv_freq = base ** (-torch.arange(0, D // 2, device=x.device, dtype=dtype) * 2 / D)
+    # [B, T, 1, D/2]
+    angles = (positions.to(dtype)[..., None] * inv_freq).unsqueeze(2)
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x.to(dtype).chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+def positions_after(state_positions: torch.Tensor | None, batch_size: int, length: int, device) -> torch.Tensor:
+    """Absolute positions [B, T] of a chunk that follows a state holding `state_positions`
+    ([B], the number of tokens seen so far), or starting at 0."""
+    start = torch.zeros(batch_size, dtype=torch.int64, device=device) if state_positions is None else state_positions
+    return start[:, None] + torch.arange(length, device=device)

@@ -82,18 +82,23 @@ class Backbone(nn.Module):
         )
         self.norm = RMSNorm(config.d_model, config.norm_eps)
 
+    def _states(self, state: list[State] | None) -> list[State | None]:
+        if state is None:
+            return [None] * len(self.blocks)
+        if len(state) != len(self.blocks):
+            raise ValueError(f"state has {len(state)} layer states; expected {len(self.blocks)} (one per block)")
+        return state
+
     def forward(self, x: torch.Tensor, state: list[State] | None = None) -> tuple[torch.Tensor, list[State]]:
-        state = state if state is not None else [None] * len(self.blocks)
         new_state = []
-        for block, layer_state in zip(self.blocks, state):
+        for block, layer_state in zip(self.blocks, self._states(state), strict=True):
             x, layer_state = block(x, layer_state)
             new_state.append(layer_state)
         return self.norm(x), new_state
 
     def step(self, x: torch.Tensor, state: list[State] | None) -> tuple[torch.Tensor, list[State]]:
-        state = state if state is not None else [None] * len(self.blocks)
         new_state = []
-        for block, layer_state in zip(self.blocks, state):
+        for block, layer_state in zip(self.blocks, self._states(state), strict=True):
             x, layer_state = block.step(x, layer_state)
             new_state.append(layer_state)
         return self.norm(x), new_state
@@ -126,7 +131,9 @@ class LM(nn.Module):
         if labels is not None:
             if labels.shape != ids.shape:
                 raise ValueError(f"labels has shape {list(labels.shape)}; expected {list(ids.shape)} (as ids)")
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            # the loss is taken in at least float32 whatever the compute dtype
+            wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+            loss = F.cross_entropy(wide.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return LMOutput(logits, loss, state)
 
     def step(self, token: torch.Tensor, state: list[State] | None) -> tuple[torch.Tensor, list[State]]:

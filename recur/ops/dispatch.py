@@ -37,7 +37,7 @@ def dispatch(
     if impl == "triton":
         if not triton_available():
             raise RuntimeError(
-                f"impl='triton' needs Triton: pip install 'recur[triton]' (or use impl='chunk')"
+                "impl='triton' needs Triton: pip install 'recur[triton]' (or use impl='chunk')"
             )
         if not like.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
             raise RuntimeError(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recur.layers import MIXERS, build_mixer
-from tests.helpers import assert_close
+from tests.layers import properties
 
 D_MODEL = 32
 NAMES = sorted(MIXERS)
@@ -22,14 +22,7 @@ def make(name: str, dtype=torch.float64, **options):
 
 
 def inputs(B=2, T=37, dtype=torch.float64):
-    torch.manual_seed(1)
-    return torch.randn(B, T, D_MODEL, dtype=dtype)
-
-
-def states_close(name, a, b, tol):
-    assert a.keys() == b.keys(), f"{name}: state keys {sorted(a)} != {sorted(b)}"
-    for key in a:
-        assert_close(f"{name} state[{key}]", a[key], b[key], tol)
+    return properties.inputs(D_MODEL, B=B, T=T, dtype=dtype)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -49,45 +42,23 @@ def test_forward_shape_and_state(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_carry(name):
-    """Running [0:t] then [t:T] with the carried state equals running [0:T]."""
     layer = make(name)
     if not layer.causal:
         pytest.skip(f"{name} is not causal, so it carries no state")
-    x = inputs(T=45)
-    y, state = layer(x)
-    for split in (1, 20, 44):
-        y1, s1 = layer(x[:, :split])
-        y2, s2 = layer(x[:, split:], s1)
-        assert_close(f"{name} output split at {split}", torch.cat([y1, y2], 1), y, 1e-10)
-        states_close(name, s2, state, 1e-10)
+    properties.check_state_carry(layer, D_MODEL)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_step_equals_forward(name):
     layer = make(name)
     if not layer.causal:
-        pytest.skip(f"{name} is not causal")
-    x = inputs(T=19)
-    y, state = layer(x)
-    step_state, outputs = None, []
-    for t in range(x.shape[1]):
-        y_t, step_state = layer.step(x[:, t], step_state)
-        outputs.append(y_t)
-    assert_close(f"{name} step loop", torch.stack(outputs, 1), y, 1e-10)
-    states_close(name, step_state, state, 1e-10)
+        pytest.skip(f"{name} is not causal, so it has no step")
+    properties.check_step_equals_forward(layer, D_MODEL)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_form_matches_naive(name):
-    layer = make(name)
-    x = inputs(T=70)
-    reference, ref_state = layer.with_impl("naive")(x) if "naive" in layer.impls else layer(x)
-    for impl in layer.impls:
-        if impl == "triton":
-            continue
-        y, state = layer.with_impl(impl)(x)
-        assert_close(f"{name} impl={impl}", y, reference, 1e-10)
-        states_close(name, state, ref_state, 1e-10)
+    properties.check_forms_match_naive(make(name), D_MODEL)
 
 
 @pytest.mark.parametrize("name", NAMES)

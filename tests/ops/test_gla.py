@@ -173,3 +173,30 @@ def test_bad_inputs_name_the_argument(form):
     if torch.device("meta") != q.device:
         with pytest.raises(ValueError, match="expected one device"):
             form(q, k, v.to("meta"), g=g)
+
+
+@pytest.mark.parametrize("T", [1, 64, 65, 200])
+def test_signed_decays_match_naive(T):
+    """Decays in (-1, 1): a_t = decay_sign_t · exp(g_t) (negative eigenvalues)."""
+    q, k, v, g, h0 = make_inputs(T, "scalar", strength=3.0)
+    sign = torch.where(torch.rand(B, T, H, generator=torch.Generator().manual_seed(5)) < 0.5, -1.0, 1.0).double()
+
+    def with_sign(form):
+        return lambda *a, **kw: form(*a, **kw, decay_sign=sign)
+
+    compare(run(with_sign(chunk_gla), q, k, v, g, h0), run(with_sign(naive_gla), q, k, v, g, h0), 1e-10, "signed")
+
+
+
+def test_negative_decay_flips_the_state():
+    """All signs negative and g = 0: the state changes sign every step."""
+    q, k, v, g, _ = make_inputs(2, "scalar")
+    o, ht = naive_gla(q[:, :2], k[:, :2], v[:, :2], g=torch.zeros_like(g[:, :2]), decay_sign=-torch.ones_like(g[:, :2]), output_final_state=True)
+    expected = k[:, 1, :, :, None] * v[:, 1, :, None, :] - k[:, 0, :, :, None] * v[:, 0, :, None, :]
+    assert_close("flip", ht, expected, 1e-14)
+
+
+def test_signed_decays_need_a_per_head_gate():
+    q, k, v, g, _ = make_inputs(8, "vector")
+    with pytest.raises(ValueError, match="decay_sign needs a per-head log decay"):
+        chunk_gla(q, k, v, g=g, decay_sign=torch.ones(B, 8, H, dtype=torch.float64))

@@ -54,6 +54,7 @@ def chunk_state_passing(
     chunk_log_decay: torch.Tensor,
     chunk_states: torch.Tensor,
     initial_state: torch.Tensor | None,
+    chunk_sign: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """States entering every chunk and the final state.
 
@@ -61,10 +62,14 @@ def chunk_state_passing(
         chunk_log_decay: G_n, [B, N, H, K] (per key channel) or [B, N, H] (per head).
         chunk_states: U_n, [B, N, H, K, V].
         initial_state: S_0, [B, H, K, V] or None.
+        chunk_sign: ±1 with chunk_log_decay's shape for signed decays
+            (S_n = sign_n exp(G_n) S_{n-1} + U_n), or None.
 
     Returns:
         (states_in [B, N, H, K, V], the state entering chunk n; final_state [B, H, K, V]).
     """
     decay = chunk_log_decay.exp()
+    if chunk_sign is not None:
+        decay = decay * chunk_sign
     decay = decay[..., None] if decay.dim() == 4 else decay[..., None, None]
     return _ChunkStatePassing.apply(decay.contiguous(), chunk_states.contiguous(), initial_state)

@@ -23,13 +23,14 @@ def triton_gla(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    decay_sign: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated linear attention with fused Triton kernels; same arguments as `naive_gla`."""
     from .triton import triton_gla as kernel
 
     return kernel(
         q, k, v, g=g, scale=scale, initial_state=initial_state,
-        output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        output_final_state=output_final_state, cu_seqlens=cu_seqlens, decay_sign=decay_sign,
     )
 
 
@@ -46,6 +47,7 @@ def gla(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    decay_sign: torch.Tensor | None = None,
     impl: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated linear attention; `impl` is "auto", "naive", "chunk" or "triton".
@@ -56,7 +58,7 @@ def gla(
     form = dispatch("gla", FORMS, impl, q)
     return form(
         q, k, v, g=g, scale=scale, initial_state=initial_state,
-        output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        output_final_state=output_final_state, cu_seqlens=cu_seqlens, decay_sign=decay_sign,
     )
 
 

@@ -37,6 +37,7 @@ def chunk_gla(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    decay_sign: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated linear attention, chunkwise. Same arguments and results as `naive_gla`.
 
@@ -48,25 +49,26 @@ def chunk_gla(
         initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None.
         output_final_state: also return S_T.
         cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
+        decay_sign: ±1, [B, T, H], for signed per-head decays a_t = decay_sign_t · exp(g_t).
 
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] in float32/float64, or None).
     """
-    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens)
+    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
     out_dtype = v.dtype
     if cu_seqlens is not None:
         # Padding after each sequence with k = 0 and g = 0 leaves its final state unchanged.
         q, k, v = (packed_to_padded(x, cu_seqlens) for x in (q, k, v))
         g = None if g is None else packed_to_padded(g, cu_seqlens)
-    o, final_state = _chunk_gla(q, k, v, g, scale, initial_state)
+        decay_sign = None if decay_sign is None else packed_to_padded(decay_sign, cu_seqlens)
+    o, final_state = _chunk_gla(q, k, v, g, scale, initial_state, decay_sign)
     if cu_seqlens is not None:
         o = padded_to_packed(o, cu_seqlens)
     return o.to(out_dtype), (final_state if output_final_state else None)
 
 
-def _chunk_gla(q, k, v, g, scale, initial_state):
+def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
     B, T, H, K = q.shape
-    V = v.shape[-1]
     dtype = state_dtype(q, v)
     if g is None:
         g = q.new_zeros(B, T, H, dtype=dtype)
@@ -83,6 +85,7 @@ def _chunk_gla(q, k, v, g, scale, initial_state):
 
     q, k, v, g = chunked(q), chunked(k), chunked(v), chunked(g)
     # g: [B, N, H, C] or [B, N, H, C, K]
+    signs = None if decay_sign is None else _segment_signs(chunked(decay_sign))
 
     # Log decay from the chunk start to step t (inclusive) and from after step s to the chunk end.
     to_step = g.cumsum(dim=3)
@@ -100,19 +103,44 @@ def _chunk_gla(q, k, v, g, scale, initial_state):
     else:
         # [B, N, H, C, C]
         decay = segsum(g).exp()
+        if signs is not None:
+            decay = decay * signs["pairs"]
         scores = (q @ k.transpose(-1, -2)) * decay
     o = scores @ v
 
     # 2. What each chunk writes to the state on its own: U_n = sum_s (k_s ⊙ exp(to_end_s)) v_sᵀ.
-    local_states = (k * to_end.exp()).transpose(-1, -2) @ v
+    to_end, to_step = to_end.exp(), to_step.exp()
+    if signs is not None:
+        to_end, to_step = to_end * signs["to_end"], to_step * signs["to_step"]
+    local_states = (k * to_end).transpose(-1, -2) @ v
 
     # 3. States entering each chunk: S_n = exp(G_n) ⊙ S_{n-1} + U_n, a scan over chunks.
     init = None if initial_state is None else initial_state.to(dtype)
-    states_in, final_state = chunk_state_passing(chunk_total, local_states, init)
+    chunk_sign = None if signs is None else signs["total"]
+    states_in, final_state = chunk_state_passing(chunk_total, local_states, init, chunk_sign)
 
     # 4. Inter-chunk: o_t += scale · (q_t ⊙ exp(to_step_t))ᵀ S_{n-1}.
-    o = o + (q * to_step.exp()) @ states_in
+    o = o + (q * to_step) @ states_in
     o = o * scale
     # [B, N, H, C, V] -> [B, T, H, V]
     o = o.transpose(2, 3).flatten(1, 2)[:, :T]
     return o, final_state
+
+
+def _segment_signs(decay_sign: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Signs of decay products over the same segments as the log decays, [B, N, H, C].
+
+    The sign of a product is the parity of its negative factors, and integer counts of
+    negatives subtract exactly, so the signs are exact for any length.
+    """
+    negatives = (decay_sign < 0).to(torch.int64)
+    count = negatives.cumsum(dim=-1)
+    parity = lambda n: 1 - 2 * (n % 2)  # noqa: E731
+    dtype = torch.float64 if decay_sign.dtype == torch.float64 else torch.float32
+    return {
+        # product over (s, t]: negatives counted in (s, t] = count_t - count_s
+        "pairs": parity(count.unsqueeze(-1) - count.unsqueeze(-2)).to(dtype),
+        "to_step": parity(count).to(dtype).unsqueeze(-1),
+        "to_end": parity(count[..., -1:] - count).to(dtype).unsqueeze(-1),
+        "total": parity(count[..., -1]).to(dtype),
+    }

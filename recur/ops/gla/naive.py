@@ -26,6 +26,7 @@ def naive_gla(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    decay_sign: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gated linear attention as a loop over time.
 
@@ -38,13 +39,15 @@ def naive_gla(
         initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None for zeros.
         output_final_state: also return S_T.
         cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
+        decay_sign: ±1, [B, T, H], for signed per-head decays a_t = decay_sign_t · exp(g_t)
+            in (-1, 1) (negative eigenvalues, arXiv:2411.12537); None means positive.
 
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
     """
-    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens)
+    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
     if cu_seqlens is not None:
-        return _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
+        return _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, decay_sign)
 
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -57,6 +60,8 @@ def naive_gla(
         if g is not None:
             # decay: [B, H, 1, 1] per head or [B, H, K, 1] per key channel
             decay = g[:, t].to(dtype).exp()
+            if decay_sign is not None:
+                decay = decay * decay_sign[:, t].to(dtype)
             decay = decay[..., None, None] if decay.dim() == 2 else decay[..., None]
             S = decay * S
         # write: S += k_t v_tᵀ, [B, H, K, V]
@@ -67,7 +72,7 @@ def naive_gla(
     return o.to(v.dtype), (S if output_final_state else None)
 
 
-def _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
+def _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, decay_sign):
     """Packed batches: run every sequence on its own, from its own initial state."""
     outputs, finals = [], []
     for n in range(cu_seqlens.numel() - 1):
@@ -78,6 +83,7 @@ def _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqle
             scale=scale,
             initial_state=None if initial_state is None else initial_state[n : n + 1],
             output_final_state=True,
+            decay_sign=None if decay_sign is None else decay_sign[:, start:end],
         )
         outputs.append(o)
         finals.append(S)

@@ -1,0 +1,87 @@
+"""HGRN-2: a gated linear RNN whose state is expanded by an outer product.
+
+HGRN2: Gated Linear RNNs with State Expansion (Qin, Yang, Sun, Shen, Li, Sun, Zhong;
+arXiv:2404.07904), §3:
+
+    f_t = β + (1 - β) σ(x_t W_f),   S_t = diag(f_t) S_{t-1} + (1 - f_t) i_tᵀ,
+    y_t = RMSNorm(S_tᵀ SiLU(x_t W_q)) W_o
+
+The input gate is tied to the forget gate (1 - f), so the layer is GLA with key 1 - f
+and log decay log f. β is the forget gate's lower bound, which the paper raises with depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.gla import gla
+from .base import Mixer, MixerConfig, State
+from .parts import RMSNorm, merge_heads, split_heads
+from .registry import register_mixer
+
+
+@dataclass(kw_only=True)
+class HGRN2Config(MixerConfig):
+    num_heads: int = 4
+    # state expansion: the key width per head (the paper's expand ratio)
+    expand_ratio: int = 8
+    # β in [0, 1): the smallest forget gate
+    forget_lower_bound: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.heads(self.num_heads)
+        if self.expand_ratio <= 0:
+            raise ValueError(f"expand_ratio must be positive; got {self.expand_ratio}")
+        if not 0.0 <= self.forget_lower_bound < 1.0:
+            raise ValueError(f"forget_lower_bound must be in [0, 1); got {self.forget_lower_bound}")
+
+
+@register_mixer("hgrn2")
+class HGRN2(Mixer):
+    Config = HGRN2Config
+    has_triton_kernel = True
+
+    def __init__(self, config: HGRN2Config) -> None:
+        super().__init__(config)
+        D, H = config.d_model, config.num_heads
+        self.head_v = D // H
+        self.key_dim = H * config.expand_ratio
+        self.q_proj = nn.Linear(D, self.key_dim, bias=False)
+        self.f_proj = nn.Linear(D, self.key_dim, bias=False)
+        self.i_proj = nn.Linear(D, D, bias=False)
+        self.norm = RMSNorm(self.head_v)
+        self.o_proj = nn.Linear(D, D, bias=False)
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        H = self.config.num_heads
+        return {"S": torch.zeros(batch_size, H, self.config.expand_ratio, self.head_v, device=device)}
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        return self._mix(x, state, self.config.impl)
+
+    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        y, state = self._mix(x.unsqueeze(1), state, "naive")
+        return y.squeeze(1), state
+
+    def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
+        H = self.config.num_heads
+        beta = self.config.forget_lower_bound
+        f_logit = self.f_proj(x)
+        # log f = log(β + (1 - β) σ(z)), computed stably for β = 0 as logsigmoid(z)
+        if beta == 0.0:
+            log_f = F.logsigmoid(f_logit)
+        else:
+            log_f = torch.log(beta + (1 - beta) * torch.sigmoid(f_logit))
+        # the input gate 1 - f, formed as -expm1(log f) for precision when f is near 1
+        k = -torch.expm1(log_f)
+        o, S = gla(
+            split_heads(F.silu(self.q_proj(x)), H), split_heads(k, H), split_heads(self.i_proj(x), H),
+            g=split_heads(log_f, H),
+            initial_state=None if state is None else state["S"], output_final_state=True, impl=impl,
+        )
+        return self.o_proj(merge_heads(self.norm(o))), {"S": S}

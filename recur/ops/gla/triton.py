@@ -1,0 +1,577 @@
+"""Gated linear attention as fused Triton kernels, forward and backward.
+
+Gated Linear Attention Transformers with Hardware-Efficient Training
+(Yang, Wang, Shen, Panda, Kim; arXiv:2312.06635), §4:
+
+    S_t = diag(exp g_t) S_{t-1} + k_t v_tᵀ,      o_t = scale · S_tᵀ q_t
+
+Time is cut into chunks of C = 64 steps for the state recurrence and into sub-chunks of
+c = 16 rows for the outputs. With gc the log decay summed from the chunk start:
+
+- chunk states (one program per head and state tile, a loop over chunks):
+  S_n = exp(gc_last) ⊙ S_{n-1} + (k ⊙ exp(gc_last - gc))ᵀ v;
+- outputs (one program per sub-chunk): o = scale · [(q ⊙ exp(gc)) S_{n-1} + A v], where the
+  intra-chunk scores A[t, s] = Σ_k q_tk k_sk exp(gc_tk - gc_sk) come from a matrix product
+  for earlier sub-chunks, with both factors taken relative to the row just before the
+  query's sub-chunk (so both exponents are <= 0), and from an elementwise [c, c, K]
+  product on the diagonal sub-chunk (whose exponents are <= 0 too).
+
+No factor exp(x) with x > 0 is ever formed, so strong gates cannot overflow. A log decay
+of -inf (a reset) is clamped to GATE_FLOOR, whose exp is 0 in float32 just as exp(-inf).
+
+The backward mirrors this: states S_{n-1} are recomputed, the adjoint states
+D_n = exp(gc_last) ⊙ D_{n+1} + scale (q ⊙ exp(gc))ᵀ do run backwards over chunks, and one
+program per sub-chunk writes dq, dk, dv. The gate's gradient follows from
+∂L/∂G_t = q_t ⊙ dq_t − k_t ⊙ dk_t (G the log decay summed from the sequence start, plus
+dS_T ⊙ S_T at the last step), summed over t' >= t.
+
+Signed per-head decays (decay_sign) enter through σ_t = (-1)^(negatives in the chunk up
+to t): the sign of any product over (s, t] inside a chunk is σ_t σ_s.
+
+Legend of kernel names: B batch, T time, H heads, K key width, V value width, C chunk,
+c sub-chunk, NC chunks per sequence; `bh` is one (batch, head) pair; `dt` the dtype of the
+matrix products (the inputs' own dtype, float32 with IEEE products for float32 inputs).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from ..common import packed_to_padded, padded_to_packed
+from .checks import check_gla_inputs
+
+CHUNK = 64
+SUB_CHUNK = 16
+# exp(GATE_FLOOR) is 0 in float32, so clamping changes no float32 result, and the chunk
+# sums of clamped gates stay small enough for their differences to keep 5 digits.
+GATE_FLOOR = -128.0
+MAX_HEAD_DIM = 256
+
+
+def _pow2(n: int, least: int = 16) -> int:
+    return max(least, triton.next_power_of_2(n))
+
+
+# Sums and scans go through tl.reduce / tl.associative_scan with Triton's own adder rather
+# than tl.sum / tl.cumsum: those are kernels of Triton's, compiled or interpreted according to
+# TRITON_INTERPRET when Triton is first imported, while these follow this module (and the
+# interpreter runs this adder as one numpy call).
+_add = tl.standard._sum_combine
+# Triton's interpreter multiplies bfloat16 matrices wrongly (it reads their raw bits), so
+# there the operands, already rounded to bfloat16, are widened first: same products.
+_WIDEN_BF16_DOT = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr):
+    if _WIDEN_BF16_DOT:
+        if a.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H: tl.constexpr, K: tl.constexpr, SCALAR_GATE: tl.constexpr):
+    """Chunk-cumulated log decays of `rows`: [R, BK] per key channel, or [R, 1] per head."""
+    if SCALAR_GATE:
+        return tl.load(gc_ptr + (b * T_pad + rows) * H + h)[:, None]
+    else:
+        return tl.load(gc_ptr + ((b * T_pad + rows) * H + h)[:, None] * K + ks[None, :], mask=ks[None, :] < K, other=0.0)
+
+
+@triton.jit
+def _sign_rows(sc_ptr, b, h, rows, T_pad, H: tl.constexpr, HAS_SIGN: tl.constexpr):
+    """σ of `rows` as [R, 1] (1 without signed decays)."""
+    if HAS_SIGN:
+        return tl.load(sc_ptr + (b * T_pad + rows) * H + h)[:, None]
+    else:
+        return tl.full([rows.shape[0], 1], 1.0, tl.float32)
+
+
+@triton.jit
+def _gate_cumsum_kernel(
+    g_ptr, sign_ptr, gc_ptr, sc_ptr, T, T_pad, floor,
+    H: tl.constexpr, KG: tl.constexpr, BKG: tl.constexpr, C: tl.constexpr,
+    HAS_G: tl.constexpr, HAS_SIGN: tl.constexpr,
+):
+    n, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), bh % H
+    rows = n * C + tl.arange(0, C)
+    cols = tl.arange(0, BKG)
+    inside = (rows[:, None] < T) & (cols[None, :] < KG)
+    if HAS_G:
+        g = tl.load(g_ptr + ((b * T + rows) * H + h)[:, None] * KG + cols[None, :], mask=inside, other=0.0)
+        g = tl.maximum(g.to(tl.float32), floor)
+    else:
+        g = tl.full([C, BKG], 0.0, tl.float32)
+    gc = tl.associative_scan(g, 0, _add)
+    tl.store(gc_ptr + ((b * T_pad + rows) * H + h)[:, None] * KG + cols[None, :], gc, mask=cols[None, :] < KG)
+    if HAS_SIGN:
+        s = tl.load(sign_ptr + (b * T + rows) * H + h, mask=rows < T, other=1.0)
+        negatives = tl.associative_scan((s < 0).to(tl.int32), 0, _add)
+        tl.store(sc_ptr + (b * T_pad + rows) * H + h, 1.0 - 2.0 * (negatives % 2).to(tl.float32))
+
+
+@triton.jit
+def _chunk_state_kernel(
+    x_ptr, y_ptr, gc_ptr, sc_ptr, h0_ptr, states_ptr, hT_ptr, T, T_pad, NC, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    C: tl.constexpr, REVERSE: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Forward: S_n = σ_last exp(gc_last) S_{n-1} + (σ_last σ_s k ⊙ exp(gc_last - gc))ᵀ v over
+    chunks, storing each chunk's entering state. Reverse (x = q, y = do): the adjoint
+    D_{n-1} = σ_last exp(gc_last) D_n + scale (σ_t q ⊙ exp(gc))ᵀ do, storing D_n."""
+    kb, vb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = (bh // H).to(tl.int64), bh % H
+    ks = kb * BK + tl.arange(0, BK)
+    vs = vb * BV + tl.arange(0, BV)
+    tile = (ks[:, None] < K) & (vs[None, :] < V)
+    tile_offsets = ks[:, None] * V + vs[None, :]
+    if HAS_H0:
+        S = tl.load(h0_ptr + bh.to(tl.int64) * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
+    else:
+        S = tl.full([BK, BV], 0.0, tl.float32)
+    for i in range(NC):
+        if REVERSE:
+            n = NC - 1 - i
+        else:
+            n = i
+        tl.store(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + tile_offsets, S.to(states_ptr.dtype.element_ty), mask=tile)
+        rows = n * C + tl.arange(0, C)
+        inside = rows < T
+        x = tl.load(x_ptr + ((b * T + rows) * H + h)[:, None] * K + ks[None, :], mask=inside[:, None] & (ks[None, :] < K), other=0.0)
+        y = tl.load(y_ptr + ((b * T + rows) * H + h)[:, None] * V + vs[None, :], mask=inside[:, None] & (vs[None, :] < V), other=0.0)
+        gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
+        last = tl.full([1], n * C + C - 1, tl.int32)
+        gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
+        sigma = _sign_rows(sc_ptr, b, h, rows, T_pad, H, HAS_SIGN)
+        sigma_last = _sign_rows(sc_ptr, b, h, last, T_pad, H, HAS_SIGN)
+        if REVERSE:
+            xw = x.to(tl.float32) * tl.exp(gc) * (sigma * scale)
+        else:
+            xw = x.to(tl.float32) * tl.exp(gl - gc) * (sigma * sigma_last)
+        # [1, BK] -> [BK, 1]: the decay of the whole chunk per key row of the state
+        S = S * tl.trans(tl.exp(gl) * sigma_last) + _dot(tl.trans(xw.to(y.dtype)), y, PRECISION)
+    if STORE_FINAL:
+        tl.store(hT_ptr + bh.to(tl.int64) * K * V + tile_offsets, S, mask=tile)
+
+
+@triton.jit
+def _chunk_output_kernel(
+    q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    C: tl.constexpr, c: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    m, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), bh % H
+    n = m // (C // c)
+    t0, r0 = n * C, m * c
+    rows_c = t0 + tl.arange(0, C)
+    rows_i = r0 + tl.arange(0, c)
+    vs = tl.arange(0, BV)
+    v_c = tl.load(v_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & (vs[None, :] < V), other=0.0)
+    v_i = tl.load(v_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & (vs[None, :] < V), other=0.0)
+    dt = v_c.dtype
+    # reference row just before the sub-chunk (the sub-chunk's own first row for the first one)
+    ref_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
+    earlier = rows_c < r0
+    causal = rows_i[:, None] >= rows_i[None, :]
+    acc = tl.full([c, BV], 0.0, tl.float32)
+    scores_earlier = tl.full([c, C], 0.0, tl.float32)
+    scores_diag = tl.full([c, c], 0.0, tl.float32)
+    for kb in range((K + BK - 1) // BK):
+        ks = kb * BK + tl.arange(0, BK)
+        kmask = ks[None, :] < K
+        q_i = tl.load(q_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        k_c = tl.load(k_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=(rows_c[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, SCALAR_GATE)
+        gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, SCALAR_GATE)
+        ref = _gate_rows(gc_ptr, b, h, ref_row, ks, T_pad, H, K, SCALAR_GATE)
+        S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+        # inter-chunk: (q ⊙ exp(gc)) S_{n-1}
+        acc += _dot((q_i * tl.exp(gc_i)).to(S.dtype), S, PRECISION)
+        # earlier sub-chunks of this chunk: exp(gc_t - gc_s) = exp(gc_t - ref) · exp(ref - gc_s)
+        q_hat = q_i * tl.exp(gc_i - ref)
+        k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref - gc_c, float("-inf")))
+        scores_earlier += _dot(q_hat.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
+        # diagonal sub-chunk, elementwise: [t, s, k]
+        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
+        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+    sigma_i = _sign_rows(sc_ptr, b, h, rows_i, T_pad, H, HAS_SIGN)
+    sigma_c = _sign_rows(sc_ptr, b, h, rows_c, T_pad, H, HAS_SIGN)
+    acc = acc * sigma_i
+    scores_earlier = scores_earlier * sigma_i * tl.reshape(sigma_c, [1, C])
+    scores_diag = scores_diag * sigma_i * tl.reshape(sigma_i, [1, c])
+    acc += _dot(scores_earlier.to(dt), v_c, PRECISION)
+    acc += _dot(scores_diag.to(dt), v_i, PRECISION)
+    tl.store(o_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], (acc * scale).to(o_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & (vs[None, :] < V))
+
+
+@triton.jit
+def _chunk_backward_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, sc_ptr, states_ptr, dstates_ptr,
+    dq_ptr, dk_ptr, dv_ptr, dG_ptr, T, T_pad, NC, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    C: tl.constexpr, c: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    m, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), bh % H
+    n = m // (C // c)
+    t0, r0 = n * C, m * c
+    rows_c = t0 + tl.arange(0, C)
+    rows_i = r0 + tl.arange(0, c)
+    vs = tl.arange(0, BV)
+    vmask = vs[None, :] < V
+    v_c = tl.load(v_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & vmask, other=0.0)
+    do_c = tl.load(do_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & vmask, other=0.0)
+    v_i = tl.load(v_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
+    do_i = tl.load(do_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
+    dt = v_c.dtype
+    sigma_i = _sign_rows(sc_ptr, b, h, rows_i, T_pad, H, HAS_SIGN)
+    sigma_c = tl.reshape(_sign_rows(sc_ptr, b, h, rows_c, T_pad, H, HAS_SIGN), [1, C])
+    last = tl.full([1], t0 + C - 1, tl.int32)
+    sigma_last = _sign_rows(sc_ptr, b, h, last, T_pad, H, HAS_SIGN)
+    # dA[t, s] = do_t · v_s with the signs of the pair: t in this sub-chunk, s in the chunk
+    dA_earlier = _dot(do_i, tl.trans(v_c), PRECISION) * sigma_i * sigma_c
+    dA_diag = _dot(do_i, tl.trans(v_i), PRECISION) * sigma_i * tl.reshape(sigma_i, [1, c])
+    # dAᵀ[s, t] = v_s · do_t: s in this sub-chunk, t in the chunk
+    dAT_later = _dot(v_i, tl.trans(do_c), PRECISION) * sigma_i * sigma_c
+    ref_q_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
+    ref_k_row = tl.full([1], r0 + c - 1, tl.int32)
+    earlier = rows_c < r0
+    later = rows_c > r0 + c - 1
+    causal = rows_i[:, None] >= rows_i[None, :]
+    strict = rows_i[:, None] > rows_i[None, :]
+    dA_self = tl.reshape(tl.reduce(tl.where(rows_i[:, None] == rows_i[None, :], dA_diag, 0.0), 1, _add), [c, 1])
+    dv_acc = tl.full([c, BV], 0.0, tl.float32)
+    scoresT_later = tl.full([c, C], 0.0, tl.float32)
+    scores_diag = tl.full([c, c], 0.0, tl.float32)
+    for kb in range((K + BK - 1) // BK):
+        ks = kb * BK + tl.arange(0, BK)
+        kmask = ks[None, :] < K
+        inside_i = (rows_i[:, None] < T) & kmask
+        inside_c = (rows_c[:, None] < T) & kmask
+        q_i = tl.load(q_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=inside_i, other=0.0).to(tl.float32)
+        k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=inside_i, other=0.0).to(tl.float32)
+        q_c = tl.load(q_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=inside_c, other=0.0).to(tl.float32)
+        k_c = tl.load(k_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=inside_c, other=0.0).to(tl.float32)
+        gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, SCALAR_GATE)
+        gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, SCALAR_GATE)
+        ref_q = _gate_rows(gc_ptr, b, h, ref_q_row, ks, T_pad, H, K, SCALAR_GATE)
+        ref_k = _gate_rows(gc_ptr, b, h, ref_k_row, ks, T_pad, H, K, SCALAR_GATE)
+        gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
+        state_offsets = (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :]
+        state_mask = (ks[:, None] < K) & vmask
+        S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
+        D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
+        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
+        decay_strict = tl.where(strict[:, :, None], decay, 0.0)
+
+        # dq_t = scale [Σ_{s<=t} dA[t,s] exp(gc_t - gc_s) ⊙ k_s + σ_t exp(gc_t) ⊙ S_{n-1} do_t]
+        k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref_q - gc_c, float("-inf")))
+        dq = tl.exp(gc_i - ref_q) * _dot(dA_earlier.to(dt), k_hat.to(dt), PRECISION)
+        # s = t adds the same q_t ⊙ k_t dA[t,t] to q ⊙ dq and to k ⊙ dk; it is left out of
+        # both for the gate's gradient, where it would cancel and leave only rounding
+        dq += tl.reduce(dA_diag[:, :, None] * k_i[None, :, :] * decay_strict, 1, _add)
+        dq += sigma_i * tl.exp(gc_i) * _dot(do_i.to(S.dtype), tl.trans(S), PRECISION)
+        dq = dq * scale
+
+        # dk_s = scale Σ_{t>=s} dA[t,s] exp(gc_t - gc_s) ⊙ q_t + σ_last σ_s exp(gc_last - gc_s) ⊙ D_n v_s
+        q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
+        dk = tl.exp(ref_k - gc_i) * _dot(dAT_later.to(dt), q_tilde.to(dt), PRECISION)
+        dk += tl.reduce(dA_diag[:, :, None] * q_i[:, None, :] * decay_strict, 0, _add)
+        dk = dk * scale
+        k_to_end = k_i * tl.exp(gl - gc_i) * (sigma_i * sigma_last)
+        dk += tl.exp(gl - gc_i) * (sigma_i * sigma_last) * _dot(v_i.to(D.dtype), tl.trans(D), PRECISION)
+        dG = q_i * dq - k_i * dk
+        dq += (scale * dA_self) * k_i
+        dk += (scale * dA_self) * q_i
+
+        # dv_s = scale Σ_{t>=s} A[t,s] do_t + (σ_last σ_s k_s ⊙ exp(gc_last - gc_s))ᵀ D_n
+        k_tilde = k_i * tl.exp(ref_k - gc_i)
+        scoresT_later += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
+        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        dv_acc += _dot(k_to_end.to(D.dtype), D, PRECISION)
+
+        out = ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :]
+        tl.store(dq_ptr + out, dq.to(dq_ptr.dtype.element_ty), mask=inside_i)
+        tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=inside_i)
+        tl.store(dG_ptr + out, dG, mask=inside_i)
+    scoresT_later = scoresT_later * sigma_i * sigma_c
+    scores_diag = scores_diag * sigma_i * tl.reshape(sigma_i, [1, c])
+    dv = _dot(scoresT_later.to(dt), do_c, PRECISION)
+    dv += _dot(tl.trans(scores_diag).to(dt), do_i, PRECISION)
+    dv = dv * scale + dv_acc
+    tl.store(dv_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], dv.to(dv_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & vmask)
+
+
+@triton.jit
+def _recurrent_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, sign_ptr, h0_ptr, o_ptr, hT_ptr, cu_ptr, T, scale, floor,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_G: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, VARLEN: tl.constexpr,
+):
+    """One program per (sequence, head, value tile): the state stays in registers for the
+    whole loop over time. With T = 1 this is one decoding step."""
+    vb, nh = tl.program_id(0), tl.program_id(1)
+    n, h = (nh // H).to(tl.int64), nh % H
+    if VARLEN:
+        start = tl.load(cu_ptr + n).to(tl.int64)
+        end = tl.load(cu_ptr + n + 1).to(tl.int64)
+    else:
+        start = n * T
+        end = start + T
+    ks = tl.arange(0, BK)
+    vs = vb * BV + tl.arange(0, BV)
+    tile = (ks[:, None] < K) & (vs[None, :] < V)
+    tile_offsets = nh.to(tl.int64) * K * V + ks[:, None] * V + vs[None, :]
+    if HAS_H0:
+        S = tl.load(h0_ptr + tile_offsets, mask=tile, other=0.0).to(tl.float32)
+    else:
+        S = tl.full([BK, BV], 0.0, tl.float32)
+    for t in range(start, end):
+        q = tl.load(q_ptr + (t * H + h) * K + ks, mask=ks < K, other=0.0).to(tl.float32)
+        k = tl.load(k_ptr + (t * H + h) * K + ks, mask=ks < K, other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + (t * H + h) * V + vs, mask=vs < V, other=0.0).to(tl.float32)
+        if HAS_G:
+            if SCALAR_GATE:
+                decay = tl.exp(tl.maximum(tl.load(g_ptr + t * H + h).to(tl.float32), floor))
+            else:
+                g = tl.load(g_ptr + (t * H + h) * K + ks, mask=ks < K, other=0.0).to(tl.float32)
+                decay = tl.exp(tl.maximum(g, floor))[:, None]
+            if HAS_SIGN:
+                decay = decay * tl.load(sign_ptr + t * H + h).to(tl.float32)
+            S = S * decay
+        S += k[:, None] * v[None, :]
+        o = tl.reduce(S * q[:, None], 0, _add) * scale
+        tl.store(o_ptr + (t * H + h) * V + vs, o.to(o_ptr.dtype.element_ty), mask=vs < V)
+    if STORE_FINAL:
+        tl.store(hT_ptr + tile_offsets, S, mask=tile)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _launch_config(K: int, V: int) -> dict:
+    """Fixed tiles (no autotuning, so the first call only compiles): key blocks of 32 keep
+    the [c, c, BK] diagonal products in registers; the whole value width is one tile."""
+    return {"BK": _pow2(min(K, 32)), "BV": _pow2(V), "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 64))}
+
+
+def _gate_cumsum(g, decay_sign, B, T, T_pad, H, device):
+    """Chunk-cumulated (clamped) log decays [B, T_pad, H(, K)] and sign parities [B, T_pad, H]."""
+    scalar_gate = g is None or g.dim() == 3
+    KG = 1 if scalar_gate else g.shape[-1]
+    gc = torch.empty(B, T_pad, H, KG, device=device, dtype=torch.float32)
+    sc = torch.empty(B, T_pad, H, device=device, dtype=torch.float32) if decay_sign is not None else gc
+    _gate_cumsum_kernel[(T_pad // CHUNK, B * H)](
+        g if g is not None else gc, decay_sign if decay_sign is not None else gc, gc, sc, T, T_pad, GATE_FLOOR,
+        H=H, KG=KG, BKG=_pow2(KG, 1), C=CHUNK, HAS_G=g is not None, HAS_SIGN=decay_sign is not None,
+    )
+    return gc, sc, scalar_gate
+
+
+def _chunk_states(x, y, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse, store_final, state_dtype):
+    B, T, H, K = x.shape
+    V = y.shape[-1]
+    NC = T_pad // CHUNK
+    cfg = _launch_config(K, V)
+    states = torch.empty(B * H, NC, K, V, device=x.device, dtype=state_dtype)
+    final = torch.empty(B, H, K, V, device=x.device, dtype=torch.float32) if store_final else states
+    grid = (triton.cdiv(K, cfg["BKS"]), triton.cdiv(V, cfg["BVS"]), B * H)
+    _chunk_state_kernel[grid](
+        x, y, gc, sc, h0 if h0 is not None else states, states, final, T, T_pad, NC, scale,
+        H=H, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=CHUNK, REVERSE=reverse, SCALAR_GATE=scalar_gate,
+        HAS_SIGN=has_sign, HAS_H0=h0 is not None, STORE_FINAL=store_final, PRECISION=_precision(x.dtype),
+        num_warps=4,
+    )
+    return states, (final if store_final else None)
+
+
+def _states_dtype(dtype: torch.dtype) -> torch.dtype:
+    # 16-bit inputs multiply 16-bit operands anyway, so 16-bit chunk states lose nothing more
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
+class _ChunkGLA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g, decay_sign, h0, scale, output_final_state):
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        T_pad = max(1, triton.cdiv(T, CHUNK)) * CHUNK
+        gc, sc, scalar_gate = _gate_cumsum(g, decay_sign, B, T, T_pad, H, q.device)
+        has_sign = decay_sign is not None
+        states, final = _chunk_states(
+            k, v, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
+            store_final=output_final_state, state_dtype=_states_dtype(q.dtype),
+        )
+        o = torch.empty_like(v)
+        cfg = _launch_config(K, V)
+        _chunk_output_kernel[(T_pad // SUB_CHUNK, B * H)](
+            q, k, v, gc, sc, states, o, T, T_pad, T_pad // CHUNK, scale,
+            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=4,
+        )
+        ctx.save_for_backward(q, k, v, g, decay_sign, h0, final)
+        ctx.scale = scale
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, g, decay_sign, h0, final = ctx.saved_tensors
+        scale = ctx.scale
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        T_pad = max(1, triton.cdiv(T, CHUNK)) * CHUNK
+        do = do.contiguous()
+        gc, sc, scalar_gate = _gate_cumsum(g, decay_sign, B, T, T_pad, H, q.device)
+        has_sign = decay_sign is not None
+        states_dtype = _states_dtype(q.dtype)
+        states, _ = _chunk_states(
+            k, v, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
+            store_final=False, state_dtype=states_dtype,
+        )
+        if dht is not None:
+            dht = dht.contiguous()
+        dstates, dh0 = _chunk_states(
+            q, do, gc, sc, dht, scale, T_pad, scalar_gate, has_sign, reverse=True,
+            store_final=True, state_dtype=states_dtype,
+        )
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dG = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+        cfg = _launch_config(K, V)
+        _chunk_backward_kernel[(T_pad // SUB_CHUNK, B * H)](
+            q, k, v, do, gc, sc, states, dstates, dq, dk, dv, dG, T, T_pad, T_pad // CHUNK, scale,
+            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=4,
+        )
+        dg = None
+        if g is not None and ctx.needs_input_grad[3]:
+            if dht is not None and final is not None:
+                # the final state depends on every log decay through exp(G_T)
+                dG[:, -1] += (dht.float() * final).sum(-1)
+            if scalar_gate:
+                dG = dG.sum(-1)
+            # ∂L/∂g_t = Σ_{t' >= t} ∂L/∂G_t'
+            dg = dG.flip(1).cumsum(1).flip(1)
+            # clamped decays (-inf included) pass no gradient, as the clamp would
+            dg = dg.masked_fill(g < GATE_FLOOR, 0.0).to(g.dtype)
+        dh0 = dh0.to(h0.dtype) if h0 is not None else None
+        return dq, dk, dv, dg, None, dh0, None, None
+
+
+def triton_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    g: torch.Tensor | None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    decay_sign: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gated linear attention, chunkwise, in fused Triton kernels (forward and backward).
+
+    Args:
+        q, k: queries and keys [B, T, H, K], K <= 256.
+        v: values [B, T, H, V], V <= 256.
+        g: log decay (<= 0), [B, T, H] or [B, T, H, K]; -inf resets; None means no decay.
+        scale: output scale; K ** -0.5 when None.
+        initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None.
+        output_final_state: also return S_T.
+        cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
+        decay_sign: ±1, [B, T, H], for signed per-head decays a_t = decay_sign_t · exp(g_t).
+
+    Returns:
+        (o [B, T, H, V] in v's dtype, final state [B, H, K, V] (float32; float64 for
+        float64 inputs), or None).
+    """
+    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
+    _check_kernel_inputs(q, v)
+    out_dtype = v.dtype
+    wide = torch.float64 in (q.dtype, v.dtype)
+    if wide:
+        # the kernels compute in float32; float64 inputs are rounded once on the way in
+        q, k, v = q.float(), k.float(), v.float()
+        g = None if g is None else g.float()
+        initial_state = None if initial_state is None else initial_state.float()
+    if cu_seqlens is not None:
+        q, k, v = (packed_to_padded(x, cu_seqlens) for x in (q, k, v))
+        g = None if g is None else packed_to_padded(g, cu_seqlens)
+        decay_sign = None if decay_sign is None else packed_to_padded(decay_sign, cu_seqlens)
+    q, k, v = q.contiguous(), k.to(q.dtype).contiguous(), v.to(q.dtype).contiguous()
+    g = None if g is None else g.contiguous()
+    decay_sign = None if decay_sign is None else decay_sign.float().contiguous()
+    h0 = None if initial_state is None else initial_state.contiguous()
+    o, final = _ChunkGLA.apply(q, k, v, g, decay_sign, h0, scale, output_final_state)
+    if cu_seqlens is not None:
+        o = padded_to_packed(o, cu_seqlens)
+    if final is not None and wide:
+        final = final.double()
+    return o.to(out_dtype), final
+
+
+def triton_gla_recurrent(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    g: torch.Tensor | None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    decay_sign: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gated linear attention step by step in one fused kernel, for decoding (no gradients).
+
+    Same arguments and results as `triton_gla`; with T = 1 it is one decoding step that
+    reads the state once and writes it once.
+    """
+    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
+    _check_kernel_inputs(q, v)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, g, initial_state)):
+        raise ValueError(
+            "triton_gla_recurrent computes no gradients; call it under torch.no_grad() for "
+            "decoding, or use triton_gla for training"
+        )
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    n = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    o = torch.empty(B, T, H, V, device=q.device, dtype=v.dtype)
+    final_dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
+    final = torch.empty(n, H, K, V, device=q.device, dtype=torch.float32)
+    BK, BV = _pow2(K, 1), min(_pow2(V, 1), 64)
+    contiguous = lambda x: None if x is None else x.contiguous()  # noqa: E731
+    q, k, v, g, h0 = (contiguous(x) for x in (q, k, v, g, initial_state))
+    sign = None if decay_sign is None else decay_sign.float().contiguous()
+    _recurrent_kernel[(triton.cdiv(V, BV), n * H)](
+        q, k, v, g if g is not None else q, sign if sign is not None else q, h0 if h0 is not None else final,
+        o, final, cu_seqlens if cu_seqlens is not None else final, T, scale, GATE_FLOOR,
+        H=H, K=K, V=V, BK=BK, BV=BV, HAS_G=g is not None, SCALAR_GATE=g is not None and g.dim() == 3,
+        HAS_SIGN=sign is not None, HAS_H0=h0 is not None, STORE_FINAL=output_final_state,
+        VARLEN=cu_seqlens is not None, num_warps=4,
+    )
+    return o, (final.to(final_dtype) if output_final_state else None)
+
+
+def _check_kernel_inputs(q: torch.Tensor, v: torch.Tensor) -> None:
+    K, V = q.shape[-1], v.shape[-1]
+    if K > MAX_HEAD_DIM or V > MAX_HEAD_DIM:
+        raise ValueError(
+            f"the Triton GLA kernels take head widths up to {MAX_HEAD_DIM}; got K = {K}, V = {V}"
+            " (use impl='chunk')"
+        )

@@ -1,0 +1,87 @@
+"""The generic LM: hybrids by pattern, state carry, and decoding with step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recur.models import LM, LMConfig
+from tests.helpers import assert_close
+
+HYBRID = dict(vocab_size=61, d_model=32, n_layers=4, pattern=("gla", "gla", "gla", "attention"))
+
+
+def model(**overrides) -> LM:
+    torch.manual_seed(0)
+    return LM(LMConfig(**{**HYBRID, **overrides})).double().eval()
+
+
+def test_pattern_builds_hybrid_layers():
+    lm = model()
+    names = [block.mixer.name for block in lm.backbone.blocks]
+    assert names == ["gla", "gla", "gla", "attention"]
+    assert lm.head.weight is lm.embedding.weight
+    assert model(n_layers=6).config.layer_mixers()[4:] == ["gla", "gla"]
+
+
+def test_loss_is_cross_entropy_on_labels():
+    lm = model()
+    ids = torch.randint(0, 61, (2, 12))
+    labels = ids.roll(-1, dims=1)
+    labels[:, -1] = -100
+    out = lm(ids, labels=labels)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 61), ids[:, 1:].reshape(-1))
+    assert_close("loss", out.loss, expected, 1e-12)
+
+
+def test_state_carry_through_the_model():
+    lm = model()
+    ids = torch.randint(0, 61, (2, 30))
+    full = lm(ids)
+    first = lm(ids[:, :11])
+    second = lm(ids[:, 11:], state=first.state)
+    assert_close("logits", torch.cat([first.logits, second.logits], 1), full.logits, 1e-10)
+
+
+@pytest.mark.parametrize("pattern", [("gla", "gla", "gla", "attention"), ("mamba2",), ("retnet", "hgrn2")])
+def test_greedy_generate_equals_repeated_full_forward(pattern):
+    lm = model(pattern=pattern)
+    prompt = torch.randint(0, 61, (2, 7))
+    generated = lm.generate(prompt, max_new_tokens=9, temperature=0)
+    ids = prompt
+    for _ in range(9):
+        next_token = lm(ids).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, next_token], dim=1)
+    assert torch.equal(generated, ids)
+
+
+def test_sampling_is_reproducible_and_respects_top_k():
+    lm = model()
+    prompt = torch.randint(0, 61, (3, 4))
+    a = lm.generate(prompt, 6, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    b = lm.generate(prompt, 6, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (3, 10)
+    # with top_k = 1 sampling is greedy
+    assert torch.equal(lm.generate(prompt, 6, temperature=0.7, top_k=1), lm.generate(prompt, 6, temperature=0))
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="unknown mixer 'glaa'"):
+        LMConfig(vocab_size=10, mixer="glaa")
+    with pytest.raises(ValueError, match="mixer 'gla' has no option 'heads'"):
+        LMConfig(vocab_size=10, mixer_options={"gla": {"heads": 2}})
+    with pytest.raises(ValueError, match="vocab_size must be a positive int"):
+        LMConfig(vocab_size=0)
+    lm = model()
+    with pytest.raises(ValueError, match="ids must have shape"):
+        lm(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="state has 1 layer states; expected 4"):
+        lm(torch.zeros(1, 3, dtype=torch.long), state=[{}])
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+        lm.generate(torch.zeros(1, 3, dtype=torch.long), -1)
+
+
+def test_mixer_only_blocks_and_state_size():
+    lm = model(pattern=("mamba2",), mlp_ratio=0)
+    assert all(block.mlp is None for block in lm.backbone.blocks)
+    assert lm.state_size() == sum(b.mixer.state_size() for b in lm.backbone.blocks) > 0
