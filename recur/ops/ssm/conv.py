@@ -19,7 +19,7 @@ import torch
 
 from .checks import check_lti_inputs
 from .discretize import discretize_dplr
-from .naive import _lti_cast
+from .naive import prepare_lti
 
 
 def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ def conv_diag_ssm(
     """A diagonal time-invariant SSM by FFT convolution; same arguments as `naive_diag_ssm`."""
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=False)
     real_state = not any(t is not None and t.is_complex() for t in (A_bar, B_bar, C, initial_state))
-    A_bar, B_bar, C, h0, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h0, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
     # Ā^l for l = 0 … T, [H, N, T + 1]
     powers = vandermonde(A_bar, T + 1)
@@ -102,7 +102,7 @@ def conv_dense_ssm(
     """A dense time-invariant SSM (LSSL) by its Krylov kernel and an FFT convolution; same
     arguments as `naive_dense_ssm`."""
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=True)
-    A_bar, B_bar, C, h0, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h0, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
     # rows C Ā^l for l = 0 … T, as columns of (Āᵀ)^l Cᵀ: [H, N, T + 1]
     rows = krylov(A_bar.transpose(-1, -2), C, T + 1)

@@ -130,13 +130,13 @@ def naive_diag_ssm(
         (y [B, T, H] in u's dtype, final state [B, H, N] or None).
     """
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=False)
-    A_bar, B_bar, C, h, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     outputs = []
     for t in range(x.shape[1]):
         # x_t = Ā x_{t-1} + B̄ u_t, [B, H, N]
         h = A_bar * h + B_bar * x[:, t, :, None]
         outputs.append((C * h).sum(-1).real)
-    return _lti_finish(outputs, x, D, u.dtype), (h if output_final_state else None)
+    return finish_lti(outputs, x, D, u.dtype), (h if output_final_state else None)
 
 
 def naive_dense_ssm(
@@ -163,16 +163,18 @@ def naive_dense_ssm(
         (y [B, T, H] in u's dtype, final state [B, H, N] or None).
     """
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=True)
-    A_bar, B_bar, C, h, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     outputs = []
     for t in range(x.shape[1]):
         # x_t = Ā x_{t-1} + B̄ u_t, [B, H, N]
         h = torch.einsum("hnm,bhm->bhn", A_bar, h) + B_bar * x[:, t, :, None]
         outputs.append((C * h).sum(-1).real)
-    return _lti_finish(outputs, x, D, u.dtype), (h if output_final_state else None)
+    return finish_lti(outputs, x, D, u.dtype), (h if output_final_state else None)
 
 
-def _lti_cast(u, A_bar, B_bar, C, initial_state):
+def prepare_lti(u, A_bar, B_bar, C, initial_state):
+    """Shared by every time-invariant form: (Ā, B̄, C, x_0, u) in the state's dtype (complex
+    when any of them is), x_0 zeros when not given."""
     real, cplx = compute_dtypes(u, A_bar, B_bar, C, initial_state)
     is_complex = any(t is not None and t.is_complex() for t in (A_bar, B_bar, C, initial_state))
     state = cplx if is_complex else real
@@ -186,7 +188,8 @@ def _lti_cast(u, A_bar, B_bar, C, initial_state):
     return A_bar.to(state), B_bar.to(state), C.to(state), h, u.to(real)
 
 
-def _lti_finish(outputs, x, D, out_dtype):
+def finish_lti(outputs, x, D, out_dtype):
+    """Stacks the per-step outputs and adds the skip D u."""
     y = torch.stack(outputs, dim=1) if outputs else torch.zeros_like(x)
     if D is not None:
         y = y + x * D.to(x.dtype)
