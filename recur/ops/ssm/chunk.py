@@ -42,10 +42,10 @@ def chunked_linear_recurrence(
     b = b.reshape(batch, chunks, chunk_size, *rest)
     h, p = torch.zeros_like(b[:, :, 0]), torch.ones_like(a[:, :, 0])
     local, products = [], []
-    for j in range(chunk_size):
+    for a_j, b_j in zip(a.unbind(2), b.unbind(2), strict=True):
         # [B, chunks, ...]: step j of every chunk at once
-        h = a[:, :, j] * h + b[:, :, j]
-        p = p * a[:, :, j]
+        h = a_j * h + b_j
+        p = p * a_j
         local.append(h)
         products.append(p)
     local, products = torch.stack(local, dim=2), torch.stack(products, dim=2)
