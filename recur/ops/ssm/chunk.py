@@ -40,15 +40,15 @@ def chunked_linear_recurrence(
         b = torch.cat([b, b.new_zeros(batch, pad, *rest)], dim=1)
     a = a.reshape(batch, chunks, chunk_size, *rest)
     b = b.reshape(batch, chunks, chunk_size, *rest)
-    h, p = torch.zeros_like(b[:, :, 0]), torch.ones_like(a[:, :, 0])
-    local, products = [], []
+    h = torch.zeros_like(b[:, :, 0])
+    local = []
     for a_j, b_j in zip(a.unbind(2), b.unbind(2), strict=True):
         # [B, chunks, ...]: step j of every chunk at once
-        h = a_j * h + b_j
-        p = p * a_j
+        h = torch.addcmul(b_j, a_j, h)
         local.append(h)
-        products.append(p)
-    local, products = torch.stack(local, dim=2), torch.stack(products, dim=2)
+    local = torch.stack(local, dim=2)
+    # p_{k,j} = Π_{i ≤ j} a: a running product, no division
+    products = torch.cumprod(a, dim=2)
     # the state after each chunk, then the one entering it, [B, chunks, ...]
     after = linear_recurrence(products[:, :, -1], local[:, :, -1], initial)
     entering = torch.cat([torch.zeros_like(after[:, :1]) if initial is None else initial.unsqueeze(1), after[:, :-1]], dim=1)
