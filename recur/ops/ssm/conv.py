@@ -34,12 +34,17 @@ def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 def vandermonde(A_bar: torch.Tensor, length: int) -> torch.Tensor:
     """Powers Ā^l for l = 0 … length − 1 of a diagonal Ā [H, N]: [H, N, length], complex.
 
-    exp(l log Ā) is one elementwise product per entry, with no error growing in l the
-    way repeated multiplication would.
+    Ā^(bk + j) = exp(bk log Ā) · exp(j log Ā) with b ≈ √length: 2√length complex
+    exponentials and one product per entry, and no error that grows with l the way
+    repeated multiplication would.
     """
     A_bar = A_bar if A_bar.is_complex() else A_bar.to(torch.complex128 if A_bar.dtype == torch.float64 else torch.complex64)
-    steps = torch.arange(length, device=A_bar.device, dtype=A_bar.real.dtype)
-    return torch.exp(torch.log(A_bar)[..., None] * steps)
+    log_a = torch.log(A_bar)[..., None]
+    block = max(1, math.isqrt(max(length - 1, 0)) + 1)
+    steps = torch.arange(block, device=A_bar.device, dtype=A_bar.real.dtype)
+    small = torch.exp(log_a * steps)  # Ā^j, j < b
+    large = torch.exp(log_a * (steps[: -(-length // block)] * block))  # Ā^(bk)
+    return (large[..., :, None] * small[..., None, :]).flatten(-2)[..., :length]
 
 
 def conv_diag_ssm(
