@@ -147,6 +147,23 @@ def breakdown(out_path: str, T: int = 8192) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
+def warps(out_path: str, T: int = 8192) -> None:
+    """Forward+backward with 4 and 8 warps per sub-chunk program."""
+    import triton.testing
+
+    from recur.ops.gla import triton as kernels
+
+    for output_warps, backward_warps in ((4, 4), (8, 8), (4, 8), (8, 4)):
+        kernels.WARPS.update(output=output_warps, backward=backward_warps)
+        q, k, v, g = make_inputs(T, "vector")
+        call = fwd_bwd(lambda q=q, k=k, v=v, g=g: kernels.triton_gla(q, k, v, g=g)[0], [q, k, v, g])
+        row = {"what": "warps", "T": T, "output": output_warps, "backward": backward_warps,
+               "fwdbwd_ms": triton.testing.do_bench(call, warmup=10, rep=50, return_mode="median")}
+        print(json.dumps(row), flush=True)
+        with open(out_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -160,6 +177,7 @@ def main() -> int:
         return 0
     if args.breakdown:
         breakdown(args.out)
+        warps(args.out)
         return 0
     try:
         bench(args.T, args.out, with_fla=args.fla, forms=["FLA"] if args.fla else ["recur", "SDPA"])

@@ -26,7 +26,7 @@ timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tai
 echo "== timings: recur and SDPA"
 timeout 120 python3 benchmarks/gpu/bench_gla.py --out "$RESULTS" ${T_LIST:+--T $T_LIST}
 echo "== stages"
-timeout 60 python3 benchmarks/gpu/bench_gla.py --breakdown --out "$RESULTS"
+timeout 100 python3 benchmarks/gpu/bench_gla.py --breakdown --out "$RESULTS"
 if [ "${FLA_TIMEOUT:-90}" != 0 ] && python3 -c "import fla" 2>/dev/null; then
     echo "== timings: FLA"
     timeout ${FLA_TIMEOUT:-90} python3 benchmarks/gpu/bench_gla.py --fla --out "$RESULTS" ${T_LIST:+--T $T_LIST}

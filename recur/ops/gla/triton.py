@@ -56,6 +56,8 @@ MAX_HEAD_DIM = 256
 # take the sub-chunk path whose exponents are all <= 0.
 FAST_SPAN = 40.0
 _FAST_SPAN = tl.constexpr(FAST_SPAN)
+# warps per program of the sub-chunk kernels (fixed: no autotuning at the first call)
+WARPS = {"output": 4, "backward": 4}
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -446,7 +448,7 @@ class _ChunkGLA(torch.autograd.Function):
         _chunk_output_kernel[(T_pad // SUB_CHUNK, B * H)](
             q, k, v, gc, sc, states, o, T, T_pad, T_pad // CHUNK, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=4,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=WARPS["output"],
         )
         ctx.save_for_backward(q, k, v, g, decay_sign, h0, final)
         ctx.scale = scale
@@ -479,7 +481,7 @@ class _ChunkGLA(torch.autograd.Function):
         _chunk_backward_kernel[(T_pad // SUB_CHUNK, B * H)](
             q, k, v, do, gc, sc, states, dstates, dq, dk, dv, dG, T, T_pad, T_pad // CHUNK, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=4,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=WARPS["backward"],
         )
         dg = None
         if g is not None and ctx.needs_input_grad[3]:
