@@ -392,8 +392,9 @@ def _precision(dtype: torch.dtype) -> str:
 
 def _launch_config(K: int, V: int) -> dict:
     """Fixed tiles (no autotuning, so the first call only compiles): key blocks of 32 keep
-    the [c, c, BK] diagonal products in registers; the whole value width is one tile."""
-    return {"BK": _pow2(min(K, 32)), "BV": _pow2(V), "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 64))}
+    the [c, c, BK] diagonal products in registers; the whole value width is one tile; the
+    state recurrence splits values by 32 so that single long sequences still fill the chip."""
+    return {"BK": _pow2(min(K, 32)), "BV": _pow2(V), "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 32))}
 
 
 def _gate_cumsum(g, decay_sign, B, T, T_pad, H, device):
@@ -491,7 +492,10 @@ class _ChunkGLA(torch.autograd.Function):
             if scalar_gate:
                 dG = dG.sum(-1)
             # ∂L/∂g_t = Σ_{t' >= t} ∂L/∂G_t'
-            dg = dG.flip(1).cumsum(1).flip(1)
+            # (a scan along the last, contiguous dimension: a scan along time in place runs
+            # one thread per column serially over T, slow for long single sequences)
+            dG = dG.movedim(1, -1).contiguous()
+            dg = dG.flip(-1).cumsum(-1).flip(-1).movedim(-1, 1)
             # clamped decays (-inf included) pass no gradient, as the clamp would
             dg = dg.masked_fill(g < GATE_FLOOR, 0.0).to(g.dtype)
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
