@@ -1,0 +1,45 @@
+"""Training: one typed config in, final metrics out.
+
+    from recur.models import LMConfig
+    from recur.tasks.mqar import MQARConfig
+    from recur.train import RunConfig, TrainConfig, train
+
+    config = RunConfig(
+        task=MQARConfig(vocab_size=64, seq_len=32, num_kv_pairs=4),
+        model=LMConfig(vocab_size=64, mixer="gla", d_model=64, n_layers=2),
+        train=TrainConfig(steps=300, batch_size=32, lr=3e-3, target=0.99),
+    )
+    result = train(config)              # or train(config, "runs/mqar") to keep files
+    result.metric                       # the task's headline metric, e.g. valid/accuracy
+    result.metrics                      # every "<split>/<name>" of the last evaluation
+
+Shorter, from a recipe with dotted overrides (the same keys as the command line):
+
+    from recur.recipes import recipe
+    config = recipe("mqar", {"model.mixer": "gla", "train.steps": 300})
+
+`model.vocab_size` always follows the task. `train(config, run_dir)` writes config.json,
+metrics.jsonl (one JSON object per line), checkpoints/step_*/ (safetensors + JSON) and
+result.json; `train(config, run_dir, resume=True)` continues from the newest checkpoint on
+the same curve (same data order, RNG and schedule). Under torchrun the same call trains
+with DDP or FSDP2 (train.distributed).
+"""
+
+from .checkpoint import CheckpointError
+from .config import HeadConfig, RunConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from .loop import TrainResult, build_model, evaluate, summary, train
+
+__all__ = [
+    "CheckpointError",
+    "HeadConfig",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "apply_overrides",
+    "build_model",
+    "evaluate",
+    "from_dict",
+    "summary",
+    "to_dict",
+    "train",
+]

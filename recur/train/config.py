@@ -1,0 +1,318 @@
+"""The typed run configuration and its dotted overrides.
+
+A run is one `RunConfig`: the task (a task's typed config; its name picks the task),
+the model (`recur.models.LMConfig`), the head options for classification and regression
+tasks, and the training options. Recipes (`recur.recipes`) are functions returning a
+RunConfig; the command line changes it with typed dotted overrides such as
+`--model.mixer gla --train.steps 2000 --task.num_kv_pairs 16`, checked against the field
+types before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..layers import MIXERS, option_types
+from ..models import LMConfig
+from ..tasks import TASKS, TaskConfig, get_task
+
+PRECISIONS = ("auto", "fp32", "bf16")
+HEAD_LOSSES = ("cross_entropy", "hinge", "squared_hinge", "mse")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    steps: int = 1000
+    # examples per optimiser step (all processes together), split into grad_accum micro-batches
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 3e-3
+    # cosine decay from lr to lr * min_lr_ratio after a linear warmup
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    # decoupled (AdamW); never applied to biases, norms, or groups a mixer marks no_decay
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    # clip the global gradient norm (0 = off)
+    grad_clip: float = 1.0
+    # learning-rate multiplier of the parameters a mixer puts in its "ssm" group
+    ssm_lr_scale: float = 1.0
+    eval_every: int = 100
+    # stop early once the task's metric reaches this value (None = run all steps)
+    target: float | None = None
+    seed: int = 0
+    # "auto" = cuda when available, else cpu
+    device: str = "auto"
+    # "auto" = bf16 autocast on cuda, fp32 elsewhere
+    precision: str = "auto"
+    compile: bool = False
+    log_every: int = 10
+    # save a checkpoint every N steps (0 = only at the end), keeping the last N
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+    # torch CPU threads (0 = torch's default)
+    threads: int = 0
+    # with several processes: "ddp" (replicated weights) or "fsdp" (FSDP2, sharded)
+    distributed: str = "ddp"
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "grad_accum", "eval_every", "log_every", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be positive; got {getattr(self, name)}")
+        for name in ("warmup_steps", "checkpoint_every", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0; got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"train.batch_size = {self.batch_size} must be divisible by train.grad_accum = {self.grad_accum}"
+            )
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be positive; got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ValueError(f"train.distributed must be 'ddp' or 'fsdp'; got {self.distributed!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {list(PRECISIONS)}; got {self.precision!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be in [0, 1); got {getattr(self, name)}")
+
+
+@dataclass(kw_only=True)
+class HeadConfig:
+    """For classification and regression tasks: how to pool the sequence and the loss."""
+
+    # "last" position (causal models have read the whole sequence there) or "mean"
+    pooling: str = "last"
+    # classification: cross_entropy, hinge or squared_hinge (multi-class SVM); regression: mse
+    loss: str = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("last", "mean"):
+            raise ValueError(f"head.pooling must be 'last' or 'mean'; got {self.pooling!r}")
+        if self.loss not in HEAD_LOSSES:
+            raise ValueError(f"head.loss must be one of {list(HEAD_LOSSES)}; got {self.loss!r}")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    task: TaskConfig
+    model: LMConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def __post_init__(self) -> None:
+        task = get_task(self.task_name)(self.task)
+        # the vocabulary belongs to the task: the model always matches it
+        if self.model.vocab_size != task.vocab_size:
+            self.model = dataclasses.replace(self.model, vocab_size=task.vocab_size)
+        if task.head == "classify" and self.head.loss == "mse":
+            raise ValueError(f"task {self.task_name!r} is a classification task; head.loss 'mse' is for regression")
+        if task.head == "regress" and self.head.loss != "mse":
+            raise ValueError(f"task {self.task_name!r} is a regression task; head.loss must be 'mse'")
+
+    @property
+    def task_name(self) -> str:
+        for name, cls in TASKS.items():
+            if type(self.task) is cls.Config:
+                return name
+        raise ValueError(f"task config {type(self.task).__name__} belongs to no registered task")
+
+
+def to_dict(run: RunConfig) -> dict[str, Any]:
+    """A JSON-ready dict (tuples become lists); `from_dict` inverts it."""
+    data = dataclasses.asdict(run)
+    data["task"] = {"name": run.task_name, **data["task"]}
+    return data
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from `to_dict` output (e.g. a checkpoint's JSON), every value type-checked."""
+    data = dict(data)
+    unknown = set(data) - {"task", "model", "train", "head"}
+    if unknown:
+        raise ValueError(f"unknown run config sections {sorted(unknown)}; expected task, model, train, head")
+    task = dict(data.get("task") or {})
+    name = task.pop("name", None)
+    if name is None:
+        raise ValueError("the run config's task section has no 'name'")
+    task_cls = get_task(name).Config
+    model = dict(data.get("model") or {})
+    return RunConfig(
+        task=_build(task_cls, task, "task"),
+        model=_build(LMConfig, model, "model"),
+        train=_build(TrainConfig, dict(data.get("train") or {}), "train"),
+        head=_build(HeadConfig, dict(data.get("head") or {}), "head"),
+    )
+
+
+def _build(cls, values: dict[str, Any], section: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ValueError(f"unknown key {section}.{key}{_suggest(key, names)}")
+        kwargs[key] = coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def _suggest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
+def type_name(tp) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp, key: str) -> Any:
+    """`value` (a command-line string or a JSON value) as type `tp`, or a ValueError that
+    names the key, the expected type and the value."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def fail(extra: str = ""):
+        return ValueError(f"{key} expects {type_name(tp)}; got {value!r}{extra}")
+
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, key)
+            except ValueError:
+                continue
+        raise fail()
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise fail(" (use true or false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise fail()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                raise fail() from None
+        raise fail()
+    if tp is float:
+        if isinstance(value, bool):
+            raise fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise fail() from None
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail()
+    if origin is tuple:
+        items = value
+        if isinstance(value, str):
+            text = value.strip().strip("()[]")
+            items = [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
+        if not isinstance(items, (list, tuple)):
+            raise fail()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(item, args[0], key) for item in items)
+        if len(items) != len(args):
+            raise fail(f" ({len(args)} values, comma separated)")
+        return tuple(coerce(item, a, key) for item, a in zip(items, args, strict=True))
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise fail(" (a JSON object)") from None
+        if not isinstance(value, dict):
+            raise fail(" (a JSON object)")
+        return {coerce(k, args[0], key): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    raise ValueError(f"{key} has a type {type_name(tp)} that overrides do not support")
+
+
+def override_keys(run: RunConfig | None = None, task_name: str | None = None) -> dict[str, Any]:
+    """Every key an override may set, with its type (mixer options of the run's mixers
+    included when a run is given)."""
+    task_name = task_name or (run.task_name if run is not None else "mqar")
+    keys: dict[str, Any] = {"task.name": str}
+    sections = {"task": get_task(task_name).Config, "model": LMConfig, "train": TrainConfig, "head": HeadConfig}
+    for section, cls in sections.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.init and not (section == "model" and f.name == "vocab_size"):
+                keys[f"{section}.{f.name}"] = hints[f.name]
+    if run is not None:
+        for mixer in sorted(set(run.model.layer_mixers())):
+            for option, tp in option_types(mixer).items():
+                keys[f"model.mixer_options.{mixer}.{option}"] = tp
+    return keys
+
+
+def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, Any]]) -> RunConfig:
+    """A new RunConfig with `{"train.steps": "2000", ...}` applied, every key and value
+    checked first. `task.name` starts from that task's defaults; the key
+    `model.mixer_options.<mixer>.<option>` sets one option of one mixer."""
+    items = list(overrides.items() if isinstance(overrides, dict) else overrides)
+    sections = {
+        "task": dataclasses.asdict(run.task),
+        "model": dataclasses.asdict(run.model),
+        "train": dataclasses.asdict(run.train),
+        "head": dataclasses.asdict(run.head),
+    }
+    task_name = run.task_name
+    for key, value in items:
+        if key == "task.name":
+            task_name = coerce(value, str, key)
+            get_task(task_name)
+            sections["task"] = {}
+    known = override_keys(task_name=task_name)
+    for key, value in items:
+        if key == "task.name":
+            continue
+        if key == "model.vocab_size":
+            raise ValueError("model.vocab_size is set by the task; change the task's vocabulary instead (e.g. task.vocab_size)")
+        if key.startswith("model.mixer_options."):
+            parts = key.split(".")
+            if len(parts) != 4:
+                raise ValueError(f"{key}: expected model.mixer_options.<mixer>.<option>")
+            mixer, option = parts[2], parts[3]
+            if mixer not in MIXERS:
+                raise ValueError(f"{key}: unknown mixer {mixer!r}{_suggest(mixer, MIXERS)} Known: {sorted(MIXERS)}")
+            option_type = option_types(mixer)
+            if option not in option_type:
+                raise ValueError(f"unknown key {key}{_suggest(option, option_type)} Options of {mixer}: {sorted(option_type)}")
+            sections["model"]["mixer_options"].setdefault(mixer, {})[option] = coerce(value, option_type[option], key)
+            continue
+        if key not in known:
+            raise ValueError(f"unknown key {key!r}{_suggest(key, known)}")
+        section, name = key.split(".", 1)
+        sections[section][name] = coerce(value, known[key], key)
+    return RunConfig(
+        task=_build(get_task(task_name).Config, sections["task"], "task"),
+        model=_build(LMConfig, sections["model"], "model"),
+        train=_build(TrainConfig, sections["train"], "train"),
+        head=_build(HeadConfig, sections["head"], "head"),
+    )

@@ -1,0 +1,226 @@
+"""Every task's generator against an independent reading of its definition, and its metric."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from recur.tasks import IGNORE, TASKS, build_task
+from recur.tasks.mod_arith import BRACKETS, PLAIN
+from recur.tasks.permutation import group_elements
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def one_hot_logits(labels: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Logits that predict `labels` exactly (IGNORE positions predict 0)."""
+    return torch.nn.functional.one_hot(labels.clamp_min(0), vocab).float()
+
+
+@pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar", "digits"])
+def test_sampling_is_a_function_of_the_generator(name):
+    task = build_task(name, eval_examples=8)
+    a, b = task.sample(8, gen(3)), task.sample(8, gen(3))
+    assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["labels"], b["labels"])
+    c = task.sample(8, gen(4))
+    assert not torch.equal(a["inputs"], c["inputs"])
+    assert a["inputs"].dtype == torch.long and a["inputs"].min() >= 0 and a["inputs"].max() < task.vocab_size
+
+
+@pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar"])
+def test_perfect_predictions_score_one(name):
+    task = build_task(name)
+    for split in task.eval_splits:
+        batch = task.sample(32, gen(), split)
+        scores = task.metrics(one_hot_logits(batch["labels"], task.vocab_size), batch["labels"])
+        assert all(v == pytest.approx(1.0) for v in scores.values()), scores
+
+
+def test_parity_answers_and_length_split():
+    task = build_task("parity", train_lengths=(3, 10), test_lengths=(20, 30))
+    for split, (low, high) in (("train", (3, 10)), ("test", (20, 30))):
+        batch = task.sample(200, gen(), split)
+        assert batch["inputs"].shape == (200, high)
+        for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+            bits = inputs[inputs != 0].tolist()
+            assert low <= len(bits) <= high
+            assert (labels != IGNORE).nonzero().flatten().tolist() == [len(bits) - 1]
+            assert labels[len(bits) - 1] == 1 + bits.count(2) % 2
+    # a constant guess is right about half the time: scaled accuracy near 0
+    batch = task.sample(400, gen(1), "test")
+    always_one = torch.zeros(400, 30, 3)
+    always_one[..., 1] = 1
+    assert abs(task.metrics(always_one, batch["labels"])["scaled_accuracy"]) < 0.15
+
+
+def _evaluate_plain(tokens: list[int]) -> int:
+    symbols = {v: k for k, v in PLAIN.items() if k != "number"}
+    text = [symbols[t] if t in symbols else str(t - PLAIN["number"]) for t in tokens]
+    assert text[-1] == "="
+    # sum of signed products
+    total, sign, product = 0, 1, int(text[0])
+    for op, number in zip(text[1:-1:2], text[2:-1:2], strict=True):
+        if op == "*":
+            product *= int(number)
+        else:
+            total += sign * product
+            sign, product = (1 if op == "+" else -1), int(number)
+    return (total + sign * product) % 5
+
+
+def _evaluate_brackets(tokens: list[int]) -> int:
+    symbols = {v: k for k, v in BRACKETS.items() if k != "number"}
+    text = [symbols.get(t, str(t)) for t in tokens]
+    assert text.pop() == "="
+    position = 0
+
+    def expression():
+        nonlocal position
+        value = unary()
+        while position < len(text) and text[position] in "+-":
+            op = text[position]
+            position += 1
+            value = value + unary() if op == "+" else value - unary()
+        return value
+
+    def unary():
+        nonlocal position
+        if text[position] == "-":
+            position += 1
+            return -unary()
+        if text[position] == "(":
+            position += 1
+            value = expression()
+            assert text[position] == ")"
+            position += 1
+            return value
+        position += 1
+        return int(text[position - 1])
+
+    value = expression()
+    assert position == len(text)
+    return value % 5
+
+
+@pytest.mark.parametrize("brackets", [False, True])
+def test_mod_arith_answers_match_an_independent_evaluator(brackets):
+    task = build_task("mod_arith", brackets=brackets, train_lengths=(2, 30))
+    pad = task.tokens["pad"]
+    batch = task.sample(300, gen(), "train")
+    lengths = set()
+    for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+        tokens = inputs[inputs != pad].tolist()
+        lengths.add(len(tokens))
+        assert (labels != IGNORE).nonzero().flatten().tolist() == [len(tokens) - 1]
+        evaluate = _evaluate_brackets if brackets else _evaluate_plain
+        assert labels[len(tokens) - 1] - task.tokens["number"] == evaluate(tokens)
+    assert min(lengths) <= 4 and max(lengths) >= 28
+    if brackets:
+        assert set(range(2, 31)) <= lengths
+
+
+def test_mod_arith_precedence():
+    task = build_task("mod_arith")
+    n = PLAIN["number"]
+    # 2 + 3 * 4 = 14 = 4 (mod 5), not (2 + 3) * 4 = 0
+    assert _evaluate_plain([n + 2, PLAIN["+"], n + 3, PLAIN["*"], n + 4, PLAIN["="]]) == 4
+    assert task.vocab_size == 10 and build_task("mod_arith", brackets=True).vocab_size == 12
+
+
+@pytest.mark.parametrize("group,order", [("S3", 6), ("S4", 24), ("A5", 60), ("S5", 120)])
+def test_permutation_labels_are_prefix_products(group, order):
+    task = build_task("permutation", group=group, train_length=12)
+    elements = group_elements(group)
+    assert task.vocab_size == order == len(set(elements)) and elements[0] == tuple(range(len(elements[0])))
+    batch = task.sample(20, gen(), "train")
+    for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+        product = elements[0]
+        for x, y in zip(inputs.tolist(), labels.tolist(), strict=True):
+            product = tuple(elements[x][product[i]] for i in range(len(product)))
+            assert elements[y] == product
+
+
+def test_permutation_restricted_generators_and_sequence_accuracy():
+    task = build_task("permutation", group="S5", generators="swaps", train_length=8, test_length=16)
+    batch = task.sample(50, gen(), "test")
+    elements = group_elements("S5")
+    moved = {sum(i != p for i, p in enumerate(elements[x])) for x in batch["inputs"].flatten().tolist()}
+    assert moved <= {0, 2} and 2 in moved
+    logits = one_hot_logits(batch["labels"], task.vocab_size)
+    # one wrong prediction at position 10 of sequence 0: token accuracy barely moves,
+    # sequence accuracy loses that sequence, the prefix up to the train length keeps it
+    logits[0, 10] = logits[0, 10].roll(1)
+    scores = task.metrics(logits, batch["labels"])
+    assert scores["sequence_accuracy"] == pytest.approx(49 / 50)
+    assert scores["sequence_accuracy_at_train_length"] == 1.0
+    assert scores["accuracy"] == pytest.approx(1 - 1 / (50 * 16))
+
+
+def test_mqar_structure():
+    task = build_task("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4)
+    batch = task.sample(100, gen(), "train")
+    half = 32
+    for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+        keys, values = inputs[0:8:2], inputs[1:8:2]
+        assert len(set(keys.tolist())) == 4 and (keys >= 1).all() and (keys < half).all()
+        assert len(set(values.tolist())) == 4 and (values >= half).all()
+        scored = (labels != IGNORE).nonzero().flatten()
+        assert len(scored) == 4 and (scored >= 8).all()
+        recall = dict(zip(keys.tolist(), values.tolist(), strict=True))
+        for position in scored.tolist():
+            assert labels[position] == recall[int(inputs[position])]
+        # with zeros as filler, every other query-region token is a repeated key
+        assert set(inputs[8:].tolist()) == {0} | set(keys.tolist())
+
+
+def test_mqar_gaps_favour_short_distances():
+    task = build_task("mqar", vocab_size=512, seq_len=256, num_kv_pairs=4)
+    batch = task.sample(400, gen(), "train")
+    positions = (batch["labels"] != IGNORE).nonzero()[:, 1] - 8
+    assert positions.float().median() < 0.5 * 248
+
+
+def test_mqar_rejects_small_vocab_and_short_sequences():
+    with pytest.raises(ValueError, match=r"vocab_size = 16 is too small for num_kv_pairs = 8.*expected vocab_size >= 18"):
+        build_task("mqar", vocab_size=16, seq_len=64, num_kv_pairs=8)
+    with pytest.raises(ValueError, match="seq_len = 20 must be even and at least"):
+        build_task("mqar", vocab_size=64, seq_len=20, num_kv_pairs=8)
+
+
+def test_digits_split_and_permutation():
+    plain = build_task("digits")
+    permuted = build_task("digits", permuted=True)
+    assert plain.vocab_size == 17 and plain.num_outputs == 10 and plain.head == "classify"
+    test = plain.sample(0, gen(), "test")
+    assert test["inputs"].shape == (359, 64) and set(test["labels"].tolist()) == set(range(10))
+    test_p = permuted.sample(0, gen(), "test")
+    assert torch.equal(test["labels"], test_p["labels"])
+    assert not torch.equal(test["inputs"], test_p["inputs"])
+    assert torch.equal(test["inputs"].sort(1).values, test_p["inputs"].sort(1).values)
+    # one fixed order for every image: some column of the plain images equals each permuted column
+    columns = {tuple(c) for c in test["inputs"].T.tolist()}
+    assert all(tuple(c) in columns for c in test_p["inputs"].T.tolist())
+    train = plain.sample(64, gen(), "train")
+    assert train["inputs"].shape == (64, 64) and train["labels"].shape == (64,)
+    assert plain.metrics(torch.eye(10)[test["labels"]], test["labels"]) == {"accuracy": 1.0}
+
+
+def test_unknown_task_and_option_are_named():
+    with pytest.raises(ValueError, match="unknown task 'parit'; did you mean 'parity'"):
+        build_task("parit")
+    with pytest.raises(TypeError, match="num_pairs"):
+        build_task("mqar", num_pairs=3)
+    with pytest.raises(ValueError, match=r"task.group must be one of"):
+        build_task("permutation", group="S6")
+    assert {"parity", "mod_arith", "permutation", "mqar", "digits"} <= set(TASKS)
+
+
+def test_all_groups_closed_under_composition():
+    for group in ("S3", "A5"):
+        elements = set(group_elements(group))
+        for a, b in itertools.islice(itertools.product(elements, repeat=2), 400):
+            assert tuple(a[b[i]] for i in range(len(a))) in elements
