@@ -14,6 +14,7 @@ from typing import Any
 from .layers import MIXERS
 from .models import LMConfig
 from .tasks.digits import DigitsConfig
+from .tasks.listops import ListOpsConfig
 from .tasks.mod_arith import ModArithConfig
 from .tasks.mqar import MQARConfig
 from .tasks.parity import ParityConfig
@@ -104,5 +105,48 @@ def digits() -> RunConfig:
         task=DigitsConfig(),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="gla"),
         train=TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=100),
+        head=HeadConfig(pooling="last", loss="cross_entropy"),
+    )
+
+
+def _digits_ssm(mixer: str, mixer_options: dict | None = None) -> RunConfig:
+    """Pixel-by-pixel 8×8 digits for the SSM line: ~20 epochs, the SSM group at lr / 5
+    without weight decay, mean pooling (benchmarks/digits.md)."""
+    return RunConfig(
+        task=DigitsConfig(),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer=mixer, mlp_ratio=2.0,
+                       mixer_options={mixer: mixer_options} if mixer_options else {}),
+        train=TrainConfig(steps=460, batch_size=64, lr=5e-3, ssm_lr_scale=0.2, weight_decay=0.01,
+                          warmup_steps=46, eval_every=115, threads=1),
+        head=HeadConfig(pooling="mean", loss="cross_entropy"),
+    )
+
+
+@register_recipe("digits_s4d")
+def digits_s4d() -> RunConfig:
+    """Sequential 8×8 digits with S4D (S4D-Lin, N = 64); task.permuted=true for the permuted variant."""
+    return _digits_ssm("s4d")
+
+
+@register_recipe("digits_lru")
+def digits_lru() -> RunConfig:
+    """Sequential 8×8 digits with the LRU (|λ| on [0.5, 0.99], phases up to π)."""
+    return _digits_ssm("lru", {"r_min": 0.5, "max_phase": 3.141592653589793})
+
+
+@register_recipe("digits_lstm")
+def digits_lstm() -> RunConfig:
+    """The LSTM baseline of the digits table, same model and schedule."""
+    return _digits_ssm("lstm")
+
+
+@register_recipe("listops_s4d")
+def listops_s4d() -> RunConfig:
+    """Small ListOps (depth 2, ≤ 48 tokens, left-padded) with S4D, last-token pooling."""
+    return RunConfig(
+        task=ListOpsConfig(),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="s4d", mlp_ratio=2.0),
+        train=TrainConfig(steps=700, batch_size=64, lr=5e-3, ssm_lr_scale=0.2, weight_decay=0.01,
+                          warmup_steps=50, eval_every=175, threads=1),
         head=HeadConfig(pooling="last", loss="cross_entropy"),
     )
