@@ -59,7 +59,8 @@ def _residual(F, H) -> float:
 
 
 def _solve(cell, x, R, b, start, max_iterations, tol, info):
-    """The states H (S tensors [B, T, H, Dh]) by Newton, else by the loop."""
+    """The states H (S tensors [B, T, H, Dh]) and the Jacobians at them (None after a
+    fallback), by Newton, else by the loop."""
     # h^(0)_t = f(0, x_t); the first step reads the true initial state
     guess = tuple(torch.zeros_like(x[:, :, 0]) for _ in start)
     guess = tuple(torch.cat([s0.unsqueeze(1), g[:, 1:]], dim=1) for s0, g in zip(start, guess, strict=True))
@@ -71,8 +72,8 @@ def _solve(cell, x, R, b, start, max_iterations, tol, info):
         info.residual = residual
         if residual <= tol:
             info.converged = True
-            # one more application of f is free and only shrinks the error
-            return F
+            # J is already at the solution: the backward reuses it
+            return H, J
         if info.iterations >= max_iterations or residual != residual or residual == float("inf"):
             break
         delta = chunked_block_recurrence(J, [f - h for f, h in zip(F, H, strict=True)])
@@ -83,15 +84,16 @@ def _solve(cell, x, R, b, start, max_iterations, tol, info):
     for t in range(x.shape[1]):
         state = cell.step(x[:, t], R, b, state)
         outputs.append(state)
-    return tuple(torch.stack(component, dim=1) for component in zip(*outputs, strict=True))
+    return tuple(torch.stack(component, dim=1) for component in zip(*outputs, strict=True)), None
 
 
 class _NewtonRNN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, max_iterations, tol, info, x, R, b, *start):
         with torch.no_grad():
-            H = _solve(cell, x, R, b, start, max_iterations, tol, info)
+            H, J = _solve(cell, x, R, b, start, max_iterations, tol, info)
         ctx.cell = cell
+        ctx.jacobians = J
         ctx.save_for_backward(x, R, b, *start, *H)
         return (H[0], *(h[:, -1] for h in H))
 
@@ -110,7 +112,9 @@ class _NewtonRNN(torch.autograd.Function):
             if gf is not None:
                 g[s][:, -1] += gf
         with torch.no_grad():
-            _, J = cell.step_and_jacobian(x, R, b, previous)
+            J = ctx.jacobians
+            if J is None:
+                _, J = cell.step_and_jacobian(x, R, b, previous)
             adjoint = reverse_block_linear_recurrence(J, g)
         with torch.enable_grad():
             leaves = (x.detach().requires_grad_(), R.detach().requires_grad_(), b.detach().requires_grad_())
