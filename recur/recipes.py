@@ -11,7 +11,6 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from .layers import MIXERS
 from .models import LMConfig
 from .tasks.digits import DigitsConfig
 from .tasks.mod_arith import ModArithConfig
@@ -44,24 +43,23 @@ def recipe(name: str = DEFAULT, overrides: dict[str, Any] | list[tuple[str, Any]
     return apply_overrides(config, overrides) if overrides else config
 
 
-def _hybrid() -> tuple[str, ...]:
-    """GLA layers with a softmax attention layer when one is registered."""
-    return ("gla", "attention") if "attention" in MIXERS else ("gla",)
-
-
 @register_recipe("default")
 def default() -> RunConfig:
-    """A small hybrid model on MQAR; high accuracy in a few minutes on 2 CPU cores."""
-    return mqar()
+    """Mamba-2 + attention hybrid on MQAR (vocab 128, 4 pairs); ~0.99 accuracy in minutes on 2 CPU cores."""
+    return RunConfig(
+        task=MQARConfig(vocab_size=128, seq_len=64, num_kv_pairs=4, eval_examples=256),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, pattern=("mamba2", "attention")),
+        # a model this small is bound by per-op overhead, which a second CPU thread does not cut
+        train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99, threads=1),
+    )
 
 
 @register_recipe("mqar")
 def mqar() -> RunConfig:
-    """Zoology's MQAR at CPU scale: vocab 256, length 64, 8 key-value pairs."""
+    """Zoology's MQAR at CPU scale: vocab 256, length 64, 8 key-value pairs, Mamba-2 + attention."""
     return RunConfig(
         task=MQARConfig(vocab_size=256, seq_len=64, num_kv_pairs=8),
-        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, pattern=_hybrid(),
-                       mixer_options={"gla": {"num_heads": 2}}),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, pattern=("mamba2", "attention")),
         train=TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=100, target=0.99),
     )
 

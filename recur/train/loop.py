@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers import MIXERS
 from ..models import LM, LMConfig
 from ..models.heads import SequenceClassifier, SequenceRegressor
 from ..tasks import Task, get_task
@@ -255,6 +256,8 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "model": f"{mixers}, {model.n_layers} layers, d_model {model.d_model}",
         "parameters": result.num_parameters,
         "state_bytes_per_sequence": result.state_size,
+        # layers whose state grows with the sequence (key-value caches) count per token
+        "growing_state": any(not MIXERS[name].constant_state for name in model.layer_mixers()),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
         "seconds": round(result.seconds, 1),
