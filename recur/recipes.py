@@ -13,10 +13,13 @@ from typing import Any
 
 from .models import LMConfig
 from .tasks.digits import DigitsConfig
+from .tasks.induction_heads import InductionHeadsConfig
+from .tasks.lm import LMTaskConfig
 from .tasks.mod_arith import ModArithConfig
 from .tasks.mqar import MQARConfig
 from .tasks.parity import ParityConfig
 from .tasks.permutation import PermutationConfig
+from .tasks.selective_copy import SelectiveCopyConfig
 from .train.config import HeadConfig, RunConfig, TrainConfig, apply_overrides
 
 RECIPES: dict[str, Callable[[], RunConfig]] = {}
@@ -103,4 +106,34 @@ def digits() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="gla"),
         train=TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=100),
         head=HeadConfig(pooling="last", loss="cross_entropy"),
+    )
+
+
+@register_recipe("selective_copy")
+def selective_copy() -> RunConfig:
+    """Mamba's selective copying: 8 data tokens in 64 blanks, Mamba-2."""
+    return RunConfig(
+        task=SelectiveCopyConfig(),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="mamba2"),
+        train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=200, target=0.99),
+    )
+
+
+@register_recipe("induction_heads")
+def induction_heads() -> RunConfig:
+    """Induction heads, train length 64, test 256, Mamba-2 + attention."""
+    return RunConfig(
+        task=InductionHeadsConfig(),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, pattern=("mamba2", "attention")),
+        train=TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=100, target=0.99),
+    )
+
+
+@register_recipe("lm")
+def lm() -> RunConfig:
+    """Byte-level LM on Python's pydoc topics (or --task.path), GLA, bits per byte."""
+    return RunConfig(
+        task=LMTaskConfig(seq_len=128),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=128, n_layers=2, mixer="gla"),
+        train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=100),
     )
