@@ -147,6 +147,8 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     task = get_task(config.task_name)(config.task)
     model = build_model(config, task).to(device)
     num_parameters, state_size = model.num_parameters(), model.state_size()
+    # wrap first: FSDP replaces the parameters the optimiser must hold
+    model = distributed.wrap(model, context, tc.distributed)
     optimizer = build_optimizer(model, tc)
     use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
 
@@ -158,7 +160,6 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     first_step, history = 0, []
     if resume:
         first_step, history = _resume(run_dir, config, model, optimizer, context)
-    model = distributed.wrap(model, context, tc.distributed)
     forward = torch.compile(model) if tc.compile else model
     sets = eval_sets(task, config)
 
