@@ -1,0 +1,43 @@
+"""Prints the rows of results.jsonl (written by bench_gla.py) as markdown tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(path: str) -> None:
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    print("| gate | first call fwd+bwd (s, compile included) | second call (s) |")
+    print("|---|---:|---:|")
+    for r in rows:
+        if r["what"] == "first_call":
+            print(f"| {r['gate']} | {r['first_s']:.1f} | {r['second_s']:.3f} |")
+    print()
+    print("| T | B | form | forward (ms) | fwd+bwd (ms) |")
+    print("|---:|---:|---|---:|---:|")
+    timed = sorted((r for r in rows if r["what"] == "time"), key=lambda r: (r["T"], r["form"]))
+    for r in timed:
+        fwd = f"{r['fwd_ms']:.2f}" if "fwd_ms" in r else "error"
+        both = f"{r['fwdbwd_ms']:.2f}" if "fwdbwd_ms" in r else "error"
+        print(f"| {r['T']} | {r['B']} | {r['form']} | {fwd} | {both} |")
+    stages = [r for r in rows if r["what"] == "stage"]
+    if stages:
+        print()
+        print("| T | gate | stage | ms |")
+        print("|---:|---|---|---:|")
+        for r in stages:
+            print(f"| {r['T']} | {r['gate']} | {r['stage']} | {r['ms']:.3f} |")
+    for r in rows:
+        if r["what"] == "warps":
+            print(f"warps output={r['output']} backward={r['backward']}: fwd+bwd {r['fwdbwd_ms']:.2f} ms at T={r['T']}")
+    for r in timed:
+        if "first_fwd_s" in r:
+            print(f"{r['form']}: first forward call {r['first_fwd_s']:.1f} s (autotuning included)")
+        for key in ("fwd_error", "fwdbwd_error", "first_fwd_error"):
+            if key in r:
+                print(f"{r['form']} T={r['T']} {key}: {r[key]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

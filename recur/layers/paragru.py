@@ -1,0 +1,49 @@
+"""ParaGRU: a GRU with diagonal recurrence, trainable in parallel over time by Newton.
+
+ParaRNN: Unlocking Parallel Training of Nonlinear RNNs for Large Language Models
+(Danieli, Rodríguez, Sarabia, Suau, Zappella; arXiv:2510.21450):
+
+    z = σ(a_z ⊙ h + W_z x + b_z),  r = σ(a_r ⊙ h + W_r x + b_r),
+    ĥ = tanh(a_h ⊙ (h ⊙ r) + W_h x + b_h),  h_t = z ⊙ ĥ + (1 − z) ⊙ h_{t-1}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..ops.rnn import ParaGRU as ParaGRUCell
+from .registry import register_mixer
+from .rnn_common import RNNConfig, RNNLayer
+
+
+def pararnn_init(layer: RNNLayer, first_gate_bias: bool) -> None:
+    """ParaRNN's init: diagonal weights N(0, (2/√(5d))²), input projection Xavier-uniform,
+    biases zero except the first gate's, −linspace(0, 1) over the units."""
+    d = layer.hidden
+    with torch.no_grad():
+        for direction in layer.directions:
+            nn.init.normal_(direction.R, std=2 / (5 * d) ** 0.5)
+            nn.init.xavier_uniform_(direction.in_proj.weight)
+            direction.b.zero_()
+            if first_gate_bias:
+                direction.b[0] = -torch.linspace(0, 1, d).reshape(layer.heads, layer.head_dim)
+
+
+@dataclass(kw_only=True)
+class ParaGRUConfig(RNNConfig):
+    pass
+
+
+@register_mixer("paragru")
+class ParaGRU(RNNLayer):
+    Config = ParaGRUConfig
+    impls = ("naive", "sequential", "newton")
+
+    def make_cell(self, config):
+        return ParaGRUCell()
+
+    def reset_parameters(self) -> None:
+        pararnn_init(self, first_gate_bias=True)

@@ -1,0 +1,35 @@
+"""ParaLSTM: a coupled-gate LSTM with peepholes and diagonal recurrence, trainable in
+parallel over time by Newton (2×2 blocks of diagonal Jacobians over (h, c)).
+
+ParaRNN: Unlocking Parallel Training of Nonlinear RNNs for Large Language Models
+(Danieli, Rodríguez, Sarabia, Suau, Zappella; arXiv:2510.21450):
+
+    f = σ(a_f ⊙ h + W_f x + b_f + p_f ⊙ c),  c_t = f ⊙ c + (1 − f) ⊙ tanh(a_c ⊙ h + W_c x + b_c),
+    o = σ(a_o ⊙ h + W_o x + b_o + p_o ⊙ c_t),  h_t = o ⊙ tanh(c_t)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ops.rnn import ParaLSTM as ParaLSTMCell
+from .paragru import pararnn_init
+from .registry import register_mixer
+from .rnn_common import RNNConfig, RNNLayer
+
+
+@dataclass(kw_only=True)
+class ParaLSTMConfig(RNNConfig):
+    pass
+
+
+@register_mixer("paralstm")
+class ParaLSTM(RNNLayer):
+    Config = ParaLSTMConfig
+    impls = ("naive", "sequential", "newton")
+
+    def make_cell(self, config):
+        return ParaLSTMCell()
+
+    def reset_parameters(self) -> None:
+        pararnn_init(self, first_gate_bias=True)

@@ -1,0 +1,183 @@
+"""What the nonlinear RNN layers share: input projection, head-wise recurrence, bidirectional
+wrapping, and the state as one named tensor per cell state.
+
+A layer is a cell from `recur.ops.rnn` with its weights: `in_proj` (x → the Gx input gates,
+laid out gate-major like torch.nn.LSTM's weight_ih), `R` and `b` per direction. With
+`bidirectional=True` each direction has d_model / 2 units and their outputs are
+concatenated (torch.nn.LSTM's layout); such a layer is not causal and has no `step`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..ops.common import state_dtype
+from ..ops.rnn import Cell, rnn
+from .base import Mixer, MixerConfig, State
+
+
+@dataclass(kw_only=True)
+class RNNConfig(MixerConfig):
+    # heads of the block-diagonal recurrence (FlashRNN); 1 is a dense recurrent matrix
+    num_heads: int = 1
+    # run a second copy backwards in time and concatenate (non-causal; no step)
+    bidirectional: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bidirectional and self.d_model % 2:
+            raise ValueError(f"bidirectional=True needs an even d_model; got {self.d_model}")
+        hidden = self.d_model // 2 if self.bidirectional else self.d_model
+        if not isinstance(self.num_heads, int) or self.num_heads <= 0 or hidden % self.num_heads:
+            raise ValueError(
+                f"num_heads must be a positive divisor of the hidden size {hidden} "
+                f"(d_model{' / 2 per direction' if self.bidirectional else ''}); got {self.num_heads!r}"
+            )
+
+
+class Direction(nn.Module):
+    """The weights of one direction: input projection, recurrent weights R, biases b."""
+
+    def __init__(self, d_in: int, cell: Cell, heads: int, head_dim: int, recurrent_gates: int, bias_gates: int) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(d_in, cell.input_gates * heads * head_dim, bias=False)
+        shape = (recurrent_gates, heads, head_dim) + ((head_dim,) if cell.recurrence == "dense" else ())
+        self.R = nn.Parameter(torch.empty(shape))
+        self.b = nn.Parameter(torch.zeros(bias_gates, heads, head_dim))
+
+
+class RNNLayer(Mixer):
+    """Base of the RNN mixers. Subclasses set `Config`, `make_cell`, and `reset_parameters`;
+    they may override `gate_inputs` (what the input projection sees) and `readout`."""
+
+    Config: ClassVar[type[RNNConfig]] = RNNConfig
+    impls: ClassVar[tuple[str, ...]] = ("naive", "sequential")
+
+    def __init__(self, config: RNNConfig) -> None:
+        super().__init__(config)
+        self.cell = self.make_cell(config)
+        self.causal = not config.bidirectional
+        self.hidden = config.d_model // 2 if config.bidirectional else config.d_model
+        self.heads, self.head_dim = config.num_heads, self.hidden // config.num_heads
+        gates = self.gate_counts(config)
+        self.directions = nn.ModuleList(
+            Direction(self.input_width(config), self.cell, self.heads, self.head_dim, *gates)
+            for _ in range(2 if config.bidirectional else 1)
+        )
+        self.reset_parameters()
+
+    def make_cell(self, config) -> Cell:
+        raise TypeError(f"{type(self).__name__} must define make_cell(config)")
+
+    def gate_counts(self, config) -> tuple[int, int]:
+        """(recurrent gates Gr, bias gates Gb)."""
+        return self.cell.recurrent_gates, self.cell.bias_gates
+
+    def input_width(self, config) -> int:
+        return config.d_model
+
+    def reset_parameters(self) -> None:
+        """torch.nn.LSTM's default: every weight uniform in ±1/√hidden."""
+        bound = 1 / math.sqrt(self.hidden)
+        for direction in self.directions:
+            for p in direction.parameters():
+                nn.init.uniform_(p, -bound, bound)
+
+    def gate_inputs(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """The tensor the input projections read, [B, T, input_width], and extra state."""
+        return x, {}
+
+    def readout(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """h [B, T, d_model] (both directions concatenated) -> y [B, T, d_model]."""
+        return h
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        dtype = state_dtype(*self.parameters())
+        return {
+            name: torch.zeros(batch_size, self.heads, self.head_dim, device=device, dtype=dtype)
+            for name in self.cell.state_names
+        }
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        return self._mix(x, state, self.config.impl)
+
+    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        if not self.causal:
+            raise ValueError(f"{self.name} with bidirectional=True reads the future and has no step")
+        # one token is one step of the recurrence: the naive form is exact and O(1)
+        y, state = self._mix(x.unsqueeze(1), state, "naive")
+        return y.squeeze(1), state
+
+    def project(self, direction: Direction, inputs: torch.Tensor) -> torch.Tensor:
+        """The input gates [B, T, Gx · hidden], gate-major."""
+        return direction.in_proj(inputs)
+
+    def _run(self, direction: Direction, inputs: torch.Tensor, initial, impl: str):
+        x_proj = rearrange(
+            self.project(direction, inputs), "b t (g h d) -> b t g h d", g=self.cell.input_gates, h=self.heads
+        )
+        return rnn(
+            x_proj, direction.R, direction.b, cell=self.cell, initial_state=initial,
+            output_final_state=True, impl=impl,
+        )
+
+    def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
+        if x.dim() != 3 or x.shape[-1] != self.config.d_model:
+            raise ValueError(f"x must have shape [B, T, d_model = {self.config.d_model}]; got {list(x.shape)}")
+        if state is not None and not self.causal:
+            raise ValueError(f"{self.name} with bidirectional=True takes no state: it reads the whole sequence")
+        inputs, extra = self.gate_inputs(x, state)
+        initial = None
+        if state is not None:
+            missing = [n for n in self.cell.state_names if n not in state]
+            if missing:
+                raise ValueError(f"state lacks {missing}; expected the keys {list(self.cell.state_names)}")
+            initial = torch.stack([state[name] for name in self.cell.state_names])
+        h, final = self._run(self.directions[0], inputs, initial, impl)
+        outputs = [h]
+        if len(self.directions) == 2:
+            h_back, _ = self._run(self.directions[1], inputs.flip(1), None, impl)
+            outputs.append(h_back.flip(1))
+        h = torch.cat([rearrange(o, "b t h d -> b t (h d)") for o in outputs], dim=-1)
+        new_state = dict(zip(self.cell.state_names, final.unbind(0), strict=True))
+        new_state.update(extra)
+        return self.readout(h, x), new_state
+
+
+def load_torch_rnn(layer: RNNLayer, module: nn.Module, gates: int) -> None:
+    """Copies a one-layer torch.nn.LSTM (gates = 4) or torch.nn.GRU (gates = 3) into `layer`."""
+    kind = type(module).__name__
+    if module.num_layers != 1 or getattr(module, "proj_size", 0):
+        raise ValueError(f"only a one-layer {kind} without proj_size can be loaded; got {module}")
+    if module.bidirectional != (len(layer.directions) == 2):
+        raise ValueError(f"{kind}.bidirectional = {module.bidirectional} but the layer has bidirectional = {not layer.causal}")
+    if module.input_size != layer.config.d_model or module.hidden_size != layer.hidden:
+        raise ValueError(
+            f"{kind} has input_size {module.input_size}, hidden_size {module.hidden_size}; expected "
+            f"{layer.config.d_model} and {layer.hidden}"
+        )
+    if layer.heads != 1:
+        raise ValueError(f"a {kind} has a dense recurrence: build the layer with num_heads=1; got {layer.heads}")
+    n = layer.hidden
+    with torch.no_grad():
+        for direction, suffix in zip(layer.directions, ("", "_reverse"), strict=False):
+            w_ih = getattr(module, f"weight_ih_l0{suffix}")
+            w_hh = getattr(module, f"weight_hh_l0{suffix}")
+            b_ih = getattr(module, f"bias_ih_l0{suffix}", None)
+            b_hh = getattr(module, f"bias_hh_l0{suffix}", None)
+            b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
+            b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
+            direction.in_proj.weight.copy_(w_ih)
+            direction.R.copy_(w_hh.reshape(gates, 1, n, n))
+            if gates == 4:
+                direction.b.copy_((b_ih + b_hh).reshape(4, 1, n))
+            else:
+                # GRU: the reset gate multiplies the recurrent n-gate bias, so it stays apart
+                r, z = (b_ih + b_hh)[: 2 * n].reshape(2, n).unbind(0)
+                direction.b.copy_(torch.stack([r, z, b_ih[2 * n :], b_hh[2 * n :]]).reshape(4, 1, n))

@@ -1,0 +1,240 @@
+"""GLA Triton kernels in Triton's interpreter on the CPU, against the float64 naive loop.
+
+Sizes stay small because the interpreter runs every program in Python; tests/gpu runs the
+same checks at full size on a GPU. Every buffer the kernels allocate is filled with NaN
+first, so an element a kernel forgets to write fails the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recur.ops.gla import gla, naive_gla
+from tests.helpers import assert_close, grads, weighted_sum
+
+pytest.importorskip("triton")
+
+NAMES = ["o", "final_state", "dq", "dk", "dv", "dg", "dh0"]
+# float32 kernels against the float64 loop: rounding of float32 products and sums
+TOL_FLOAT32 = 2e-5
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """The kernel module, loaded with TRITON_INTERPRET=1 (read when kernels are defined)
+    and loaded again on the way out so later users get compiled kernels."""
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    name = "recur.ops.gla.triton"
+    module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
+    yield module
+    if previous is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = previous
+    importlib.reload(module)
+
+
+@contextlib.contextmanager
+def poisoned_allocations():
+    """torch.empty and torch.empty_like return NaN-filled tensors inside the block."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    torch.empty = lambda *a, **kw: poison(empty(*a, **kw))
+    torch.empty_like = lambda *a, **kw: poison(empty_like(*a, **kw))
+    try:
+        yield
+    finally:
+        torch.empty, torch.empty_like = empty, empty_like
+
+
+def make_inputs(T, gate, B=1, H=2, K=32, V=16, strength=1.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, K, generator=gen, dtype=torch.float64)
+    k = torch.randn(B, T, H, K, generator=gen, dtype=torch.float64)
+    v = torch.randn(B, T, H, V, generator=gen, dtype=torch.float64)
+    shape = {"scalar": (B, T, H), "vector": (B, T, H, K)}.get(gate)
+    g = None if shape is None else F.logsigmoid(torch.randn(*shape, generator=gen, dtype=torch.float64)) * strength
+    h0 = torch.randn(B, H, K, V, generator=gen, dtype=torch.float64)
+    return q, k, v, g, h0
+
+
+def run(form, q, k, v, g, h0, dtype=torch.float64, **kwargs):
+    leaves = [None if x is None else x.detach().to(dtype).requires_grad_() for x in (q, k, v, g, h0)]
+    o, ht = form(*leaves[:3], g=leaves[3], initial_state=leaves[4], output_final_state=True, **kwargs)
+    return [o, ht, *grads(weighted_sum(o, ht), leaves)]
+
+
+def run_kernel(kernels, *inputs, dtype=torch.float32, **kwargs):
+    with poisoned_allocations():
+        return run(kernels.triton_gla, *inputs, dtype=dtype, **kwargs)
+
+
+def compare(actual, expected, tol, label):
+    for name, a, e in zip(NAMES, actual, expected):
+        if e is None:
+            assert a is None, f"{label} {name}: expected no gradient"
+            continue
+        assert_close(f"{label} {name}", a, e, tol)
+
+
+@pytest.mark.parametrize(
+    "T, gate",
+    [(1, "vector"), (37, "vector"), (64, "vector"), (130, "vector"), (37, "scalar"), (130, "scalar"), (50, "none")],
+)
+def test_matches_naive(kernels, T, gate):
+    """Forward, final state and every gradient; 130 steps cross two chunk boundaries."""
+    inputs = make_inputs(T, gate, H=1 if T > 64 else 2)
+    compare(run_kernel(kernels, *inputs), run(naive_gla, *inputs), TOL_FLOAT32, f"T={T} gate={gate}")
+
+
+@pytest.mark.parametrize("gate", ["scalar", "vector"])
+def test_weak_gates_take_the_whole_chunk_path(kernels, gate):
+    """Chunks whose total log decay stays above -FAST_SPAN are done as one product."""
+    inputs = make_inputs(130, gate, H=1, strength=0.1)
+    assert inputs[3].sum(1).min() > -kernels.FAST_SPAN
+    compare(run_kernel(kernels, *inputs), run(naive_gla, *inputs), TOL_FLOAT32, f"weak gate={gate}")
+
+
+@pytest.mark.parametrize("gate", ["scalar", "vector"])
+def test_strong_gates_and_resets(kernels, gate):
+    """About -20 per step, and -inf (a full reset) at chunk and sub-chunk edges."""
+    q, k, v, g, h0 = make_inputs(80, gate, H=1, strength=20.0)
+    g = g.clone()
+    g[:, [0, 15, 16, 40, 64, 79]] = float("-inf")
+    actual, expected = run_kernel(kernels, q, k, v, g, h0), run(naive_gla, q, k, v, g, h0)
+    compare(actual[:5] + actual[6:], expected[:5] + expected[6:], TOL_FLOAT32, f"gate={gate}")
+    # chunk sums of clamped resets reach about -2000, whose float32 differences keep 5 digits
+    assert_close(f"gate={gate} dg", actual[5], expected[5], 1e-4)
+
+
+def test_extreme_gates_stay_finite(kernels):
+    q, k, v, g, h0 = make_inputs(48, "vector", strength=500.0)
+    q, k, v = q * 100, k * 100, v * 100
+    out = run_kernel(kernels, q, k, v, g, h0)
+    for name, x in zip(NAMES, out):
+        assert torch.isfinite(x).all(), f"{name} is not finite"
+    expected = run(naive_gla, q, k, v, g, h0)
+    compare(out[:5] + out[6:], expected[:5] + expected[6:], TOL_FLOAT32, "extreme")
+    # The gate's gradient sums q ⊙ dq - k ⊙ dk over the future; with decays below exp(-100)
+    # the true value is far below the float32 rounding of those sums (about 1e-7 of them).
+    assert_close("extreme dg", out[5], expected[5], 5e-2)
+
+
+def test_without_initial_or_final_state(kernels):
+    q, k, v, g, _ = make_inputs(40, "vector")
+    with poisoned_allocations():
+        o, ht = kernels.triton_gla(q.float(), k.float(), v.float(), g=g.float())
+    assert ht is None
+    assert_close("o", o, naive_gla(q, k, v, g=g)[0], TOL_FLOAT32)
+
+
+def test_packed_sequences(kernels):
+    """Packed sequences of lengths 5, 0, 70 and 20 from their own initial states."""
+    cu_seqlens = torch.tensor([0, 5, 5, 75, 95])
+    q, k, v, g, _ = make_inputs(95, "vector", H=1)
+    h0 = torch.randn(4, 1, 32, 16, dtype=torch.float64)
+    compare(
+        run_kernel(kernels, q, k, v, g, h0, cu_seqlens=cu_seqlens),
+        run(naive_gla, q, k, v, g, h0, cu_seqlens=cu_seqlens),
+        TOL_FLOAT32, "packed",
+    )
+
+
+@pytest.mark.parametrize("strength", [0.3, 3.0])
+def test_signed_decays(kernels, strength):
+    q, k, v, g, h0 = make_inputs(100, "scalar", H=1, strength=strength)
+    sign = torch.where(torch.rand(g.shape, generator=torch.Generator().manual_seed(5)) < 0.5, -1.0, 1.0).double()
+    compare(
+        run_kernel(kernels, q, k, v, g, h0, decay_sign=sign),
+        run(naive_gla, q, k, v, g, h0, decay_sign=sign),
+        TOL_FLOAT32, "signed",
+    )
+
+
+def test_bfloat16_close_to_float64(kernels):
+    inputs = make_inputs(64, "vector")
+    actual = run_kernel(kernels, *inputs, dtype=torch.bfloat16)
+    for name, a, e in zip(NAMES, actual, run(naive_gla, *inputs)):
+        assert a.dtype == (torch.float32 if name == "final_state" else torch.bfloat16), name
+        assert_close(f"bf16 {name}", a, e, 3e-2)
+
+
+def test_float64_inputs_give_float64_results(kernels):
+    q, k, v, g, h0 = make_inputs(20, "scalar")
+    o, ht = kernels.triton_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
+    assert o.dtype == ht.dtype == torch.float64
+    ref_o, ref_ht = naive_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
+    assert_close("o", o, ref_o, TOL_FLOAT32)
+    assert_close("final_state", ht, ref_ht, TOL_FLOAT32)
+
+
+@pytest.mark.parametrize("gate", ["scalar", "vector", "none"])
+def test_recurrent_kernel(kernels, gate):
+    q, k, v, g, h0 = make_inputs(30, gate, B=2)
+    sign = None
+    if gate == "scalar":
+        sign = torch.where(torch.rand(g.shape, generator=torch.Generator().manual_seed(1)) < 0.5, -1.0, 1.0).double()
+    f32 = lambda x: None if x is None else x.float()  # noqa: E731
+    with poisoned_allocations():
+        o, ht = kernels.triton_gla_recurrent(
+            f32(q), f32(k), f32(v), g=f32(g), initial_state=f32(h0), output_final_state=True, decay_sign=f32(sign)
+        )
+    ref_o, ref_ht = naive_gla(q, k, v, g=g, initial_state=h0, output_final_state=True, decay_sign=sign)
+    assert_close("o", o, ref_o, TOL_FLOAT32)
+    assert_close("final_state", ht, ref_ht, TOL_FLOAT32)
+
+
+def test_recurrent_steps_and_packed(kernels):
+    """Decoding one step at a time equals one call; packed sequences restart their state."""
+    q, k, v, g, h0 = (x.float() for x in make_inputs(12, "vector"))
+    state, outputs = h0, []
+    for t in range(12):
+        o_t, state = kernels.triton_gla_recurrent(
+            q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1], g=g[:, t : t + 1], initial_state=state, output_final_state=True
+        )
+        outputs.append(o_t)
+    ref_o, ref_ht = naive_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
+    assert_close("steps o", torch.cat(outputs, 1), ref_o, TOL_FLOAT32)
+    assert_close("steps state", state, ref_ht, TOL_FLOAT32)
+
+    cu_seqlens = torch.tensor([0, 4, 12])
+    h0_packed = torch.randn(2, 2, 32, 16)
+    o, ht = kernels.triton_gla_recurrent(
+        q[:1], k[:1], v[:1], g=g[:1], initial_state=h0_packed, output_final_state=True, cu_seqlens=cu_seqlens
+    )
+    ref_o, ref_ht = naive_gla(q[:1], k[:1], v[:1], g=g[:1], initial_state=h0_packed, output_final_state=True, cu_seqlens=cu_seqlens)
+    assert_close("packed o", o, ref_o, TOL_FLOAT32)
+    assert_close("packed state", ht, ref_ht, TOL_FLOAT32)
+
+
+def test_recurrent_kernel_refuses_gradients(kernels):
+    q, k, v, g, _ = make_inputs(4, "scalar")
+    with pytest.raises(ValueError, match="computes no gradients"):
+        kernels.triton_gla_recurrent(q.float().requires_grad_(), k.float(), v.float(), g=g.float())
+
+
+def test_dispatch_and_signature(kernels, monkeypatch):
+    assert inspect.signature(kernels.triton_gla) == inspect.signature(naive_gla)
+    assert inspect.signature(kernels.triton_gla_recurrent) == inspect.signature(naive_gla)
+    q, k, v, g, _ = (x.float() for x in make_inputs(20, "scalar"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    o, _ = gla(q, k, v, g=g, impl="triton")
+    assert_close("impl=triton", o, naive_gla(q.double(), k.double(), v.double(), g=g.double())[0], TOL_FLOAT32)
+
+
+def test_head_width_limit_named(kernels):
+    q = torch.randn(1, 4, 1, 512)
+    with pytest.raises(ValueError, match="head widths up to 256; got K = 512"):
+        kernels.triton_gla(q, q, q[..., :16], g=None)
