@@ -173,7 +173,7 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     bar = _progress_bar(tc.steps, first_step, progress and context.is_main)
     metrics: dict[str, float] = history[-1]["eval"] if history else {}
     loss_value, stopped_early = float("nan"), False
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, tokens_per_s = time.perf_counter(), 0, 0.0
 
     model.train()
     step = first_step
@@ -219,10 +219,9 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
             postfix = {"loss": f"{loss_value:.4f}"}
             if task.metric in metrics:
                 postfix[task.metric.split("/")[-1]] = f"{metrics[task.metric]:.4f}"
-            if "tokens_per_s" in record:
-                bar.tok_s = record["tokens_per_s"]
-            if getattr(bar, "tok_s", None):
-                postfix["tok/s"] = f"{bar.tok_s:,.0f}"
+            tokens_per_s = record.get("tokens_per_s", tokens_per_s)
+            if tokens_per_s:
+                postfix["tok/s"] = f"{tokens_per_s:,.0f}"
             bar.set_postfix(postfix, refresh=False)
         checkpoint_due = tc.checkpoint_every and done % tc.checkpoint_every == 0
         if run_dir is not None and (checkpoint_due or done == tc.steps or stopped_early):
