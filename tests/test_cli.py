@@ -109,3 +109,18 @@ def test_runs_with_no_stdin_under_ci(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "valid/accuracy" in done.stdout and (tmp_path / "ci" / "curves.png").exists()
+
+
+def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
+    run = tmp_path / "lm"
+    argv = ["train", "--recipe", "lm", "--task.seq_len", "16", "--task.eval_examples", "8", "--model.d_model", "32",
+            "--model.n_layers", "1", "--train.steps", "2", "--train.eval_every", "2", "--train.batch_size", "4",
+            "--train.threads", "1", "--run-dir", str(run), "--no-progress"]
+    assert main(argv) == 0
+    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert main(["generate", str(run), "--prompt", "The for", "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("The for")
+    assert main(["eval", str(run), "--task.seq_len", "32"]) == 0
+    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert main(["eval", str(run), "--train.steps", "3"]) == 2
+    assert "eval takes task overrides only" in capsys.readouterr().err
