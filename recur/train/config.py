@@ -273,7 +273,8 @@ def override_keys(run: RunConfig | None = None, task_name: str | None = None) ->
 
 def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, Any]]) -> RunConfig:
     """A new RunConfig with `{"train.steps": "2000", ...}` applied, every key and value
-    checked first. `task.name` starts from that task's defaults; the key
+    checked first. `task.name` starts from that task's defaults; `model.mixer` without
+    `model.pattern` replaces the pattern (every layer that mixer); the key
     `model.mixer_options.<mixer>.<option>` sets one option of one mixer."""
     items = list(overrides.items() if isinstance(overrides, dict) else overrides)
     sections = {
@@ -289,6 +290,10 @@ def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, 
             get_task(task_name)
             sections["task"] = {}
     known = override_keys(task_name=task_name)
+    keys = {key for key, _ in items}
+    if "model.mixer" in keys and "model.pattern" not in keys:
+        # naming one mixer means every layer: it replaces a recipe's hybrid pattern
+        sections["model"]["pattern"] = ()
     for key, value in items:
         if key == "task.name":
             continue

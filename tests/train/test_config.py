@@ -46,13 +46,21 @@ def test_bad_values_are_rejected_before_training():
     with pytest.raises(ValueError, match=r"vocab_size = 8 is too small for num_kv_pairs = 8"):
         recipe("mqar", {"task.vocab_size": "8"})
     with pytest.raises(ValueError, match=r"unknown mixer 'glaa'"):
-        recipe("mqar", {"model.mixer": "glaa", "model.pattern": ""})
+        recipe("mqar", {"model.mixer": "glaa"})
     with pytest.raises(ValueError, match="model.vocab_size is set by the task"):
         recipe("mqar", {"model.vocab_size": "300"})
     with pytest.raises(ValueError, match=r"train.batch_size = 10 must be divisible by train.grad_accum = 3"):
         recipe("mqar", {"train.batch_size": "10", "train.grad_accum": "3"})
     with pytest.raises(ValueError, match=r"unknown recipe 'mqr'; did you mean 'mqar'"):
         recipe("mqr")
+
+
+def test_mixer_override_replaces_the_recipes_pattern():
+    assert recipe("mqar").model.pattern == ("mamba2", "attention")
+    config = recipe("mqar", {"model.mixer": "gla"})
+    assert config.model.pattern == () and config.model.layer_mixers() == ["gla", "gla"]
+    config = recipe("mqar", {"model.mixer": "gla", "model.pattern": "gla,attention"})
+    assert config.model.layer_mixers() == ["gla", "attention"]
 
 
 def test_task_switch_starts_from_the_new_tasks_defaults():
