@@ -35,7 +35,7 @@ except ImportError:
     from transformers import PretrainedConfig as PreTrainedConfig
 
 from .models import LM, LMConfig
-from .train.config import _build
+from .train.config import build_section
 
 MODEL_TYPE = "recur"
 
@@ -62,7 +62,7 @@ class RecurConfig(PreTrainedConfig):
 
     def lm_config(self) -> LMConfig:
         """The typed LMConfig (every field checked)."""
-        return _build(LMConfig, self.lm, "lm")
+        return build_section(LMConfig, self.lm, "lm")
 
 
 @dataclass
