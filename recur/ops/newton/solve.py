@@ -53,9 +53,10 @@ def _previous(H: tuple[torch.Tensor, ...], start: tuple[torch.Tensor, ...]) -> t
     return tuple(torch.cat([s0.unsqueeze(1), h[:, :-1]], dim=1) for s0, h in zip(start, H, strict=True))
 
 
-def _residual(F, H) -> float:
+def _residual(r, H) -> float:
+    """max|r| / (1 + max|h|) over every state component."""
     scale = 1.0 + max(float(h.abs().max()) for h in H)
-    return max(float((f - h).abs().max()) for f, h in zip(F, H, strict=True)) / scale
+    return max(float(v.abs().max()) for v in r) / scale
 
 
 def _solve(cell, x, R, b, start, max_iterations, tol, info):
@@ -67,7 +68,9 @@ def _solve(cell, x, R, b, start, max_iterations, tol, info):
     H = cell.step(x, R, b, guess)
     while True:
         F, J = cell.step_and_jacobian(x, R, b, _previous(H, start))
-        residual = _residual(F, H)
+        # r = f(h_{t-1}, x_t) − h_t, in place of F (not needed after this)
+        r = [f.sub_(h) for f, h in zip(F, H, strict=True)]
+        residual = _residual(r, H)
         info.residuals.append(residual)
         info.residual = residual
         if residual <= tol:
@@ -76,8 +79,8 @@ def _solve(cell, x, R, b, start, max_iterations, tol, info):
             return H, J
         if info.iterations >= max_iterations or residual != residual or residual == float("inf"):
             break
-        delta = chunked_block_recurrence(J, [f - h for f, h in zip(F, H, strict=True)])
-        H = tuple(h + d for h, d in zip(H, delta, strict=True))
+        delta = chunked_block_recurrence(J, r)
+        H = tuple(h.add_(d) for h, d in zip(H, delta, strict=True))
         info.iterations += 1
     info.fell_back = True
     state, outputs = start, []
