@@ -36,6 +36,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     device = torch.device(args.device)
+    if args.threads is not None:
+        if args.threads <= 0:
+            print(f"error: --threads must be positive; got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
@@ -49,7 +54,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = bench.run_op_bench(
             family, args.T, device, args.dtype, args.repeat, args.max_naive_T, progress=print
         )
-        command = f"recur bench ops --family {family} --device {device.type} --dtype {str(args.dtype).removeprefix('torch.')} --T {' '.join(map(str, args.T))}"
+        command = (
+            f"recur bench ops --family {family} --device {device.type} "
+            f"--dtype {str(args.dtype).removeprefix('torch.')} --T {' '.join(map(str, args.T))}"
+            + (f" --threads {args.threads}" if args.threads is not None else "")
+        )
         section = bench.render_section(family, rows, device, args.dtype, command)
         bench.write_section(out, family, section, f"Op benchmarks ({device.type})")
         print(section)
@@ -309,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192], help="sequence lengths")
     ops.add_argument("--repeat", type=int, default=3)
     ops.add_argument("--max-naive-T", type=int, default=8192, help="skip the naive loop above this length")
+    ops.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ops.add_argument("--out", default=None, help="results file (default benchmarks/<device>-ops.md)")
     ops.set_defaults(func=cmd_bench)
 
