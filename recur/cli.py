@@ -1,12 +1,28 @@
-"""The `recur` command: bench | list (train, eval, generate and plot join as they land)."""
+"""The `recur` command: train | eval | generate | plot | bench | list.
+
+`recur train` with no arguments trains the default recipe. Any run setting is a typed
+dotted override: `recur train --recipe mqar --model.mixer gla --train.steps 2000`.
+Unknown or ill-typed keys stop the command before any work, naming the key, the
+expected type and close matches.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
+
+from . import __version__
+
+
+class UsageError(ValueError):
+    """Bad command-line input: printed as one line, exit status 2."""
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -20,6 +36,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     device = torch.device(args.device)
+    if args.threads is not None:
+        if args.threads <= 0:
+            print(f"error: --threads must be positive; got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
@@ -33,7 +54,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = bench.run_op_bench(
             family, args.T, device, args.dtype, args.repeat, args.max_naive_T, progress=print
         )
-        command = f"recur bench ops --family {family} --device {device.type} --dtype {str(args.dtype).removeprefix('torch.')} --T {' '.join(map(str, args.T))}"
+        command = (
+            f"recur bench ops --family {family} --device {device.type} "
+            f"--dtype {str(args.dtype).removeprefix('torch.')} --T {' '.join(map(str, args.T))}"
+            + (f" --threads {args.threads}" if args.threads is not None else "")
+        )
         section = bench.render_section(family, rows, device, args.dtype, command)
         bench.write_section(out, family, section, f"Op benchmarks ({device.type})")
         print(section)
@@ -41,19 +66,248 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_line(obj) -> str:
+    doc = (obj.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .layers import MIXERS
 
-    print("mixers:")
-    for name, cls in sorted(MIXERS.items()):
-        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        print(f"  {name:<20} {doc[0] if doc else ''}")
+    what = args.what
+    if what in ("all", "mixers"):
+        print("mixers:")
+        for name, cls in sorted(MIXERS.items()):
+            print(f"  {name:<20} {_first_line(sys.modules[cls.__module__])}")
+    if what in ("all", "tasks"):
+        from .tasks import TASKS
+
+        print("tasks:")
+        for name, cls in sorted(TASKS.items()):
+            print(f"  {name:<20} {_first_line(cls)}")
+    if what in ("all", "recipes"):
+        from .recipes import RECIPES
+
+        print("recipes:")
+        for name, fn in sorted(RECIPES.items()):
+            print(f"  {name:<20} {_first_line(fn)}")
     return 0
 
 
+def parse_overrides(extra: list[str]) -> list[tuple[str, str]]:
+    """`--a.b value` and `--a.b=value` pairs from the arguments argparse did not know."""
+    pairs, i = [], 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise UsageError(
+                f"unrecognised argument {arg!r}; run settings are dotted overrides such as "
+                "--train.steps 500 (see `recur train --help`)"
+            )
+        key = arg[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        else:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise UsageError(f"override --{key} needs a value")
+            value = extra[i + 1]
+            i += 1
+        pairs.append((key, value))
+        i += 1
+    return pairs
+
+
+def _run_config(args: argparse.Namespace):
+    from .recipes import recipe
+
+    return recipe(args.recipe, parse_overrides(args.overrides))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import summary, to_dict, train
+
+    config = _run_config(args)
+    if args.print_config:
+        print(json.dumps(to_dict(config), indent=2))
+        return 0
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.resume and not args.run_dir:
+        raise UsageError("--resume needs --run-dir (the run to continue)")
+    if not args.resume and (run_dir / "checkpoints").exists():
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --run-dir")
+    main_process = os.environ.get("RANK", "0") == "0"
+    if main_process:
+        print(f"recur train --recipe {args.recipe}: task {config.task_name}, "
+              f"model {'+'.join(dict.fromkeys(config.model.layer_mixers()))}, run dir {run_dir}", flush=True)
+    result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    if not main_process:
+        return 0
+    print(render_summary(summary(result)))
+    png = run_dir / "curves.png"
+    try:
+        from .train.plot import plot_run
+
+        plot_run(run_dir, png)
+        print(f"plot: {png}")
+    except ImportError as error:
+        print(f"no plot ({error})")
+    print(f"run dir: {run_dir}")
+    return 0
+
+
+def render_summary(s: dict) -> str:
+    rows = [
+        ("task", s["task"]),
+        ("model", s["model"]),
+        ("parameters", f"{s['parameters']:,}"),
+        ("state size", f"{s['state_bytes_per_sequence']:,} bytes per sequence"
+                       + (" (attention caches: per token)" if s.get("growing_state") else "")),
+        ("steps", f"{s['steps']}{' (target reached, stopped early)' if s['stopped_early'] else ''}"),
+        ("time", f"{s['seconds']:.1f} s"),
+        ("final train loss", f"{s['final_loss']:.4f}"),
+        (s["metric"], f"{s['value']:.4f}"),
+    ]
+    rows += [(k, f"{v:.4f}") for k, v in s["metrics"].items() if k != s["metric"]]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    return "\n".join([line, *(f"{k:<{width}} | {v}" for k, v in rows), line])
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Re-runs this command under torchrun with --nproc processes."""
+    argv = [a for a in sys.argv[1:]]
+    if "--nproc" in argv:
+        i = argv.index("--nproc")
+        del argv[i:i + 2]
+    argv = [a for a in argv if not a.startswith("--nproc=")]
+    if not args.run_dir:
+        # every process must write to the same run dir
+        argv += ["--run-dir", str(Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "recur.cli", *argv]
+    return subprocess.call(command)
+
+
+def _load_run(path: str):
+    from .tasks import get_task
+    from .train import build_model, from_dict
+    from .train.checkpoint import load_weights
+
+    state, info = load_weights(path)
+    config = from_dict(info["config"])
+    task = get_task(config.task_name)(config.task)
+    model = build_model(config, task)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UsageError(f"checkpoint in {path} does not match its config: missing {missing}, unexpected {unexpected}")
+    return config, task, model
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train.loop import eval_sets, evaluate, resolve_device
+
+    config, task, model = _load_run(args.run)
+    if args.overrides:
+        from .train import apply_overrides
+
+        pairs = parse_overrides(args.overrides)
+        bad = [k for k, _ in pairs if not k.startswith("task.") or k == "task.name"]
+        if bad:
+            raise UsageError(f"eval takes task overrides only (e.g. --task.test_lengths 40,512); got {bad}")
+        config = apply_overrides(config, pairs)
+        task = type(task)(config.task)
+    device = resolve_device(config.train.device)
+    model.to(device)
+    metrics = evaluate(model, task, eval_sets(task, config), config.train.batch_size, device, _no_autocast)
+    for key, value in metrics.items():
+        print(f"{key:<40} {value:.4f}")
+    return 0
+
+
+def _no_autocast():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    config, task, model = _load_run(args.run)
+    if task.head != "lm":
+        raise UsageError(f"generate needs a language-model task; {config.task_name!r} is a {task.head} task")
+    byte_level = config.task_name == "lm"
+    if byte_level:
+        prompt = list(args.prompt.encode("utf-8"))
+    else:
+        try:
+            prompt = [int(t) for t in args.prompt.replace(",", " ").split()]
+        except ValueError:
+            raise UsageError(f"--prompt for task {config.task_name!r} is token ids separated by spaces; got {args.prompt!r}") from None
+    if not prompt:
+        raise UsageError("--prompt is empty")
+    if max(prompt) >= task.vocab_size or min(prompt) < 0:
+        raise UsageError(f"--prompt tokens must be in [0, {task.vocab_size}); got {prompt}")
+    generator = torch.Generator().manual_seed(args.seed)
+    out = model.eval().generate(torch.tensor([prompt]), args.max_new_tokens, temperature=args.temperature, generator=generator)
+    tokens = out[0].tolist()
+    if byte_level:
+        print(bytes(tokens).decode("utf-8", errors="replace"))
+    else:
+        print(" ".join(map(str, tokens)))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .train.plot import plot_run
+
+    out = plot_run(args.run, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+TRAIN_EPILOG = """\
+overrides (typed, checked before any work; `recur train --print-config` shows them all):
+  --task.name mqar --task.num_kv_pairs 16     the task and its options
+  --model.mixer gla --model.d_model 128        the model (recur.models.LMConfig)
+  --model.pattern mamba2,attention             a hybrid, one mixer name per layer, repeating
+  --model.mixer_options.gla.num_heads 2        one option of one mixer
+  --train.steps 2000 --train.lr 1e-3           the trainer (recur.train.TrainConfig)
+  --head.loss hinge                            classification head (cross_entropy, hinge, squared_hinge)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recur", description="Recurrent sequence models: benchmarks and tools.")
+    parser = argparse.ArgumentParser(prog="recur", description="Recurrent sequence models: train, evaluate, benchmark.")
+    parser.add_argument("--version", action="version", version=f"recur {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a recipe (the default one without arguments)", epilog=TRAIN_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--recipe", default="default", help="named run (recur list recipes)")
+    train.add_argument("--run-dir", default=None, help="where checkpoints, metrics and the plot go (default runs/<recipe>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    train.add_argument("--nproc", type=int, default=1, help="processes (DDP, or FSDP2 with --train.distributed fsdp)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--print-config", action="store_true", help="print the run config as JSON and exit")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint")
+    ev.add_argument("run", help="run dir or checkpoint dir")
+    ev.set_defaults(func=cmd_eval)
+
+    gen = sub.add_parser("generate", help="continue a prompt with a trained language model")
+    gen.add_argument("run", help="run dir or checkpoint dir")
+    gen.add_argument("--prompt", required=True, help="text (task lm) or token ids separated by spaces")
+    gen.add_argument("--max-new-tokens", type=int, default=100)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=cmd_generate)
+
+    plot = sub.add_parser("plot", help="draw a run's loss and metric curves to PNG")
+    plot.add_argument("run", help="run dir (with metrics.jsonl)")
+    plot.add_argument("--out", default=None, help="PNG path (default RUN/curves.png)")
+    plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="speed and memory benchmarks")
     bench_sub = bench.add_subparsers(dest="what", required=True)
@@ -64,17 +318,30 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192], help="sequence lengths")
     ops.add_argument("--repeat", type=int, default=3)
     ops.add_argument("--max-naive-T", type=int, default=8192, help="skip the naive loop above this length")
+    ops.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ops.add_argument("--out", default=None, help="results file (default benchmarks/<device>-ops.md)")
     ops.set_defaults(func=cmd_bench)
 
-    lister = sub.add_parser("list", help="list the registered mixers")
+    lister = sub.add_parser("list", help="list the registered mixers, tasks and recipes")
+    lister.add_argument("what", nargs="?", default="all", choices=("all", "mixers", "tasks", "recipes"))
     lister.set_defaults(func=cmd_list)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in ("train", "eval"):
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .train.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, CheckpointError, FileNotFoundError, ImportError, IsADirectoryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

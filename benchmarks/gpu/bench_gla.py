@@ -120,15 +120,64 @@ def bench(lengths, out_path, with_fla, forms):
             torch.cuda.empty_cache()
 
 
+def breakdown(out_path: str, T: int = 8192) -> None:
+    """Times the stages that run as their own launches; the output kernel is the forward
+    minus these, the backward kernel the rest of forward+backward."""
+    import triton.testing
+
+    from recur.ops.gla import triton as kernels
+
+    for gate in ("vector", "scalar"):
+        q, k, v, g = (x.detach() for x in make_inputs(T, gate))
+        B = q.shape[0]
+        T_pad = triton.cdiv(T, kernels.CHUNK) * kernels.CHUNK
+        gc, sc, scalar_gate = kernels._gate_cumsum(g, None, B, T, T_pad, H, q.device)
+        stages = {
+            "gate cumsum": lambda g=g, B=B, T_pad=T_pad: kernels._gate_cumsum(g, None, B, T, T_pad, H, g.device),
+            "chunk states": lambda k=k, v=v, gc=gc, sc=sc, T_pad=T_pad, s=scalar_gate: kernels._chunk_states(
+                k, v, gc, sc, None, 1.0, T_pad, s, False, reverse=False, store_final=True, state_dtype=k.dtype),
+            "adjoint states": lambda q=q, v=v, gc=gc, sc=sc, T_pad=T_pad, s=scalar_gate: kernels._chunk_states(
+                q, v, gc, sc, None, 1.0, T_pad, s, False, reverse=True, store_final=True, state_dtype=q.dtype),
+        }
+        for name, fn in stages.items():
+            row = {"what": "stage", "T": T, "gate": gate, "stage": name,
+                   "ms": triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")}
+            print(json.dumps(row), flush=True)
+            with open(out_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def warps(out_path: str, T: int = 8192) -> None:
+    """Forward+backward with 4 and 8 warps per sub-chunk program."""
+    import triton.testing
+
+    from recur.ops.gla import triton as kernels
+
+    for output_warps, backward_warps in ((4, 4), (8, 8), (4, 8), (8, 4)):
+        kernels.WARPS.update(output=output_warps, backward=backward_warps)
+        q, k, v, g = make_inputs(T, "vector")
+        call = fwd_bwd(lambda q=q, k=k, v=v, g=g: kernels.triton_gla(q, k, v, g=g)[0], [q, k, v, g])
+        row = {"what": "warps", "T": T, "output": output_warps, "backward": backward_warps,
+               "fwdbwd_ms": triton.testing.do_bench(call, warmup=10, rep=50, return_mode="median")}
+        print(json.dumps(row), flush=True)
+        with open(out_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--first-call", action="store_true")
     parser.add_argument("--fla", action="store_true", help="only FLA's chunk_gla")
+    parser.add_argument("--breakdown", action="store_true", help="time the separately launched stages")
     parser.add_argument("--T", type=int, nargs="+", default=[2048, 4096, 8192, 32768])
     args = parser.parse_args()
     if args.first_call:
         first_call(args.out)
+        return 0
+    if args.breakdown:
+        breakdown(args.out)
+        warps(args.out)
         return 0
     try:
         bench(args.T, args.out, with_fla=args.fla, forms=["FLA"] if args.fla else ["recur", "SDPA"])

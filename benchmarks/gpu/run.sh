@@ -25,7 +25,11 @@ echo "== correctness at full size"
 timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tail -25
 echo "== timings: recur and SDPA"
 timeout 120 python3 benchmarks/gpu/bench_gla.py --out "$RESULTS" ${T_LIST:+--T $T_LIST}
-if python3 -c "import fla" 2>/dev/null; then
+if [ "${STAGES:-1}" != 0 ]; then
+    echo "== stages"
+    timeout 100 python3 benchmarks/gpu/bench_gla.py --breakdown --out "$RESULTS"
+fi
+if [ "${FLA_TIMEOUT:-90}" != 0 ] && python3 -c "import fla" 2>/dev/null; then
     echo "== timings: FLA"
     timeout ${FLA_TIMEOUT:-90} python3 benchmarks/gpu/bench_gla.py --fla --out "$RESULTS" ${T_LIST:+--T $T_LIST}
 fi

@@ -21,6 +21,16 @@ def main(path: str) -> None:
         fwd = f"{r['fwd_ms']:.2f}" if "fwd_ms" in r else "error"
         both = f"{r['fwdbwd_ms']:.2f}" if "fwdbwd_ms" in r else "error"
         print(f"| {r['T']} | {r['B']} | {r['form']} | {fwd} | {both} |")
+    stages = [r for r in rows if r["what"] == "stage"]
+    if stages:
+        print()
+        print("| T | gate | stage | ms |")
+        print("|---:|---|---|---:|")
+        for r in stages:
+            print(f"| {r['T']} | {r['gate']} | {r['stage']} | {r['ms']:.3f} |")
+    for r in rows:
+        if r["what"] == "warps":
+            print(f"warps output={r['output']} backward={r['backward']}: fwd+bwd {r['fwdbwd_ms']:.2f} ms at T={r['T']}")
     for r in timed:
         if "first_fwd_s" in r:
             print(f"{r['form']}: first forward call {r['first_fwd_s']:.1f} s (autotuning included)")

@@ -95,7 +95,13 @@ def run_op_bench(
 
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+        try:
+            import triton
+
+            kernels = f", triton {triton.__version__}"
+        except ImportError:
+            kernels = ""
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}{kernels}"
     return (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}"

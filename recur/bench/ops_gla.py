@@ -34,4 +34,20 @@ def gla_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
 
             cases.append(OpCase("triton (per-channel gate)", lambda: triton_gla(q, k, v, g=g_vector)[0], [q, k, v, g_vector]))
             cases.append(OpCase("triton (per-head gate)", lambda: triton_gla(q, k, v, g=g_scalar)[0], [q, k, v, g_scalar]))
+        cases.extend(_cuda_baselines(q, k, v, g_vector))
+    return cases
+
+
+def _cuda_baselines(q, k, v, g_vector) -> list[OpCase]:
+    """FLA's chunk_gla (when installed) and torch SDPA causal on the same shapes."""
+    cases = []
+    try:
+        from fla.ops.gla import chunk_gla as fla_chunk_gla
+    except ImportError:
+        fla_chunk_gla = None
+    if fla_chunk_gla is not None:
+        cases.append(OpCase("FLA chunk_gla (per-channel gate)", lambda: fla_chunk_gla(q, k, v, g_vector)[0], [q, k, v, g_vector]))
+    # SDPA takes [B, H, T, K]
+    qs, ks, vs = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
+    cases.append(OpCase("torch SDPA causal", lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), [qs, ks, vs]))
     return cases

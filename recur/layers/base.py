@@ -88,6 +88,8 @@ class Mixer(nn.Module, abc.ABC):
         return clone
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters that want special optimiser settings, by group name ("no_decay", ...).
-        The trainer applies the settings; the default is none."""
+        """Parameters that want special optimiser settings, by group name:
+        "no_decay" (no weight decay) or "ssm" (no weight decay and the learning rate times
+        the trainer's ssm_lr_scale, as the SSM papers recommend for A, Δ, B and C). The
+        trainer applies the settings; the default is none."""
         return {}

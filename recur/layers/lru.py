@@ -7,7 +7,8 @@ Gulcehre, Pascanu, De; arXiv:2303.06349):
     x_t = Λ x_{t-1} + γ ⊙ (B u_t),  y_t = Re(C x_t) + D ⊙ u_t,  Λ = exp(−exp(ν) + i exp(θ)),  γ = exp(γ_log)
 
 |Λ| is drawn uniformly on the ring [r_min, r_max], its phase on [0, max_phase], and the
-normaliser starts at γ = √(1 − |Λ|²). `impl` "chunk" is the parallel (associative) scan.
+normaliser starts at γ = √(1 − |Λ|²). `impl` "chunk" is the chunked scan (a loop inside
+chunks, an associative scan across them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.common import linear_recurrence, linear_recurrence_loop
+from ..ops.common import linear_recurrence_loop
+from ..ops.ssm import chunked_linear_recurrence
 from .base import Mixer, MixerConfig, State
 from .registry import register_mixer
 from .s4d import compute_dtype
@@ -86,7 +88,7 @@ class LRU(Mixer):
         # γ ⊙ B u_t, [B, T, N]
         drive = torch.einsum("bth,nh->btn", u.to(cplx), B)
         h0 = None if state is None else state["x"].to(cplx)
-        solve = linear_recurrence_loop if impl == "naive" else linear_recurrence
+        solve = linear_recurrence_loop if impl == "naive" else chunked_linear_recurrence
         if T == 0:
             h = torch.zeros(batch, self.config.d_state, dtype=cplx, device=x.device) if h0 is None else h0
             return x.clone(), {"x": h}

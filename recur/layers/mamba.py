@@ -24,21 +24,6 @@ from .parts import ShortConv
 from .registry import register_mixer
 
 
-class CausalConv(ShortConv):
-    """`ShortConv` computed as a sum of shifted copies (kernel_size taps): the same
-    parameters, state and result, without conv1d's slow float64 depthwise path on CPU."""
-
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T, D = x.shape
-        if state is None:
-            state = self.init_state(B, x.device, x.dtype)
-        padded = torch.cat([state.to(x.dtype), x], dim=1)
-        weight = self.weight.to(x.dtype)
-        y = self.bias.to(x.dtype) + sum(weight[:, k] * padded[:, k : k + T] for k in range(self.kernel_size))
-        new_state = padded[:, padded.shape[1] - (self.kernel_size - 1) :]
-        return (F.silu(y) if self.activation else y), new_state
-
-
 @dataclass(kw_only=True)
 class MambaConfig(MixerConfig):
     d_state: int = 16
@@ -73,7 +58,7 @@ class Mamba(Mixer):
         rank = config.dt_rank or math.ceil(D / 16)
         self.d_inner, self.dt_rank = inner, rank
         self.in_proj = nn.Linear(D, 2 * inner, bias=False)
-        self.conv = CausalConv(inner, config.d_conv, activation=True)
+        self.conv = ShortConv(inner, config.d_conv, activation=True)
         self.x_proj = nn.Linear(inner, rank + 2 * N, bias=False)
         self.dt_proj = nn.Linear(rank, inner, bias=True)
         nn.init.uniform_(self.dt_proj.weight, -(rank**-0.5), rank**-0.5)

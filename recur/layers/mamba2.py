@@ -77,7 +77,7 @@ class Mamba2(Mixer):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         # the SSM's own parameters take no weight decay (Mamba's recipe)
-        return {"no_weight_decay": [self.dt_bias, self.A_log, self.D]}
+        return {"no_decay": [self.dt_bias, self.A_log, self.D]}
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         N, P = self.config.d_state, self.config.head_dim

@@ -47,6 +47,8 @@ class DPLRSSM(nn.Module):
         Lambda, P, B, _ = nplr("legs", d_state)
         # one of each conjugate pair (Im λ > 0); the partners are rebuilt in `system`
         keep = Lambda.imag > 0
+        if int(keep.sum()) != d_state // 2:
+            raise ValueError(f"HiPPO-LegS of size {d_state} has no {d_state // 2} conjugate pairs; pick another d_state")
         Lambda, P, B = Lambda[keep], P[0, keep], B[keep]
         self.log_dt = nn.Parameter(log_uniform(channels, dt_min, dt_max))
         self.log_A_real = nn.Parameter(torch.log(-Lambda.real).float())

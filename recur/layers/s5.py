@@ -7,7 +7,8 @@ arXiv:2208.04933):
 
 x holds P/2 complex states (one per conjugate pair), u and y all H channels. Λ comes from
 block-diagonal HiPPO-N (J blocks), B̃ = V⁻¹ B and C̃ = C V in its eigenbasis, one Δ per
-state. `impl` "chunk" is the associative scan of (Λ̄, B̄ u_t).
+state. `impl` "chunk" is the chunked scan of (Λ̄, B̄ u_t) (a loop in chunks, an associative scan
+across them).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.common import linear_recurrence, linear_recurrence_loop
-from ..ops.ssm import discretize, nplr
+from ..ops.common import linear_recurrence_loop
+from ..ops.ssm import chunked_linear_recurrence, discretize, nplr
 from .base import Mixer, MixerConfig, State
 from .registry import register_mixer
 from .s4d import compute_dtype, log_uniform
@@ -95,7 +96,7 @@ class S5(Mixer):
         if T == 0:
             h = torch.zeros(batch, self.config.d_state // 2, dtype=cplx, device=x.device) if h0 is None else h0
             return x.clone(), {"x": h}
-        solve = linear_recurrence_loop if impl == "naive" else linear_recurrence
+        solve = linear_recurrence_loop if impl == "naive" else chunked_linear_recurrence
         states = solve(Lambda_bar[0].expand(batch, T, -1), drive, h0)
         y = 2 * torch.einsum("btp,hp->bth", states, C).real + u * self.D.to(real)
         return y.to(x.dtype), {"x": states[:, -1]}

@@ -149,14 +149,16 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     task_cls = get_task(name).Config
     model = dict(data.get("model") or {})
     return RunConfig(
-        task=_build(task_cls, task, "task"),
-        model=_build(LMConfig, model, "model"),
-        train=_build(TrainConfig, dict(data.get("train") or {}), "train"),
-        head=_build(HeadConfig, dict(data.get("head") or {}), "head"),
+        task=build_section(task_cls, task, "task"),
+        model=build_section(LMConfig, model, "model"),
+        train=build_section(TrainConfig, dict(data.get("train") or {}), "train"),
+        head=build_section(HeadConfig, dict(data.get("head") or {}), "head"),
     )
 
 
-def _build(cls, values: dict[str, Any], section: str):
+def build_section(cls, values: dict[str, Any], section: str):
+    """`cls(**values)` with every key checked against the fields and every value coerced
+    to the field's type; errors name "<section>.<key>"."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -273,7 +275,8 @@ def override_keys(run: RunConfig | None = None, task_name: str | None = None) ->
 
 def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, Any]]) -> RunConfig:
     """A new RunConfig with `{"train.steps": "2000", ...}` applied, every key and value
-    checked first. `task.name` starts from that task's defaults; the key
+    checked first. `task.name` starts from that task's defaults; `model.mixer` without
+    `model.pattern` replaces the pattern (every layer that mixer); the key
     `model.mixer_options.<mixer>.<option>` sets one option of one mixer."""
     items = list(overrides.items() if isinstance(overrides, dict) else overrides)
     sections = {
@@ -289,6 +292,10 @@ def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, 
             get_task(task_name)
             sections["task"] = {}
     known = override_keys(task_name=task_name)
+    keys = {key for key, _ in items}
+    if "model.mixer" in keys and "model.pattern" not in keys:
+        # naming one mixer means every layer: it replaces a recipe's hybrid pattern
+        sections["model"]["pattern"] = ()
     for key, value in items:
         if key == "task.name":
             continue
@@ -311,8 +318,8 @@ def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, 
         section, name = key.split(".", 1)
         sections[section][name] = coerce(value, known[key], key)
     return RunConfig(
-        task=_build(get_task(task_name).Config, sections["task"], "task"),
-        model=_build(LMConfig, sections["model"], "model"),
-        train=_build(TrainConfig, sections["train"], "train"),
-        head=_build(HeadConfig, sections["head"], "head"),
+        task=build_section(get_task(task_name).Config, sections["task"], "task"),
+        model=build_section(LMConfig, sections["model"], "model"),
+        train=build_section(TrainConfig, sections["train"], "train"),
+        head=build_section(HeadConfig, sections["head"], "head"),
     )

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers import MIXERS
 from ..models import LM, LMConfig
 from ..models.heads import SequenceClassifier, SequenceRegressor
 from ..tasks import Task, get_task
@@ -146,6 +147,8 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     task = get_task(config.task_name)(config.task)
     model = build_model(config, task).to(device)
     num_parameters, state_size = model.num_parameters(), model.state_size()
+    # wrap first: FSDP replaces the parameters the optimiser must hold
+    model = distributed.wrap(model, context, tc.distributed)
     optimizer = build_optimizer(model, tc)
     use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
 
@@ -157,7 +160,6 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     first_step, history = 0, []
     if resume:
         first_step, history = _resume(run_dir, config, model, optimizer, context)
-    model = distributed.wrap(model, context, tc.distributed)
     forward = torch.compile(model) if tc.compile else model
     sets = eval_sets(task, config)
 
@@ -171,7 +173,7 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     bar = _progress_bar(tc.steps, first_step, progress and context.is_main)
     metrics: dict[str, float] = history[-1]["eval"] if history else {}
     loss_value, stopped_early = float("nan"), False
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, tokens_per_s = time.perf_counter(), 0, 0.0
 
     model.train()
     step = first_step
@@ -217,10 +219,9 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
             postfix = {"loss": f"{loss_value:.4f}"}
             if task.metric in metrics:
                 postfix[task.metric.split("/")[-1]] = f"{metrics[task.metric]:.4f}"
-            if "tokens_per_s" in record:
-                bar.tok_s = record["tokens_per_s"]
-            if getattr(bar, "tok_s", None):
-                postfix["tok/s"] = f"{bar.tok_s:,.0f}"
+            tokens_per_s = record.get("tokens_per_s", tokens_per_s)
+            if tokens_per_s:
+                postfix["tok/s"] = f"{tokens_per_s:,.0f}"
             bar.set_postfix(postfix, refresh=False)
         checkpoint_due = tc.checkpoint_every and done % tc.checkpoint_every == 0
         if run_dir is not None and (checkpoint_due or done == tc.steps or stopped_early):
@@ -255,6 +256,8 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "model": f"{mixers}, {model.n_layers} layers, d_model {model.d_model}",
         "parameters": result.num_parameters,
         "state_bytes_per_sequence": result.state_size,
+        # layers whose state grows with the sequence (key-value caches) count per token
+        "growing_state": any(not MIXERS[name].constant_state for name in model.layer_mixers()),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
         "seconds": round(result.seconds, 1),

@@ -10,15 +10,13 @@ from torch import nn
 from ..layers import Mixer
 from .config import TrainConfig
 
-# the group names a mixer may return from `param_groups()`: no weight decay (under either
-# spelling), or the SSM group (no decay and lr × ssm_lr_scale)
-NO_DECAY = ("no_decay", "no_weight_decay")
-GROUP_NAMES = (*NO_DECAY, "ssm")
+# the group names a mixer may return from `param_groups()` (see Mixer.param_groups)
+GROUP_NAMES = ("no_decay", "ssm")
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """AdamW groups: decay on matrices, none on biases, norms and vectors, none on
-    parameters a mixer lists under "no_decay" (or "no_weight_decay"); "ssm" parameters get no decay and
+    parameters a mixer lists under "no_decay"; "ssm" parameters get no decay and
     lr × ssm_lr_scale (the SSM papers train A, Δ and B/C with a smaller rate)."""
     named: dict[int, str] = {}
     for module in model.modules():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recur.ops.gla import naive_gla
-from tests.helpers import assert_close
+from tests.helpers import assert_close, relative_error
 from tests.ops.test_gla_triton import NAMES, compare, make_inputs, poisoned_allocations, run
 
 pytestmark = [
@@ -47,8 +47,12 @@ def test_float32_matches_naive(gate):
 def test_bfloat16_close_to_naive(gate):
     inputs = cuda(make_inputs(2048, gate, B=2, H=H, K=K, V=V))
     actual = kernel_run(*inputs, dtype=torch.bfloat16)
-    for name, a, e in zip(NAMES, actual, run(naive_gla, *inputs)):
-        assert_close(f"bf16 gate={gate} {name}", a, e, 3e-2)
+    errors = {name: relative_error(a, e) for name, a, e in zip(NAMES, actual, run(naive_gla, *inputs))}
+    # bf16 operands: 1e-2 for outputs, states and input gradients; the gate's gradient is a
+    # sum over the future of differences of bf16-rounded products, so it keeps less
+    limits = {name: 6e-2 if name == "dg" else 3e-2 for name in NAMES}
+    bad = {name: err for name, err in errors.items() if not err < limits[name]}
+    assert not bad, f"bf16 gate={gate}: relative errors {errors}"
 
 
 def test_odd_length_signed_decays():

@@ -100,6 +100,14 @@ def test_matches_naive(kernels, T, gate):
 
 
 @pytest.mark.parametrize("gate", ["scalar", "vector"])
+def test_weak_gates_take_the_whole_chunk_path(kernels, gate):
+    """Chunks whose total log decay stays above -FAST_SPAN are done as one product."""
+    inputs = make_inputs(130, gate, H=1, strength=0.1)
+    assert inputs[3].sum(1).min() > -kernels.FAST_SPAN
+    compare(run_kernel(kernels, *inputs), run(naive_gla, *inputs), TOL_FLOAT32, f"weak gate={gate}")
+
+
+@pytest.mark.parametrize("gate", ["scalar", "vector"])
 def test_strong_gates_and_resets(kernels, gate):
     """About -20 per step, and -inf (a full reset) at chunk and sub-chunk edges."""
     q, k, v, g, h0 = make_inputs(80, gate, H=1, strength=20.0)
@@ -144,8 +152,9 @@ def test_packed_sequences(kernels):
     )
 
 
-def test_signed_decays(kernels):
-    q, k, v, g, h0 = make_inputs(100, "scalar", H=1, strength=3.0)
+@pytest.mark.parametrize("strength", [0.3, 3.0])
+def test_signed_decays(kernels, strength):
+    q, k, v, g, h0 = make_inputs(100, "scalar", H=1, strength=strength)
     sign = torch.where(torch.rand(g.shape, generator=torch.Generator().manual_seed(5)) < 0.5, -1.0, 1.0).double()
     compare(
         run_kernel(kernels, q, k, v, g, h0, decay_sign=sign),

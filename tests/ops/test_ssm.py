@@ -13,6 +13,7 @@ from recur.ops.ssm import (
     DENSE_FORMS,
     DIAG_FORMS,
     FORMS,
+    chunk_selective_scan,
     conv_dense_ssm,
     conv_diag_ssm,
     diag_ssm,
@@ -28,7 +29,6 @@ from recur.ops.ssm import (
     naive_selective_scan,
     nplr,
     rank_correction,
-    scan_selective_scan,
     selective_scan,
 )
 from tests.helpers import assert_close, grads, weighted_sum
@@ -75,11 +75,11 @@ def compare(actual, expected, names, tol, label):
 
 
 @pytest.mark.parametrize("complex_state", [False, True])
-@pytest.mark.parametrize("T", [1, 63, 64, 65, 100])
+@pytest.mark.parametrize("T", [1, 63, 64, 65, 100, 200])
 def test_scan_matches_naive_float64(T, complex_state):
     inputs = scan_inputs(T, complex_state)
     names = ["y", "final_state"] + [f"d{k}" for k in SCAN_ARGS]
-    compare(run_scan(scan_selective_scan, inputs), run_scan(naive_selective_scan, inputs), names, 1e-10, f"T={T}")
+    compare(run_scan(chunk_selective_scan, inputs), run_scan(naive_selective_scan, inputs), names, 1e-10, f"T={T}")
 
 
 def test_scan_groups_and_extreme_steps():
@@ -87,7 +87,7 @@ def test_scan_groups_and_extreme_steps():
     names = ["y", "final_state"] + [f"d{k}" for k in SCAN_ARGS]
     for delta_scale in (1e-3, 60.0):
         inputs = scan_inputs(70, groups=3, delta_scale=delta_scale, seed=1)
-        compare(run_scan(scan_selective_scan, inputs), run_scan(naive_selective_scan, inputs), names, 1e-10, f"Δ scale {delta_scale}")
+        compare(run_scan(chunk_selective_scan, inputs), run_scan(naive_selective_scan, inputs), names, 1e-10, f"Δ scale {delta_scale}")
 
 
 def test_scan_complex_gradients_gradcheck():
@@ -95,7 +95,7 @@ def test_scan_complex_gradients_gradcheck():
     inputs = scan_inputs(9, complex_state=True, seed=2)
 
     def f(A, B, C, h0, u):
-        y, h = scan_selective_scan(u, inputs["delta"], A, B, C, delta_softplus=True, initial_state=h0, output_final_state=True)
+        y, h = chunk_selective_scan(u, inputs["delta"], A, B, C, delta_softplus=True, initial_state=h0, output_final_state=True)
         return y, h
 
     args = [inputs[k].clone().requires_grad_() for k in ("A", "B", "C", "initial_state", "u")]
@@ -105,9 +105,9 @@ def test_scan_complex_gradients_gradcheck():
 def test_scan_carry_equals_one_pass():
     inputs = scan_inputs(80, complex_state=True, seed=3)
     kw = {k: inputs[k] for k in ("D", "delta_bias")}
-    full, h_full = scan_selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], delta_softplus=True, output_final_state=True, **kw)
-    y1, h1 = scan_selective_scan(*(inputs[k][:, :33] for k in ("u", "delta")), inputs["A"], *(inputs[k][:, :33] for k in ("B", "C")), delta_softplus=True, output_final_state=True, **kw)
-    y2, h2 = scan_selective_scan(*(inputs[k][:, 33:] for k in ("u", "delta")), inputs["A"], *(inputs[k][:, 33:] for k in ("B", "C")), delta_softplus=True, initial_state=h1, output_final_state=True, **kw)
+    full, h_full = chunk_selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], delta_softplus=True, output_final_state=True, **kw)
+    y1, h1 = chunk_selective_scan(*(inputs[k][:, :33] for k in ("u", "delta")), inputs["A"], *(inputs[k][:, :33] for k in ("B", "C")), delta_softplus=True, output_final_state=True, **kw)
+    y2, h2 = chunk_selective_scan(*(inputs[k][:, 33:] for k in ("u", "delta")), inputs["A"], *(inputs[k][:, 33:] for k in ("B", "C")), delta_softplus=True, initial_state=h1, output_final_state=True, **kw)
     assert_close("carried output", torch.cat([y1, y2], 1), full, 1e-12)
     assert_close("carried state", h2, h_full, 1e-12)
 
@@ -120,15 +120,15 @@ def test_scan_long_sequence_stable():
     delta = torch.randn(1, T, D, generator=gen)
     A = -torch.rand(D, n, generator=gen) - 0.01
     B, C = torch.randn(1, T, n, generator=gen), torch.randn(1, T, n, generator=gen)
-    y, h = scan_selective_scan(u, delta, A, B, C, delta_softplus=True, output_final_state=True)
-    y64, _ = scan_selective_scan(u.double(), delta.double(), A.double(), B.double(), C.double(), delta_softplus=True)
+    y, h = chunk_selective_scan(u, delta, A, B, C, delta_softplus=True, output_final_state=True)
+    y64, _ = chunk_selective_scan(u.double(), delta.double(), A.double(), B.double(), C.double(), delta_softplus=True)
     assert torch.isfinite(y).all() and torch.isfinite(h).all()
     assert_close("float32 vs float64 at T=65536", y, y64, 1e-5)
 
 
 def test_scan_dtypes():
     inputs = scan_inputs(10, dtype=torch.float32)
-    y, h = scan_selective_scan(inputs["u"].bfloat16(), inputs["delta"], inputs["A"], inputs["B"], inputs["C"], output_final_state=True)
+    y, h = chunk_selective_scan(inputs["u"].bfloat16(), inputs["delta"], inputs["A"], inputs["B"], inputs["C"], output_final_state=True)
     assert y.dtype == torch.bfloat16 and h.dtype == torch.float32
     inputs = scan_inputs(10, complex_state=True)
     _, h = naive_selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], output_final_state=True)

@@ -21,7 +21,7 @@ def one_hot_logits(labels: torch.Tensor, vocab: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels.clamp_min(0), vocab).float()
 
 
-@pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar", "digits"])
+@pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar", "digits", "selective_copy", "induction_heads", "lm"])
 def test_sampling_is_a_function_of_the_generator(name):
     task = build_task(name, eval_examples=8)
     a, b = task.sample(8, gen(3)), task.sample(8, gen(3))
@@ -31,7 +31,7 @@ def test_sampling_is_a_function_of_the_generator(name):
     assert a["inputs"].dtype == torch.long and a["inputs"].min() >= 0 and a["inputs"].max() < task.vocab_size
 
 
-@pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar"])
+@pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar", "selective_copy", "induction_heads"])
 def test_perfect_predictions_score_one(name):
     task = build_task(name)
     for split in task.eval_splits:
@@ -224,3 +224,62 @@ def test_all_groups_closed_under_composition():
         elements = set(group_elements(group))
         for a, b in itertools.islice(itertools.product(elements, repeat=2), 400):
             assert tuple(a[b[i]] for i in range(len(a))) in elements
+
+
+def test_selective_copy_labels_are_the_data_in_order():
+    task = build_task("selective_copy", vocab_size=10, seq_len=20, num_tokens=5)
+    batch = task.sample(50, gen(), "train")
+    assert batch["inputs"].shape == (50, 25)
+    for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+        region = inputs[:20]
+        assert region[region != 0].tolist() == labels[20:].tolist()
+        assert (inputs[20:] == 1).all() and (labels[:20] == IGNORE).all()
+        assert (region != 1).all()
+    logits = one_hot_logits(batch["labels"], 10)
+    logits[0, 22] = logits[0, 22].roll(1)
+    scores = task.metrics(logits, batch["labels"])
+    assert scores["accuracy"] == pytest.approx(1 - 1 / 250) and scores["sequence_accuracy"] == pytest.approx(49 / 50)
+
+
+def test_induction_heads_answer_follows_the_first_special_token():
+    task = build_task("induction_heads", vocab_size=8, seq_len=16, test_seq_len=40)
+    for split, T in (("train", 16), ("test", 40)):
+        batch = task.sample(100, gen(), split)
+        assert batch["inputs"].shape == (100, T)
+        for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+            special = (inputs == 0).nonzero().flatten().tolist()
+            assert len(special) == 2 and special[1] == T - 1 and special[0] <= T - 3
+            assert (labels != IGNORE).nonzero().flatten().tolist() == [T - 1]
+            assert labels[-1] == inputs[special[0] + 1] != 0
+
+
+def test_lm_windows_and_bits_per_byte(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    (tmp_path / "a.txt").write_text(text)
+    task = build_task("lm", path=str(tmp_path / "a.txt"), seq_len=16, valid_fraction=0.25)
+    corpus = text.encode()
+    batch = task.sample(10, gen(), "train")
+    assert torch.equal(batch["inputs"][:, 1:], batch["labels"][:, :-1])
+    for window in batch["inputs"].tolist():
+        assert bytes(window) in corpus[: int(len(corpus) * 0.75)]
+    # a uniform prediction over 256 bytes costs exactly 8 bits
+    assert task.metrics(torch.zeros(10, 16, 256), batch["labels"])["bits_per_byte"] == pytest.approx(8.0)
+    # the default corpus is Python's own reference text
+    default = build_task("lm")
+    assert len(default.splits()["train"]) > 100_000 and task.vocab_size == default.vocab_size == 256
+
+
+def test_lm_folder_and_bad_corpora(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "one.txt").write_text("a" * 300)
+    (tmp_path / "d" / "two.txt").write_text("b" * 300)
+    task = build_task("lm", path=str(tmp_path / "d"), seq_len=8)
+    assert len(task.splits()["train"]) + len(task.splits()["valid"]) == 601
+    with pytest.raises(FileNotFoundError, match="nowhere.txt' does not exist"):
+        build_task("lm", path=str(tmp_path / "nowhere.txt"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "blank.txt").write_text("")
+    with pytest.raises(ValueError, match="holds an empty corpus"):
+        build_task("lm", path=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="holds 600 bytes; seq_len = 128 with valid_fraction = 0.1 needs at least 1290"):
+        build_task("lm", path=str(tmp_path / "d"), seq_len=128)

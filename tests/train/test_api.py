@@ -10,9 +10,9 @@ from recur.tasks.mqar import MQARConfig
 from recur.train import RunConfig, TrainConfig, train
 
 
-def tiny_mqar(mixer: str = "gla", steps: int = 150, **train_options) -> RunConfig:
+def tiny_mqar(mixer: str = "gla", steps: int = 150, eval_examples: int = 128, **train_options) -> RunConfig:
     return RunConfig(
-        task=MQARConfig(vocab_size=32, seq_len=16, num_kv_pairs=2, eval_examples=128),
+        task=MQARConfig(vocab_size=32, seq_len=16, num_kv_pairs=2, eval_examples=eval_examples),
         model=LMConfig(vocab_size=32, d_model=32, n_layers=1, mixer=mixer, mlp_ratio=2),
         train=TrainConfig(**{"steps": steps, "batch_size": 32, "lr": 1e-2, "warmup_steps": 10, "eval_every": 50,
                              "threads": 1, **train_options}),
@@ -36,7 +36,19 @@ def test_early_stop_on_target():
 
 @pytest.mark.parametrize("mixer", sorted(MIXERS))
 def test_every_mixer_trains_a_few_steps(mixer):
-    config = tiny_mqar(mixer, steps=4, eval_every=2)
+    config = tiny_mqar(mixer, steps=2, eval_every=2, eval_examples=8, batch_size=8)
     result = train(config, progress=False)
-    assert result.steps == 4 and result.loss == result.loss
+    assert result.steps == 2 and result.loss == result.loss
     assert set(result.metrics) == {"valid/accuracy", "valid/loss"}
+
+
+def test_metrics_file_and_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    train(tiny_mqar(steps=4, eval_every=2, log_every=2, tensorboard=True), tmp_path, progress=False)
+    from recur.train.logging import read_metrics
+
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [2, 4]
+    assert [r["step"] for r in records if "eval" in r] == [2, 4]
+    assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

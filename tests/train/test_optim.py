@@ -25,7 +25,7 @@ def test_decay_only_on_matrices_and_mixer_groups_applied(monkeypatch):
     assert _group_of(groups, gla.q_proj.weight)["weight_decay"] == 0.1
     assert _group_of(groups, gla.gate_up.bias)["weight_decay"] == 0.0
     assert _group_of(groups, model.backbone.norm.weight)["weight_decay"] == 0.0
-    for p in mamba.param_groups()["no_weight_decay"]:
+    for p in mamba.param_groups()["no_decay"]:
         assert _group_of(groups, p)["weight_decay"] == 0.0
     # every parameter once (the tied head is the embedding)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

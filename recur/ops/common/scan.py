@@ -90,7 +90,8 @@ def linear_recurrence_loop(
     a = a.expand_as(b)
     h = torch.zeros_like(b[:, 0]) if initial is None else initial
     out = []
-    for t in range(b.shape[1]):
-        h = a[:, t] * h + b[:, t]
+    # unbind once: indexing a[:, t] inside the loop makes the backward quadratic in T
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):
+        h = a_t * h + b_t
         out.append(h)
     return torch.stack(out, dim=1) if out else b.clone()

@@ -55,19 +55,21 @@ def naive_gla(
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     # S: [B, H, K, V]
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    # one slice per step, taken once: indexing inside the loop would make backward quadratic in T
+    steps = [x.unbind(1) if x is not None else [None] * T for x in (q, k, v, g, decay_sign)]
     outputs = []
-    for t in range(T):
-        if g is not None:
+    for q_t, k_t, v_t, g_t, sign_t in zip(*steps, strict=True):
+        if g_t is not None:
             # decay: [B, H, 1, 1] per head or [B, H, K, 1] per key channel
-            decay = g[:, t].to(dtype).exp()
-            if decay_sign is not None:
-                decay = decay * decay_sign[:, t].to(dtype)
+            decay = g_t.to(dtype).exp()
+            if sign_t is not None:
+                decay = decay * sign_t.to(dtype)
             decay = decay[..., None, None] if decay.dim() == 2 else decay[..., None]
             S = decay * S
         # write: S += k_t v_tᵀ, [B, H, K, V]
-        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        S = S + k_t[:, :, :, None] * v_t[:, :, None, :]
         # read: o_t = scale · S_tᵀ q_t, [B, H, V]
-        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
     o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
     return o.to(v.dtype), (S if output_final_state else None)
 

@@ -50,6 +50,14 @@ SUB_CHUNK = 16
 # sums of clamped gates stay small enough for their differences to keep 5 digits.
 GATE_FLOOR = -128.0
 MAX_HEAD_DIM = 256
+# Where a chunk's total log decay stays above -FAST_SPAN in a block of key channels, the
+# intra-chunk scores are one matrix product of q ⊙ exp(gc) and k ⊙ exp(-gc): the second
+# factor is at most exp(FAST_SPAN), far inside float32 and bfloat16 range. Stronger decays
+# take the sub-chunk path whose exponents are all <= 0.
+FAST_SPAN = 40.0
+_FAST_SPAN = tl.constexpr(FAST_SPAN)
+# warps per program of the sub-chunk kernels (fixed: no autotuning at the first call)
+WARPS = {"output": 4, "backward": 4}
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -61,6 +69,7 @@ def _pow2(n: int, least: int = 16) -> int:
 # TRITON_INTERPRET when Triton is first imported, while these follow this module (and the
 # interpreter runs this adder as one numpy call).
 _add = tl.standard._sum_combine
+_min = tl.standard._elementwise_min
 # Triton's interpreter multiplies bfloat16 matrices wrongly (it reads their raw bits), so
 # there the operands, already rounded to bfloat16, are widened first: same products.
 _WIDEN_BF16_DOT = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
@@ -183,8 +192,9 @@ def _chunk_output_kernel(
     ref_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
     earlier = rows_c < r0
     causal = rows_i[:, None] >= rows_i[None, :]
+    last = tl.full([1], t0 + C - 1, tl.int32)
     acc = tl.full([c, BV], 0.0, tl.float32)
-    scores_earlier = tl.full([c, C], 0.0, tl.float32)
+    scores_chunk = tl.full([c, C], 0.0, tl.float32)
     scores_diag = tl.full([c, c], 0.0, tl.float32)
     for kb in range((K + BK - 1) // BK):
         ks = kb * BK + tl.arange(0, BK)
@@ -195,22 +205,30 @@ def _chunk_output_kernel(
         gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, SCALAR_GATE)
         gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, SCALAR_GATE)
         ref = _gate_rows(gc_ptr, b, h, ref_row, ks, T_pad, H, K, SCALAR_GATE)
+        gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
         S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
         # inter-chunk: (q ⊙ exp(gc)) S_{n-1}
-        acc += _dot((q_i * tl.exp(gc_i)).to(S.dtype), S, PRECISION)
-        # earlier sub-chunks of this chunk: exp(gc_t - gc_s) = exp(gc_t - ref) · exp(ref - gc_s)
-        q_hat = q_i * tl.exp(gc_i - ref)
-        k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref - gc_c, float("-inf")))
-        scores_earlier += _dot(q_hat.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
-        # diagonal sub-chunk, elementwise: [t, s, k]
-        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
-        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        q_decayed = q_i * tl.exp(gc_i)
+        acc += _dot(q_decayed.to(S.dtype), S, PRECISION)
+        if tl.reduce(tl.reduce(gl, 1, _min), 0, _min) >= -_FAST_SPAN:
+            # the whole chunk at once; pairs s > t are masked after the loop
+            k_hat = k_c * tl.exp(-gc_c)
+            scores_chunk += _dot(q_decayed.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
+        else:
+            # earlier sub-chunks: exp(gc_t - gc_s) = exp(gc_t - ref) · exp(ref - gc_s)
+            q_hat = q_i * tl.exp(gc_i - ref)
+            k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref - gc_c, float("-inf")))
+            scores_chunk += _dot(q_hat.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
+            # diagonal sub-chunk, elementwise: [t, s, k]
+            decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
+            scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
     sigma_i = _sign_rows(sc_ptr, b, h, rows_i, T_pad, H, HAS_SIGN)
     sigma_c = _sign_rows(sc_ptr, b, h, rows_c, T_pad, H, HAS_SIGN)
     acc = acc * sigma_i
-    scores_earlier = scores_earlier * sigma_i * tl.reshape(sigma_c, [1, C])
+    scores_chunk = tl.where(rows_c[None, :] <= rows_i[:, None], scores_chunk, 0.0)
+    scores_chunk = scores_chunk * sigma_i * tl.reshape(sigma_c, [1, C])
     scores_diag = scores_diag * sigma_i * tl.reshape(sigma_i, [1, c])
-    acc += _dot(scores_earlier.to(dt), v_c, PRECISION)
+    acc += _dot(scores_chunk.to(dt), v_c, PRECISION)
     acc += _dot(scores_diag.to(dt), v_i, PRECISION)
     tl.store(o_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], (acc * scale).to(o_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & (vs[None, :] < V))
 
@@ -245,6 +263,9 @@ def _chunk_backward_kernel(
     dA_diag = _dot(do_i, tl.trans(v_i), PRECISION) * sigma_i * tl.reshape(sigma_i, [1, c])
     # dAᵀ[s, t] = v_s · do_t: s in this sub-chunk, t in the chunk
     dAT_later = _dot(v_i, tl.trans(do_c), PRECISION) * sigma_i * sigma_c
+    # the same pairs with s < t (s > t for dAᵀ) over the whole chunk, for the fast path
+    dA_strict = tl.where(rows_c[None, :] < rows_i[:, None], dA_earlier, 0.0)
+    dAT_strict = tl.where(rows_c[None, :] > rows_i[:, None], dAT_later, 0.0)
     ref_q_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
     ref_k_row = tl.full([1], r0 + c - 1, tl.int32)
     earlier = rows_c < r0
@@ -253,7 +274,7 @@ def _chunk_backward_kernel(
     strict = rows_i[:, None] > rows_i[None, :]
     dA_self = tl.reshape(tl.reduce(tl.where(rows_i[:, None] == rows_i[None, :], dA_diag, 0.0), 1, _add), [c, 1])
     dv_acc = tl.full([c, BV], 0.0, tl.float32)
-    scoresT_later = tl.full([c, C], 0.0, tl.float32)
+    scoresT_chunk = tl.full([c, C], 0.0, tl.float32)
     scores_diag = tl.full([c, c], 0.0, tl.float32)
     for kb in range((K + BK - 1) // BK):
         ks = kb * BK + tl.arange(0, BK)
@@ -273,42 +294,48 @@ def _chunk_backward_kernel(
         state_mask = (ks[:, None] < K) & vmask
         S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
         D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
-        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
-        decay_strict = tl.where(strict[:, :, None], decay, 0.0)
-
-        # dq_t = scale [Σ_{s<=t} dA[t,s] exp(gc_t - gc_s) ⊙ k_s + σ_t exp(gc_t) ⊙ S_{n-1} do_t]
-        k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref_q - gc_c, float("-inf")))
-        dq = tl.exp(gc_i - ref_q) * _dot(dA_earlier.to(dt), k_hat.to(dt), PRECISION)
+        if tl.reduce(tl.reduce(gl, 1, _min), 0, _min) >= -_FAST_SPAN:
+            # the whole chunk at once through q ⊙ exp(gc) and k ⊙ exp(-gc)
+            q_hat_c = q_c * tl.exp(gc_c)
+            k_hat_c = k_c * tl.exp(-gc_c)
+            dq = tl.exp(gc_i) * _dot(dA_strict.to(dt), k_hat_c.to(dt), PRECISION)
+            k_hat_i = k_i * tl.exp(-gc_i)
+            dk = tl.exp(-gc_i) * _dot(dAT_strict.to(dt), q_hat_c.to(dt), PRECISION)
+            scoresT_chunk += _dot(k_hat_i.to(dt), tl.trans(q_hat_c.to(dt)), PRECISION)
+        else:
+            decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
+            decay_strict = tl.where(strict[:, :, None], decay, 0.0)
+            # dq_t = Σ_{s<t} dA[t,s] exp(gc_t - gc_s) ⊙ k_s: earlier sub-chunks, then the diagonal
+            k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref_q - gc_c, float("-inf")))
+            dq = tl.exp(gc_i - ref_q) * _dot(dA_earlier.to(dt), k_hat.to(dt), PRECISION)
+            dq += tl.reduce(dA_diag[:, :, None] * k_i[None, :, :] * decay_strict, 1, _add)
+            # dk_s = Σ_{t>s} dA[t,s] exp(gc_t - gc_s) ⊙ q_t: later sub-chunks, then the diagonal
+            q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
+            dk = tl.exp(ref_k - gc_i) * _dot(dAT_later.to(dt), q_tilde.to(dt), PRECISION)
+            dk += tl.reduce(dA_diag[:, :, None] * q_i[:, None, :] * decay_strict, 0, _add)
+            # Aᵀ for dv: later sub-chunks here, the diagonal one apart
+            k_tilde = k_i * tl.exp(ref_k - gc_i)
+            scoresT_chunk += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
+            scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        # inter-chunk: σ_t exp(gc_t) ⊙ S_{n-1} do_t for dq, σ_last σ_s exp(gc_last - gc_s) ⊙ D_n v_s for dk
+        dq = (dq + sigma_i * tl.exp(gc_i) * _dot(do_i.to(S.dtype), tl.trans(S), PRECISION)) * scale
+        to_end = tl.exp(gl - gc_i) * (sigma_i * sigma_last)
+        dk = dk * scale + to_end * _dot(v_i.to(D.dtype), tl.trans(D), PRECISION)
         # s = t adds the same q_t ⊙ k_t dA[t,t] to q ⊙ dq and to k ⊙ dk; it is left out of
         # both for the gate's gradient, where it would cancel and leave only rounding
-        dq += tl.reduce(dA_diag[:, :, None] * k_i[None, :, :] * decay_strict, 1, _add)
-        dq += sigma_i * tl.exp(gc_i) * _dot(do_i.to(S.dtype), tl.trans(S), PRECISION)
-        dq = dq * scale
-
-        # dk_s = scale Σ_{t>=s} dA[t,s] exp(gc_t - gc_s) ⊙ q_t + σ_last σ_s exp(gc_last - gc_s) ⊙ D_n v_s
-        q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
-        dk = tl.exp(ref_k - gc_i) * _dot(dAT_later.to(dt), q_tilde.to(dt), PRECISION)
-        dk += tl.reduce(dA_diag[:, :, None] * q_i[:, None, :] * decay_strict, 0, _add)
-        dk = dk * scale
-        k_to_end = k_i * tl.exp(gl - gc_i) * (sigma_i * sigma_last)
-        dk += tl.exp(gl - gc_i) * (sigma_i * sigma_last) * _dot(v_i.to(D.dtype), tl.trans(D), PRECISION)
         dG = q_i * dq - k_i * dk
         dq += (scale * dA_self) * k_i
         dk += (scale * dA_self) * q_i
-
-        # dv_s = scale Σ_{t>=s} A[t,s] do_t + (σ_last σ_s k_s ⊙ exp(gc_last - gc_s))ᵀ D_n
-        k_tilde = k_i * tl.exp(ref_k - gc_i)
-        scoresT_later += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
-        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
-        dv_acc += _dot(k_to_end.to(D.dtype), D, PRECISION)
+        dv_acc += _dot((k_i * to_end).to(D.dtype), D, PRECISION)
 
         out = ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :]
         tl.store(dq_ptr + out, dq.to(dq_ptr.dtype.element_ty), mask=inside_i)
         tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=inside_i)
         tl.store(dG_ptr + out, dG, mask=inside_i)
-    scoresT_later = scoresT_later * sigma_i * sigma_c
+    scoresT_chunk = tl.where(rows_c[None, :] >= rows_i[:, None], scoresT_chunk, 0.0)
+    scoresT_chunk = scoresT_chunk * sigma_i * sigma_c
     scores_diag = scores_diag * sigma_i * tl.reshape(sigma_i, [1, c])
-    dv = _dot(scoresT_later.to(dt), do_c, PRECISION)
+    dv = _dot(scoresT_chunk.to(dt), do_c, PRECISION)
     dv += _dot(tl.trans(scores_diag).to(dt), do_i, PRECISION)
     dv = dv * scale + dv_acc
     tl.store(dv_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], dv.to(dv_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & vmask)
@@ -365,8 +392,9 @@ def _precision(dtype: torch.dtype) -> str:
 
 def _launch_config(K: int, V: int) -> dict:
     """Fixed tiles (no autotuning, so the first call only compiles): key blocks of 32 keep
-    the [c, c, BK] diagonal products in registers; the whole value width is one tile."""
-    return {"BK": _pow2(min(K, 32)), "BV": _pow2(V), "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 64))}
+    the [c, c, BK] diagonal products in registers; the whole value width is one tile; the
+    state recurrence splits values by 32 so that single long sequences still fill the chip."""
+    return {"BK": _pow2(min(K, 32)), "BV": _pow2(V), "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 32))}
 
 
 def _gate_cumsum(g, decay_sign, B, T, T_pad, H, device):
@@ -421,7 +449,7 @@ class _ChunkGLA(torch.autograd.Function):
         _chunk_output_kernel[(T_pad // SUB_CHUNK, B * H)](
             q, k, v, gc, sc, states, o, T, T_pad, T_pad // CHUNK, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=4,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=WARPS["output"],
         )
         ctx.save_for_backward(q, k, v, g, decay_sign, h0, final)
         ctx.scale = scale
@@ -454,7 +482,7 @@ class _ChunkGLA(torch.autograd.Function):
         _chunk_backward_kernel[(T_pad // SUB_CHUNK, B * H)](
             q, k, v, do, gc, sc, states, dstates, dq, dk, dv, dG, T, T_pad, T_pad // CHUNK, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=4,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=WARPS["backward"],
         )
         dg = None
         if g is not None and ctx.needs_input_grad[3]:
@@ -464,7 +492,10 @@ class _ChunkGLA(torch.autograd.Function):
             if scalar_gate:
                 dG = dG.sum(-1)
             # ∂L/∂g_t = Σ_{t' >= t} ∂L/∂G_t'
-            dg = dG.flip(1).cumsum(1).flip(1)
+            # (a scan along the last, contiguous dimension: a scan along time in place runs
+            # one thread per column serially over T, slow for long single sequences)
+            dG = dG.movedim(1, -1).contiguous()
+            dg = dG.flip(-1).cumsum(-1).flip(-1).movedim(-1, 1)
             # clamped decays (-inf included) pass no gradient, as the clamp would
             dg = dg.masked_fill(g < GATE_FLOOR, 0.0).to(g.dtype)
         dh0 = dh0.to(h0.dtype) if h0 is not None else None

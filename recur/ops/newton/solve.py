@@ -53,45 +53,50 @@ def _previous(H: tuple[torch.Tensor, ...], start: tuple[torch.Tensor, ...]) -> t
     return tuple(torch.cat([s0.unsqueeze(1), h[:, :-1]], dim=1) for s0, h in zip(start, H, strict=True))
 
 
-def _residual(F, H) -> float:
+def _residual(r, H) -> float:
+    """max|r| / (1 + max|h|) over every state component."""
     scale = 1.0 + max(float(h.abs().max()) for h in H)
-    return max(float((f - h).abs().max()) for f, h in zip(F, H, strict=True)) / scale
+    return max(float(v.abs().max()) for v in r) / scale
 
 
 def _solve(cell, x, R, b, start, max_iterations, tol, info):
-    """The states H (S tensors [B, T, H, Dh]) by Newton, else by the loop."""
+    """The states H (S tensors [B, T, H, Dh]) and the Jacobians at them (None after a
+    fallback), by Newton, else by the loop."""
     # h^(0)_t = f(0, x_t); the first step reads the true initial state
     guess = tuple(torch.zeros_like(x[:, :, 0]) for _ in start)
     guess = tuple(torch.cat([s0.unsqueeze(1), g[:, 1:]], dim=1) for s0, g in zip(start, guess, strict=True))
     H = cell.step(x, R, b, guess)
     while True:
         F, J = cell.step_and_jacobian(x, R, b, _previous(H, start))
-        residual = _residual(F, H)
+        # r = f(h_{t-1}, x_t) − h_t, in place of F (not needed after this)
+        r = [f.sub_(h) for f, h in zip(F, H, strict=True)]
+        residual = _residual(r, H)
         info.residuals.append(residual)
         info.residual = residual
         if residual <= tol:
             info.converged = True
-            # one more application of f is free and only shrinks the error
-            return F
+            # J is already at the solution: the backward reuses it
+            return H, J
         if info.iterations >= max_iterations or residual != residual or residual == float("inf"):
             break
-        delta = chunked_block_recurrence(J, [f - h for f, h in zip(F, H, strict=True)])
-        H = tuple(h + d for h, d in zip(H, delta, strict=True))
+        delta = chunked_block_recurrence(J, r)
+        H = tuple(h.add_(d) for h, d in zip(H, delta, strict=True))
         info.iterations += 1
     info.fell_back = True
     state, outputs = start, []
     for t in range(x.shape[1]):
         state = cell.step(x[:, t], R, b, state)
         outputs.append(state)
-    return tuple(torch.stack(component, dim=1) for component in zip(*outputs, strict=True))
+    return tuple(torch.stack(component, dim=1) for component in zip(*outputs, strict=True)), None
 
 
 class _NewtonRNN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, max_iterations, tol, info, x, R, b, *start):
         with torch.no_grad():
-            H = _solve(cell, x, R, b, start, max_iterations, tol, info)
+            H, J = _solve(cell, x, R, b, start, max_iterations, tol, info)
         ctx.cell = cell
+        ctx.jacobians = J
         ctx.save_for_backward(x, R, b, *start, *H)
         return (H[0], *(h[:, -1] for h in H))
 
@@ -110,7 +115,9 @@ class _NewtonRNN(torch.autograd.Function):
             if gf is not None:
                 g[s][:, -1] += gf
         with torch.no_grad():
-            _, J = cell.step_and_jacobian(x, R, b, previous)
+            J = ctx.jacobians
+            if J is None:
+                _, J = cell.step_and_jacobian(x, R, b, previous)
             adjoint = reverse_block_linear_recurrence(J, g)
         with torch.enable_grad():
             leaves = (x.detach().requires_grad_(), R.detach().requires_grad_(), b.detach().requires_grad_())

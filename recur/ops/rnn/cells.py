@@ -252,13 +252,20 @@ class ParaGRU(Cell):
         return ((z * candidate + (1 - z) * h,), z, r, candidate)
 
     def step_and_jacobian(self, x, R, b, state):
+        # called without autograd on whole sequences: in-place updates keep the passes
+        # over memory few
         h = state[0]
-        (new,), z, r, candidate = self._forward(x, R, b, h)
+        pre = x + b
+        z = torch.addcmul(pre[..., 0, :, :], R[0], h).sigmoid_()
+        r = torch.addcmul(pre[..., 1, :, :], R[1], h).sigmoid_()
+        candidate = torch.addcmul(pre[..., 2, :, :], R[2], h * r).tanh_()
+        new = torch.lerp(h, candidate, z)
         # ∂h_t/∂h = (1 − z) + (ĥ − h) σ'(z) a_z + z tanh'(ĥ) a_h (r + h σ'(r) a_r)
-        dz = z * (1 - z) * R[0]
-        dr = r * (1 - r) * R[1]
-        dcandidate = (1 - candidate.square()) * R[2] * (r + h * dr)
-        return (new,), [[(1 - z) + (candidate - h) * dz + z * dcandidate]]
+        one_minus_z = 1 - z
+        J = (candidate - h).mul_(z).mul_(one_minus_z).mul_(R[0]).add_(one_minus_z)
+        inner = (r - r.square()).mul_(R[1]).mul_(h).add_(r)
+        J.add_(candidate.square().neg_().add_(1).mul_(R[2]).mul_(z).mul_(inner))
+        return (new,), [[J]]
 
 
 class ParaLSTM(Cell):

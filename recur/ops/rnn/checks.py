@@ -18,8 +18,9 @@ def _tensor(name: str, x, dims: int, layout: str) -> None:
 
 
 def _finite(name: str, x: torch.Tensor) -> None:
-    # a NaN or inf would run through every later step (and stall a Newton solve): refuse it here
-    if not bool(torch.isfinite(x).all()):
+    # a NaN or inf would run through every later step (and stall a Newton solve): refuse it
+    # here. One sum finds any (an overflowing sum only costs the exact check below).
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()
         raise ValueError(f"{name} contains NaN or inf (first at index {bad}); expected finite values")
 

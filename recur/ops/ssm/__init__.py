@@ -1,11 +1,11 @@
 """The SSM family: diagonal (real or complex) state per channel, selective or time-invariant.
 
 Selective scan (Mamba): x_t = exp(Δ_t A) ⊙ x_{t-1} + Δ_t B_t u_t, y_t = Re(C_t x_t) + D u_t,
-forms `naive_selective_scan` (the spec) and `scan_selective_scan` (parallel scan).
+forms `naive_selective_scan` (the spec) and `chunk_selective_scan` (chunked scan).
 Time-invariant SSMs (S4D, DSS, S5, LRU; S4 and LSSL with a dense Ā): forms `naive_diag_ssm`
 / `naive_dense_ssm` (the recurrence) and `conv_diag_ssm` / `conv_dense_ssm` (FFT
 convolution with the exact initial-state response). Each op has a dispatcher with `impl=`,
-where "chunk" names the parallel form (the scan or the convolution).
+where "chunk" names the parallel form (the chunked scan or the convolution).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 
 from ..dispatch import dispatch
+from .chunk import CHUNK_SIZE, chunk_selective_scan, chunked_linear_recurrence
 from .conv import conv_dense_ssm, conv_diag_ssm, dplr_kernel, fft_conv, krylov, vandermonde
 from .discretize import discretize, discretize_dense, discretize_dplr
 from .hippo import diagonal_init, hippo, nplr, rank_correction
 from .naive import naive_dense_ssm, naive_diag_ssm, naive_selective_scan
-from .scan import scan_selective_scan
 
-FORMS = {"naive": naive_selective_scan, "chunk": scan_selective_scan}
+FORMS = {"naive": naive_selective_scan, "chunk": chunk_selective_scan}
 DIAG_FORMS = {"naive": naive_diag_ssm, "chunk": conv_diag_ssm}
 DENSE_FORMS = {"naive": naive_dense_ssm, "chunk": conv_dense_ssm}
 
@@ -39,7 +39,7 @@ def selective_scan(
     output_final_state: bool = False,
     impl: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mamba's selective scan; `impl` is "auto" (= "chunk"), "naive" or "chunk" (parallel
+    """Mamba's selective scan; `impl` is "auto" (= "chunk"), "naive" or "chunk" (chunked
     scan). See `naive_selective_scan` for the arguments."""
     form = dispatch("ssm", FORMS, impl, u)
     return form(
@@ -103,7 +103,9 @@ __all__ = [
     "naive_selective_scan",
     "nplr",
     "rank_correction",
-    "scan_selective_scan",
+    "chunk_selective_scan",
+    "chunked_linear_recurrence",
+    "CHUNK_SIZE",
     "selective_scan",
     "vandermonde",
 ]

@@ -19,7 +19,7 @@ import torch
 
 from .checks import check_lti_inputs
 from .discretize import discretize_dplr
-from .naive import _lti_cast
+from .naive import prepare_lti
 
 
 def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -34,12 +34,17 @@ def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 def vandermonde(A_bar: torch.Tensor, length: int) -> torch.Tensor:
     """Powers Ā^l for l = 0 … length − 1 of a diagonal Ā [H, N]: [H, N, length], complex.
 
-    exp(l log Ā) is one elementwise product per entry, with no error growing in l the
-    way repeated multiplication would.
+    Ā^(bk + j) = exp(bk log Ā) · exp(j log Ā) with b ≈ √length: 2√length complex
+    exponentials and one product per entry, and no error that grows with l the way
+    repeated multiplication would.
     """
     A_bar = A_bar if A_bar.is_complex() else A_bar.to(torch.complex128 if A_bar.dtype == torch.float64 else torch.complex64)
-    steps = torch.arange(length, device=A_bar.device, dtype=A_bar.real.dtype)
-    return torch.exp(torch.log(A_bar)[..., None] * steps)
+    log_a = torch.log(A_bar)[..., None]
+    block = max(1, math.isqrt(max(length - 1, 0)) + 1)
+    steps = torch.arange(block, device=A_bar.device, dtype=A_bar.real.dtype)
+    small = torch.exp(log_a * steps)  # Ā^j, j < b
+    large = torch.exp(log_a * (steps[: -(-length // block)] * block))  # Ā^(bk)
+    return (large[..., :, None] * small[..., None, :]).flatten(-2)[..., :length]
 
 
 def conv_diag_ssm(
@@ -55,7 +60,7 @@ def conv_diag_ssm(
     """A diagonal time-invariant SSM by FFT convolution; same arguments as `naive_diag_ssm`."""
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=False)
     real_state = not any(t is not None and t.is_complex() for t in (A_bar, B_bar, C, initial_state))
-    A_bar, B_bar, C, h0, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h0, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
     # Ā^l for l = 0 … T, [H, N, T + 1]
     powers = vandermonde(A_bar, T + 1)
@@ -102,7 +107,7 @@ def conv_dense_ssm(
     """A dense time-invariant SSM (LSSL) by its Krylov kernel and an FFT convolution; same
     arguments as `naive_dense_ssm`."""
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=True)
-    A_bar, B_bar, C, h0, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h0, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
     # rows C Ā^l for l = 0 … T, as columns of (Āᵀ)^l Cᵀ: [H, N, T + 1]
     rows = krylov(A_bar.transpose(-1, -2), C, T + 1)

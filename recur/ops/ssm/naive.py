@@ -95,12 +95,13 @@ def naive_selective_scan(
     if h is None:
         h = torch.zeros(batch, channels, N, dtype=A.dtype, device=u.device)
     outputs = []
-    for t in range(T):
+    # unbind once: indexing [:, t] in the loop would make backward quadratic in T
+    for delta_t, u_t, B_t, C_t in zip(delta.unbind(1), u.unbind(1), B.unbind(1), C.unbind(1), strict=True):
         # ZOH for A, Euler for B: Ā_t = exp(Δ_t A), B̄_t u_t = Δ_t B_t u_t, [B, D, N]
-        decay = torch.exp(delta[:, t, :, None] * A)
-        h = decay * h + (delta[:, t] * u[:, t])[..., None] * B[:, t]
+        decay = torch.exp(delta_t[..., None] * A)
+        h = decay * h + (delta_t * u_t)[..., None] * B_t
         # y_t = Re(C_t · x_t), [B, D]
-        outputs.append((h * C[:, t]).sum(-1).real)
+        outputs.append((h * C_t).sum(-1).real)
     y = torch.stack(outputs, dim=1) if outputs else u.new_zeros(batch, 0, channels)
     return finish_selective_scan(y, u, D, z, out_dtype), (h if output_final_state else None)
 
@@ -130,13 +131,13 @@ def naive_diag_ssm(
         (y [B, T, H] in u's dtype, final state [B, H, N] or None).
     """
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=False)
-    A_bar, B_bar, C, h, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     outputs = []
-    for t in range(x.shape[1]):
+    for x_t in x.unbind(1):
         # x_t = Ā x_{t-1} + B̄ u_t, [B, H, N]
-        h = A_bar * h + B_bar * x[:, t, :, None]
+        h = A_bar * h + B_bar * x_t[..., None]
         outputs.append((C * h).sum(-1).real)
-    return _lti_finish(outputs, x, D, u.dtype), (h if output_final_state else None)
+    return finish_lti(outputs, x, D, u.dtype), (h if output_final_state else None)
 
 
 def naive_dense_ssm(
@@ -163,16 +164,18 @@ def naive_dense_ssm(
         (y [B, T, H] in u's dtype, final state [B, H, N] or None).
     """
     check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=True)
-    A_bar, B_bar, C, h, x = _lti_cast(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
     outputs = []
-    for t in range(x.shape[1]):
+    for x_t in x.unbind(1):
         # x_t = Ā x_{t-1} + B̄ u_t, [B, H, N]
-        h = torch.einsum("hnm,bhm->bhn", A_bar, h) + B_bar * x[:, t, :, None]
+        h = torch.einsum("hnm,bhm->bhn", A_bar, h) + B_bar * x_t[..., None]
         outputs.append((C * h).sum(-1).real)
-    return _lti_finish(outputs, x, D, u.dtype), (h if output_final_state else None)
+    return finish_lti(outputs, x, D, u.dtype), (h if output_final_state else None)
 
 
-def _lti_cast(u, A_bar, B_bar, C, initial_state):
+def prepare_lti(u, A_bar, B_bar, C, initial_state):
+    """Shared by every time-invariant form: (Ā, B̄, C, x_0, u) in the state's dtype (complex
+    when any of them is), x_0 zeros when not given."""
     real, cplx = compute_dtypes(u, A_bar, B_bar, C, initial_state)
     is_complex = any(t is not None and t.is_complex() for t in (A_bar, B_bar, C, initial_state))
     state = cplx if is_complex else real
@@ -186,7 +189,8 @@ def _lti_cast(u, A_bar, B_bar, C, initial_state):
     return A_bar.to(state), B_bar.to(state), C.to(state), h, u.to(real)
 
 
-def _lti_finish(outputs, x, D, out_dtype):
+def finish_lti(outputs, x, D, out_dtype):
+    """Stacks the per-step outputs and adds the skip D u."""
     y = torch.stack(outputs, dim=1) if outputs else torch.zeros_like(x)
     if D is not None:
         y = y + x * D.to(x.dtype)

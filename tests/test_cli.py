@@ -1,0 +1,126 @@
+"""The `recur` command: its options (pinned), errors before work, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from recur.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--recipe", "mqar", "--task.vocab_size", "32", "--task.seq_len", "16", "--task.num_kv_pairs", "2",
+    "--task.eval_examples", "64", "--model.d_model", "32", "--model.n_layers", "1", "--model.pattern", "gla",
+    "--train.steps", "6", "--train.eval_every", "3", "--train.batch_size", "16", "--train.threads", "1",
+]
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {opt for action in parser._actions for opt in action.option_strings}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_top_level_options_are_pinned():
+    parser = build_parser()
+    assert _options(parser) == {"-h", "--help", "--version"}
+    commands = _subparsers(parser)
+    assert set(commands) == {"train", "eval", "generate", "plot", "bench", "list"}
+    assert _options(commands["train"]) == {
+        "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config",
+    }
+    assert _options(commands["generate"]) == {"-h", "--help", "--prompt", "--max-new-tokens", "--temperature", "--seed"}
+    assert set(_subparsers(commands["bench"])) == {"ops"}
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("mixers:", "gla", "tasks:", "mqar", "parity", "recipes:", "default"):
+        assert word in out
+    assert main(["list", "tasks"]) == 0
+    assert "mixers:" not in capsys.readouterr().out
+
+
+def test_print_config_applies_overrides(capsys):
+    assert main(["train", "--print-config", "--train.steps", "7", "--task.num_kv_pairs=2"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["train"]["steps"] == 7 and config["task"]["num_kv_pairs"] == 2 and config["task"]["name"] == "mqar"
+
+
+def test_bad_input_fails_before_work_with_a_clear_message(capsys, tmp_path):
+    cases = [
+        (["train", "--train.stepz", "5"], "unknown key 'train.stepz'; did you mean 'train.steps'"),
+        (["train", "--train.steps", "five"], "train.steps expects int; got 'five'"),
+        (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["train", "--task.vocab_size", "6"], "vocab_size = 6 is too small for num_kv_pairs = 4"),
+        (["train", "--steps", "5"], "unrecognised argument '--steps'"),
+        (["train", "--train.steps"], "override --train.steps needs a value"),
+        (["train", "--resume"], "--resume needs --run-dir"),
+        (["train", "--recipe", "lm", "--task.path", str(tmp_path / "missing.txt")], "missing.txt' does not exist"),
+        (["eval", str(tmp_path)], "no checkpoint in"),
+        (["plot", str(tmp_path)], "metrics.jsonl does not exist"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err, (argv, err)
+        assert err.startswith("error: ")
+    assert not (Path("runs").exists() and any(Path("runs").glob("nope*")))
+
+
+def test_train_eval_generate_plot(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--run-dir", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for word in ("parameters", "state size", "steps", "valid/accuracy", "curves.png"):
+        assert word in out
+    assert (run / "curves.png").stat().st_size > 10_000
+    assert main(["train", *TINY, "--run-dir", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+    assert main(["eval", str(run)]) == 0
+    result = json.loads((run / "result.json").read_text())
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("valid/accuracy"))
+    assert float(line.split()[1]) == round(result["metrics"]["valid/accuracy"], 4)
+
+    assert main(["generate", str(run), "--prompt", "3 20 5", "--max-new-tokens", "4", "--temperature", "0"]) == 0
+    tokens = capsys.readouterr().out.split()
+    assert tokens[:3] == ["3", "20", "5"] and len(tokens) == 7
+    assert main(["generate", str(run), "--prompt", "3 99"]) == 2
+    assert "must be in [0, 32)" in capsys.readouterr().err
+
+    assert main(["plot", str(run), "--out", str(tmp_path / "again.png")]) == 0
+    assert (tmp_path / "again.png").exists()
+
+
+def test_runs_with_no_stdin_under_ci(tmp_path):
+    env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "recur.cli", "train", *TINY, "--run-dir", str(tmp_path / "ci")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "valid/accuracy" in done.stdout and (tmp_path / "ci" / "curves.png").exists()
+
+
+def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
+    run = tmp_path / "lm"
+    argv = ["train", "--recipe", "lm", "--task.seq_len", "16", "--task.eval_examples", "8", "--model.d_model", "32",
+            "--model.n_layers", "1", "--train.steps", "2", "--train.eval_every", "2", "--train.batch_size", "4",
+            "--train.threads", "1", "--run-dir", str(run), "--no-progress"]
+    assert main(argv) == 0
+    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert main(["generate", str(run), "--prompt", "The for", "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("The for")
+    assert main(["eval", str(run), "--task.seq_len", "32"]) == 0
+    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert main(["eval", str(run), "--train.steps", "3"]) == 2
+    assert "eval takes task overrides only" in capsys.readouterr().err
