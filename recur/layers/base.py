@@ -56,6 +56,9 @@ class Mixer(nn.Module, abc.ABC):
     has_triton_kernel: ClassVar[bool] = False
     # the state has a fixed size (False for a growing key-value cache)
     constant_state: ClassVar[bool] = True
+    # an auxiliary training loss the layer leaves after each forward (MoM's load balancing);
+    # the trainer adds every mixer's to the task loss
+    aux_loss: torch.Tensor | None = None
 
     def __init__(self, config: MixerConfig) -> None:
         super().__init__()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import MIXERS
+from ..layers import MIXERS, Mixer
 from ..models import LM, LMConfig
 from ..models.heads import SequenceClassifier, SequenceRegressor
 from ..tasks import Task, get_task
@@ -46,6 +46,11 @@ class TrainResult:
     run_dir: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
+
+
+def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
+    """The auxiliary losses (such as MoM's load balancing) the mixers left in the last forward."""
+    return sum((m.aux_loss for m in model.modules() if isinstance(m, Mixer) and m.aux_loss is not None), 0.0)
 
 def build_model(config: RunConfig, task: Task) -> nn.Module:
     """The model the task's head needs, over config.model's backbone."""
@@ -190,7 +195,7 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
             sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
             with sync:
                 with autocast():
-                    loss = forward(inputs, labels=labels).loss / tc.grad_accum
+                    loss = (forward(inputs, labels=labels).loss + auxiliary_loss(model)) / tc.grad_accum
                 loss.backward()
             step_loss += float(loss.detach())
         if tc.grad_clip > 0:

@@ -56,3 +56,22 @@ def test_warmup_then_cosine():
     assert factors[middle] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 49 / 99)))
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
 
+
+
+def test_auxiliary_losses_of_mixers_join_the_training_loss():
+    """MoM leaves its load-balancing loss after each forward; the trainer adds it."""
+    import torch
+
+    from recur.models import LM, LMConfig
+    from recur.train.loop import auxiliary_loss
+
+    torch.manual_seed(0)
+    model = LM(LMConfig(vocab_size=20, d_model=32, n_layers=2, pattern=("mom", "gla")))
+    assert auxiliary_loss(model) == 0.0
+    model(torch.randint(0, 20, (2, 9)))
+    aux = auxiliary_loss(model)
+    mom = model.backbone.blocks[0].mixer
+    assert isinstance(aux, torch.Tensor) and aux.requires_grad
+    assert torch.equal(aux, mom.aux_loss) and float(aux) > 0
+    aux.backward()
+    assert mom.router.weight.grad is not None and mom.router.weight.grad.abs().sum() > 0
