@@ -11,7 +11,13 @@ from .ops import OpCase, register_op_bench
 B, H, K, V = 2, 4, 64, 64
 
 
-@register_op_bench("gla", f"B={B}, H={H}, K=V={K}, per-channel log gates (GLA) and per-head (scalar) gates.")
+@register_op_bench(
+    "gla",
+    f"B={B}, H={H}, K=V={K}. Per-channel log gates as the GLA layer makes them, logsigmoid(x)/16 "
+    "(chunk takes one matrix product per chunk), and strong ones, logsigmoid(x) (about -0.8 per "
+    "step: chunk takes the exact pairwise path); per-head gates logsigmoid(x). The naive loop costs "
+    "the same for every gate, so all rows share its baseline.",
+)
 def gla_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
     gen = torch.Generator(device="cpu").manual_seed(0)
 
@@ -19,11 +25,14 @@ def gla_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
 
     q, k, v = tensor(B, T, H, K), tensor(B, T, H, K), tensor(B, T, H, V)
-    g_vector = F.logsigmoid(torch.randn(B, T, H, K, generator=gen)).to(device, dtype).requires_grad_()
+    logits = torch.randn(B, T, H, K, generator=gen)
+    g_vector = (F.logsigmoid(logits) / 16).to(device, dtype).requires_grad_()
+    g_strong = F.logsigmoid(logits).to(device, dtype).requires_grad_()
     g_scalar = F.logsigmoid(torch.randn(B, T, H, generator=gen)).to(device, dtype).requires_grad_()
     cases = [
         OpCase("naive (per-channel gate)", lambda: naive_gla(q, k, v, g=g_vector)[0], [q, k, v, g_vector]),
         OpCase("chunk (per-channel gate)", lambda: chunk_gla(q, k, v, g=g_vector)[0], [q, k, v, g_vector]),
+        OpCase("chunk (strong per-channel gate)", lambda: chunk_gla(q, k, v, g=g_strong)[0], [q, k, v, g_strong]),
         OpCase("chunk (per-head gate)", lambda: chunk_gla(q, k, v, g=g_scalar)[0], [q, k, v, g_scalar]),
     ]
     if device.type == "cuda":

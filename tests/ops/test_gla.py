@@ -200,3 +200,24 @@ def test_signed_decays_need_a_per_head_gate():
     q, k, v, g, _ = make_inputs(8, "vector")
     with pytest.raises(ValueError, match="decay_sign needs a per-head log decay"):
         chunk_gla(q, k, v, g=g, decay_sign=torch.ones(B, 8, H, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_weak_per_channel_gates_take_the_factorized_path(dtype, tol):
+    """GLA-layer gates (logsigmoid/16) stay within the limit for one product per chunk."""
+    from recur.ops.gla.chunk import CHUNK_SIZE_SCALAR_GATE, _factorizable
+
+    inputs64 = make_inputs(300, "vector", strength=1 / 16)
+    assert _factorizable(inputs64[3].to(dtype), CHUNK_SIZE_SCALAR_GATE)
+    expected = run(naive_gla, *inputs64)
+    compare(run(chunk_gla, *(x.to(dtype) for x in inputs64)), expected, tol, f"factorized {dtype}")
+
+
+def test_factorized_path_is_refused_beyond_its_limit():
+    from recur.ops.gla.chunk import CHUNK_SIZE_SCALAR_GATE, FACTOR_LIMIT, _factorizable
+
+    g = torch.full((1, 64, 1, 4), -FACTOR_LIMIT[torch.float32] / 64)
+    assert _factorizable(g, CHUNK_SIZE_SCALAR_GATE)
+    assert not _factorizable(g * 1.1, CHUNK_SIZE_SCALAR_GATE)
+    g[0, 5, 0, 0] = float("-inf")
+    assert not _factorizable(g, CHUNK_SIZE_SCALAR_GATE)

@@ -8,8 +8,9 @@ over the chunk's own keys; across chunks information flows only through the stat
 chunk boundaries. Every decay factor is exp of a sum of log decays over a segment that
 lies inside one chunk or spans whole chunks, so every exponent is <= 0 and nothing can
 overflow; segment sums are summed directly, never as differences of prefix sums, which
-keeps strong gates (-20 per step) exact and -inf (a full reset) well defined. See
-README.md for the derivation and the choice of chunk sizes.
+keeps strong gates (-20 per step) exact and -inf (a full reset) well defined. Per-channel
+gates whose in-chunk prefix sums stay small take one matrix product per chunk instead of
+the pairwise decays. See README.md for the derivation and the choice of chunk sizes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from .checks import check_gla_inputs
 # gate needs [C, C, K], which grows with C, so its chunks are short (README.md).
 CHUNK_SIZE_SCALAR_GATE = 64
 CHUNK_SIZE_VECTOR_GATE = 8
+# A per-channel gate whose log decay stays within ±FACTOR_LIMIT of every chunk's start can
+# take one matrix product per chunk: exp(b_t - b_s) = exp(b_t) · exp(-b_s) neither
+# overflows nor loses more than about FACTOR_LIMIT · eps of relative precision (README.md).
+FACTOR_LIMIT = {torch.float32: 20.0, torch.float64: 300.0}
 
 
 def chunk_gla(
@@ -73,7 +78,8 @@ def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
     if g is None:
         g = q.new_zeros(B, T, H, dtype=dtype)
     per_key = g.dim() == 4
-    C = CHUNK_SIZE_VECTOR_GATE if per_key else CHUNK_SIZE_SCALAR_GATE
+    factorized = per_key and _factorizable(g.to(dtype), CHUNK_SIZE_SCALAR_GATE)
+    C = CHUNK_SIZE_VECTOR_GATE if per_key and not factorized else CHUNK_SIZE_SCALAR_GATE
     N = max(1, -(-T // C))
     pad = N * C - T
 
@@ -95,7 +101,12 @@ def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
         to_step, to_end = to_step.unsqueeze(-1), to_end.unsqueeze(-1)
 
     # 1. Intra-chunk: o_t += scale · sum_{s<=t in chunk} (q_t ⊙ exp(g_{s+1} + ... + g_t)) · k_s v_s.
-    if per_key:
+    if factorized:
+        # every |to_step| <= FACTOR_LIMIT: exp(to_step_t - to_step_s) as a product of two factors
+        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+        scores = (q * to_step.exp()) @ (k * (-to_step).exp()).transpose(-1, -2)
+        scores = scores.masked_fill(~causal, 0)
+    elif per_key:
         # [B, N, H, C, C, K]: exp of the log decay from s to t for every key channel
         decay = segsum(g, dim=-2).exp()
         # scores[t, s] = sum_k q_tk k_sk decay_tsk, as one batched mat-vec per query row
@@ -125,6 +136,18 @@ def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
     # [B, N, H, C, V] -> [B, T, H, V]
     o = o.transpose(2, 3).flatten(1, 2)[:, :T]
     return o, final_state
+
+
+def _factorizable(g: torch.Tensor, chunk_size: int) -> bool:
+    """Whether every in-chunk prefix of the log decay g [B, T, H, K] stays within ±FACTOR_LIMIT.
+
+    Typical learned gates (GLA's logsigmoid(·)/16, a few units per 64 steps) qualify; strong
+    gates and -inf resets take the exact pairwise path.
+    """
+    T = g.shape[1]
+    N = max(1, -(-T // chunk_size))
+    prefix = F.pad(g, (0, 0, 0, 0, 0, N * chunk_size - T)).unflatten(1, (N, chunk_size)).cumsum(dim=2)
+    return bool(prefix.abs().amax() <= FACTOR_LIMIT[g.dtype]) if prefix.numel() else True
 
 
 def _segment_signs(decay_sign: torch.Tensor) -> dict[str, torch.Tensor]:
