@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from recur.ops.gla import FORMS, chunk_gla, gla, naive_gla
+from recur.ops.gla.chunk import CHUNK_SIZE_SCALAR_GATE, FACTOR_LIMIT, _chunked, _within_factor_limit
 from tests.helpers import assert_close, grads, weighted_sum
 
 B, H, K, V = 2, 3, 16, 8
@@ -205,19 +206,19 @@ def test_signed_decays_need_a_per_head_gate():
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 def test_weak_per_channel_gates_take_the_factorized_path(dtype, tol):
     """GLA-layer gates (logsigmoid/16) stay within the limit for one product per chunk."""
-    from recur.ops.gla.chunk import CHUNK_SIZE_SCALAR_GATE, _factorizable
-
     inputs64 = make_inputs(300, "vector", strength=1 / 16)
-    assert _factorizable(inputs64[3].to(dtype), CHUNK_SIZE_SCALAR_GATE)
+    assert factorizable(inputs64[3].to(dtype))
     expected = run(naive_gla, *inputs64)
     compare(run(chunk_gla, *(x.to(dtype) for x in inputs64)), expected, tol, f"factorized {dtype}")
 
 
 def test_factorized_path_is_refused_beyond_its_limit():
-    from recur.ops.gla.chunk import CHUNK_SIZE_SCALAR_GATE, FACTOR_LIMIT, _factorizable
-
     g = torch.full((1, 64, 1, 4), -FACTOR_LIMIT[torch.float32] / 64)
-    assert _factorizable(g, CHUNK_SIZE_SCALAR_GATE)
-    assert not _factorizable(g * 1.1, CHUNK_SIZE_SCALAR_GATE)
+    assert factorizable(g)
+    assert not factorizable(g * 1.1)
     g[0, 5, 0, 0] = float("-inf")
-    assert not _factorizable(g, CHUNK_SIZE_SCALAR_GATE)
+    assert not factorizable(g)
+
+
+def factorizable(g: torch.Tensor) -> bool:
+    return _within_factor_limit(_chunked(g, CHUNK_SIZE_SCALAR_GATE).cumsum(dim=3))

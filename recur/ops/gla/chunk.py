@@ -73,57 +73,60 @@ def chunk_gla(
 
 
 def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
-    B, T, H, K = q.shape
+    T = q.shape[1]
     dtype = state_dtype(q, v)
     if g is None:
-        g = q.new_zeros(B, T, H, dtype=dtype)
+        g = q.new_zeros(*q.shape[:3], dtype=dtype)
     per_key = g.dim() == 4
-    factorized = per_key and _factorizable(g.to(dtype), CHUNK_SIZE_SCALAR_GATE)
-    C = CHUNK_SIZE_VECTOR_GATE if per_key and not factorized else CHUNK_SIZE_SCALAR_GATE
-    N = max(1, -(-T // C))
-    pad = N * C - T
-
-    def chunked(x):
-        # [B, T, H, ...] -> [B, N, H, C, ...], padded with zeros at the end of time
-        x = x.to(dtype)
-        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
-        return x.unflatten(1, (N, C)).transpose(2, 3)
-
-    q, k, v, g = chunked(q), chunked(k), chunked(v), chunked(g)
-    # g: [B, N, H, C] or [B, N, H, C, K]
-    signs = None if decay_sign is None else _segment_signs(chunked(decay_sign))
-
-    # Log decay from the chunk start to step t (inclusive) and from after step s to the chunk end.
-    to_step = g.cumsum(dim=3)
-    to_end = suffix_sum_exclusive(g, dim=3)
+    C = CHUNK_SIZE_SCALAR_GATE
+    g_chunks = _chunked(g.to(dtype), C)
+    # log decay from the chunk start to step t (inclusive)
+    to_step = g_chunks.cumsum(dim=3)
+    factorized = per_key and _within_factor_limit(to_step)
+    if per_key and not factorized:
+        C = CHUNK_SIZE_VECTOR_GATE
+        g_chunks = _chunked(g.to(dtype), C)
+        to_step = g_chunks.cumsum(dim=3)
+    # [B, T, H, ...] -> [B, N, H, C, ...]; g: [B, N, H, C] or [B, N, H, C, K]
+    q, k, v = (_chunked(x.to(dtype), C) for x in (q, k, v))
+    g = g_chunks
+    signs = None if decay_sign is None else _segment_signs(_chunked(decay_sign, C))
     chunk_total = to_step[:, :, :, -1]
-    if not per_key:
-        to_step, to_end = to_step.unsqueeze(-1), to_end.unsqueeze(-1)
 
-    # 1. Intra-chunk: o_t += scale · sum_{s<=t in chunk} (q_t ⊙ exp(g_{s+1} + ... + g_t)) · k_s v_s.
     if factorized:
-        # every |to_step| <= FACTOR_LIMIT: exp(to_step_t - to_step_s) as a product of two factors
+        # Every |to_step| <= FACTOR_LIMIT, so exp(g_{s+1} + ... + g_t) = exp(to_step_t) ·
+        # exp(-to_step_s) and the decay from s to the chunk end is exp(total) · exp(-to_step_s).
+        q_decayed = q * to_step.exp()
+        k_grown = k * (-to_step).exp()
         causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-        scores = (q * to_step.exp()) @ (k * (-to_step).exp()).transpose(-1, -2)
-        scores = scores.masked_fill(~causal, 0)
-    elif per_key:
-        # [B, N, H, C, C, K]: exp of the log decay from s to t for every key channel
-        decay = segsum(g, dim=-2).exp()
-        # scores[t, s] = sum_k q_tk k_sk decay_tsk, as one batched mat-vec per query row
-        scores = ((decay * k.unsqueeze(-3)) @ q.unsqueeze(-1)).squeeze(-1)
+        # 1. Intra-chunk scores: one matrix product per chunk.
+        scores = (q_decayed @ k_grown.transpose(-1, -2)).masked_fill(~causal, 0)
+        # 2. What each chunk writes to the state on its own.
+        k_to_end = k_grown * chunk_total.exp().unsqueeze(-2)
     else:
-        # [B, N, H, C, C]
-        decay = segsum(g).exp()
+        # log decay from after step s to the chunk end, summed directly
+        to_end = suffix_sum_exclusive(g, dim=3)
+        if not per_key:
+            to_step, to_end = to_step.unsqueeze(-1), to_end.unsqueeze(-1)
+        # 1. Intra-chunk: o_t += scale · sum_{s<=t in chunk} (q_t ⊙ exp(g_{s+1} + ... + g_t)) · k_s v_s.
+        if per_key:
+            # [B, N, H, C, C, K]: exp of the log decay from s to t for every key channel
+            decay = segsum(g, dim=-2).exp()
+            # scores[t, s] = sum_k q_tk k_sk decay_tsk, as one batched mat-vec per query row
+            scores = ((decay * k.unsqueeze(-3)) @ q.unsqueeze(-1)).squeeze(-1)
+        else:
+            # [B, N, H, C, C]
+            decay = segsum(g).exp()
+            if signs is not None:
+                decay = decay * signs["pairs"]
+            scores = (q @ k.transpose(-1, -2)) * decay
+        # 2. What each chunk writes to the state on its own: U_n = sum_s (k_s ⊙ exp(to_end_s)) v_sᵀ.
+        to_end, to_step = to_end.exp(), to_step.exp()
         if signs is not None:
-            decay = decay * signs["pairs"]
-        scores = (q @ k.transpose(-1, -2)) * decay
+            to_end, to_step = to_end * signs["to_end"], to_step * signs["to_step"]
+        k_to_end, q_decayed = k * to_end, q * to_step
     o = scores @ v
-
-    # 2. What each chunk writes to the state on its own: U_n = sum_s (k_s ⊙ exp(to_end_s)) v_sᵀ.
-    to_end, to_step = to_end.exp(), to_step.exp()
-    if signs is not None:
-        to_end, to_step = to_end * signs["to_end"], to_step * signs["to_step"]
-    local_states = (k * to_end).transpose(-1, -2) @ v
+    local_states = k_to_end.transpose(-1, -2) @ v
 
     # 3. States entering each chunk: S_n = exp(G_n) ⊙ S_{n-1} + U_n, a scan over chunks.
     init = None if initial_state is None else initial_state.to(dtype)
@@ -131,23 +134,28 @@ def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
     states_in, final_state = chunk_state_passing(chunk_total, local_states, init, chunk_sign)
 
     # 4. Inter-chunk: o_t += scale · (q_t ⊙ exp(to_step_t))ᵀ S_{n-1}.
-    o = o + (q * to_step) @ states_in
+    o = o + q_decayed @ states_in
     o = o * scale
     # [B, N, H, C, V] -> [B, T, H, V]
     o = o.transpose(2, 3).flatten(1, 2)[:, :T]
     return o, final_state
 
 
-def _factorizable(g: torch.Tensor, chunk_size: int) -> bool:
-    """Whether every in-chunk prefix of the log decay g [B, T, H, K] stays within ±FACTOR_LIMIT.
+def _within_factor_limit(to_step: torch.Tensor) -> bool:
+    """Whether every in-chunk prefix of the log decay stays within ±FACTOR_LIMIT.
 
     Typical learned gates (GLA's logsigmoid(·)/16, a few units per 64 steps) qualify; strong
     gates and -inf resets take the exact pairwise path.
     """
-    T = g.shape[1]
+    return to_step.numel() == 0 or bool(to_step.abs().amax() <= FACTOR_LIMIT[to_step.dtype])
+
+
+def _chunked(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """[B, T, H, ...] -> [B, N, H, C, ...], padded with zeros at the end of time."""
+    T = x.shape[1]
     N = max(1, -(-T // chunk_size))
-    prefix = F.pad(g, (0, 0, 0, 0, 0, N * chunk_size - T)).unflatten(1, (N, chunk_size)).cumsum(dim=2)
-    return bool(prefix.abs().amax() <= FACTOR_LIMIT[g.dtype]) if prefix.numel() else True
+    x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, N * chunk_size - T))
+    return x.unflatten(1, (N, chunk_size)).transpose(2, 3)
 
 
 def _segment_signs(decay_sign: torch.Tensor) -> dict[str, torch.Tensor]:
