@@ -21,7 +21,7 @@ from .rnn_common import RNNConfig, RNNLayer, load_torch_rnn
 
 @dataclass(kw_only=True)
 class LSTMConfig(RNNConfig):
-    pass
+    """LSTM takes the options every RNN layer has (RNNConfig), and no others."""
 
 
 @register_mixer("lstm")

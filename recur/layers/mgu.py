@@ -17,7 +17,7 @@ from .rnn_common import RNNConfig, RNNLayer
 
 @dataclass(kw_only=True)
 class MGUConfig(RNNConfig):
-    pass
+    """MGU takes the options every RNN layer has (RNNConfig), and no others."""
 
 
 @register_mixer("mgu")

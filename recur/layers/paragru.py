@@ -34,7 +34,7 @@ def pararnn_init(layer: RNNLayer, first_gate_bias: bool) -> None:
 
 @dataclass(kw_only=True)
 class ParaGRUConfig(RNNConfig):
-    pass
+    """ParaGRU takes the options every RNN layer has (RNNConfig), and no others."""
 
 
 @register_mixer("paragru")

@@ -20,7 +20,7 @@ from .rnn_common import RNNConfig, RNNLayer
 
 @dataclass(kw_only=True)
 class ParaLSTMConfig(RNNConfig):
-    pass
+    """ParaLSTM takes the options every RNN layer has (RNNConfig), and no others."""
 
 
 @register_mixer("paralstm")

@@ -15,7 +15,7 @@ from tests.train.test_api import tiny_mqar
 
 
 class Interrupt(Exception):
-    pass
+    """Stops a training run part-way, as a crash would."""
 
 
 def _stop_at(step: int):
