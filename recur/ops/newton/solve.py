@@ -84,8 +84,8 @@ def _solve(cell, x, R, b, start, max_iterations, tol, info):
         info.iterations += 1
     info.fell_back = True
     state, outputs = start, []
-    for t in range(x.shape[1]):
-        state = cell.step(x[:, t], R, b, state)
+    for x_t in x.unbind(1):
+        state = cell.step(x_t, R, b, state)
         outputs.append(state)
     return tuple(torch.stack(component, dim=1) for component in zip(*outputs, strict=True)), None
 

@@ -45,8 +45,9 @@ def naive_rnn(
     # state: S tensors [B, H, Dh]
     state = initial_states(initial_state, cell, x_proj, dtype)
     outputs = []
-    for t in range(x.shape[1]):
-        state = cell.step(x[:, t], R, b, state)
+    # slice time once: indexing inside the loop would make the backward quadratic in T
+    for x_t in x.unbind(1):
+        state = cell.step(x_t, R, b, state)
         outputs.append(state[0])
     B, T, _, H, Dh = x_proj.shape
     h = torch.stack(outputs, dim=1) if outputs else x.new_zeros(B, 0, H, Dh)

@@ -53,8 +53,8 @@ class _SequentialRNN(torch.autograd.Function):
                 R_leaf, b_leaf = R.detach().requires_grad_(), b.detach().requires_grad_()
                 start = tuple(s.detach().requires_grad_() for s in starts[block])
                 state, outputs = start, []
-                for t in range(hi - lo):
-                    state = cell.step(x_block[:, t], R_leaf, b_leaf, state)
+                for x_t in x_block.unbind(1):
+                    state = cell.step(x_t, R_leaf, b_leaf, state)
                     outputs.append(state[0])
                 leaves = (x_block, R_leaf, b_leaf, *start)
                 got = torch.autograd.grad(
