@@ -19,7 +19,7 @@ from torch import nn
 
 from ..ops.delta import delta_product, delta_rule
 from .base import Mixer, MixerConfig, State
-from .parts import RMSNorm, ShortConv
+from .parts import RMSNorm, ShortConv, short_conv_projections
 from .registry import register_mixer
 
 
@@ -103,14 +103,9 @@ class DeltaNet(Mixer):
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         H, n_h = self.config.num_heads, self.num_householder
-        new_state: State = {}
-        projected = {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
-        for name, value in projected.items():
-            if name in self.convs:
-                value, new_state[f"conv_{name}"] = self.convs[name](value, None if state is None else state[f"conv_{name}"])
-            else:
-                value = F.silu(value)
-            projected[name] = value
+        projected, new_state = short_conv_projections(
+            {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}, self.convs, state
+        )
         q = F.normalize(rearrange(projected["q"], "b t (h d) -> b t h d", h=H), dim=-1)
         k = F.normalize(rearrange(projected["k"], "b t (n h d) -> b t n h d", n=n_h, h=H), dim=-1)
         v = rearrange(projected["v"], "b t (n h d) -> b t n h d", n=n_h, h=H)

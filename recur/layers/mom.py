@@ -23,7 +23,7 @@ from torch import nn
 from ..ops.delta import delta_rule
 from .base import Mixer, MixerConfig, State
 from .gated_deltanet import mamba2_gate_parameters, mamba2_log_decay
-from .parts import GatedRMSNorm, ShortConv
+from .parts import GatedRMSNorm, ShortConv, short_conv_projections
 from .registry import register_mixer
 
 
@@ -138,14 +138,9 @@ class MoM(Mixer):
         B, T, _ = x.shape
         H, M = self.config.num_heads, self.num_states
         weights, self.aux_loss = self.route(x)
-        new_state: State = {}
-        projected = {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
-        for name, value in projected.items():
-            if name in self.convs:
-                value, new_state[f"conv_{name}"] = self.convs[name](value, None if state is None else state[f"conv_{name}"])
-            else:
-                value = F.silu(value)
-            projected[name] = value
+        projected, new_state = short_conv_projections(
+            {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}, self.convs, state
+        )
         q = F.normalize(rearrange(projected["q"], "b t (h d) -> b t h d", h=H), dim=-1)
         k = F.normalize(rearrange(projected["k"], "b t (m h d) -> b t m h d", m=M, h=H), dim=-1)
         v = rearrange(projected["v"], "b t (m h d) -> b t m h d", m=M, h=H)

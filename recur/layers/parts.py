@@ -81,6 +81,24 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(-2)
 
 
+def short_conv_projections(
+    projected: dict[str, torch.Tensor], convs: nn.ModuleDict, state: dict[str, torch.Tensor] | None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each projection through its ShortConv (carrying "conv_<name>" in the state), or
+    through SiLU when it has none: the input pipeline of DeltaNet-style layers.
+
+    Returns (the activated projections, the new conv states).
+    """
+    activated, new_state = {}, {}
+    for name, value in projected.items():
+        if name in convs:
+            previous = None if state is None else state[f"conv_{name}"]
+            activated[name], new_state[f"conv_{name}"] = convs[name](value, previous)
+        else:
+            activated[name] = F.silu(value)
+    return activated, new_state
+
+
 FEATURE_MAPS = {
     "identity": lambda x: x,
     "elu+1": lambda x: F.elu(x) + 1,
