@@ -140,7 +140,7 @@ def _prepare_kernel(
         tl.store(tinv_ptr + _buffer_offsets(bh, rows, idx, T_pad, C), X)
     W = _dot(X, k * (beta * tl.exp(gc))[:, None], PRECISION)
     tl.store(w_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), W, mask=ks[None, :] < K)
-    for vb in range(tl.cdiv(V, BV)):
+    for vb in range((V + BV - 1) // BV):
         vs = vb * BV + tl.arange(0, BV)
         v = _load_rows(v_ptr, b, h, rows, vs, T, H, V)
         U_v = _dot(X, v * beta[:, None], PRECISION)
@@ -271,7 +271,7 @@ def _gradient_kernel(
     dbeta = tl.full([C], 0.0, tl.float32)
     S_dot_D = tl.full([BK], 0.0, tl.float32)
     state_base = (bh * NC + n) * K * V
-    for vb in range(tl.cdiv(V, BV)):
+    for vb in range((V + BV - 1) // BV):
         vs = vb * BV + tl.arange(0, BV)
         vmask = vs[None, :] < V
         tile = (ks[:, None] < K) & vmask
