@@ -30,9 +30,33 @@ def delta_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase
     beta = _tensor(gen, device, dtype, B, T, H, transform=lambda x: 2 * torch.sigmoid(x))
     g = _tensor(gen, device, dtype, B, T, H, transform=F.logsigmoid)
     inputs = [q, k, v, beta, g]
-    return [
+    cases = [
         OpCase("naive", lambda: naive_delta_rule(q, k, v, beta=beta, g=g)[0], inputs),
         OpCase("chunk", lambda: chunk_delta_rule(q, k, v, beta=beta, g=g)[0], inputs),
+    ]
+    if device.type == "cuda":
+        from ..ops.dispatch import triton_available
+
+        if triton_available():
+            from ..ops.delta import triton_delta_rule
+
+            cases.append(OpCase("triton", lambda: triton_delta_rule(q, k, v, beta=beta, g=g)[0], inputs))
+        cases.extend(_cuda_baselines(q, k, v, beta, g))
+    return cases
+
+
+def _cuda_baselines(q, k, v, beta, g) -> list[OpCase]:
+    """FLA's chunk_gated_delta_rule (when installed) on the same inputs ([B, T, H, K] layout)."""
+    try:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk_gated_delta_rule
+    except ImportError:
+        return []
+    return [
+        OpCase(
+            "FLA chunk_gated_delta_rule",
+            lambda: fla_chunk_gated_delta_rule(q=q, k=k, v=v, g=g, beta=beta)[0],
+            [q, k, v, beta, g],
+        )
     ]
 
 
