@@ -64,6 +64,9 @@ MAX_HEAD_DIM = 256
 # per-chunk kernels' loops over values; the whole key width is one tile.
 VALUE_TILE = 32
 WARPS = {"prepare": 8, "walk": 4, "gradient": 8}
+# One stage: no multi-buffered prefetch of the next chunk's 64 × K tiles, which would need
+# more shared memory than an H100 has at K = 128 in float32.
+STAGES = 1
 
 # tl.sum / tl.cumsum are kernels of Triton's own (compiled or interpreted according to
 # TRITON_INTERPRET when Triton is first imported); tl.reduce and tl.associative_scan with
@@ -76,9 +79,10 @@ def _pow2(n: int, least: int = 16) -> int:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    # float32 inputs: IEEE products; 16-bit inputs: TF32 products of float32 operands,
-    # still finer than the inputs themselves
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+    # float32 inputs: three TF32 tensor-core products per product (about float32 accuracy;
+    # IEEE products unroll into FMA code that takes minutes to compile at K = 128);
+    # 16-bit inputs: TF32 products of float32 operands, still finer than the inputs themselves
+    return "tf32x3" if dtype in (torch.float32, torch.float64) else "tf32"
 
 
 @triton.jit
@@ -387,7 +391,7 @@ def _prepare(k, v, beta, g, T_pad, store_t):
     _prepare_kernel[(T_pad // CHUNK, B * H)](
         k, v, beta, g if g is not None else beta, gc, W, U_v, tinv, T, T_pad, GATE_FLOOR,
         H=H, K=K, V=V, BK=cfg["BK"], BV=_pow2(min(V, 2 * VALUE_TILE)), C=CHUNK, HAS_G=g is not None,
-        STORE_T=store_t, PRECISION=_precision(k.dtype), num_warps=WARPS["prepare"],
+        STORE_T=store_t, PRECISION=_precision(k.dtype), num_warps=WARPS["prepare"], num_stages=STAGES,
     )
     return gc, W, U_v, (tinv if store_t else None)
 
@@ -410,7 +414,7 @@ def _walk(q, k, v, gc, W, U_v, h0, scale, T_pad, output, store_final, store_for_
         states if states is not None else unused, final if final is not None else unused, T, T_pad, NC, scale,
         H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_H0=h0 is not None, OUTPUT=output,
         STORE_U=store_for_backward, STORE_STATES=store_for_backward, STORE_FINAL=store_final,
-        PRECISION=_precision(q.dtype), num_warps=WARPS["walk"],
+        PRECISION=_precision(q.dtype), num_warps=WARPS["walk"], num_stages=STAGES,
     )
     return o, final, states, U
 
@@ -451,7 +455,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
         _reverse_walk_kernel[(triton.cdiv(V, cfg["BV"]), B * H)](
             q, k, do, gc, W, dU, dstates, dht if dht is not None else dh0, dh0, T, T_pad, NC, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_DHT=dht is not None,
-            PRECISION=precision, num_warps=WARPS["walk"],
+            PRECISION=precision, num_warps=WARPS["walk"], num_stages=STAGES,
         )
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
@@ -460,7 +464,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
             q, k, v, beta, g if g is not None else beta, do, gc, W, U_v, U, dU, tinv, states, dstates,
             dq, dk, dv, dbeta, dg if dg is not None else dbeta, T, T_pad, NC, scale, GATE_FLOOR,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_G=g is not None,
-            PRECISION=precision, num_warps=WARPS["gradient"],
+            PRECISION=precision, num_warps=WARPS["gradient"], num_stages=STAGES,
         )
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
         return dq, dk, dv, dbeta, dg, dh0, None, None
