@@ -88,8 +88,8 @@ def test_chunk_kernels_match_naive(kernels, T, gated):
 
 def test_several_chunks_and_value_tiles(kernels):
     """Three chunks, a batch of two, and value and key widths that are not powers of two
-    (value tiles of 32 with a partial last one)."""
-    inputs = make_inputs(150, B=2, H=1, K=24, V=40)
+    (value tiles of 32 and key blocks of 64, each with a partial last one)."""
+    inputs = make_inputs(150, B=2, H=1, K=72, V=40)
     compare(run_kernel(kernels, *inputs), run(naive_delta_rule, *inputs), TOL_FLOAT32, "T=150")
 
 
@@ -101,6 +101,19 @@ def test_beta_at_the_edges(kernels, value):
     compare(
         run_kernel(kernels, q, k, v, beta, g, h0), run(naive_delta_rule, q, k, v, beta, g, h0),
         TOL_FLOAT32, f"beta={value}",
+    )
+
+
+@pytest.mark.parametrize("value", [1.0, 2.0])
+def test_one_key_for_every_step(kernels, value):
+    """The same key at every step: the triangular system's coefficients are all β, the case
+    where an inverse built from powers of A would cancel huge terms."""
+    q, k, v, beta, g, h0 = make_inputs(70, B=1, H=1, K=16, V=16)
+    k = k[:, :1].expand_as(k).contiguous()
+    beta = torch.full_like(beta, value)
+    compare(
+        run_kernel(kernels, q, k, v, beta, g, h0), run(naive_delta_rule, q, k, v, beta, g, h0),
+        TOL_FLOAT32, f"one key, beta={value}",
     )
 
 

@@ -63,6 +63,8 @@ MAX_HEAD_DIM = 256
 # columns for the walks over chunks (more programs for long single sequences) and for the
 # per-chunk kernels' loops over values; the whole key width is one tile.
 VALUE_TILE = 32
+# key columns per step of the per-chunk gradient kernel's loops (bounds its shared memory)
+KEY_BLOCK = 64
 WARPS = {"prepare": 8, "walk": 4, "gradient": 8}
 # One stage: no multi-buffered prefetch of the next chunk's 64 × K tiles, which would need
 # more shared memory than an H100 has at K = 128 in float32.
@@ -113,7 +115,8 @@ def _buffer_offsets(bh, rows, cols, T_pad, X: tl.constexpr):
 def _prepare_kernel(
     k_ptr, v_ptr, beta_ptr, g_ptr, gc_ptr, w_ptr, uv_ptr, tinv_ptr, T, T_pad, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    C: tl.constexpr, HAS_G: tl.constexpr, STORE_T: tl.constexpr, PRECISION: tl.constexpr,
+    C: tl.constexpr, LOG2_C: tl.constexpr, HAS_G: tl.constexpr, STORE_T: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """gc, T = (I + A)⁻¹, W = T (β exp(gc) ⊙ K) and U_v = T (β ⊙ V) of one chunk."""
     n, bh = tl.program_id(0), tl.program_id(1)
@@ -134,12 +137,17 @@ def _prepare_kernel(
     strict = idx[:, None] > idx[None, :]
     decay = tl.exp(tl.where(strict, gc[:, None] - gc[None, :], float("-inf")))
     A = beta[:, None] * _dot(k, tl.trans(k), PRECISION) * decay
-    # forward substitution: row i of X = (I + A)⁻¹ is e_i − Σ_{j<i} A_ij X_j, and rows j < i
-    # are final when row i is formed (A_ij = 0 for j >= i)
+    # (I + A)⁻¹ by recursive doubling: X holds the inverses of the diagonal blocks of `size`;
+    # each block of twice that size, [[L11, 0], [L21, L22]], has the inverse [[X11, 0], [−X22 L21 X11,
+    # X22]], so X ← X − X (A_off X) with A_off the L21 blocks. Every product is one of true
+    # inverses of sub-systems (bounded), never of powers of A; products in float32 accuracy.
     X = tl.where(idx[:, None] == idx[None, :], 1.0, 0.0)
-    for i in range(1, C):
-        a_i = tl.reduce(tl.where(idx[:, None] == i, A, 0.0), 0, _add)
-        X = tl.where(idx[:, None] == i, X - tl.reduce(a_i[:, None] * X, 0, _add)[None, :], X)
+    for level in range(LOG2_C):
+        size = 1 << level
+        row_block = idx // size
+        lower_left = (row_block[:, None] % 2 == 1) & (row_block[None, :] == row_block[:, None] - 1)
+        A_off = tl.where(lower_left, A, 0.0)
+        X = X - _dot(X, _dot(A_off, X, "tf32x3"), "tf32x3")
     if STORE_T:
         tl.store(tinv_ptr + _buffer_offsets(bh, rows, idx, T_pad, C), X)
     W = _dot(X, k * (beta * tl.exp(gc))[:, None], PRECISION)
@@ -239,14 +247,14 @@ def _reverse_walk_kernel(
 
 
 @triton.jit
-def _gradient_kernel(
-    q_ptr, k_ptr, v_ptr, beta_ptr, g_ptr, do_ptr, gc_ptr, w_ptr, uv_ptr, u_ptr, du_ptr, tinv_ptr,
-    states_ptr, dstates_ptr, dq_ptr, dk_ptr, dv_ptr, dbeta_ptr, dg_ptr, T, T_pad, NC, scale, floor,
+def _gradient_values_kernel(
+    v_ptr, beta_ptr, do_ptr, uv_ptr, u_ptr, du_ptr, tinv_ptr, states_ptr, dstates_ptr,
+    dv_ptr, dOSt_ptr, UDt_ptr, dRk_ptr, dOUt_ptr, dRvUvt_ptr, dbeta_ptr, SD_ptr, T, T_pad, NC,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    C: tl.constexpr, HAS_G: tl.constexpr, PRECISION: tl.constexpr,
+    C: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """dq, dk, dv, dβ, dg of one chunk from its entering state S, the adjoint D of its
-    leaving state, U and dU."""
+    """The sums over value columns of one chunk, one value tile at a time: dv, dO Sᵀ, U Dᵀ,
+    dR_k = Tᵀ dW with dW = −dU Sᵀ, dO Uᵀ, dR_v U_vᵀ, v · dR_v per row and ⟨S, D⟩."""
     n, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), bh % H
     bh = bh.to(tl.int64)
@@ -254,25 +262,14 @@ def _gradient_kernel(
     rows = n * C + idx
     ks = tl.arange(0, BK)
     kmask = ks[None, :] < K
-    q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
-    k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
     beta = tl.load(beta_ptr + (b * T + rows) * H + h, mask=rows < T, other=0.0).to(tl.float32)
-    gc = tl.load(gc_ptr + bh * T_pad + rows)
-    gl = tl.load(gc_ptr + bh * T_pad + n * C + C - 1)
-    W = tl.load(w_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=kmask, other=0.0)
     Tinv = tl.load(tinv_ptr + _buffer_offsets(bh, rows, idx, T_pad, C))
-    causal = idx[:, None] >= idx[None, :]
-    strict = idx[:, None] > idx[None, :]
-    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-    decay_strict = tl.where(strict, decay, 0.0)
-
-    # sums over value columns, one tile at a time
-    dO_St = tl.full([C, BK], 0.0, tl.float32)  # dO Sᵀ
-    U_Dt = tl.full([C, BK], 0.0, tl.float32)  # U Dᵀ
-    dW = tl.full([C, BK], 0.0, tl.float32)  # −dU Sᵀ
-    dO_Ut = tl.full([C, C], 0.0, tl.float32)  # dO Uᵀ
-    dRv_Uvt = tl.full([C, C], 0.0, tl.float32)  # dR_v U_vᵀ
-    dbeta = tl.full([C], 0.0, tl.float32)
+    dO_St = tl.full([C, BK], 0.0, tl.float32)
+    U_Dt = tl.full([C, BK], 0.0, tl.float32)
+    dW = tl.full([C, BK], 0.0, tl.float32)
+    dO_Ut = tl.full([C, C], 0.0, tl.float32)
+    dRv_Uvt = tl.full([C, C], 0.0, tl.float32)
+    v_dRv = tl.full([C], 0.0, tl.float32)
     S_dot_D = tl.full([BK], 0.0, tl.float32)
     state_base = (bh * NC + n) * K * V
     for vb in range((V + BV - 1) // BV):
@@ -288,44 +285,103 @@ def _gradient_kernel(
         dU = tl.load(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), mask=vmask, other=0.0)
         dO_St += _dot(do, tl.trans(S), PRECISION)
         U_Dt += _dot(U, tl.trans(D), PRECISION)
+        # U = U_v − W S
         dW -= _dot(dU, tl.trans(S), PRECISION)
         dO_Ut += _dot(do, tl.trans(U), PRECISION)
         # U_v = T (β ⊙ V): its right-hand side's gradient is Tᵀ dU
         dR_v = _dot(tl.trans(Tinv), dU, PRECISION)
         _store_rows(dv_ptr, dR_v * beta[:, None], b, h, rows, vs, T, H, V)
-        dbeta += tl.reduce(v * dR_v, 1, _add)
+        v_dRv += tl.reduce(v * dR_v, 1, _add)
         dRv_Uvt += _dot(dR_v, tl.trans(U_v), PRECISION)
         S_dot_D += tl.reduce(S * D, 1, _add)
-
-    # outputs: o = scale [(q ⊙ exp(gc)) S + (Q Kᵀ ⊙ e) U]
-    to_step = tl.exp(gc)
-    dq_state = dO_St * (to_step * scale)[:, None]
-    dscores = tl.where(causal, dO_Ut, 0.0) * decay * scale
-    dq = dq_state + _dot(dscores, k, PRECISION)
-    dk = _dot(tl.trans(dscores), q, PRECISION)
-    # leaving state: S' = exp(gc_C) S + (K ⊙ exp(gc_C − gc))ᵀ U
-    dk_state = U_Dt * tl.exp(gl - gc)[:, None]
-    dk += dk_state
-    # W = T (β exp(gc) ⊙ K) and the lower-triangular system's coefficients A
+    # W = T (β exp(gc) ⊙ K): its right-hand side's gradient is Tᵀ dW
     dR_k = _dot(tl.trans(Tinv), dW, PRECISION)
-    dA = -tl.where(strict, dRv_Uvt + _dot(dR_k, tl.trans(W), PRECISION), 0.0)
-    KKt = _dot(k, tl.trans(k), PRECISION)
+    tl.store(dOSt_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), dO_St, mask=kmask)
+    tl.store(UDt_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), U_Dt, mask=kmask)
+    tl.store(dRk_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), dR_k, mask=kmask)
+    tl.store(dOUt_ptr + _buffer_offsets(bh, rows, idx, T_pad, C), dO_Ut)
+    tl.store(dRvUvt_ptr + _buffer_offsets(bh, rows, idx, T_pad, C), dRv_Uvt)
+    tl.store(dbeta_ptr + bh * T_pad + rows, v_dRv)
+    tl.store(SD_ptr + bh * NC + n, tl.reduce(S_dot_D, 0, _add))
+
+
+@triton.jit
+def _gradient_keys_kernel(
+    q_ptr, k_ptr, beta_ptr, g_ptr, gc_ptr, w_ptr, dOSt_ptr, UDt_ptr, dRk_ptr, dOUt_ptr, dRvUvt_ptr,
+    vdRv_ptr, SD_ptr, dq_ptr, dk_ptr, dbeta_ptr, dg_ptr, T, T_pad, NC, scale, floor,
+    H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, C: tl.constexpr, HAS_G: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dq, dk, dβ, dg of one chunk from the sums over values, one block of key columns at a
+    time: first the C × C sums over keys, then each block's gradients."""
+    n, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), bh % H
+    bh = bh.to(tl.int64)
+    idx = tl.arange(0, C)
+    rows = n * C + idx
+    beta = tl.load(beta_ptr + (b * T + rows) * H + h, mask=rows < T, other=0.0).to(tl.float32)
+    gc = tl.load(gc_ptr + bh * T_pad + rows)
+    gl = tl.load(gc_ptr + bh * T_pad + n * C + C - 1)
+    to_step = tl.exp(gc)
+    to_end = tl.exp(gl - gc)
+    causal = idx[:, None] >= idx[None, :]
+    strict = idx[:, None] > idx[None, :]
+    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+    decay_strict = tl.where(strict, decay, 0.0)
+
+    QKt = tl.full([C, C], 0.0, tl.float32)
+    KKt = tl.full([C, C], 0.0, tl.float32)
+    dRk_Wt = tl.full([C, C], 0.0, tl.float32)
+    k_dRk = tl.full([C], 0.0, tl.float32)
+    for kb in range((K + BK - 1) // BK):
+        ks = kb * BK + tl.arange(0, BK)
+        kmask = ks[None, :] < K
+        q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
+        k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
+        W = tl.load(w_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=kmask, other=0.0)
+        dR_k = tl.load(dRk_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=kmask, other=0.0)
+        QKt += _dot(q, tl.trans(k), PRECISION)
+        KKt += _dot(k, tl.trans(k), PRECISION)
+        dRk_Wt += _dot(dR_k, tl.trans(W), PRECISION)
+        k_dRk += tl.reduce(k * dR_k, 1, _add)
+
+    # outputs: o = scale [(q ⊙ exp(gc)) S + (Q Kᵀ ⊙ e) U]; dscores is ∂L/∂(Q Kᵀ)
+    dO_Ut = tl.load(dOUt_ptr + _buffer_offsets(bh, rows, idx, T_pad, C))
+    dscores = tl.where(causal, dO_Ut, 0.0) * decay * scale
+    # the lower-triangular system's coefficients A = β ⊙ (K Kᵀ ⊙ e), strictly below the diagonal
+    dRv_Uvt = tl.load(dRvUvt_ptr + _buffer_offsets(bh, rows, idx, T_pad, C))
+    dA = -tl.where(strict, dRv_Uvt + dRk_Wt, 0.0)
     dKKt = dA * decay_strict * beta[:, None]
-    dk += dR_k * (beta * to_step)[:, None] + _dot(dKKt, k, PRECISION) + _dot(tl.trans(dKKt), k, PRECISION)
-    k_dR_k = tl.reduce(k * dR_k, 1, _add)
-    dbeta += to_step * k_dR_k + tl.reduce(dA * decay_strict * KKt, 1, _add)
-    _store_rows(dq_ptr, dq, b, h, rows, ks, T, H, K)
-    _store_rows(dk_ptr, dk, b, h, rows, ks, T, H, K)
+    dbeta = tl.load(vdRv_ptr + bh * T_pad + rows) + to_step * k_dRk + tl.reduce(dA * decay_strict * KKt, 1, _add)
     tl.store(dbeta_ptr + (b * T + rows) * H + h, dbeta.to(dbeta_ptr.dtype.element_ty), mask=rows < T)
+
+    dgc = tl.full([C], 0.0, tl.float32)
+    to_end_total = tl.full([C], 0.0, tl.float32)
+    for kb in range((K + BK - 1) // BK):
+        ks = kb * BK + tl.arange(0, BK)
+        kmask = ks[None, :] < K
+        q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
+        k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
+        dR_k = tl.load(dRk_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=kmask, other=0.0)
+        dO_St = tl.load(dOSt_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=kmask, other=0.0)
+        U_Dt = tl.load(UDt_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=kmask, other=0.0)
+        dq_state = dO_St * (to_step * scale)[:, None]
+        dq = dq_state + _dot(dscores, k, PRECISION)
+        # leaving state: S' = exp(gc_C) S + (K ⊙ exp(gc_C − gc))ᵀ U
+        dk_state = U_Dt * to_end[:, None]
+        dk = _dot(tl.trans(dscores), q, PRECISION) + dk_state + dR_k * (beta * to_step)[:, None]
+        dk += _dot(dKKt, k, PRECISION) + _dot(tl.trans(dKKt), k, PRECISION)
+        _store_rows(dq_ptr, dq, b, h, rows, ks, T, H, K)
+        _store_rows(dk_ptr, dk, b, h, rows, ks, T, H, K)
+        dgc += tl.reduce(q * dq_state, 1, _add)
+        to_end_total += tl.reduce(k * dk_state, 1, _add)
 
     if HAS_G:
         # ∂L/∂gc: every e_ts = exp(gc_t − gc_s) gives +x to t and −x to s (pairs s = t cancel)
-        pair = tl.where(strict, dscores * _dot(q, tl.trans(k), PRECISION) + dKKt * KKt, 0.0)
-        dgc = tl.reduce(pair, 1, _add) - tl.reduce(pair, 0, _add)
-        dgc += tl.reduce(q * dq_state, 1, _add) + beta * to_step * k_dR_k
-        to_end = tl.reduce(k * dk_state, 1, _add)
-        dgc -= to_end
-        last = tl.exp(gl) * tl.reduce(S_dot_D, 0, _add) + tl.reduce(to_end, 0, _add)
+        pair = tl.where(strict, dscores * QKt + dKKt * KKt, 0.0)
+        dgc += tl.reduce(pair, 1, _add) - tl.reduce(pair, 0, _add)
+        dgc += beta * to_step * k_dRk - to_end_total
+        last = tl.exp(gl) * tl.load(SD_ptr + bh * NC + n) + tl.reduce(to_end_total, 0, _add)
         dgc += tl.where(idx == C - 1, last, 0.0)
         # gc_t sums g over the chunk up to t: ∂L/∂g_i = Σ_{t >= i} ∂L/∂gc_t
         dg = tl.reduce(tl.where(idx[None, :] >= idx[:, None], dgc[None, :], 0.0), 1, _add)
@@ -390,7 +446,8 @@ def _prepare(k, v, beta, g, T_pad, store_t):
     cfg = _launch(K, V)
     _prepare_kernel[(T_pad // CHUNK, B * H)](
         k, v, beta, g if g is not None else beta, gc, W, U_v, tinv, T, T_pad, GATE_FLOOR,
-        H=H, K=K, V=V, BK=cfg["BK"], BV=_pow2(min(V, 2 * VALUE_TILE)), C=CHUNK, HAS_G=g is not None,
+        H=H, K=K, V=V, BK=cfg["BK"], BV=_pow2(min(V, 2 * VALUE_TILE)), C=CHUNK,
+        LOG2_C=CHUNK.bit_length() - 1, HAS_G=g is not None,
         STORE_T=store_t, PRECISION=_precision(k.dtype), num_warps=WARPS["prepare"], num_stages=STAGES,
     )
     return gc, W, U_v, (tinv if store_t else None)
@@ -460,11 +517,22 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
         dg = torch.empty_like(g) if g is not None else None
-        _gradient_kernel[(NC, B * H)](
-            q, k, v, beta, g if g is not None else beta, do, gc, W, U_v, U, dU, tinv, states, dstates,
-            dq, dk, dv, dbeta, dg if dg is not None else dbeta, T, T_pad, NC, scale, GATE_FLOOR,
-            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_G=g is not None,
-            PRECISION=precision, num_warps=WARPS["gradient"], num_stages=STAGES,
+        # sums over value columns per chunk: [B·H, T_pad, K] and [B·H, T_pad, C] rows
+        dO_St, U_Dt, dR_k = (torch.empty(B * H, T_pad, K, device=device, dtype=torch.float32) for _ in range(3))
+        dO_Ut, dRv_Uvt = (torch.empty(B * H, T_pad, CHUNK, device=device, dtype=torch.float32) for _ in range(2))
+        v_dRv = torch.empty(B * H, T_pad, device=device, dtype=torch.float32)
+        S_dot_D = torch.empty(B * H, NC, device=device, dtype=torch.float32)
+        _gradient_values_kernel[(NC, B * H)](
+            v, beta, do, U_v, U, dU, tinv, states, dstates, dv, dO_St, U_Dt, dR_k, dO_Ut, dRv_Uvt,
+            v_dRv, S_dot_D, T, T_pad, NC,
+            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PRECISION=precision,
+            num_warps=WARPS["gradient"], num_stages=STAGES,
+        )
+        _gradient_keys_kernel[(NC, B * H)](
+            q, k, beta, g if g is not None else beta, gc, W, dO_St, U_Dt, dR_k, dO_Ut, dRv_Uvt,
+            v_dRv, S_dot_D, dq, dk, dbeta, dg if dg is not None else dbeta, T, T_pad, NC, scale, GATE_FLOOR,
+            H=H, K=K, BK=_pow2(min(K, KEY_BLOCK)), C=CHUNK, HAS_G=g is not None, PRECISION=precision,
+            num_warps=WARPS["gradient"], num_stages=STAGES,
         )
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
         return dq, dk, dv, dbeta, dg, dh0, None, None
