@@ -12,7 +12,8 @@ C = 64 steps; gc is the log decay summed from the chunk start (inclusive) and
 e_ts = exp(gc_t − gc_s) for s <= t inside one chunk, so every exponent is <= 0.
 
 - prepare (one program per chunk and head): A_ts = β_t e_ts k_tᵀ k_s (s < t), the inverse
-  T = (I + A)⁻¹ by forward substitution row by row, W = T (β exp(gc) ⊙ K) and
+  T = (I + A)⁻¹ by recursive block doubling (blocks of 1, 2, 4, … 32 rows: the inverse of
+  [[L11, 0], [L21, L22]] is [[X11, 0], [−X22 L21 X11, X22]]), W = T (β exp(gc) ⊙ K) and
   U_v = T (β ⊙ V). Nothing here depends on the state.
 - walk (one program per head and value tile, a loop over chunks with the state's columns
   in registers): U = U_v − W S, o = scale · [(q ⊙ exp(gc)) S + (Q Kᵀ ⊙ e) U] and
@@ -25,8 +26,9 @@ and value tile):
     dU = scale (Q Kᵀ ⊙ e)ᵀ dO + (K ⊙ exp(gc_C − gc)) D
     D  ← exp(gc_C) D + scale (Q ⊙ exp(gc))ᵀ dO − Wᵀ dU
 
-and one program per chunk turns S, D, U and dU into dq, dk, dv, dβ and dg: through
-U = U_v − W S (dW = −dU Sᵀ), the triangular solves (dR = Tᵀ dX for each right-hand side,
+and two programs per chunk turn S, D, U and dU into dq, dk, dv, dβ and dg (the first
+sums over value tiles, the second runs over blocks of key columns): through U = U_v − W S
+(dW = −dU Sᵀ), the triangular solves (dR = Tᵀ dX for each right-hand side,
 dA = −(dR_v U_vᵀ + dR_k Wᵀ) below the diagonal) and the decays (∂L/∂gc_t collects every
 e_ts, exp(gc_t) and exp(gc_C − gc_t) it enters; ∂L/∂g_t = Σ_{t' >= t in the chunk}
 ∂L/∂gc_t').
@@ -34,7 +36,9 @@ e_ts, exp(gc_t) and exp(gc_C − gc_t) it enters; ∂L/∂g_t = Σ_{t' >= t in t
 No factor exp(x) with x > 0 is formed, so strong gates cannot overflow. A log decay of
 -inf (a reset) is clamped to GATE_FLOOR, whose exp is 0 in float32 just as exp(-inf), and
 passes no gradient. The kernels compute in float32 whatever the input dtype (float64
-inputs are rounded to float32 on the way in; results come back in float64).
+inputs are rounded to float32 on the way in; results come back in float64): matrix
+products are TF32x3 (about float32 accuracy) for float32 inputs, TF32 for 16-bit ones,
+and TF32x3 for the inverse whatever the inputs.
 
 Decoding kernel: one program per (sequence, head, block of value columns) keeps its
 columns of the state in registers for the whole loop over time: the update mixes the key
