@@ -180,6 +180,48 @@ def test_bfloat16_close_to_float64(kernels):
         assert_close(f"bf16 {name}", a, e, 3e-2)
 
 
+def _round_to_tf32(x):
+    """float32 -> the nearest TF32 value (10 mantissa bits, ties to even), as float32."""
+    import numpy as np
+
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32)
+    bias = ((bits >> np.uint32(13)) & np.uint32(1)) + np.uint32(0x0FFF)
+    return ((bits + bias) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+@pytest.fixture
+def tf32_products(monkeypatch):
+    """The interpreter multiplies in full float32 whatever precision a product asks for;
+    inside this fixture it rounds like a GPU: TF32 operands for "tf32", and the three
+    TF32 products hi·hi + hi·lo + lo·hi for "tf32x3"."""
+    import numpy as np
+    import triton.runtime.interpreter as interpreter
+    from triton._C.libtriton import ir
+
+    def create_dot(self, a, b, acc, input_precision, max_num_imprecise_acc):
+        x, y = a.data.astype(np.float32), b.data.astype(np.float32)
+        if input_precision == ir.INPUT_PRECISION.TF32:
+            product = np.matmul(_round_to_tf32(x), _round_to_tf32(y))
+        elif input_precision == ir.INPUT_PRECISION.TF32x3:
+            x_hi, y_hi = _round_to_tf32(x), _round_to_tf32(y)
+            x_lo, y_lo = _round_to_tf32(x - x_hi), _round_to_tf32(y - y_hi)
+            product = np.matmul(x_hi, y_hi) + (np.matmul(x_hi, y_lo) + np.matmul(x_lo, y_hi))
+        else:
+            product = np.matmul(x, y)
+        return interpreter.TensorHandle(product.astype(acc.data.dtype) + acc.data, acc.dtype.scalar)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
+
+
+def test_tf32_products_keep_the_tolerances(kernels, tf32_products):
+    """With the device's roundings: TF32x3 keeps float32 inputs within the float32
+    tolerance (plain TF32 would leave about 4e-4), and TF32 keeps bfloat16 inputs within 3e-2."""
+    inputs = make_inputs(100, B=1, K=32, V=32)
+    expected = run(naive_delta_rule, *inputs)
+    compare(run_kernel(kernels, *inputs), expected, TOL_FLOAT32, "tf32x3")
+    compare(run_kernel(kernels, *inputs, dtype=torch.bfloat16), expected, 3e-2, "bf16 tf32")
+
+
 def test_float64_inputs_give_float64_results(kernels):
     """The kernels compute in float32: float64 inputs are rounded once on the way in."""
     q, k, v, beta, g, h0 = make_inputs(20, B=1, K=16, V=16)
