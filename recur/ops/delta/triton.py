@@ -434,6 +434,7 @@ def _recurrent_delta_kernel(
 
 
 def _launch(K: int, V: int) -> dict:
+    """Tiles of the walks and of the value loops: the whole key width, 32 value columns."""
     return {"BK": _pow2(K), "BV": _pow2(min(V, VALUE_TILE))}
 
 
@@ -469,6 +470,7 @@ def _walk(q, k, v, gc, W, U_v, h0, scale, T_pad, output, store_final, store_for_
     states = torch.empty(B * H, NC, K, V, device=device, dtype=torch.float32) if store_for_backward else None
     U = torch.empty(B * H, T_pad, V, device=device, dtype=torch.float32) if store_for_backward else None
     cfg = _launch(K, V)
+    # stands in for the buffers this launch neither reads nor writes
     unused = gc
     _walk_kernel[(triton.cdiv(V, cfg["BV"]), B * H)](
         q, k, gc, W, U_v, h0 if h0 is not None else unused, o if output else unused, U if U is not None else unused,
