@@ -1,4 +1,4 @@
-"""State tracking with delta rules: the published contrasts, at CPU scale.
+"""State tracking and recall with delta rules: the published contrasts, at CPU scale.
 
 Each test is a recipe (a full `RunConfig` from `recur.recipes` with its overrides) that
 trains on 2 CPU cores in minutes; results are in benchmarks/state-tracking.md.
@@ -8,6 +8,10 @@ trains on 2 CPU cores in minutes; results are in benchmarks/state-tracking.md.
   eigenvalues in [−1, 1] generalises; with [0, 1] it stays near chance (published scaled
   accuracy 1.000 vs 0.017). Mamba-2 likewise with a = 2 exp(ΔA) − 1 against exp(ΔA)
   (published 1.000 vs 0.000), here trained on lengths 2-24.
+- S3 word problem (Siems et al., "DeltaProduct", arXiv:2502.10297): one layer of
+  DeltaProduct with n_h = 2 Householder steps per token solves it, n_h = 1 does not.
+- MQAR (Arora et al., "Zoology", arXiv:2312.04927), vocabulary 64: Gated DeltaNet reaches
+  0.99 accuracy where GLA with the same matrix memory is far below after as many steps.
 """
 
 from __future__ import annotations
