@@ -1,11 +1,21 @@
-"""Nonlinear RNNs as a loop with their own backward: memory O(T/L) states, not T graphs.
+"""Nonlinear RNNs as a loop with a hand-written backward through time: no autograd graph.
 
-The forward runs the cell's step without autograd and keeps the state at the start of
-every block of L steps. The backward walks the blocks from last to first: it rebuilds
-one block's steps from its stored starting state, back-propagates the incoming gradients
-(of the block's outputs and of its end state) through them, and hands the gradient of
-the block's starting state to the block before. Only one block's graph lives at a time.
-Same recurrence and arguments as `naive_rnn`.
+FlashRNN (Pöppel, Beck, Hochreiter; arXiv:2412.07752), head-wise form:
+g_t = x_t + R h_{t-1} + b,  s_t = P(s_{t-1}, g_t). Same arguments as `naive_rnn`.
+
+The forward runs the cell's step without autograd and keeps every state s_0..s_T and the
+cell's per-step tape (e.g. its gate values): O(T · state) memory. The backward, for a
+cell with `hand_backward` (every cell in `CELLS`, and AL-RNN):
+
+    coefficients for all t at once          (elementwise, from the tape and the states)
+    for t = T … 1:  ds_{t-1} = local step   (elementwise ops and one product with Rᵀ)
+    dx = the stacked gate gradients,  db = their sum,  dR = Σ_t d_t u_tᵀ in one product
+
+where u_t is what R multiplied in the forward (h_{t-1} for most cells). The autograd
+loop instead records ~15 nodes per step and multiplies by R twice per step in its
+backward (for dh_{t-1} and for dR). A user cell without the hand-written methods gets
+a backward that rebuilds one block of 64 steps at a time through autograd from the
+state at the block's start (memory T/64 states plus one block's graph).
 """
 
 from __future__ import annotations
@@ -15,23 +25,59 @@ import torch
 from .cells import Cell
 from .checks import check_rnn_inputs, initial_states
 
-# steps rebuilt at once in the backward: long enough to amortise the per-call overhead,
-# short enough that one block's graph is small
+# steps rebuilt at once in the autograd fallback's backward: long enough to amortise the
+# per-call overhead, short enough that one block's graph is small
 BLOCK = 64
 
 
-class _SequentialRNN(torch.autograd.Function):
+class _BackpropThroughTime(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell, x, R, b, *state):
+        prepared = cell.prepare(R)
+        states, tapes = [state], []
+        for x_t in x.unbind(1):
+            state, tape = cell.tape_step(x_t, prepared, b, state)
+            states.append(state)
+            tapes.append(tape)
+        # every state component [T + 1, B, H, Dh]; every tape entry [T, ...]
+        stacked = [torch.stack(s) for s in zip(*states, strict=True)]
+        tape = [torch.stack(t) for t in zip(*tapes, strict=True)]
+        ctx.cell, ctx.num_states = cell, len(state)
+        ctx.save_for_backward(x, R, b, *stacked, *tape)
+        return (stacked[0][1:].transpose(0, 1).contiguous(), *state)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h, *grad_final):
+        x, R, b, *saved = ctx.saved_tensors
+        cell, S = ctx.cell, ctx.num_states
+        stacked, tape = saved[:S], tuple(saved[S:])
+        prev, new = tuple(s[:-1] for s in stacked), tuple(s[1:] for s in stacked)
+        T = x.shape[1]
+        prepared = cell.prepare(R)
+        coef = cell.grad_setup(tape, prev, new, R, b)
+        grad = tuple(torch.zeros_like(s[-1]) if g is None else g for s, g in zip(stacked, grad_final, strict=True))
+        outputs = (torch.zeros_like(new[0]) if grad_h is None else grad_h.transpose(0, 1)).unbind(0)
+        records = [None] * T
+        for t in reversed(range(T)):
+            records[t], grad = cell.local_grads(tuple(c[t] for c in coef), prepared, b, outputs[t], grad)
+        dx, dR, db = cell.param_grads(torch.stack(records), coef, tape, prev, new, R, b)
+        return (None, dx.transpose(0, 1).contiguous(), dR, db, *grad)
+
+
+class _BlockRecompute(torch.autograd.Function):
+    """The fallback for cells without a hand-written backward: autograd on one block at a time."""
+
     @staticmethod
     def forward(ctx, cell, x, R, b, *state):
         T = x.shape[1]
         starts = []
-        with torch.no_grad():
-            outputs = []
-            for t in range(T):
-                if t % BLOCK == 0:
-                    starts.append(torch.stack(state))
-                state = cell.step(x[:, t], R, b, state)
-                outputs.append(state[0])
+        outputs = []
+        for t in range(T):
+            if t % BLOCK == 0:
+                starts.append(torch.stack(state))
+            state = cell.step(x[:, t], R, b, state)
+            outputs.append(state[0])
         h = torch.stack(outputs, dim=1)
         ctx.cell = cell
         ctx.save_for_backward(x, R, b, *starts)
@@ -78,7 +124,8 @@ def sequential_rnn(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A nonlinear RNN as a loop whose backward recomputes one block of steps at a time.
+    """A nonlinear RNN as a loop with a hand-written backward through time (block
+    recomputation through autograd for cells without one).
 
     Arguments and returns as `naive_rnn`.
     """
@@ -87,5 +134,6 @@ def sequential_rnn(
     state = initial_states(initial_state, cell, x_proj, dtype)
     if T == 0:
         return x_proj.new_zeros(B, 0, H, Dh), (torch.stack(state) if output_final_state else None)
-    h, *final = _SequentialRNN.apply(cell, x_proj.to(dtype), R.to(dtype), b.to(dtype), *state)
+    form = _BackpropThroughTime if cell.hand_backward else _BlockRecompute
+    h, *final = form.apply(cell, x_proj.to(dtype), R.to(dtype), b.to(dtype), *state)
     return h.to(x_proj.dtype), (torch.stack(final) if output_final_state else None)
