@@ -12,19 +12,18 @@ Shapes (leading dims `...` are [B] in the loops and [B, T] in the Newton solver)
     state  tuple of S tensors [..., H, Dh]; state[0] is the output h
 
 Every cell here also carries its own backward through time for the sequential form
-(`recur.ops.rnn.sequential`), in five methods:
-    prepare(R) -> P                         R laid out once for the per-step products
-    tape_step(x_t, P, b, s) -> (s_t, tape)  the step without autograd, plus what the
-                                            backward needs of it (e.g. the gate values)
-    grad_setup(tape, prev, new, R, b)       per-step coefficients for all T at once
-                                            (tape, prev = s_0..s_{T-1}, new = s_1..s_T
-                                            stacked on a leading T axis)
-    local_grads(coef_t, P, b, dh_t, ds_t)   one step back: from dL/dh_t of the output and
-                                            dL/ds_t carried from t + 1, the step's gradient
-                                            record and dL/ds_{t-1}: elementwise ops and one
-                                            product with Rᵀ
-    param_grads(record, coef, tape, prev, new, R, b) -> (dx, dR, db) for all T at once
-                                            (dR one batched product over T)
+(`recur.ops.rnn.sequential`), in four methods:
+    prepare(R) -> P                          R laid out once for the per-step products
+    tape_step(x_t, P, b, s) -> (s_t, tape)   the step without autograd, plus what the
+                                             backward needs of it (e.g. the gate values)
+    local_grads(tape_t, s_{t-1}, s_t, P, b, dh_t, ds_t) -> (record_t, ds_{t-1})
+                                             one step back: from dL/dh_t of the output and
+                                             dL/ds_t carried from t + 1, the step's gate
+                                             gradients (its record) and dL/ds_{t-1};
+                                             elementwise ops and one product with Rᵀ
+    param_grads(record, tape, prev, new, R, b) -> (dx, dR, db) for all T at once, dR as
+                                             one product over (B, T); everything stacked
+                                             [B, T, ...], prev = s_0..s_{T-1}, new = s_1..s_T
 """
 
 from __future__ import annotations
@@ -39,9 +38,13 @@ def recurrent(h: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
 
 
 def weight_grad(d: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Σ_t,b d_g u^T per gate and head: d [T, B, G, H, Dh] (gradients of R u), u [T, B, H, Dh]
+    """Σ_b,t d_g u^T per gate and head: d [B, T, G, H, Dh] (gradients of R u), u [B, T, H, Dh]
     (what R multiplied) -> [G, H, Dh, Dh]."""
-    return torch.einsum("tbghe,tbhd->ghed", d, u)
+    B, T, G, H, Dh = d.shape
+    if H == 1:
+        # one matrix product over all B·T rows (the einsum would copy d into its layout)
+        return torch.mm(d.reshape(B * T, G * Dh).t(), u.reshape(B * T, Dh)).view(G, 1, Dh, Dh)
+    return torch.einsum("btghe,bthd->ghed", d, u)
 
 
 class Recurrence:
@@ -83,7 +86,7 @@ class Cell:
     Subclasses set the class attributes and implement `step`. A cell whose Jacobian
     ∂s_t/∂s_{t-1} is diagonal per unit (an S×S block of diagonals for S states) sets
     `jacobian_structure = "diagonal"` and can be solved by Newton (`recur.ops.newton`).
-    A cell that sets `hand_backward = True` implements the five backward-through-time
+    A cell that sets `hand_backward = True` implements the four backward-through-time
     methods of the module docstring; the sequential form uses them, and otherwise
     rebuilds blocks of steps through autograd in its backward.
     """
@@ -156,16 +159,13 @@ class Elman(Cell):
         pre = x[..., 0, :, :] + P(h)[..., 0, :, :] + b[0]
         return (torch.tanh(pre) if self.activation == "tanh" else F.relu(pre),), ()
 
-    def grad_setup(self, tape, prev, new, R, b):
+    def local_grads(self, tape, prev, new, P, b, out, grad):
         # φ' from the output: 1 − h² for tanh; for ReLU h > 0 exactly where the input is
-        h = new[0]
-        return ((1 - h * h) if self.activation == "tanh" else (h > 0).to(h.dtype),)
-
-    def local_grads(self, coef, P, b, out, grad):
-        d = ((grad[0] + out) * coef[0]).unsqueeze(-3)
+        h, dh = new[0], grad[0] + out
+        d = (dh * (1 - h * h) if self.activation == "tanh" else torch.where(h > 0, dh, 0)).unsqueeze(-3)
         return d, (P.transposed(d),)
 
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         return d, weight_grad(d, prev[0]), _sum_tb(d)
 
     def __repr__(self) -> str:
@@ -187,14 +187,11 @@ class IndRNN(Cell):
     def tape_step(self, x, P, b, state):
         return self.step(x, P, b, state), ()
 
-    def grad_setup(self, tape, prev, new, R, b):
-        return ((new[0] > 0).to(new[0].dtype),)
-
-    def local_grads(self, coef, P, b, out, grad):
-        d = (grad[0] + out) * coef[0]
+    def local_grads(self, tape, prev, new, P, b, out, grad):
+        d = torch.where(new[0] > 0, grad[0] + out, 0)
         return d, (d * P[0],)
 
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         return d.unsqueeze(2), _sum_tb(d * prev[0]).unsqueeze(0), _sum_tb(d).unsqueeze(0)
 
 
@@ -217,30 +214,27 @@ class LSTM(Cell):
     def tape_step(self, x, P, b, state):
         h, c = state
         pre = x + P(h) + b
-        # σ of all four gates in one call; the g slot is replaced by tanh(g) below
-        gates = torch.sigmoid(pre)
-        g = torch.tanh(pre[..., 2, :, :])
-        i, f, _, o = gates.unbind(-3)
+        # the activated gates (σ(i), σ(f), tanh(g), σ(o)): σ of all four in one call, then
+        # tanh into the g slot
+        act = torch.sigmoid(pre)
+        torch.tanh(pre[..., 2, :, :], out=act[..., 2, :, :])
+        i, f, g, o = act.unbind(-3)
         c = torch.addcmul(f * c, i, g)
-        return (o * torch.tanh(c), c), (gates, g)
+        return (o * torch.tanh(c), c), (act,)
 
-    def grad_setup(self, tape, prev, new, R, b):
-        gates, g = tape
-        i, f, _, o = gates.unbind(-3)
-        tanh_c = torch.tanh(new[1])
-        # the gates' pre-activation gradients are (dc K_i, dc K_f, dc K_g, dh K_o) with
-        # dc = dc_{t+1→t} + dh · o (1 − tanh² c)
-        K = torch.stack([g * i * (1 - i), prev[1] * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], dim=-3)
-        return K, o * (1 - tanh_c * tanh_c), f
-
-    def local_grads(self, coef, P, b, out, grad):
-        K, dc_dh, f = coef
+    def local_grads(self, tape, prev, new, P, b, out, grad):
+        (act,) = tape
+        i, f, g, o = act.unbind(-3)
         dh = grad[0] + out
-        dc = torch.addcmul(grad[1], dh, dc_dh)
-        d = K * torch.stack([dc, dc, dc, dh], dim=-3)
+        tanh_c = torch.tanh(new[1])
+        dc = torch.addcmul(grad[1], dh * o, 1 - tanh_c * tanh_c)
+        # σ' = σ (1 − σ), tanh' = 1 − tanh²
+        slope = act * (1 - act)
+        slope[..., 2, :, :] = 1 - g * g
+        d = torch.stack([dc * g, dc * prev[1], dc * i, dh * tanh_c], dim=-3).mul_(slope)
         return d, (P.transposed(d), dc * f)
 
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         return d, weight_grad(d, prev[0]), _sum_tb(d)
 
 
@@ -270,22 +264,17 @@ class GRU(Cell):
         n = torch.tanh(torch.addcmul(x[..., 2, :, :] + b[2], r, hn))
         return (torch.addcmul(n, z, h - n),), (rz, n, hn)
 
-    def grad_setup(self, tape, prev, new, R, b):
+    def local_grads(self, tape, prev, new, P, b, out, grad):
         rz, n, hn = tape
         r, z = rz.unbind(-3)
-        dn = (1 - z) * (1 - n * n)
-        # dh times these: the gradients of (r, z, R_n h + b_hn, input n) pre-activations;
-        # the first three are what R multiplied into
-        K = torch.stack([dn * hn * r * (1 - r), (prev[0] - n) * z * (1 - z), dn * r, dn], dim=-3)
-        return K, z
-
-    def local_grads(self, coef, P, b, out, grad):
-        K, z = coef
         dh = grad[0] + out
-        d = K * dh.unsqueeze(-3)
+        dn = dh * (1 - z) * (1 - n * n)
+        # the gradients of the pre-activations of r, z, of R_n h + b_hn and of the input n;
+        # R multiplied into the first three
+        d = torch.stack([dn * hn * r * (1 - r), dh * (prev[0] - n) * z * (1 - z), dn * r, dn], dim=-3)
         return d, (torch.addcmul(P.transposed(d[..., :3, :, :]), dh, z),)
 
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         db = _sum_tb(d)
         return d[:, :, [0, 1, 3]], weight_grad(d[:, :, :3], prev[0]), db[[0, 1, 3, 2]]
 
@@ -313,23 +302,18 @@ class MGU(Cell):
         candidate = torch.tanh(x[..., 1, :, :] + P[1](f * h)[..., 0, :, :] + b[1])
         return (torch.addcmul(h, f, candidate - h),), (f, candidate)
 
-    def grad_setup(self, tape, prev, new, R, b):
+    def local_grads(self, tape, prev, new, P, b, out, grad):
         f, candidate = tape
-        df = f * (1 - f)
-        return f * (1 - candidate * candidate), (candidate - prev[0]) * df, prev[0] * df, f
-
-    def local_grads(self, coef, P, b, out, grad):
-        dcandidate, df_direct, df_through, f = coef
-        dh = grad[0] + out
-        d_candidate = (dh * dcandidate).unsqueeze(-3)
+        h, dh = prev[0], grad[0] + out
+        d_candidate = (dh * f * (1 - candidate * candidate)).unsqueeze(-3)
         # R_hᵀ of the candidate's gradient reaches f and h through f ⊙ h: the second
         # product depends on the first, so this cell needs two per step
         v = P[1].transposed(d_candidate)
-        d_f = (dh * df_direct + v * df_through).unsqueeze(-3)
+        d_f = (torch.addcmul(dh * (candidate - h), v, h) * f * (1 - f)).unsqueeze(-3)
         dh_prev = torch.addcmul(dh, f, v - dh) + P[0].transposed(d_f)
         return torch.cat([d_f, d_candidate], dim=-3), (dh_prev,)
 
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         f = tape[0]
         dR = torch.cat([weight_grad(d[:, :, :1], prev[0]), weight_grad(d[:, :, 1:], f * prev[0])])
         return d, dR, _sum_tb(d)
@@ -380,26 +364,18 @@ class RHN(Cell):
             s = torch.addcmul(s, carry, candidate - s)
         return (s,), (*inputs, *candidates, *carries)
 
-    def grad_setup(self, tape, prev, new, R, b):
-        L = len(tape) // 3
-        inputs, candidates, carries = tape[:L], tape[L : 2 * L], tape[2 * L :]
-        K = [
-            torch.stack([t * (1 - c * c), (c - s) * t * (1 - t)], dim=-3)
-            for s, c, t in zip(inputs, candidates, carries, strict=True)
-        ]
-        return (*K, *(1 - t for t in carries))
-
-    def local_grads(self, coef, P, b, out, grad):
+    def local_grads(self, tape, prev, new, P, b, out, grad):
         L = len(P)
-        K, keep = coef[:L], coef[L:]
         ds = grad[0] + out
         d = [None] * L
         for layer in reversed(range(L)):
-            d[layer] = K[layer] * ds.unsqueeze(-3)
-            ds = torch.addcmul(P[layer].transposed(d[layer]), ds, keep[layer])
+            s, c, t = tape[layer], tape[L + layer], tape[2 * L + layer]
+            dc = ds * t
+            d[layer] = torch.stack([dc * (1 - c * c), (c - s) * dc * (1 - t)], dim=-3)
+            ds = torch.addcmul(P[layer].transposed(d[layer]), ds, 1 - t)
         return torch.cat(d, dim=-3), (ds,)
 
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         L = len(tape) // 3
         dR = torch.cat([weight_grad(d[:, :, 2 * layer : 2 * layer + 2], tape[layer]) for layer in range(L)])
         return d[:, :, :2], dR, _sum_tb(d)
@@ -437,7 +413,7 @@ class SLSTM(Cell):
         pre = x + P(state[0]) + b
         return self._update(pre, state), (pre,)
 
-    def grad_setup(self, tape, prev, new, R, b):
+    def local_grads(self, tape, prev, new, P, b, out, grad):
         (pre,) = tape
         i_pre, f_pre, z_pre, o_pre = pre.unbind(-3)
         _, c_prev, n_prev, m_prev = prev
@@ -445,31 +421,29 @@ class SLSTM(Cell):
         empty = n_prev == 0
         a = F.logsigmoid(f_pre) + m_prev
         i = torch.exp(i_pre - m)
-        f = torch.where(empty, torch.zeros_like(m), torch.exp((a - m).clamp(max=0)))
+        f = torch.where(empty, 0, torch.exp((a - m).clamp(max=0)))
         tanh_z = torch.tanh(z_pre)
         o = torch.sigmoid(o_pre)
-        # the share of ∂L/∂m_t that goes to log σ(f̃) + m_{t-1}: torch.maximum splits a tie evenly
-        to_a = torch.where(empty, 0.0, (a > i_pre).to(a.dtype) + 0.5 * (a == i_pre).to(a.dtype))
-        return (
-            (c / n) * o * (1 - o), o / n, -h / n, i * (1 - tanh_z * tanh_z), tanh_z, i, f,
-            c_prev, n_prev, to_a, torch.sigmoid(-f_pre),
-        )
-
-    def local_grads(self, coef, P, b, out, grad):
-        K_o, dc_dh, dn_dh, K_z, tanh_z, i, f, c_prev, n_prev, to_a, dlogf = coef
         dh = grad[0] + out
-        dc = torch.addcmul(grad[1], dh, dc_dh)
-        dn = torch.addcmul(grad[2], dh, dn_dh)
+        # h = σ(õ) c / n
+        dc = torch.addcmul(grad[1], dh, o / n)
+        dn = grad[2] - dh * h / n
+        # i and f (times themselves: ∂ exp(u)/∂u) through c = f c + i tanh(z̃), n = f n + i
         di = torch.addcmul(dn, dc, tanh_z) * i
         df = torch.addcmul(dc * c_prev, dn, n_prev) * f
-        # m_t enters i and f as exp(· − m_t)
+        # m_t enters both as exp(· − m_t); m_t = max(log σ(f̃) + m_{t-1}, ĩ), and
+        # torch.maximum splits the gradient of a tie evenly
         dm = grad[3] - di - df
+        to_a = torch.where(empty, 0, (a > i_pre).to(a.dtype) + 0.5 * (a == i_pre).to(a.dtype))
         dm_a = dm * to_a
         da = df + dm_a
-        d = torch.stack([di + dm - dm_a, da * dlogf, dc * K_z, dh * K_o], dim=-3)
+        d = torch.stack(
+            [di + dm - dm_a, da * torch.sigmoid(-f_pre), dc * i * (1 - tanh_z * tanh_z), dh * c / n * o * (1 - o)],
+            dim=-3,
+        )
         return d, (P.transposed(d), dc * f, dn * f, da)
 
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         return d, weight_grad(d, prev[0]), _sum_tb(d)
 
 
@@ -503,17 +477,16 @@ class ALRNN(Cell):
         (z,) = state
         return (b[0] * z + P(self._phi(z))[..., 0, :, :] + b[1] + x[..., 0, :, :],), ()
 
-    def grad_setup(self, tape, prev, new, R, b):
-        z = prev[0]
-        Dh = z.shape[-1]
-        linear, piecewise = z.split([Dh - self.num_relu, self.num_relu], dim=-1)
-        return (torch.cat([torch.ones_like(linear), (piecewise > 0).to(z.dtype)], dim=-1),)
+    def local_grads(self, tape, prev, new, P, b, out, grad):
+        z, dz = prev[0], grad[0] + out
+        d = dz.unsqueeze(-3)
+        # φ*' is 1 on the linear units and z > 0 on the ReLU ones
+        dphi = P.transposed(d)
+        relu_units = slice(z.shape[-1] - self.num_relu, None)
+        dphi[..., relu_units] = torch.where(z[..., relu_units] > 0, dphi[..., relu_units], 0)
+        return d, (torch.addcmul(dphi, b[0], dz),)
 
-    def local_grads(self, coef, P, b, out, grad):
-        dz = (grad[0] + out).unsqueeze(-3)
-        return dz, (torch.addcmul(b[0] * dz[..., 0, :, :], coef[0], P.transposed(dz)),)
-
-    def param_grads(self, d, coef, tape, prev, new, R, b):
+    def param_grads(self, d, tape, prev, new, R, b):
         z = prev[0]
         db = torch.stack([_sum_tb(d[:, :, 0] * z), _sum_tb(d[:, :, 0])])
         return d, weight_grad(d, self._phi(z)), db
@@ -566,22 +539,17 @@ class ParaGRU(Cell):
         new, z, r, candidate = self._forward(x, P, b, state[0])
         return new, (z, r, candidate)
 
-    def grad_setup(self, tape, prev, new, R, b):
+    def local_grads(self, tape, prev, new, P, b, out, grad):
+        # the record is dL/dh_t; the gate gradients follow for all t at once in param_grads
+        dh = grad[0] + out
+        return dh, (dh * self._jacobian(P, prev[0], *tape),)
+
+    def param_grads(self, dh, tape, prev, new, R, b):
         z, r, candidate = tape
         h = prev[0]
-        # dh_t times these: the (z, r, ĥ) pre-activation gradients
-        d_candidate = z * (1 - candidate * candidate)
-        K = torch.stack([(candidate - h) * z * (1 - z), d_candidate * R[2] * h * r * (1 - r), d_candidate], dim=-3)
-        return K, self._jacobian(R, h, z, r, candidate)
-
-    def local_grads(self, coef, P, b, out, grad):
-        dh = grad[0] + out
-        return dh, (dh * coef[1],)
-
-    def param_grads(self, dh, coef, tape, prev, new, R, b):
-        d = coef[0] * dh.unsqueeze(2)
-        h, r = prev[0], tape[1]
-        dR = torch.stack([_sum_tb(d[:, :, 0] * h), _sum_tb(d[:, :, 1] * h), _sum_tb(d[:, :, 2] * h * r)])
+        d_candidate = dh * z * (1 - candidate * candidate)
+        d = torch.stack([dh * (candidate - h) * z * (1 - z), d_candidate * R[2] * h * r * (1 - r), d_candidate], dim=2)
+        dR = torch.stack([_sum_tb(d[:, :, 0] * h), _sum_tb(d[:, :, 1] * h), _sum_tb(d_candidate * h * r)])
         return d, dR, _sum_tb(d)
 
 
@@ -633,18 +601,15 @@ class ParaLSTM(Cell):
         new, f, candidate, o, tanh_c = self._forward(x, P, b, state)
         return new, (f, candidate, o, tanh_c)
 
-    def grad_setup(self, tape, prev, new, R, b):
-        (J_hh, J_hc), (J_ch, J_cc) = self._jacobian(R, prev[1], *tape)[0]
-        return J_hh, J_hc, J_ch, J_cc
-
-    def local_grads(self, coef, P, b, out, grad):
-        J_hh, J_hc, J_ch, J_cc = coef
+    def local_grads(self, tape, prev, new, P, b, out, grad):
+        # the record is (dL/dh_t, dL/dc_t from t + 1); the gate gradients follow for all t
+        # at once in param_grads
+        (J_hh, J_hc), (J_ch, J_cc) = self._jacobian(P, prev[1], *tape)[0]
         dh, dc = grad[0] + out, grad[1]
-        return torch.stack([dh, dc]), (torch.addcmul(dh * J_hh, dc, J_ch), torch.addcmul(dh * J_hc, dc, J_cc))
+        return torch.stack([dh, dc], dim=-3), (torch.addcmul(dh * J_hh, dc, J_ch), torch.addcmul(dh * J_hc, dc, J_cc))
 
-    def param_grads(self, record, coef, tape, prev, new, R, b):
-        # record [T, 2, B, H, Dh]: dL/dh_t and dL/dc_t (from t + 1) at every step
-        dh, dc = record.unbind(1)
+    def param_grads(self, record, tape, prev, new, R, b):
+        dh, dc = record.unbind(2)
         f, candidate, o, tanh_c = tape
         h, c = prev
         _, dh_dc_new = self._jacobian(R, c, f, candidate, o, tanh_c)

@@ -33,36 +33,64 @@ BLOCK = 64
 class _BackpropThroughTime(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, x, R, b, *state):
+        B, T = x.shape[:2]
         prepared = cell.prepare(R)
-        states, tapes = [state], []
-        for x_t in x.unbind(1):
+        # every state s_0..s_T [B, T + 1, ...] and every tape entry [B, T, ...], written
+        # step by step while they are in cache (stacking them at the end costs more);
+        # the per-step views are made once: indexing in the loop costs more than the copy
+        states = [s.new_empty(B, T + 1, *s.shape[1:]) for s in state]
+        state_steps = [buffer.unbind(1) for buffer in states]
+        for steps, s in zip(state_steps, state, strict=True):
+            steps[0].copy_(s)
+        tapes = tape_steps = None
+        for t, x_t in enumerate(x.unbind(1)):
             state, tape = cell.tape_step(x_t, prepared, b, state)
-            states.append(state)
-            tapes.append(tape)
-        # every state component [T + 1, B, H, Dh]; every tape entry [T, ...]
-        stacked = [torch.stack(s) for s in zip(*states, strict=True)]
-        tape = [torch.stack(t) for t in zip(*tapes, strict=True)]
-        ctx.cell, ctx.num_states = cell, len(state)
-        ctx.save_for_backward(x, R, b, *stacked, *tape)
-        return (stacked[0][1:].transpose(0, 1).contiguous(), *state)
+            if tapes is None:
+                tapes = [v.new_empty(B, T, *v.shape[1:]) for v in tape]
+                tape_steps = [buffer.unbind(1) for buffer in tapes]
+            for steps, s in zip(state_steps, state, strict=True):
+                steps[t + 1].copy_(s)
+            for steps, v in zip(tape_steps, tape, strict=True):
+                steps[t].copy_(v)
+        ctx.cell = cell
+        ctx.save_for_backward(x, R, b, *states, *tapes)
+        ctx.num_states = len(states)
+        return (states[0][:, 1:], *state)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h, *grad_final):
         x, R, b, *saved = ctx.saved_tensors
         cell, S = ctx.cell, ctx.num_states
-        stacked, tape = saved[:S], tuple(saved[S:])
-        prev, new = tuple(s[:-1] for s in stacked), tuple(s[1:] for s in stacked)
-        T = x.shape[1]
+        states, tapes = saved[:S], tuple(saved[S:])
+        B, T = x.shape[:2]
         prepared = cell.prepare(R)
-        coef = cell.grad_setup(tape, prev, new, R, b)
-        grad = tuple(torch.zeros_like(s[-1]) if g is None else g for s, g in zip(stacked, grad_final, strict=True))
-        outputs = (torch.zeros_like(new[0]) if grad_h is None else grad_h.transpose(0, 1)).unbind(0)
-        records = [None] * T
+        grad = tuple(torch.zeros_like(s[:, -1]) if g is None else g for s, g in zip(states, grad_final, strict=True))
+        outputs = (torch.zeros_like(states[0][:, 1:]) if grad_h is None else grad_h).unbind(1)
+        state_steps = list(zip(*(s.unbind(1) for s in states), strict=True))
+        tape_steps = list(zip(*(v.unbind(1) for v in tapes), strict=True)) if tapes else [()] * T
+        records = record_steps = None
         for t in reversed(range(T)):
-            records[t], grad = cell.local_grads(tuple(c[t] for c in coef), prepared, b, outputs[t], grad)
-        dx, dR, db = cell.param_grads(torch.stack(records), coef, tape, prev, new, R, b)
-        return (None, dx.transpose(0, 1).contiguous(), dR, db, *grad)
+            record, grad = cell.local_grads(
+                tape_steps[t], state_steps[t], state_steps[t + 1], prepared, b, outputs[t], grad
+            )
+            if records is None:
+                records = record.new_empty(B, T, *record.shape[1:])
+                record_steps = records.unbind(1)
+            record_steps[t].copy_(record)
+        prev, new = tuple(s[:, :-1] for s in states), tuple(s[:, 1:] for s in states)
+        dx, dR, db = cell.param_grads(records, tapes, prev, new, R, b)
+        return (None, dx, dR, db, *grad)
+
+
+def _loop_without_grad(cell: Cell, x, R, b, *state):
+    """The forward alone (nothing asks for a gradient): no tape, no stored states."""
+    prepared = cell.prepare(R)
+    h = x.new_empty(x.shape[0], x.shape[1], *state[0].shape[1:])
+    for h_t, x_t in zip(h.unbind(1), x.unbind(1), strict=True):
+        state, _ = cell.tape_step(x_t, prepared, b, state)
+        h_t.copy_(state[0])
+    return (h, *state)
 
 
 class _BlockRecompute(torch.autograd.Function):
@@ -134,6 +162,11 @@ def sequential_rnn(
     state = initial_states(initial_state, cell, x_proj, dtype)
     if T == 0:
         return x_proj.new_zeros(B, 0, H, Dh), (torch.stack(state) if output_final_state else None)
-    form = _BackpropThroughTime if cell.hand_backward else _BlockRecompute
-    h, *final = form.apply(cell, x_proj.to(dtype), R.to(dtype), b.to(dtype), *state)
+    inputs = (x_proj.to(dtype), R.to(dtype), b.to(dtype), *state)
+    if not cell.hand_backward:
+        h, *final = _BlockRecompute.apply(cell, *inputs)
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        h, *final = _BackpropThroughTime.apply(cell, *inputs)
+    else:
+        h, *final = _loop_without_grad(cell, *inputs)
     return h.to(x_proj.dtype), (torch.stack(final) if output_final_state else None)
