@@ -75,9 +75,39 @@ class Recurrence:
         return torch.bmm(d.permute(2, 0, 1, 3).reshape(H, B, G * Dh), self.backward_matrix).transpose(0, 1)
 
 
+    def plus(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """x + R h for x [B, G, H, Dh] (one fused multiply-add with one head)."""
+        if self.H == 1:
+            B = h.shape[0]
+            return torch.addmm(x.reshape(B, -1), h.reshape(B, self.Dh), self.forward_matrix[0]).view(B, self.G, 1, self.Dh)
+        return x + self(h)
+
+
 def _sum_tb(x: torch.Tensor) -> torch.Tensor:
-    """Sum over the leading time and batch axes."""
+    """Sum over the leading batch and time axes."""
     return x.sum((0, 1))
+
+
+# the per-step backward runs ~20 small elementwise ops, whose cost is mostly per call: a
+# Python scalar in `1 - x` is wrapped into a tensor on every call, a cached one is not
+_ONES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _one(x: torch.Tensor) -> torch.Tensor:
+    key = (x.dtype, x.device)
+    if key not in _ONES:
+        _ONES[key] = torch.ones((), dtype=x.dtype, device=x.device)
+    return _ONES[key]
+
+
+def one_minus(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """1 − x, or 1 − x y."""
+    return _one(x) - x if y is None else torch.addcmul(_one(x), x, y, value=-1)
+
+
+def sigmoid_slope(s: torch.Tensor) -> torch.Tensor:
+    """σ' = s (1 − s) from s = σ(·)."""
+    return torch.addcmul(s, s, s, value=-1)
 
 
 class Cell:
@@ -156,13 +186,13 @@ class Elman(Cell):
 
     def tape_step(self, x, P, b, state):
         (h,) = state
-        pre = x[..., 0, :, :] + P(h)[..., 0, :, :] + b[0]
+        pre = P.plus(x, h)[..., 0, :, :] + b[0]
         return (torch.tanh(pre) if self.activation == "tanh" else F.relu(pre),), ()
 
     def local_grads(self, tape, prev, new, P, b, out, grad):
         # φ' from the output: 1 − h² for tanh; for ReLU h > 0 exactly where the input is
         h, dh = new[0], grad[0] + out
-        d = (dh * (1 - h * h) if self.activation == "tanh" else torch.where(h > 0, dh, 0)).unsqueeze(-3)
+        d = (dh * one_minus(h, h) if self.activation == "tanh" else torch.where(h > 0, dh, 0)).unsqueeze(-3)
         return d, (P.transposed(d),)
 
     def param_grads(self, d, tape, prev, new, R, b):
@@ -213,7 +243,7 @@ class LSTM(Cell):
 
     def tape_step(self, x, P, b, state):
         h, c = state
-        pre = x + P(h) + b
+        pre = P.plus(x, h) + b
         # the activated gates (σ(i), σ(f), tanh(g), σ(o)): σ of all four in one call, then
         # tanh into the g slot
         act = torch.sigmoid(pre)
@@ -227,10 +257,10 @@ class LSTM(Cell):
         i, f, g, o = act.unbind(-3)
         dh = grad[0] + out
         tanh_c = torch.tanh(new[1])
-        dc = torch.addcmul(grad[1], dh * o, 1 - tanh_c * tanh_c)
+        dc = torch.addcmul(grad[1], dh * o, one_minus(tanh_c, tanh_c))
         # σ' = σ (1 − σ), tanh' = 1 − tanh²
-        slope = act * (1 - act)
-        slope[..., 2, :, :] = 1 - g * g
+        slope = sigmoid_slope(act)
+        torch.addcmul(_one(g), g, g, value=-1, out=slope[..., 2, :, :])
         d = torch.stack([dc * g, dc * prev[1], dc * i, dh * tanh_c], dim=-3).mul_(slope)
         return d, (P.transposed(d), dc * f)
 
@@ -268,10 +298,11 @@ class GRU(Cell):
         rz, n, hn = tape
         r, z = rz.unbind(-3)
         dh = grad[0] + out
-        dn = dh * (1 - z) * (1 - n * n)
+        dn = dh * one_minus(z) * one_minus(n, n)
         # the gradients of the pre-activations of r, z, of R_n h + b_hn and of the input n;
         # R multiplied into the first three
-        d = torch.stack([dn * hn * r * (1 - r), dh * (prev[0] - n) * z * (1 - z), dn * r, dn], dim=-3)
+        d = torch.stack([dn * hn, dh * (prev[0] - n), dn * r, dn], dim=-3)
+        d[..., :2, :, :].mul_(sigmoid_slope(rz))
         return d, (torch.addcmul(P.transposed(d[..., :3, :, :]), dh, z),)
 
     def param_grads(self, d, tape, prev, new, R, b):
@@ -305,11 +336,11 @@ class MGU(Cell):
     def local_grads(self, tape, prev, new, P, b, out, grad):
         f, candidate = tape
         h, dh = prev[0], grad[0] + out
-        d_candidate = (dh * f * (1 - candidate * candidate)).unsqueeze(-3)
+        d_candidate = (dh * f * one_minus(candidate, candidate)).unsqueeze(-3)
         # R_hᵀ of the candidate's gradient reaches f and h through f ⊙ h: the second
         # product depends on the first, so this cell needs two per step
         v = P[1].transposed(d_candidate)
-        d_f = (torch.addcmul(dh * (candidate - h), v, h) * f * (1 - f)).unsqueeze(-3)
+        d_f = (torch.addcmul(dh * (candidate - h), v, h) * sigmoid_slope(f)).unsqueeze(-3)
         dh_prev = torch.addcmul(dh, f, v - dh) + P[0].transposed(d_f)
         return torch.cat([d_f, d_candidate], dim=-3), (dh_prev,)
 
@@ -371,8 +402,9 @@ class RHN(Cell):
         for layer in reversed(range(L)):
             s, c, t = tape[layer], tape[L + layer], tape[2 * L + layer]
             dc = ds * t
-            d[layer] = torch.stack([dc * (1 - c * c), (c - s) * dc * (1 - t)], dim=-3)
-            ds = torch.addcmul(P[layer].transposed(d[layer]), ds, 1 - t)
+            keep = one_minus(t)
+            d[layer] = torch.stack([dc * one_minus(c, c), (c - s) * dc * keep], dim=-3)
+            ds = torch.addcmul(P[layer].transposed(d[layer]), ds, keep)
         return torch.cat(d, dim=-3), (ds,)
 
     def param_grads(self, d, tape, prev, new, R, b):
@@ -410,7 +442,7 @@ class SLSTM(Cell):
         return torch.sigmoid(o_pre) * c / n, c, n, m_new
 
     def tape_step(self, x, P, b, state):
-        pre = x + P(state[0]) + b
+        pre = P.plus(x, state[0]) + b
         return self._update(pre, state), (pre,)
 
     def local_grads(self, tape, prev, new, P, b, out, grad):
@@ -438,7 +470,7 @@ class SLSTM(Cell):
         dm_a = dm * to_a
         da = df + dm_a
         d = torch.stack(
-            [di + dm - dm_a, da * torch.sigmoid(-f_pre), dc * i * (1 - tanh_z * tanh_z), dh * c / n * o * (1 - o)],
+            [di + dm - dm_a, da * torch.sigmoid(-f_pre), dc * i * one_minus(tanh_z, tanh_z), dh * c / n * sigmoid_slope(o)],
             dim=-3,
         )
         return d, (P.transposed(d), dc * f, dn * f, da)
