@@ -21,9 +21,10 @@ Every cell here also carries its own backward through time for the sequential fo
                                              dL/ds_t carried from t + 1, the step's gate
                                              gradients (its record) and dL/ds_{t-1};
                                              elementwise ops and one product with Rᵀ
-    param_grads(record, tape, prev, new, R, b) -> (dx, dR, db) for all T at once, dR as
-                                             one product over (B, T); everything stacked
-                                             [B, T, ...], prev = s_0..s_{T-1}, new = s_1..s_T
+    param_grads(record, steps, R, b) -> (dx, dR, db) for all T at once: record stacked
+                                             [B, T, ...], `steps` (a `Steps`) gives what the
+                                             forward kept stacked the same way; dR is one
+                                             product over (B, T)
 """
 
 from __future__ import annotations
@@ -81,6 +82,25 @@ class Recurrence:
             B = h.shape[0]
             return torch.addmm(x.reshape(B, -1), h.reshape(B, self.Dh), self.forward_matrix[0]).view(B, self.G, 1, self.Dh)
         return x + self(h)
+
+
+class Steps:
+    """What the sequential forward kept of every step: the states s_0..s_T (tuples of S
+    tensors [B, H, Dh]) and the cell's tapes; stacked [B, T, ...] on request."""
+
+    def __init__(self, states: list[tuple[torch.Tensor, ...]], tapes: list[tuple[torch.Tensor, ...]]) -> None:
+        self.states, self.tapes = states, tapes
+
+    def prev(self, k: int) -> torch.Tensor:
+        """State component k before every step: s_0..s_{T-1}."""
+        return torch.stack([s[k] for s in self.states[:-1]], dim=1)
+
+    def new(self, k: int) -> torch.Tensor:
+        """State component k after every step: s_1..s_T."""
+        return torch.stack([s[k] for s in self.states[1:]], dim=1)
+
+    def tape(self, j: int) -> torch.Tensor:
+        return torch.stack([v[j] for v in self.tapes], dim=1)
 
 
 def _sum_tb(x: torch.Tensor) -> torch.Tensor:
@@ -195,8 +215,8 @@ class Elman(Cell):
         d = (dh * one_minus(h, h) if self.activation == "tanh" else torch.where(h > 0, dh, 0)).unsqueeze(-3)
         return d, (P.transposed(d),)
 
-    def param_grads(self, d, tape, prev, new, R, b):
-        return d, weight_grad(d, prev[0]), _sum_tb(d)
+    def param_grads(self, d, steps, R, b):
+        return d, weight_grad(d, steps.prev(0)), _sum_tb(d)
 
     def __repr__(self) -> str:
         return f"Elman(activation={self.activation!r})"
@@ -221,8 +241,8 @@ class IndRNN(Cell):
         d = torch.where(new[0] > 0, grad[0] + out, 0)
         return d, (d * P[0],)
 
-    def param_grads(self, d, tape, prev, new, R, b):
-        return d.unsqueeze(2), _sum_tb(d * prev[0]).unsqueeze(0), _sum_tb(d).unsqueeze(0)
+    def param_grads(self, d, steps, R, b):
+        return d.unsqueeze(2), _sum_tb(d * steps.prev(0)).unsqueeze(0), _sum_tb(d).unsqueeze(0)
 
 
 class LSTM(Cell):
@@ -264,8 +284,8 @@ class LSTM(Cell):
         d = torch.stack([dc * g, dc * prev[1], dc * i, dh * tanh_c], dim=-3).mul_(slope)
         return d, (P.transposed(d), dc * f)
 
-    def param_grads(self, d, tape, prev, new, R, b):
-        return d, weight_grad(d, prev[0]), _sum_tb(d)
+    def param_grads(self, d, steps, R, b):
+        return d, weight_grad(d, steps.prev(0)), _sum_tb(d)
 
 
 class GRU(Cell):
@@ -305,9 +325,9 @@ class GRU(Cell):
         d[..., :2, :, :].mul_(sigmoid_slope(rz))
         return d, (torch.addcmul(P.transposed(d[..., :3, :, :]), dh, z),)
 
-    def param_grads(self, d, tape, prev, new, R, b):
+    def param_grads(self, d, steps, R, b):
         db = _sum_tb(d)
-        return d[:, :, [0, 1, 3]], weight_grad(d[:, :, :3], prev[0]), db[[0, 1, 3, 2]]
+        return d[:, :, [0, 1, 3]], weight_grad(d[:, :, :3], steps.prev(0)), db[[0, 1, 3, 2]]
 
 
 class MGU(Cell):
@@ -344,9 +364,9 @@ class MGU(Cell):
         dh_prev = torch.addcmul(dh, f, v - dh) + P[0].transposed(d_f)
         return torch.cat([d_f, d_candidate], dim=-3), (dh_prev,)
 
-    def param_grads(self, d, tape, prev, new, R, b):
-        f = tape[0]
-        dR = torch.cat([weight_grad(d[:, :, :1], prev[0]), weight_grad(d[:, :, 1:], f * prev[0])])
+    def param_grads(self, d, steps, R, b):
+        h = steps.prev(0)
+        dR = torch.cat([weight_grad(d[:, :, :1], h), weight_grad(d[:, :, 1:], steps.tape(0) * h)])
         return d, dR, _sum_tb(d)
 
 
@@ -407,9 +427,9 @@ class RHN(Cell):
             ds = torch.addcmul(P[layer].transposed(d[layer]), ds, keep)
         return torch.cat(d, dim=-3), (ds,)
 
-    def param_grads(self, d, tape, prev, new, R, b):
-        L = len(tape) // 3
-        dR = torch.cat([weight_grad(d[:, :, 2 * layer : 2 * layer + 2], tape[layer]) for layer in range(L)])
+    def param_grads(self, d, steps, R, b):
+        L = d.shape[2] // 2
+        dR = torch.cat([weight_grad(d[:, :, 2 * layer : 2 * layer + 2], steps.tape(layer)) for layer in range(L)])
         return d[:, :, :2], dR, _sum_tb(d)
 
 
@@ -475,8 +495,8 @@ class SLSTM(Cell):
         )
         return d, (P.transposed(d), dc * f, dn * f, da)
 
-    def param_grads(self, d, tape, prev, new, R, b):
-        return d, weight_grad(d, prev[0]), _sum_tb(d)
+    def param_grads(self, d, steps, R, b):
+        return d, weight_grad(d, steps.prev(0)), _sum_tb(d)
 
 
 class ALRNN(Cell):
@@ -518,8 +538,8 @@ class ALRNN(Cell):
         dphi[..., relu_units] = torch.where(z[..., relu_units] > 0, dphi[..., relu_units], 0)
         return d, (torch.addcmul(dphi, b[0], dz),)
 
-    def param_grads(self, d, tape, prev, new, R, b):
-        z = prev[0]
+    def param_grads(self, d, steps, R, b):
+        z = steps.prev(0)
         db = torch.stack([_sum_tb(d[:, :, 0] * z), _sum_tb(d[:, :, 0])])
         return d, weight_grad(d, self._phi(z)), db
 
@@ -576,9 +596,9 @@ class ParaGRU(Cell):
         dh = grad[0] + out
         return dh, (dh * self._jacobian(P, prev[0], *tape),)
 
-    def param_grads(self, dh, tape, prev, new, R, b):
-        z, r, candidate = tape
-        h = prev[0]
+    def param_grads(self, dh, steps, R, b):
+        z, r, candidate = (steps.tape(j) for j in range(3))
+        h = steps.prev(0)
         d_candidate = dh * z * (1 - candidate * candidate)
         d = torch.stack([dh * (candidate - h) * z * (1 - z), d_candidate * R[2] * h * r * (1 - r), d_candidate], dim=2)
         dR = torch.stack([_sum_tb(d[:, :, 0] * h), _sum_tb(d[:, :, 1] * h), _sum_tb(d_candidate * h * r)])
@@ -640,17 +660,17 @@ class ParaLSTM(Cell):
         dh, dc = grad[0] + out, grad[1]
         return torch.stack([dh, dc], dim=-3), (torch.addcmul(dh * J_hh, dc, J_ch), torch.addcmul(dh * J_hc, dc, J_cc))
 
-    def param_grads(self, record, tape, prev, new, R, b):
+    def param_grads(self, record, steps, R, b):
         dh, dc = record.unbind(2)
-        f, candidate, o, tanh_c = tape
-        h, c = prev
+        f, candidate, o, tanh_c = (steps.tape(j) for j in range(4))
+        h, c = steps.prev(0), steps.prev(1)
         _, dh_dc_new = self._jacobian(R, c, f, candidate, o, tanh_c)
         d_o = dh * tanh_c * o * (1 - o)
         dc_total = torch.addcmul(dc, dh, dh_dc_new)
         d_f = dc_total * (c - candidate) * f * (1 - f)
         d_c = dc_total * (1 - f) * (1 - candidate * candidate)
         d = torch.stack([d_f, d_c, d_o], dim=2)
-        dR = torch.stack([_sum_tb(d_f * h), _sum_tb(d_c * h), _sum_tb(d_o * h), _sum_tb(d_f * c), _sum_tb(d_o * new[1])])
+        dR = torch.stack([_sum_tb(d_f * h), _sum_tb(d_c * h), _sum_tb(d_o * h), _sum_tb(d_f * c), _sum_tb(d_o * steps.new(1))])
         return d, dR, _sum_tb(d)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .cells import Cell
+from .cells import Cell, Steps
 from .checks import check_rnn_inputs, initial_states
 
 # steps rebuilt at once in the autograd fallback's backward: long enough to amortise the
@@ -33,64 +33,46 @@ BLOCK = 64
 class _BackpropThroughTime(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, x, R, b, *state):
-        B, T = x.shape[:2]
         prepared = cell.prepare(R)
-        # every state s_0..s_T [B, T + 1, ...] and every tape entry [B, T, ...], written
-        # step by step while they are in cache (stacking them at the end costs more);
-        # the per-step views are made once: indexing in the loop costs more than the copy
-        states = [s.new_empty(B, T + 1, *s.shape[1:]) for s in state]
-        state_steps = [buffer.unbind(1) for buffer in states]
-        for steps, s in zip(state_steps, state, strict=True):
-            steps[0].copy_(s)
-        tapes = tape_steps = None
-        for t, x_t in enumerate(x.unbind(1)):
+        # the step's own tensors are kept as they are (no copies into [B, T, ...] buffers:
+        # small tensors come back from the allocator's free lists, large fresh buffers
+        # cost a page fault per 4 KiB on every call)
+        states, tapes = [state], []
+        for x_t in x.unbind(1):
             state, tape = cell.tape_step(x_t, prepared, b, state)
-            if tapes is None:
-                tapes = [v.new_empty(B, T, *v.shape[1:]) for v in tape]
-                tape_steps = [buffer.unbind(1) for buffer in tapes]
-            for steps, s in zip(state_steps, state, strict=True):
-                steps[t + 1].copy_(s)
-            for steps, v in zip(tape_steps, tape, strict=True):
-                steps[t].copy_(v)
-        ctx.cell = cell
-        ctx.save_for_backward(x, R, b, *states, *tapes)
-        ctx.num_states = len(states)
-        return (states[0][:, 1:], *state)
+            states.append(state)
+            tapes.append(tape)
+        ctx.cell, ctx.steps = cell, Steps(states, tapes)
+        ctx.save_for_backward(R, b)
+        # the final state is returned as a copy: the backward reads the kept one
+        return (torch.stack([s[0] for s in states[1:]], dim=1), *(s.clone() for s in state))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h, *grad_final):
-        x, R, b, *saved = ctx.saved_tensors
-        cell, S = ctx.cell, ctx.num_states
-        states, tapes = saved[:S], tuple(saved[S:])
-        B, T = x.shape[:2]
+        R, b = ctx.saved_tensors
+        cell, steps = ctx.cell, ctx.steps
+        states, tapes = steps.states, steps.tapes
+        T = len(tapes)
         prepared = cell.prepare(R)
-        grad = tuple(torch.zeros_like(s[:, -1]) if g is None else g for s, g in zip(states, grad_final, strict=True))
-        outputs = (torch.zeros_like(states[0][:, 1:]) if grad_h is None else grad_h).unbind(1)
-        state_steps = list(zip(*(s.unbind(1) for s in states), strict=True))
-        tape_steps = list(zip(*(v.unbind(1) for v in tapes), strict=True)) if tapes else [()] * T
-        records = record_steps = None
+        grad = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(states[-1], grad_final, strict=True))
+        outputs = (torch.zeros_like(steps.new(0)) if grad_h is None else grad_h).unbind(1)
+        records = [None] * T
         for t in reversed(range(T)):
-            record, grad = cell.local_grads(
-                tape_steps[t], state_steps[t], state_steps[t + 1], prepared, b, outputs[t], grad
-            )
-            if records is None:
-                records = record.new_empty(B, T, *record.shape[1:])
-                record_steps = records.unbind(1)
-            record_steps[t].copy_(record)
-        prev, new = tuple(s[:, :-1] for s in states), tuple(s[:, 1:] for s in states)
-        dx, dR, db = cell.param_grads(records, tapes, prev, new, R, b)
+            records[t], grad = cell.local_grads(tapes[t], states[t], states[t + 1], prepared, b, outputs[t], grad)
+        dx, dR, db = cell.param_grads(torch.stack(records, dim=1), steps, R, b)
+        del ctx.steps
         return (None, dx, dR, db, *grad)
 
 
 def _loop_without_grad(cell: Cell, x, R, b, *state):
     """The forward alone (nothing asks for a gradient): no tape, no stored states."""
     prepared = cell.prepare(R)
-    h = x.new_empty(x.shape[0], x.shape[1], *state[0].shape[1:])
-    for h_t, x_t in zip(h.unbind(1), x.unbind(1), strict=True):
+    outputs = []
+    for x_t in x.unbind(1):
         state, _ = cell.tape_step(x_t, prepared, b, state)
-        h_t.copy_(state[0])
-    return (h, *state)
+        outputs.append(state[0])
+    return (torch.stack(outputs, dim=1), *state)
 
 
 class _BlockRecompute(torch.autograd.Function):
