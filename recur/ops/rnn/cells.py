@@ -270,13 +270,13 @@ class LSTM(Cell):
         torch.tanh(pre[..., 2, :, :], out=act[..., 2, :, :])
         i, f, g, o = act.unbind(-3)
         c = torch.addcmul(f * c, i, g)
-        return (o * torch.tanh(c), c), (act,)
+        tanh_c = torch.tanh(c)
+        return (o * tanh_c, c), (act, tanh_c)
 
     def local_grads(self, tape, prev, new, P, b, out, grad):
-        (act,) = tape
+        act, tanh_c = tape
         i, f, g, o = act.unbind(-3)
         dh = grad[0] + out
-        tanh_c = torch.tanh(new[1])
         dc = torch.addcmul(grad[1], dh * o, one_minus(tanh_c, tanh_c))
         # σ' = σ (1 − σ), tanh' = 1 − tanh²
         slope = sigmoid_slope(act)
