@@ -445,49 +445,44 @@ class SLSTM(Cell):
     hand_backward = True
 
     def step(self, x, R, b, state):
-        return self._update(x + recurrent(state[0], R) + b, state)
+        return self._update(x + recurrent(state[0], R) + b, state)[0]
 
     def _update(self, pre, state):
+        """(s_t, the intermediates the backward reads) from the pre-activations."""
         _, c, n, m = state
         i_pre, f_pre, z_pre, o_pre = pre.unbind(-3)
-        log_f = F.logsigmoid(f_pre)
+        log_f_m = F.logsigmoid(f_pre) + m
         empty = n == 0
-        m_new = torch.where(empty, i_pre, torch.maximum(log_f + m, i_pre))
+        m_new = torch.where(empty, i_pre, torch.maximum(log_f_m, i_pre))
         i = torch.exp(i_pre - m_new)
         # the clamp is a no-op where the state is live (m_new >= log_f + m) and keeps the
         # unused branch finite where it is empty, so where() passes no NaN gradient
-        f = torch.where(empty, torch.zeros_like(m), torch.exp((log_f + m - m_new).clamp(max=0)))
-        c = f * c + i * torch.tanh(z_pre)
+        f = torch.where(empty, torch.zeros_like(m), torch.exp((log_f_m - m_new).clamp(max=0)))
+        tanh_z, o = torch.tanh(z_pre), torch.sigmoid(o_pre)
+        c = f * c + i * tanh_z
         n = f * n + i
-        return torch.sigmoid(o_pre) * c / n, c, n, m_new
+        return (o * c / n, c, n, m_new), (pre, log_f_m, i, f, tanh_z, o)
 
     def tape_step(self, x, P, b, state):
-        pre = P.plus(x, state[0]) + b
-        return self._update(pre, state), (pre,)
+        return self._update(P.plus(x, state[0]) + b, state)
 
     def local_grads(self, tape, prev, new, P, b, out, grad):
-        (pre,) = tape
-        i_pre, f_pre, z_pre, o_pre = pre.unbind(-3)
-        _, c_prev, n_prev, m_prev = prev
-        h, c, n, m = new
-        empty = n_prev == 0
-        a = F.logsigmoid(f_pre) + m_prev
-        i = torch.exp(i_pre - m)
-        f = torch.where(empty, 0, torch.exp((a - m).clamp(max=0)))
-        tanh_z = torch.tanh(z_pre)
-        o = torch.sigmoid(o_pre)
+        pre, log_f_m, i, f, tanh_z, o = tape
+        i_pre, f_pre = pre[..., 0, :, :], pre[..., 1, :, :]
+        c_prev, n_prev = prev[1], prev[2]
+        h, c, n, _ = new
         dh = grad[0] + out
         # h = σ(õ) c / n
         dc = torch.addcmul(grad[1], dh, o / n)
         dn = grad[2] - dh * h / n
         # i and f (times themselves: ∂ exp(u)/∂u) through c = f c + i tanh(z̃), n = f n + i
-        di = torch.addcmul(dn, dc, tanh_z) * i
-        df = torch.addcmul(dc * c_prev, dn, n_prev) * f
+        di = torch.addcmul(dn, dc, tanh_z).mul_(i)
+        df = torch.addcmul(dc * c_prev, dn, n_prev).mul_(f)
         # m_t enters both as exp(· − m_t); m_t = max(log σ(f̃) + m_{t-1}, ĩ), and
         # torch.maximum splits the gradient of a tie evenly
         dm = grad[3] - di - df
-        to_a = torch.where(empty, 0, (a > i_pre).to(a.dtype) + 0.5 * (a == i_pre).to(a.dtype))
-        dm_a = dm * to_a
+        to_a = (log_f_m > i_pre).to(dm.dtype).add_((log_f_m == i_pre).to(dm.dtype), alpha=0.5)
+        dm_a = torch.where(n_prev == 0, 0, dm * to_a)
         da = df + dm_a
         d = torch.stack(
             [di + dm - dm_a, da * torch.sigmoid(-f_pre), dc * i * one_minus(tanh_z, tanh_z), dh * c / n * sigmoid_slope(o)],
