@@ -42,18 +42,21 @@ class _BackpropThroughTime(torch.autograd.Function):
             state, tape = cell.tape_step(x_t, prepared, b, state)
             states.append(state)
             tapes.append(tape)
-        ctx.cell, ctx.steps = cell, Steps(states, tapes)
-        ctx.save_for_backward(R, b)
+        # saved through autograd (not kept on ctx) so that in-place changes are caught and
+        # memory accounting sees them: R, b, then T + 1 states of S tensors, T tapes of K
+        ctx.cell, ctx.sizes = cell, (len(state), len(tapes[0]), len(tapes))
+        ctx.save_for_backward(R, b, *(s for step in states for s in step), *(v for tape in tapes for v in tape))
         # the final state is returned as a copy: the backward reads the kept one
         return (torch.stack([s[0] for s in states[1:]], dim=1), *(s.clone() for s in state))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h, *grad_final):
-        R, b = ctx.saved_tensors
-        cell, steps = ctx.cell, ctx.steps
-        states, tapes = steps.states, steps.tapes
-        T = len(tapes)
+        R, b, *saved = ctx.saved_tensors
+        cell, (S, K, T) = ctx.cell, ctx.sizes
+        states = [tuple(saved[t * S : (t + 1) * S]) for t in range(T + 1)]
+        tapes = [tuple(saved[(T + 1) * S + t * K : (T + 1) * S + (t + 1) * K]) for t in range(T)]
+        steps = Steps(states, tapes)
         prepared = cell.prepare(R)
         grad = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(states[-1], grad_final, strict=True))
         outputs = (torch.zeros_like(steps.new(0)) if grad_h is None else grad_h).unbind(1)
@@ -61,7 +64,6 @@ class _BackpropThroughTime(torch.autograd.Function):
         for t in reversed(range(T)):
             records[t], grad = cell.local_grads(tapes[t], states[t], states[t + 1], prepared, b, outputs[t], grad)
         dx, dR, db = cell.param_grads(torch.stack(records, dim=1), steps, R, b)
-        del ctx.steps
         return (None, dx, dR, db, *grad)
 
 
