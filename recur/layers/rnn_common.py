@@ -16,6 +16,7 @@ and parameters of one dtype, float32 or float64. `impl="auto"` picks it then, el
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -203,12 +204,16 @@ class RNNLayer(Mixer):
             initial = x.new_zeros(self.cell.num_states, B, 1, n)
         # [S, directions, B, n]: the backward direction starts from zeros, as in the op
         hx = torch.cat([initial.reshape(-1, 1, B, n), x.new_zeros(initial.shape[0], directions - 1, B, n)], 1)
-        if self.native == "lstm":
-            h, h_n, c_n = torch._VF.lstm(x, (hx[0], hx[1]), weights, True, 1, 0.0, self.training, directions == 2, True)
-            final = (h_n[0], c_n[0])
-        else:
-            h, h_n = torch._VF.gru(x, hx[0], weights, True, 1, 0.0, self.training, directions == 2, True)
-            final = (h_n[0],)
+        with warnings.catch_warnings():
+            # cuDNN copies weights that are not one flat buffer into one on every call and
+            # says so; ours are the layer's parameters, by design
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+            if self.native == "lstm":
+                h, h_n, c_n = torch._VF.lstm(x, (hx[0], hx[1]), weights, True, 1, 0.0, self.training, directions == 2, True)
+                final = (h_n[0], c_n[0])
+            else:
+                h, h_n = torch._VF.gru(x, hx[0], weights, True, 1, 0.0, self.training, directions == 2, True)
+                final = (h_n[0],)
         state = {name: s.reshape(B, 1, n) for name, s in zip(self.cell.state_names, final, strict=True)}
         return self.readout(h, x), state
 
