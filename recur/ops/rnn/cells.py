@@ -75,7 +75,6 @@ class Recurrence:
             return torch.mm(d.reshape(B, G * Dh), self.backward_matrix[0]).view(B, 1, Dh)
         return torch.bmm(d.permute(2, 0, 1, 3).reshape(H, B, G * Dh), self.backward_matrix).transpose(0, 1)
 
-
     def plus(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """x + R h for x [B, G, H, Dh] (one fused multiply-add with one head)."""
         if self.H == 1:
