@@ -7,9 +7,9 @@ The forward runs the cell's step without autograd and keeps every state s_0..s_T
 cell's per-step tape (e.g. its gate values): O(T · state) memory. The backward, for a
 cell with `hand_backward` (every cell in `CELLS`, and AL-RNN):
 
-    coefficients for all t at once          (elementwise, from the tape and the states)
-    for t = T … 1:  ds_{t-1} = local step   (elementwise ops and one product with Rᵀ)
-    dx = the stacked gate gradients,  db = their sum,  dR = Σ_t d_t u_tᵀ in one product
+    for t = T … 1:  (d_t, ds_{t-1}) = the cell's local step from (dh_t, ds_t)
+                    (elementwise ops and one product with Rᵀ; d_t the gate gradients)
+    dx = the stacked d,  db = Σ_{b,t} d,  dR = Σ_{b,t} d_t u_tᵀ as one matrix product
 
 where u_t is what R multiplied in the forward (h_{t-1} for most cells). The autograd
 loop instead records ~15 nodes per step and multiplies by R twice per step in its
