@@ -52,6 +52,19 @@ def test_newton_long_sequence_float64(name):
     compare(result, run(sequential_rnn, cell, x, R, b, h0), 1e-8, name)
 
 
+@pytest.mark.parametrize("name", ["paragru", "paralstm"])
+def test_compiled_newton_matches_naive_float64(name):
+    """compile=True runs the step, the step with its Jacobian and the backward's
+    vector-Jacobian product as compiled functions: same results, forward and gradients."""
+    inputs = make_inputs(name, 65, H=2, Dh=6)
+    with warnings.catch_warnings():
+        # the eager fallback announces itself with a RuntimeWarning
+        warnings.simplefilter("error", RuntimeWarning)
+        result, info = solve_and_report(*inputs, compile=True)
+    assert info.converged and not info.fell_back
+    compare(result, run(naive_rnn, *inputs), 1e-10, f"{name} compiled")
+
+
 def test_newton_float32_converges_close_to_float64():
     cell, x, R, b, h0 = make_inputs("paragru", 500, H=2, Dh=16)
     h64, _ = sequential_rnn(x, R, b, cell=cell, initial_state=h0)

@@ -15,6 +15,7 @@ parameter and input gradients are one batched vector-Jacobian product of the ste
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -59,15 +60,62 @@ def _residual(r, H) -> float:
     return max(float(v.abs().max()) for v in r) / scale
 
 
-def _solve(cell, x, R, b, start, max_iterations, tol, info):
+class _Kernels:
+    """The cell's whole-sequence evaluations that Newton runs: the step, the step with its
+    Jacobian, and the step's vector-Jacobian product. With `compile=True` each is one
+    `torch.compile`d function (a fused loop per evaluation instead of ~20 passes over
+    memory), built on first use and kept per cell; if compiling fails, the eager
+    functions run instead, with a warning."""
+
+    _compiled: dict[tuple[int, str], tuple[weakref.ref, object]] = {}
+
+    def __init__(self, cell: Cell, compile: bool) -> None:
+        self.cell, self.compile = cell, compile
+
+    def _eager(self, kind: str):
+        cell = self.cell
+        if kind == "step":
+            return cell.step
+        if kind == "step_and_jacobian":
+            return cell.step_and_jacobian
+
+        def vjp(x, R, b, state, cotangent):
+            _, pull = torch.func.vjp(lambda x, R, b, *state: cell.step(x, R, b, state), x, R, b, *state)
+            return pull(tuple(cotangent))
+
+        return vjp
+
+    def __call__(self, kind: str, *args):
+        if not self.compile:
+            return self._eager(kind)(*args)
+        # keyed by the cell object; the weak reference tells a new cell at a reused id apart
+        key = (id(self.cell), kind)
+        owner, fn = self._compiled.get(key, (None, None))
+        if owner is None or owner() is not self.cell:
+            fn = torch.compile(self._eager(kind), dynamic=False)
+            self._compiled[key] = (weakref.ref(self.cell), fn)
+        try:
+            return fn(*args)
+        except Exception as error:  # noqa: BLE001 - a compiler failure of any kind: run eagerly
+            warnings.warn(
+                f"torch.compile failed for cell {self.cell!r} ({type(error).__name__}: {error}); "
+                "running the eager functions", RuntimeWarning, stacklevel=3,
+            )
+            eager = self._eager(kind)
+            self._compiled[key] = (weakref.ref(self.cell), eager)
+            return eager(*args)
+
+
+def _solve(kernels, x, R, b, start, max_iterations, tol, info):
     """The states H (S tensors [B, T, H, Dh]) and the Jacobians at them (None after a
     fallback), by Newton, else by the loop."""
+    cell = kernels.cell
     # h^(0)_t = f(0, x_t); the first step reads the true initial state
     guess = tuple(torch.zeros_like(x[:, :, 0]) for _ in start)
     guess = tuple(torch.cat([s0.unsqueeze(1), g[:, 1:]], dim=1) for s0, g in zip(start, guess, strict=True))
-    H = cell.step(x, R, b, guess)
+    H = kernels("step", x, R, b, guess)
     while True:
-        F, J = cell.step_and_jacobian(x, R, b, _previous(H, start))
+        F, J = kernels("step_and_jacobian", x, R, b, _previous(H, start))
         # r = f(h_{t-1}, x_t) − h_t, in place of F (not needed after this)
         r = [f.sub_(h) for f, h in zip(F, H, strict=True)]
         residual = _residual(r, H)
@@ -92,18 +140,18 @@ def _solve(cell, x, R, b, start, max_iterations, tol, info):
 
 class _NewtonRNN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cell, max_iterations, tol, info, x, R, b, *start):
+    def forward(ctx, kernels, max_iterations, tol, info, x, R, b, *start):
         with torch.no_grad():
-            H, J = _solve(cell, x, R, b, start, max_iterations, tol, info)
-        ctx.cell = cell
+            H, J = _solve(kernels, x, R, b, start, max_iterations, tol, info)
+        ctx.kernels = kernels
         ctx.jacobians = J
         ctx.save_for_backward(x, R, b, *start, *H)
         return (H[0], *(h[:, -1] for h in H))
 
     @staticmethod
     def backward(ctx, grad_h, *grad_final):
-        cell = ctx.cell
-        S = cell.num_states
+        kernels = ctx.kernels
+        S = kernels.cell.num_states
         x, R, b, *rest = ctx.saved_tensors
         start, H = tuple(rest[:S]), tuple(rest[S:])
         previous = _previous(H, start)
@@ -117,14 +165,10 @@ class _NewtonRNN(torch.autograd.Function):
         with torch.no_grad():
             J = ctx.jacobians
             if J is None:
-                _, J = cell.step_and_jacobian(x, R, b, previous)
+                _, J = kernels("step_and_jacobian", x, R, b, previous)
             adjoint = reverse_block_linear_recurrence(J, g)
-        with torch.enable_grad():
-            leaves = (x.detach().requires_grad_(), R.detach().requires_grad_(), b.detach().requires_grad_())
-            prev_leaves = tuple(p.detach().requires_grad_() for p in previous)
-            F = cell.step(*leaves, prev_leaves)
-            got = torch.autograd.grad(F, (*leaves, *prev_leaves), adjoint, allow_unused=True)
-        got = [torch.zeros_like(leaf) if d is None else d for leaf, d in zip((*leaves, *prev_leaves), got, strict=True)]
+            # one vector-Jacobian product of the step for all t at once
+            got = kernels("vjp", x, R, b, previous, adjoint)
         grad_start = tuple(d[:, 0] for d in got[3:])
         return (None, None, None, None, got[0], got[1], got[2], *grad_start)
 
@@ -140,6 +184,7 @@ def newton_solve(
     max_iterations: int = 32,
     tol: float | None = None,
     on_failure: str = "warn",
+    compile: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, NewtonInfo]:
     """ParaRNN: solve the recurrence of a diagonal-Jacobian cell for all t by Newton.
 
@@ -152,6 +197,11 @@ def newton_solve(
             max_iterations, the sequential loop computes the states instead and
             "warn" issues a `NewtonFallbackWarning`, "fallback" only records it in the
             info, "raise" raises a RuntimeError.
+        compile: run the cell's whole-sequence evaluations (the step, the step with its
+            Jacobian, and the backward's vector-Jacobian product) through
+            `torch.compile`, each as one fused loop. The first call with a new shape
+            compiles (seconds); later calls are several times faster
+            (`benchmarks/cpu-ops.md`).
 
     Returns:
         (h [B, T, H, Dh], final state [S, B, H, Dh] or None, NewtonInfo).
@@ -176,7 +226,8 @@ def newton_solve(
     if T == 0:
         info.converged, info.residual = True, 0.0
         return x_proj.new_zeros(B, 0, H, Dh), (torch.stack(start) if output_final_state else None), info
-    h, *final = _NewtonRNN.apply(cell, max_iterations, tol, info, x_proj.to(dtype), R.to(dtype), b.to(dtype), *start)
+    kernels = _Kernels(cell, compile)
+    h, *final = _NewtonRNN.apply(kernels, max_iterations, tol, info, x_proj.to(dtype), R.to(dtype), b.to(dtype), *start)
     if info.fell_back:
         message = (
             f"Newton did not converge for cell {cell!r}: residual {info.residual:.3e} > tol {tol:.1e} "
