@@ -66,6 +66,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_recall(args: argparse.Namespace) -> int:
+    from .bench.recall import causal_mixers, render_recall, run_recall_bench
+
+    known = causal_mixers()
+    mixers = known if args.mixers == ["all"] else args.mixers
+    for name in mixers:
+        if name not in known:
+            print(f"error: --mixers: {name!r} is not a causal mixer; known: {known}", file=sys.stderr)
+            return 2
+    for name, value in (("--steps", args.steps), ("--threads", args.threads), *(("--d-model", d) for d in args.d_model)):
+        if value <= 0:
+            print(f"error: {name} must be positive; got {value}", file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    data = out.with_suffix(".json")
+    results = run_recall_bench(mixers, args.d_model, args.steps, args.threads, data)
+    command = (
+        f"recur bench recall --mixers {' '.join(args.mixers)} --d-model {' '.join(map(str, args.d_model))} "
+        f"--steps {args.steps}"
+    )
+    out.write_text(render_recall(results, command))
+    print(f"wrote {out} and {data}")
+    return 0
+
+
 def _first_line(obj) -> str:
     doc = (obj.__doc__ or "").strip().splitlines()
     return doc[0] if doc else ""
@@ -321,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ops.add_argument("--out", default=None, help="results file (default benchmarks/<device>-ops.md)")
     ops.set_defaults(func=cmd_bench)
+
+    recall = bench_sub.add_parser("recall", help="MQAR accuracy against state size, one mixer at a time")
+    recall.add_argument("--mixers", nargs="+", default=["all"], help="mixer names, or 'all' (every causal mixer)")
+    recall.add_argument("--d-model", type=int, nargs="+", default=[64], help="model widths")
+    recall.add_argument("--steps", type=int, default=1000, help="most training steps per run (stops at 0.99)")
+    recall.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    recall.add_argument("--out", default="benchmarks/recall.md", help="table (results kept in the same name .json)")
+    recall.set_defaults(func=cmd_bench_recall)
 
     lister = sub.add_parser("list", help="list the registered mixers, tasks and recipes")
     lister.add_argument("what", nargs="?", default="all", choices=("all", "mixers", "tasks", "recipes"))

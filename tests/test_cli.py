@@ -37,7 +37,7 @@ def test_top_level_options_are_pinned():
         "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config",
     }
     assert _options(commands["generate"]) == {"-h", "--help", "--prompt", "--max-new-tokens", "--temperature", "--seed"}
-    assert set(_subparsers(commands["bench"])) == {"ops"}
+    assert set(_subparsers(commands["bench"])) == {"ops", "recall"}
 
 
 def test_list(capsys):
@@ -124,3 +124,28 @@ def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
     assert "valid/bits_per_byte" in capsys.readouterr().out
     assert main(["eval", str(run), "--train.steps", "3"]) == 2
     assert "eval takes task overrides only" in capsys.readouterr().err
+
+
+def test_bench_ops_writes_ratios_and_first_call(tmp_path, capsys):
+    out = tmp_path / "ops.md"
+    argv = ["bench", "ops", "--family", "gla", "--T", "16", "--repeat", "1", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    table = out.read_text()
+    assert "<!-- family:gla -->" in table and "first call (s)" in table
+    rows = [line for line in table.splitlines() if line.startswith("| 16 |")]
+    assert [row.split(" | ")[1] for row in rows][:2] == ["naive (per-channel gate)", "chunk (per-channel gate)"]
+    assert rows[0].split(" | ")[5] == "1.0×"
+
+
+def test_bench_recall_keeps_earlier_rows(tmp_path, capsys):
+    out = tmp_path / "recall.md"
+    common = ["bench", "recall", "--d-model", "16", "--steps", "1", "--out", str(out)]
+    assert main([*common, "--mixers", "gla", "lstm"]) == 0
+    assert main([*common, "--mixers", "lstm"]) == 0
+    table = out.read_text()
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| gla") or line.startswith("| lstm")]
+    assert [row[0].strip("| ") for row in rows] == ["gla", "lstm"]
+    assert all(0 <= float(row[3]) <= 1 for row in rows)
+    assert json.loads(out.with_suffix(".json").read_text())[0]["mixer"] == "gla"
+    assert main([*common, "--mixers", "bidirectional"]) == 2
+    assert "not a causal mixer" in capsys.readouterr().err

@@ -68,9 +68,11 @@ def run_op_bench(
         cases = OP_BENCHES[family](T=T, device=device, dtype=dtype)
         baseline = {}
         for i, case in enumerate(cases):
-            if i == 0 and T > skip_baseline_above:
+            if case.form.startswith("naive") and T > skip_baseline_above:
                 progress(f"{family} T={T} {case.form}: skipped (T > {skip_baseline_above})")
                 continue
+            # the first call compiles kernels (Triton, on CUDA) and warms allocators
+            first = time_call(_forward_backward(case), device, repeat=1, warmup=0)
             with torch.no_grad():
                 fwd = time_call(case.run, device, repeat=repeat)
             fwdbwd = time_call(_forward_backward(case), device, repeat=repeat)
@@ -81,13 +83,14 @@ def run_op_bench(
             if i == 0:
                 baseline = {"fwd": fwd, "fwdbwd": fwdbwd}
             row = {
-                "T": T, "form": case.form, "fwd_s": fwd, "fwdbwd_s": fwdbwd, "memory_bytes": memory,
+                "T": T, "form": case.form, "first_s": first, "fwd_s": fwd, "fwdbwd_s": fwdbwd, "memory_bytes": memory,
                 "fwd_ratio": baseline["fwd"] / fwd if baseline else None,
                 "fwdbwd_ratio": baseline["fwdbwd"] / fwdbwd if baseline else None,
             }
             rows.append(row)
             progress(
-                f"{family} T={T} {case.form}: fwd {fwd * 1e3:.1f} ms, fwd+bwd {fwdbwd * 1e3:.1f} ms, "
+                f"{family} T={T} {case.form}: first call {first:.2f} s, fwd {fwd * 1e3:.1f} ms, "
+                f"fwd+bwd {fwdbwd * 1e3:.1f} ms, "
                 f"memory {memory / 2**20:.1f} MiB"
             )
     return rows
@@ -117,16 +120,18 @@ def render_section(family: str, rows: list[dict], device: torch.device, dtype: t
         f"{OP_BENCH_SHAPES[family]}",
         f"Command: `{command}`. Ratios are the first form's time over each form's time, "
         "measured in the same process (higher is faster). Memory: bytes autograd saves for "
-        "backward" + (" (peak allocated on CUDA)." if device.type == "cuda" else "."),
+        "backward" + (" (peak allocated on CUDA)." if device.type == "cuda" else ".")
+        + " First call: the first forward+backward, which includes kernel compilation.",
         "",
-        "| T | form | forward (ms) | fwd+bwd (ms) | speed-up fwd | speed-up fwd+bwd | memory (MiB) |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| T | form | forward (ms) | fwd+bwd (ms) | speed-up fwd | speed-up fwd+bwd | memory (MiB) | first call (s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = lambda x: "—" if x is None else f"{x:.1f}×"  # noqa: E731
         lines.append(
             f"| {r['T']} | {r['form']} | {r['fwd_s'] * 1e3:.1f} | {r['fwdbwd_s'] * 1e3:.1f} | "
-            f"{ratio(r['fwd_ratio'])} | {ratio(r['fwdbwd_ratio'])} | {r['memory_bytes'] / 2**20:.1f} |"
+            f"{ratio(r['fwd_ratio'])} | {ratio(r['fwdbwd_ratio'])} | {r['memory_bytes'] / 2**20:.1f} | "
+            f"{r['first_s']:.2f} |"
         )
     lines.append(f"<!-- end:{family} -->")
     return "\n".join(lines) + "\n"
