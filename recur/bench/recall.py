@@ -131,10 +131,14 @@ def render_recall(results: dict[str, RecallResult], command: str) -> str:
         f"Machine: {platform.machine()}, 1 thread per run, torch {torch.__version__}.",
         f"Command: `{command}`.",
         "",
+        "Each row is one run of one seed. Accuracy is the last evaluation, after the run reached "
+        f"{train.target} or its step budget: with a short budget it says how fast a mixer learns recall "
+        "at this size, not what it can store. Rows are ordered by state size.",
+        "",
         "| mixer | d_model | state (KiB) | accuracy | steps | seconds | parameters |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(results.values(), key=_order):
+    for r in sorted(results.values(), key=lambda r: (r.d_model, r.state_bytes, r.mixer)):
         growing = " (cache)" if r.growing_state else ""
         lines.append(
             f"| {r.mixer} | {r.d_model} | {r.state_bytes / 1024:.1f}{growing} | {r.accuracy:.3f} | "

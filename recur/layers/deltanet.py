@@ -54,6 +54,8 @@ class DeltaNet(Mixer):
     gate and several Householder steps per token."""
 
     Config = DeltaNetConfig
+    # one Householder step per token runs delta_rule, which has Triton kernels
+    has_triton_kernel = True
 
     def __init__(self, config: DeltaNetConfig) -> None:
         super().__init__(config)

@@ -34,3 +34,5 @@ class DeltaProductConfig(GatedDeltaNetConfig):
 @register_mixer("deltaproduct")
 class DeltaProduct(GatedDeltaNet):
     Config = DeltaProductConfig
+    # delta_product runs the PyTorch chunk form on every device
+    has_triton_kernel = False

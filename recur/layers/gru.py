@@ -27,9 +27,12 @@ class GRUConfig(RNNConfig):
 @register_mixer("gru")
 class GRU(RNNLayer):
     """`load_torch(nn.GRU(d_model, d_model, batch_first=True))` copies a torch GRU
-    (hidden d_model / 2 when bidirectional); the outputs are then identical."""
+    (hidden d_model / 2 when bidirectional); the outputs are then identical. With one head
+    and float32 / float64 it runs torch's own fused kernel (impl "auto" or "native")."""
 
     Config = GRUConfig
+    impls = ("naive", "sequential", "native")
+    native = "gru"
 
     def make_cell(self, config):
         return GRUCell()

@@ -27,9 +27,12 @@ class LSTMConfig(RNNConfig):
 @register_mixer("lstm")
 class LSTM(RNNLayer):
     """`load_torch(nn.LSTM(d_model, d_model, batch_first=True))` copies a torch LSTM
-    (hidden d_model / 2 when bidirectional); the outputs are then identical."""
+    (hidden d_model / 2 when bidirectional); the outputs are then identical. With one head
+    and float32 / float64 it runs torch's own fused kernel (impl "auto" or "native")."""
 
     Config = LSTMConfig
+    impls = ("naive", "sequential", "native")
+    native = "lstm"
 
     def make_cell(self, config):
         return LSTMCell()

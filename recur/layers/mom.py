@@ -73,6 +73,8 @@ class MoMConfig(MixerConfig):
 @register_mixer("mom")
 class MoM(Mixer):
     Config = MoMConfig
+    # every memory runs delta_rule, which has Triton kernels
+    has_triton_kernel = True
 
     def __init__(self, config: MoMConfig) -> None:
         super().__init__(config)

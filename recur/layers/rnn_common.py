@@ -5,11 +5,18 @@ A layer is a cell from `recur.ops.rnn` with its weights: `in_proj` (x → the Gx
 laid out gate-major like torch.nn.LSTM's weight_ih), `R` and `b` per direction. With
 `bidirectional=True` each direction has d_model / 2 units and their outputs are
 concatenated (torch.nn.LSTM's layout); such a layer is not causal and has no `step`.
+
+Layers whose recurrence torch itself has (LSTM, GRU: `native` names it) run torch's fused
+kernel (`torch._VF.lstm` / `torch._VF.gru`, what torch.nn.LSTM / GRU call; cuDNN on CUDA)
+with their own parameters when the configuration allows it: one head (a dense R), inputs
+and parameters of one dtype, float32 or float64. `impl="auto"` picks it then, else the
+`sequential` op; `impl="native"` insists on it; "naive" and "sequential" force the op.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -58,6 +65,8 @@ class RNNLayer(Mixer):
 
     Config: ClassVar[type[RNNConfig]] = RNNConfig
     impls: ClassVar[tuple[str, ...]] = ("naive", "sequential")
+    # "lstm" or "gru" where the cell is torch.nn.LSTM's / GRU's, which torch runs fused
+    native: ClassVar[str | None] = None
 
     def __init__(self, config: RNNConfig) -> None:
         super().__init__(config)
@@ -110,9 +119,28 @@ class RNNLayer(Mixer):
     def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         if not self.causal:
             raise ValueError(f"{self.name} with bidirectional=True reads the future and has no step")
-        # one token is one step of the recurrence: the naive form is exact and O(1)
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
+        # one token is one step of the recurrence: the naive form is exact and O(1); torch's
+        # kernel where the forward uses it, so that steps and forward run the same arithmetic
+        native = self.config.impl in ("auto", "native") and self.native_unavailable(x, state) is None
+        y, state = self._mix(x.unsqueeze(1), state, "native" if native else "naive")
         return y.squeeze(1), state
+
+    def native_unavailable(self, x: torch.Tensor, state: State | None) -> str | None:
+        """Why torch's fused kernel cannot run this layer on `x` and `state`; None when it can."""
+        if self.native is None:
+            return f"torch has no kernel for the {self.name} cell"
+        if self.heads != 1:
+            return f"num_heads = {self.heads}: torch's kernel has a dense recurrence only (num_heads=1)"
+        dtype = self.directions[0].R.dtype
+        if dtype not in (torch.float32, torch.float64):
+            return f"parameters are {dtype}: the op keeps float32 states there, torch's kernel would not"
+        if x.dtype != dtype:
+            return f"x is {x.dtype} but the parameters are {dtype}"
+        if state is not None:
+            for name in self.cell.state_names:
+                if name in state and state[name].dtype != dtype:
+                    return f"state[{name!r}] is {state[name].dtype} but the parameters are {dtype}"
+        return None
 
     def project(self, direction: Direction, inputs: torch.Tensor) -> torch.Tensor:
         """The input gates [B, T, Gx · hidden], gate-major."""
@@ -139,6 +167,12 @@ class RNNLayer(Mixer):
             if missing:
                 raise ValueError(f"state lacks {missing}; expected the keys {list(self.cell.state_names)}")
             initial = torch.stack([state[name] for name in self.cell.state_names])
+        if impl in ("auto", "native"):
+            why = self.native_unavailable(x, state)
+            if why is None:
+                return self._native(x, initial)
+            if impl == "native":
+                raise ValueError(f"impl='native' cannot run this {self.name} layer: {why}")
         h, final = self._run(self.directions[0], inputs, initial, impl)
         outputs = [h]
         if len(self.directions) == 2:
@@ -148,6 +182,40 @@ class RNNLayer(Mixer):
         new_state = dict(zip(self.cell.state_names, final.unbind(0), strict=True))
         new_state.update(extra)
         return self.readout(h, x), new_state
+
+
+    def _native(self, x: torch.Tensor, initial: torch.Tensor | None) -> tuple[torch.Tensor, State]:
+        """torch._VF.lstm / gru with this layer's parameters (views, no copies); initial
+        [S, B, 1, hidden] or None."""
+        B, n = x.shape[0], self.hidden
+        weights = []
+        for direction in self.directions:
+            b = direction.b.reshape(-1, n)
+            zeros = b.new_zeros(b.shape[0] - 1 if self.native == "gru" else b.shape[0], n)
+            if self.native == "lstm":
+                # torch adds b_ih + b_hh: ours is one bias
+                biases = [b.reshape(-1), zeros.reshape(-1)]
+            else:
+                # GRU: b = (r, z, input n, recurrent n); the recurrent n bias sits inside r ⊙ (·)
+                biases = [b[:3].reshape(-1), torch.cat([zeros[:2], b[3:]]).reshape(-1)]
+            weights += [direction.in_proj.weight, direction.R.reshape(-1, n), *biases]
+        directions = len(self.directions)
+        if initial is None:
+            initial = x.new_zeros(self.cell.num_states, B, 1, n)
+        # [S, directions, B, n]: the backward direction starts from zeros, as in the op
+        hx = torch.cat([initial.reshape(-1, 1, B, n), x.new_zeros(initial.shape[0], directions - 1, B, n)], 1)
+        with warnings.catch_warnings():
+            # cuDNN copies weights that are not one flat buffer into one on every call and
+            # says so; ours are the layer's parameters, by design
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+            if self.native == "lstm":
+                h, h_n, c_n = torch._VF.lstm(x, (hx[0], hx[1]), weights, True, 1, 0.0, self.training, directions == 2, True)
+                final = (h_n[0], c_n[0])
+            else:
+                h, h_n = torch._VF.gru(x, hx[0], weights, True, 1, 0.0, self.training, directions == 2, True)
+                final = (h_n[0],)
+        state = {name: s.reshape(B, 1, n) for name, s in zip(self.cell.state_names, final, strict=True)}
+        return self.readout(h, x), state
 
 
 def load_torch_rnn(layer: RNNLayer, module: nn.Module, gates: int) -> None:

@@ -10,8 +10,9 @@ import torch
 
 # "naive": the step-by-step spec; "chunk": chunkwise-parallel PyTorch; "sequential": a loop
 # with a hand-written backward (nonlinear RNNs); "newton": parallel-in-time Newton solves
-# (ParaRNN); "triton": fused GPU kernels. A family offers the subset it has.
-IMPLS = ("auto", "naive", "chunk", "sequential", "newton", "triton")
+# (ParaRNN); "triton": fused GPU kernels; "native": torch's own fused kernel (layers whose
+# recurrence torch has, e.g. LSTM and GRU). A family offers the subset it has.
+IMPLS = ("auto", "naive", "chunk", "sequential", "newton", "triton", "native")
 
 
 def triton_available() -> bool:

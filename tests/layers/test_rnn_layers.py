@@ -1,5 +1,6 @@
-"""RNN layers: torch.nn.LSTM / torch.nn.GRU equivalence, heads, bidirectional wrapping,
-step and state carry with non-default options, Newton forms, sLSTM in an LM."""
+"""RNN layers: torch.nn.LSTM / torch.nn.GRU equivalence, torch's fused kernel (impl
+"native") against the op, heads, bidirectional wrapping, step and state carry with
+non-default options, Newton forms, sLSTM in an LM."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import nn
 
 from recur.layers import build_mixer
 from recur.models.lm import LM, LMConfig
-from tests.helpers import assert_close
+from tests.helpers import assert_close, weighted_sum
 
 D = 12
 
@@ -20,11 +21,12 @@ def inputs(B=3, T=23, dtype=torch.float64, seed=1):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_loading_torch_weights_gives_identical_outputs(kind, bidirectional):
+@pytest.mark.parametrize("impl", ["sequential", "native"])
+def test_loading_torch_weights_gives_identical_outputs(kind, bidirectional, impl):
     torch.manual_seed(0)
     hidden = D // 2 if bidirectional else D
     reference = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](D, hidden, batch_first=True, bidirectional=bidirectional).double()
-    layer = build_mixer(kind, D, bidirectional=bidirectional).double()
+    layer = build_mixer(kind, D, bidirectional=bidirectional, impl=impl).double()
     layer.load_torch(reference)
     x = inputs()
     expected, torch_state = reference(x)
@@ -56,6 +58,83 @@ def test_torch_initial_state_carries(kind):
         state["c"] = c0[0].reshape(3, 1, D)
     y, _ = layer(x, state)
     assert_close(f"{kind} from a state", y, expected, 1e-12)
+
+
+def op_and_native(kind, bidirectional=False, **options):
+    """The same layer twice: forced onto the naive op, and onto torch's kernel."""
+    torch.manual_seed(0)
+    layer = build_mixer(kind, D, bidirectional=bidirectional, impl="naive", **options).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.4)  # larger than the default init, and nonzero biases
+    return layer, layer.with_impl("native")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_native_matches_the_op_float64(kind, bidirectional):
+    """Forward, final state, and gradients of x, every parameter and the initial state."""
+    op, native = op_and_native(kind, bidirectional)
+    x = inputs(T=41)
+    results = []
+    for layer in (op, native):
+        x_leaf = x.clone().requires_grad_()
+        state = None
+        if not bidirectional:
+            state = {n: torch.randn(3, 1, D, dtype=x.dtype, generator=torch.Generator().manual_seed(i)).requires_grad_()
+                     for i, n in enumerate(layer.cell.state_names)}
+        y, final = layer(x_leaf, state)
+        loss = weighted_sum(y, *final.values())
+        leaves = [x_leaf, *layer.parameters(), *(state.values() if state else ())]
+        results.append([y, *final.values(), *torch.autograd.grad(loss, leaves)])
+    for i, (a, e) in enumerate(zip(results[1], results[0], strict=True)):
+        assert_close(f"{kind} native vs op, output {i}", a, e, 1e-10)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_native_state_carry_and_step(kind):
+    op, native = op_and_native(kind)
+    x = inputs(T=30)
+    y, state = op(x)
+    y1, s1 = native(x[:, :13])
+    y2, s2 = native(x[:, 13:], s1)
+    assert_close(f"{kind} native carried output", torch.cat([y1, y2], 1), y, 1e-10)
+    step_state, outputs = None, []
+    for t in range(x.shape[1]):
+        y_t, step_state = native.step(x[:, t], step_state)
+        outputs.append(y_t)
+    assert_close(f"{kind} native step loop", torch.stack(outputs, 1), y, 1e-10)
+    for name in state:
+        assert_close(f"{kind} native carried state[{name}]", s2[name], state[name], 1e-10)
+        assert_close(f"{kind} native step state[{name}]", step_state[name], state[name], 1e-10)
+
+
+def test_auto_runs_torch_kernel_only_where_it_applies(monkeypatch):
+    calls = []
+    original = torch._VF.lstm
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(torch._VF, "lstm", counting)
+    x = inputs(T=9)
+    build_mixer("lstm", D).double()(x)
+    assert len(calls) == 1, "impl='auto' with one head and float64 should use torch's kernel"
+    for layer, data in (
+        (build_mixer("lstm", D, num_heads=3).double(), x),
+        (build_mixer("lstm", D).bfloat16(), x.bfloat16()),
+        (build_mixer("lstm", D, impl="sequential").double(), x),
+        (build_mixer("lstm", D, impl="naive").double(), x),
+    ):
+        layer(data)
+    assert len(calls) == 1, "heads, low precision, or a forced op form must run the op"
+    with pytest.raises(ValueError, match=r"impl='native' cannot run this lstm layer: num_heads = 3"):
+        build_mixer("lstm", D, num_heads=3, impl="native")(x.float())
+    with pytest.raises(ValueError, match=r"x is torch.float32 but the parameters are torch.float64"):
+        build_mixer("lstm", D, impl="native").double()(x.float())
+    with pytest.raises(ValueError, match="torch has no kernel for the elman cell"):
+        build_mixer("elman", D, impl="native")(x.float())
 
 
 def test_loading_rejects_mismatched_modules():

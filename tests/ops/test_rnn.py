@@ -1,5 +1,7 @@
-"""RNN family: the sequential form against the float64 naive loop for every cell, forward
-and gradients; sLSTM's stabilisation against the unstabilised equations; bad inputs."""
+"""RNN family: the sequential form (hand-written backward through time) against the float64
+naive loop for every cell, forward and gradients of x_proj, R, b and the initial state,
+dense and head-wise R; the block-recompute backward for cells without a hand-written one;
+sLSTM's stabilisation against the unstabilised equations; bad inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import inspect
 import pytest
 import torch
 
-from recur.ops.rnn import ALRNN, CELLS, FORMS, RHN, get_cell, naive_rnn, rnn, sequential_rnn
+from recur.ops.rnn import ALRNN, CELLS, FORMS, RHN, Cell, get_cell, naive_rnn, rnn, sequential_rnn
+from recur.ops.rnn.cells import recurrent
 from tests.helpers import assert_close, grads, weighted_sum
 
 B = 2
@@ -60,18 +63,84 @@ def compare(actual, expected, tol, label):
         assert_close(f"{label} {name}", a, e, tol)
 
 
+def test_every_cell_has_a_hand_written_backward():
+    for name in CELL_NAMES:
+        assert cell_of(name).hand_backward, f"{name} would fall back to the block-recompute backward"
+
+
 @pytest.mark.parametrize("name", CELL_NAMES)
-@pytest.mark.parametrize("T", [1, 130])
+@pytest.mark.parametrize("T", [1, 63, 64, 65, 100])
 def test_sequential_matches_naive_float64(name, T):
+    """Head-wise (block-diagonal) R: 2 heads of 5 units."""
     inputs = make_inputs(name, T)
     compare(run(sequential_rnn, *inputs), run(naive_rnn, *inputs), 1e-10, f"{name} T={T}")
 
 
-@pytest.mark.parametrize("T", [63, 64, 65, 100])
-def test_sequential_block_boundaries(T):
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_sequential_matches_naive_dense_float64(name):
+    """One head: R is a dense 8×8 matrix per gate."""
+    inputs = make_inputs(name, 37, H=1, Dh=8, seed=1)
+    compare(run(sequential_rnn, *inputs), run(naive_rnn, *inputs), 1e-10, f"{name} dense")
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_sequential_matches_naive_at_strong_gates(name):
+    """Inputs ×6: saturated gates, ReLUs switching, sLSTM's stabiliser moving between branches."""
+    inputs = make_inputs(name, 65, scale=6.0, seed=2)
+    compare(run(sequential_rnn, *inputs), run(naive_rnn, *inputs), 1e-10, f"{name} strong gates")
+
+
+@pytest.mark.parametrize("name", ["lstm", "slstm", "gru"])
+def test_sequential_gradients_of_outputs_or_final_state_alone(name):
+    """The backward gets no gradient for h (only the final state is used) or none for the
+    final state (output_final_state=False)."""
+    cell, x, R, b, h0 = make_inputs(name, 30)
+    for form_outputs in ("final", "h"):
+        results = []
+        for form in (sequential_rnn, naive_rnn):
+            leaves = [t.detach().clone().requires_grad_() for t in (x, R, b, h0)]
+            h, final = form(*leaves[:3], cell=cell, initial_state=leaves[3], output_final_state=form_outputs == "final")
+            results.append(grads(weighted_sum(final if form_outputs == "final" else h), leaves))
+        for label, a, e in zip(NAMES[2:], *results, strict=True):
+            assert_close(f"{name} {form_outputs} only: {label}", a, e, 1e-10)
+
+
+def test_sequential_without_grad_matches():
+    """Nothing requires a gradient: the loop runs without tape and gives the same outputs."""
+    cell, x, R, b, h0 = make_inputs("lstm", 40)
+    with torch.no_grad():
+        h, final = sequential_rnn(x, R, b, cell=cell, initial_state=h0, output_final_state=True)
+    assert h.grad_fn is None
+    h_ref, final_ref = naive_rnn(x, R, b, cell=cell, initial_state=h0, output_final_state=True)
+    assert_close("no-grad h", h, h_ref, 1e-12)
+    assert_close("no-grad state", final, final_ref, 1e-12)
+
+
+def test_sequential_only_x_requires_grad():
+    cell, x, R, b, h0 = make_inputs("gru", 40)
+    x_leaf = x.clone().requires_grad_()
+    (dx,) = torch.autograd.grad(weighted_sum(sequential_rnn(x_leaf, R, b, cell=cell, initial_state=h0)[0]), x_leaf)
+    x_ref = x.clone().requires_grad_()
+    (dx_ref,) = torch.autograd.grad(weighted_sum(naive_rnn(x_ref, R, b, cell=cell, initial_state=h0)[0]), x_ref)
+    assert_close("dx", dx, dx_ref, 1e-10)
+
+
+class SquaredElman(Cell):
+    """A user cell with only `step`: h_t = tanh(x + R h + b)²."""
+
+    name = "squared_elman"
+
+    def step(self, x, R, b, state):
+        return (torch.tanh(x[..., 0, :, :] + recurrent(state[0], R)[..., 0, :, :] + b[0]) ** 2,)
+
+
+@pytest.mark.parametrize("T", [1, 63, 64, 65, 100])
+def test_block_recompute_for_cells_without_hand_written_backward(T):
     """The backward rebuilds blocks of 64 steps: lengths on both sides of a boundary."""
-    inputs = make_inputs("lstm", T, H=1, Dh=7)
-    compare(run(sequential_rnn, *inputs), run(naive_rnn, *inputs), 1e-10, f"T={T}")
+    cell = SquaredElman()
+    assert not cell.hand_backward
+    _, x, R, b, h0 = make_inputs("elman_tanh", T, H=1, Dh=7)
+    compare(run(sequential_rnn, cell, x, R, b, h0[:1]), run(naive_rnn, cell, x, R, b, h0[:1]), 1e-10, f"T={T}")
 
 
 @pytest.mark.parametrize("depth", [1, 3])

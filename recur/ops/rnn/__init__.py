@@ -1,10 +1,10 @@
 """The nonlinear RNN family: Elman, IndRNN, LSTM, GRU, MGU, RHN, sLSTM, AL-RNN, ParaGRU,
 ParaLSTM, with dense or head-wise block-diagonal recurrence (FlashRNN layout).
 
-Forms: `naive_rnn` (the spec: a loop through autograd), `sequential_rnn` (a loop with its
-own block-recomputing backward), `newton_rnn` (ParaRNN: parallel-in-time Newton solves,
-for cells with a diagonal Jacobian; see `recur.ops.newton`). `rnn(..., impl=...)`
-dispatches between them; "auto" is "sequential".
+Forms: `naive_rnn` (the spec: a loop through autograd), `sequential_rnn` (a loop with a
+hand-written backward through time per cell; no autograd graph), `newton_rnn` (ParaRNN:
+parallel-in-time Newton solves, for cells with a diagonal Jacobian; see
+`recur.ops.newton`). `rnn(..., impl=...)` dispatches between them; "auto" is "sequential".
 """
 
 from __future__ import annotations

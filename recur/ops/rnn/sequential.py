@@ -1,37 +1,95 @@
-"""Nonlinear RNNs as a loop with their own backward: memory O(T/L) states, not T graphs.
+"""Nonlinear RNNs as a loop with a hand-written backward through time: no autograd graph.
 
-The forward runs the cell's step without autograd and keeps the state at the start of
-every block of L steps. The backward walks the blocks from last to first: it rebuilds
-one block's steps from its stored starting state, back-propagates the incoming gradients
-(of the block's outputs and of its end state) through them, and hands the gradient of
-the block's starting state to the block before. Only one block's graph lives at a time.
-Same recurrence and arguments as `naive_rnn`.
+FlashRNN (Pöppel, Beck, Hochreiter; arXiv:2412.07752), head-wise form:
+g_t = x_t + R h_{t-1} + b,  s_t = P(s_{t-1}, g_t). Same arguments as `naive_rnn`.
+
+The forward runs the cell's step without autograd and keeps every state s_0..s_T and the
+cell's per-step tape (e.g. its gate values): O(T · state) memory. The backward, for a
+cell with `hand_backward` (every cell in `CELLS`, and AL-RNN):
+
+    for t = T … 1:  (d_t, ds_{t-1}) = the cell's local step from (dh_t, ds_t)
+                    (elementwise ops and one product with Rᵀ; d_t the gate gradients)
+    dx = the stacked d,  db = Σ_{b,t} d,  dR = Σ_{b,t} d_t u_tᵀ as one matrix product
+
+where u_t is what R multiplied in the forward (h_{t-1} for most cells). The autograd
+loop instead records ~15 nodes per step and multiplies by R twice per step in its
+backward (for dh_{t-1} and for dR). A user cell without the hand-written methods gets
+a backward that rebuilds one block of 64 steps at a time through autograd from the
+state at the block's start (memory T/64 states plus one block's graph).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .cells import Cell
+from .cells import Cell, Steps
 from .checks import check_rnn_inputs, initial_states
 
-# steps rebuilt at once in the backward: long enough to amortise the per-call overhead,
-# short enough that one block's graph is small
+# steps rebuilt at once in the autograd fallback's backward: long enough to amortise the
+# per-call overhead, short enough that one block's graph is small
 BLOCK = 64
 
 
-class _SequentialRNN(torch.autograd.Function):
+class _BackpropThroughTime(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell, x, R, b, *state):
+        prepared = cell.prepare(R)
+        # the step's own tensors are kept as they are (no copies into [B, T, ...] buffers:
+        # small tensors come back from the allocator's free lists, large fresh buffers
+        # cost a page fault per 4 KiB on every call)
+        states, tapes = [state], []
+        for x_t in x.unbind(1):
+            state, tape = cell.tape_step(x_t, prepared, b, state)
+            states.append(state)
+            tapes.append(tape)
+        # saved through autograd (not kept on ctx) so that in-place changes are caught and
+        # memory accounting sees them: R, b, then T + 1 states of S tensors, T tapes of K
+        ctx.cell, ctx.sizes = cell, (len(state), len(tapes[0]), len(tapes))
+        ctx.save_for_backward(R, b, *(s for step in states for s in step), *(v for tape in tapes for v in tape))
+        # the final state is returned as a copy: the backward reads the kept one
+        return (torch.stack([s[0] for s in states[1:]], dim=1), *(s.clone() for s in state))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h, *grad_final):
+        R, b, *saved = ctx.saved_tensors
+        cell, (S, K, T) = ctx.cell, ctx.sizes
+        states = [tuple(saved[t * S : (t + 1) * S]) for t in range(T + 1)]
+        tapes = [tuple(saved[(T + 1) * S + t * K : (T + 1) * S + (t + 1) * K]) for t in range(T)]
+        steps = Steps(states, tapes)
+        prepared = cell.prepare(R)
+        grad = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(states[-1], grad_final, strict=True))
+        outputs = (torch.zeros_like(steps.new(0)) if grad_h is None else grad_h).unbind(1)
+        records = [None] * T
+        for t in reversed(range(T)):
+            records[t], grad = cell.local_grads(tapes[t], states[t], states[t + 1], prepared, b, outputs[t], grad)
+        dx, dR, db = cell.param_grads(torch.stack(records, dim=1), steps, R, b)
+        return (None, dx, dR, db, *grad)
+
+
+def _loop_without_grad(cell: Cell, x, R, b, *state):
+    """The forward alone (nothing asks for a gradient): no tape, no stored states."""
+    prepared = cell.prepare(R)
+    outputs = []
+    for x_t in x.unbind(1):
+        state, _ = cell.tape_step(x_t, prepared, b, state)
+        outputs.append(state[0])
+    return (torch.stack(outputs, dim=1), *state)
+
+
+class _BlockRecompute(torch.autograd.Function):
+    """The fallback for cells without a hand-written backward: autograd on one block at a time."""
+
     @staticmethod
     def forward(ctx, cell, x, R, b, *state):
         T = x.shape[1]
         starts = []
-        with torch.no_grad():
-            outputs = []
-            for t in range(T):
-                if t % BLOCK == 0:
-                    starts.append(torch.stack(state))
-                state = cell.step(x[:, t], R, b, state)
-                outputs.append(state[0])
+        outputs = []
+        for t in range(T):
+            if t % BLOCK == 0:
+                starts.append(torch.stack(state))
+            state = cell.step(x[:, t], R, b, state)
+            outputs.append(state[0])
         h = torch.stack(outputs, dim=1)
         ctx.cell = cell
         ctx.save_for_backward(x, R, b, *starts)
@@ -78,7 +136,8 @@ def sequential_rnn(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A nonlinear RNN as a loop whose backward recomputes one block of steps at a time.
+    """A nonlinear RNN as a loop with a hand-written backward through time (block
+    recomputation through autograd for cells without one).
 
     Arguments and returns as `naive_rnn`.
     """
@@ -87,5 +146,11 @@ def sequential_rnn(
     state = initial_states(initial_state, cell, x_proj, dtype)
     if T == 0:
         return x_proj.new_zeros(B, 0, H, Dh), (torch.stack(state) if output_final_state else None)
-    h, *final = _SequentialRNN.apply(cell, x_proj.to(dtype), R.to(dtype), b.to(dtype), *state)
+    inputs = (x_proj.to(dtype), R.to(dtype), b.to(dtype), *state)
+    if not cell.hand_backward:
+        h, *final = _BlockRecompute.apply(cell, *inputs)
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        h, *final = _BackpropThroughTime.apply(cell, *inputs)
+    else:
+        h, *final = _loop_without_grad(cell, *inputs)
     return h.to(x_proj.dtype), (torch.stack(final) if output_final_state else None)
