@@ -65,14 +65,15 @@ def run_mod_arith(mixer: str, **overrides) -> dict[str, float]:
 
 
 def test_lstm_extrapolates_mod_arith():
-    # 0.990 at step 2750, 1.000 at 4000; the target stops it at 2750
-    metrics = run_mod_arith("lstm", **{"train.target": 0.95})
-    assert metrics["valid/scaled_accuracy"] > 0.98
-    assert metrics["test/scaled_accuracy"] > 0.95, "published sLSTM: 0.787"
+    # 0.980 after 4000 steps (0.912 with seed 1)
+    metrics = run_mod_arith("lstm")
+    assert metrics["valid/scaled_accuracy"] > 0.95
+    assert metrics["test/scaled_accuracy"] > 0.85, "published sLSTM: 0.787"
 
 
 def test_slstm_extrapolates_mod_arith():
-    # 0.819 after 4000 steps (still rising: 0.575, 0.722, 0.819 at steps 3000, 3500, 4000)
+    # 0.956 after 4000 steps; 0.819 before the RNN op's hand-written backward changed the
+    # arithmetic (benchmarks/rnn-extrapolation.md)
     metrics = run_mod_arith("slstm")
     assert metrics["valid/scaled_accuracy"] > 0.9
     assert metrics["test/scaled_accuracy"] > 0.6, "published sLSTM: 0.787"
