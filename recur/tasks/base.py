@@ -60,6 +60,12 @@ class Task:
         """n examples of `split` ("train" or one of `eval_splits`)."""
         raise TypeError(f"{type(self).__name__} must define sample()")
 
+    def train_batch(self, n: int, generator: torch.Generator, step: int) -> Batch:
+        """The training batch of optimiser step `step` (0-based). Tasks whose training data
+        changes over the run (a length curriculum) override this; it stays a pure function
+        of (generator, step), so resumed and distributed runs see the same data."""
+        return self.sample(n, generator, "train")
+
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         """Scores of model outputs on one split: logits [N, T, V] ("lm"), [N, C]
         ("classify") or predictions [N, num_outputs] ("regress")."""

@@ -6,6 +6,7 @@ usual precedence (* binds tighter); tokens pad 0, '+' 1, '-' 2, '*' 3, '=' 4, nu
 0..4 as 5..9. With brackets: a random expression tree of + and - with unary minus and
 brackets; tokens numbers 0..4 as 0..4, '+' 5, '-' 6, '*' 7, '(' 8, ')' 9, '=' 10, pad 11.
 The answer is scored at '='; the metric is the scaled accuracy (acc - 1/5) / (1 - 1/5).
+An optional length curriculum widens the training lengths over the first steps.
 """
 
 from __future__ import annotations
@@ -40,11 +41,31 @@ class ModArithConfig(TaskConfig):
     # is rounded down to an even number: numbers and operators alternate)
     train_lengths: tuple[int, int] = (3, 40)
     test_lengths: tuple[int, int] = (40, 256)
+    # length curriculum: over the first curriculum_steps optimiser steps the longest
+    # training input grows linearly from curriculum_start to train_lengths[1] (0 = off);
+    # a recurrent model learns the short expressions first and their rules carry over
+    curriculum_steps: int = 0
+    curriculum_start: int = 6
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.train_lengths = check_range("train_lengths", tuple(self.train_lengths), minimum=2)
         self.test_lengths = check_range("test_lengths", tuple(self.test_lengths), minimum=2)
+        if not isinstance(self.curriculum_steps, int) or self.curriculum_steps < 0:
+            raise ValueError(f"task.curriculum_steps must be an int >= 0; got {self.curriculum_steps!r}")
+        low, high = self.train_lengths
+        if not isinstance(self.curriculum_start, int) or not low <= self.curriculum_start <= high:
+            raise ValueError(
+                f"task.curriculum_start must be an int in train_lengths [{low}, {high}]; got {self.curriculum_start!r}"
+            )
+
+    def lengths_at(self, step: int) -> tuple[int, int]:
+        """The training length range of optimiser step `step` (0-based) under the curriculum."""
+        low, high = self.train_lengths
+        if step >= self.curriculum_steps:
+            return low, high
+        start = self.curriculum_start
+        return low, start + (high - start) * step // self.curriculum_steps
 
 
 def plain_expression(length: int, rng: random.Random) -> tuple[list[int], int]:
@@ -106,7 +127,16 @@ class ModArith(Task):
         self.vocab_size = 12 if config.brackets else 10
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        low, high = self.config.test_lengths if split == "test" else self.config.train_lengths
+        lengths = self.config.test_lengths if split == "test" else self.config.train_lengths
+        return self.expressions(n, generator, lengths)
+
+    def train_batch(self, n: int, generator: torch.Generator, step: int) -> Batch:
+        # padded to the step's longest length, so the short early batches are cheap
+        return self.expressions(n, generator, self.config.lengths_at(step))
+
+    def expressions(self, n: int, generator: torch.Generator, lengths: tuple[int, int]) -> Batch:
+        """n expressions with lengths uniform in `lengths`, padded to its upper end."""
+        low, high = lengths
         # the expressions are recursive Python; seed Python's RNG from the torch generator
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         inputs = torch.full((n, high), self.tokens["pad"])

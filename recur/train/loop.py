@@ -184,7 +184,7 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     step = first_step
     for step in range(first_step, tc.steps):
         lr = set_lr(optimizer, step, tc)
-        batch = task.sample(tc.batch_size, batch_generator(tc.seed, step), "train")
+        batch = task.train_batch(tc.batch_size, batch_generator(tc.seed, step), step)
         # this process's slice of the global batch, then its micro-batches
         mine = {k: v[context.rank * micro * tc.grad_accum:(context.rank + 1) * micro * tc.grad_accum] for k, v in batch.items()}
         step_loss = 0.0

@@ -131,6 +131,41 @@ def test_mod_arith_precedence():
     assert task.vocab_size == 10 and build_task("mod_arith", brackets=True).vocab_size == 12
 
 
+def test_mod_arith_curriculum_widens_the_training_lengths():
+    task = build_task("mod_arith", train_lengths=(3, 40), curriculum_steps=100, curriculum_start=8)
+    ranges = [task.config.lengths_at(step) for step in range(0, 130, 10)]
+    assert ranges[0] == (3, 8) and ranges[5] == (3, 24) and ranges[10:] == [(3, 40)] * 3
+    highs = [high for _, high in ranges]
+    assert highs == sorted(highs)
+    pad = task.tokens["pad"]
+    for step, high in ((0, 8), (50, 24), (100, 40)):
+        batch = task.train_batch(200, gen(step), step)
+        # padded to the step's longest input, answers still those of the evaluator
+        assert batch["inputs"].shape == (200, high)
+        lengths = set()
+        for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+            tokens = inputs[inputs != pad].tolist()
+            lengths.add(len(tokens))
+            assert labels[len(tokens) - 1] - PLAIN["number"] == _evaluate_plain(tokens)
+        assert min(lengths) == 2 and high - 1 <= max(lengths) <= high
+    # evaluation splits never follow the curriculum
+    assert task.sample(8, gen(), "valid")["inputs"].shape == (8, 40)
+
+
+@pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar"])
+def test_train_batch_without_curriculum_is_the_train_split(name):
+    task = build_task(name)
+    a, b = task.train_batch(8, gen(5), step=123), task.sample(8, gen(5), "train")
+    assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_mod_arith_curriculum_options_are_checked():
+    with pytest.raises(ValueError, match=r"task.curriculum_start must be an int in train_lengths \[3, 40\]; got 2"):
+        build_task("mod_arith", curriculum_steps=10, curriculum_start=2)
+    with pytest.raises(ValueError, match="task.curriculum_steps must be an int >= 0; got -1"):
+        build_task("mod_arith", curriculum_steps=-1)
+
+
 @pytest.mark.parametrize("group,order", [("S3", 6), ("S4", 24), ("A5", 60), ("S5", 120)])
 def test_permutation_labels_are_prefix_products(group, order):
     task = build_task("permutation", group=group, train_length=12)

@@ -52,3 +52,18 @@ def test_metrics_file_and_tensorboard(tmp_path):
     assert [r["step"] for r in records if "eval" in r] == [2, 4]
     assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_each_step_draws_its_batch_with_its_step_number(monkeypatch):
+    from recur.tasks.mqar import MQAR
+
+    steps = []
+    original = MQAR.train_batch
+
+    def record(self, n, generator, step):
+        steps.append(step)
+        return original(self, n, generator, step)
+
+    monkeypatch.setattr(MQAR, "train_batch", record)
+    train(tiny_mqar(steps=3, eval_every=3, eval_examples=8, batch_size=8), progress=False)
+    assert steps == [0, 1, 2]
