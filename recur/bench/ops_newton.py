@@ -25,6 +25,10 @@ def _cases(cell_name: str, T: int, device: torch.device, dtype: torch.dtype) -> 
     return [
         OpCase(f"sequential ({cell_name})", lambda: sequential_rnn(x, R, b, cell=cell)[0], [x, R, b]),
         OpCase(f"newton ({cell_name})", lambda: newton_solve(x, R, b, cell=cell, on_failure="raise")[0], [x, R, b]),
+        OpCase(
+            f"newton, compiled ({cell_name})",
+            lambda: newton_solve(x, R, b, cell=cell, on_failure="raise", compile=True)[0], [x, R, b],
+        ),
     ]
 
 
