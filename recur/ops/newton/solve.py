@@ -54,18 +54,21 @@ def _previous(H: tuple[torch.Tensor, ...], start: tuple[torch.Tensor, ...]) -> t
     return tuple(torch.cat([s0.unsqueeze(1), h[:, :-1]], dim=1) for s0, h in zip(start, H, strict=True))
 
 
-def _residual(r, H) -> float:
-    """max|r| / (1 + max|h|) over every state component."""
-    scale = 1.0 + max(float(h.abs().max()) for h in H)
-    return max(float(v.abs().max()) for v in r) / scale
+def _newton_step(cell: Cell, x, R, b, H, start):
+    """r = f(h_{t-1}, x_t) − h_t, the Jacobians at h_{t-1}, and the residual
+    max|r| / (1 + max|h|) over every state component (a 0-d tensor)."""
+    F, J = cell.step_and_jacobian(x, R, b, _previous(H, start))
+    r = [f - h for f, h in zip(F, H, strict=True)]
+    scale = 1 + torch.stack([h.abs().amax() for h in H]).amax()
+    return r, J, torch.stack([v.abs().amax() for v in r]).amax() / scale
 
 
 class _Kernels:
-    """The cell's whole-sequence evaluations that Newton runs: the step, the step with its
-    Jacobian, and the step's vector-Jacobian product. With `compile=True` each is one
-    `torch.compile`d function (a fused loop per evaluation instead of ~20 passes over
-    memory), built on first use and kept per cell; if compiling fails, the eager
-    functions run instead, with a warning."""
+    """The whole-sequence work of a Newton solve: the step, a Newton step (the step with
+    its Jacobian and the residual), the chunked scans, and the step's vector-Jacobian
+    product. With `compile=True` each is one `torch.compile`d function (a few fused loops
+    instead of ~20 passes over memory), built on first use and kept per cell; if
+    compiling fails, the eager functions run instead, with a warning."""
 
     _compiled: dict[tuple[int, str], tuple[weakref.ref, object]] = {}
 
@@ -78,6 +81,12 @@ class _Kernels:
             return cell.step
         if kind == "step_and_jacobian":
             return cell.step_and_jacobian
+        if kind == "newton_step":
+            return lambda *args: _newton_step(cell, *args)
+        if kind == "scan":
+            return chunked_block_recurrence
+        if kind == "reverse_scan":
+            return reverse_block_linear_recurrence
 
         def vjp(x, R, b, state, cotangent):
             _, pull = torch.func.vjp(lambda x, R, b, *state: cell.step(x, R, b, state), x, R, b, *state)
@@ -115,10 +124,8 @@ def _solve(kernels, x, R, b, start, max_iterations, tol, info):
     guess = tuple(torch.cat([s0.unsqueeze(1), g[:, 1:]], dim=1) for s0, g in zip(start, guess, strict=True))
     H = kernels("step", x, R, b, guess)
     while True:
-        F, J = kernels("step_and_jacobian", x, R, b, _previous(H, start))
-        # r = f(h_{t-1}, x_t) − h_t, in place of F (not needed after this)
-        r = [f.sub_(h) for f, h in zip(F, H, strict=True)]
-        residual = _residual(r, H)
+        r, J, residual = kernels("newton_step", x, R, b, H, start)
+        residual = float(residual)
         info.residuals.append(residual)
         info.residual = residual
         if residual <= tol:
@@ -127,7 +134,7 @@ def _solve(kernels, x, R, b, start, max_iterations, tol, info):
             return H, J
         if info.iterations >= max_iterations or residual != residual or residual == float("inf"):
             break
-        delta = chunked_block_recurrence(J, r)
+        delta = kernels("scan", J, r)
         H = tuple(h.add_(d) for h, d in zip(H, delta, strict=True))
         info.iterations += 1
     info.fell_back = True
@@ -166,7 +173,7 @@ class _NewtonRNN(torch.autograd.Function):
             J = ctx.jacobians
             if J is None:
                 _, J = kernels("step_and_jacobian", x, R, b, previous)
-            adjoint = reverse_block_linear_recurrence(J, g)
+            adjoint = kernels("reverse_scan", J, g)
             # one vector-Jacobian product of the step for all t at once
             got = kernels("vjp", x, R, b, previous, adjoint)
         grad_start = tuple(d[:, 0] for d in got[3:])
