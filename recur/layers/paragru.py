@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..ops.newton import newton_solve
 from ..ops.rnn import ParaGRU as ParaGRUCell
 from .registry import register_mixer
 from .rnn_common import RNNConfig, RNNLayer
@@ -33,14 +34,35 @@ def pararnn_init(layer: RNNLayer, first_gate_bias: bool) -> None:
 
 
 @dataclass(kw_only=True)
-class ParaGRUConfig(RNNConfig):
-    """ParaGRU takes the options every RNN layer has (RNNConfig), and no others."""
+class ParaRNNConfig(RNNConfig):
+    # with impl="newton": run the solver's whole-sequence work as torch.compile'd fused
+    # loops (`newton_solve(compile=True)`); each new sequence length compiles once
+    compile: bool = False
+
+
+class ParaRNNLayer(RNNLayer):
+    """An RNN layer whose cell has a diagonal Jacobian, so Newton can train it in parallel."""
+
+    impls = ("naive", "sequential", "newton")
+
+    def _run(self, direction, inputs: torch.Tensor, initial, impl: str):
+        if impl != "newton" or not self.config.compile:
+            return super()._run(direction, inputs, initial, impl)
+        h, final, _ = newton_solve(
+            self.input_gates(direction, inputs), direction.R, direction.b, cell=self.cell,
+            initial_state=initial, output_final_state=True, compile=True,
+        )
+        return h, final
+
+
+@dataclass(kw_only=True)
+class ParaGRUConfig(ParaRNNConfig):
+    """ParaGRU takes the options every RNN layer has (RNNConfig), and `compile`."""
 
 
 @register_mixer("paragru")
-class ParaGRU(RNNLayer):
+class ParaGRU(ParaRNNLayer):
     Config = ParaGRUConfig
-    impls = ("naive", "sequential", "newton")
 
     def make_cell(self, config):
         return ParaGRUCell()

@@ -13,20 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ops.rnn import ParaLSTM as ParaLSTMCell
-from .paragru import pararnn_init
+from .paragru import ParaRNNConfig, ParaRNNLayer, pararnn_init
 from .registry import register_mixer
-from .rnn_common import RNNConfig, RNNLayer
 
 
 @dataclass(kw_only=True)
-class ParaLSTMConfig(RNNConfig):
-    """ParaLSTM takes the options every RNN layer has (RNNConfig), and no others."""
+class ParaLSTMConfig(ParaRNNConfig):
+    """ParaLSTM takes the options every RNN layer has (RNNConfig), and `compile`."""
 
 
 @register_mixer("paralstm")
-class ParaLSTM(RNNLayer):
+class ParaLSTM(ParaRNNLayer):
     Config = ParaLSTMConfig
-    impls = ("naive", "sequential", "newton")
 
     def make_cell(self, config):
         return ParaLSTMCell()

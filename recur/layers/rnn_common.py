@@ -146,10 +146,14 @@ class RNNLayer(Mixer):
         """The input gates [B, T, Gx · hidden], gate-major."""
         return direction.in_proj(inputs)
 
-    def _run(self, direction: Direction, inputs: torch.Tensor, initial, impl: str):
-        x_proj = rearrange(
+    def input_gates(self, direction: Direction, inputs: torch.Tensor) -> torch.Tensor:
+        """The op's x_proj [B, T, Gx, heads, head_dim]."""
+        return rearrange(
             self.project(direction, inputs), "b t (g h d) -> b t g h d", g=self.cell.input_gates, h=self.heads
         )
+
+    def _run(self, direction: Direction, inputs: torch.Tensor, initial, impl: str):
+        x_proj = self.input_gates(direction, inputs)
         return rnn(
             x_proj, direction.R, direction.b, cell=self.cell, initial_state=initial,
             output_final_state=True, impl=impl,

@@ -228,3 +228,22 @@ def test_slstm_in_an_lm_pattern():
     out = model(ids, labels=ids)
     assert torch.isfinite(out.loss)
     out.loss.backward()
+
+
+@pytest.mark.parametrize("kind", ["paragru"])
+def test_compiled_newton_layer_matches_the_naive_op(kind):
+    """compile=True with impl="newton": the same outputs, state and gradients in float64
+    (ParaLSTM's compiled solve is checked at the op level; compiling it here costs ~30 s)."""
+    torch.manual_seed(0)
+    naive = build_mixer(kind, D, impl="naive").double()
+    compiled = build_mixer(kind, D, impl="newton", compile=True).double()
+    compiled.load_state_dict(naive.state_dict())
+    x = inputs(T=40)
+    results = []
+    for layer in (naive, compiled):
+        x_leaf = x.clone().requires_grad_()
+        y, final = layer(x_leaf)
+        leaves = [x_leaf, *layer.parameters()]
+        results.append([y, *final.values(), *torch.autograd.grad(weighted_sum(y, *final.values()), leaves)])
+    for i, (a, e) in enumerate(zip(results[1], results[0], strict=True)):
+        assert_close(f"{kind} compiled newton vs naive, output {i}", a, e, 1e-9)
