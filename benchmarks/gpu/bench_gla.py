@@ -147,21 +147,45 @@ def breakdown(out_path: str, T: int = 8192) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
-def warps(out_path: str, T: int = 8192) -> None:
-    """Forward+backward with 4 and 8 warps per sub-chunk program."""
+# Alternatives to the launch settings of recur.ops.gla.triton, timed against the default in
+# the same process; chosen from what the sm_90 machine code showed (registers, spills) when
+# no device was at hand: see tests/ops/test_triton_compile.py.
+VARIANTS = {
+    "default": {},
+    "4 warps": {"WARPS": {"output": 4, "backward": 4, "values": 4}},
+    "key tiles 32": {"TILES": {"key": 32}},
+    "no pipelining": {"STAGES": {"output": 1, "values": 1}},
+    "pipelined backward": {"STAGES": {"backward": 2}},
+    "value tiles 128": {"TILES": {"value_dv": 128}},
+}
+
+
+def variants(out_path: str, T: int = 8192) -> None:
+    """Forward+backward with each of VARIANTS (vector gate)."""
+    import copy
+
     import triton.testing
 
     from recur.ops.gla import triton as kernels
 
-    for output_warps, backward_warps in ((4, 4), (8, 8), (4, 8), (8, 4)):
-        kernels.WARPS.update(output=output_warps, backward=backward_warps)
-        q, k, v, g = make_inputs(T, "vector")
-        call = fwd_bwd(lambda q=q, k=k, v=v, g=g: kernels.triton_gla(q, k, v, g=g)[0], [q, k, v, g])
-        row = {"what": "warps", "T": T, "output": output_warps, "backward": backward_warps,
-               "fwdbwd_ms": triton.testing.do_bench(call, warmup=10, rep=50, return_mode="median")}
+    defaults = {name: copy.deepcopy(getattr(kernels, name)) for name in ("WARPS", "STAGES", "TILES")}
+    q, k, v, g = make_inputs(T, "vector")
+    call = fwd_bwd(lambda: kernels.triton_gla(q, k, v, g=g)[0], [q, k, v, g])
+    for label, changes in VARIANTS.items():
+        for name, value in defaults.items():
+            getattr(kernels, name).clear()
+            getattr(kernels, name).update(value, **changes.get(name, {}))
+        row = {"what": "variant", "T": T, "variant": label, "settings": changes}
+        try:
+            row["fwdbwd_ms"] = triton.testing.do_bench(call, warmup=10, rep=50, return_mode="median")
+        except Exception as e:  # a setting that does not fit the card is recorded, not fatal
+            row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(json.dumps(row), flush=True)
         with open(out_path, "a") as f:
             f.write(json.dumps(row) + "\n")
+    for name, value in defaults.items():
+        getattr(kernels, name).clear()
+        getattr(kernels, name).update(value)
 
 
 def main() -> int:
@@ -169,7 +193,7 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--first-call", action="store_true")
     parser.add_argument("--fla", action="store_true", help="only FLA's chunk_gla")
-    parser.add_argument("--breakdown", action="store_true", help="time the separately launched stages")
+    parser.add_argument("--breakdown", action="store_true", help="time the separately launched stages and VARIANTS")
     parser.add_argument("--T", type=int, nargs="+", default=[2048, 4096, 8192, 32768])
     args = parser.parse_args()
     if args.first_call:
@@ -177,7 +201,7 @@ def main() -> int:
         return 0
     if args.breakdown:
         breakdown(args.out)
-        warps(args.out)
+        variants(args.out)
         return 0
     try:
         bench(args.T, args.out, with_fla=args.fla, forms=["FLA"] if args.fla else ["recur", "SDPA"])

@@ -29,8 +29,9 @@ def main(path: str) -> None:
         for r in stages:
             print(f"| {r['T']} | {r['gate']} | {r['stage']} | {r['ms']:.3f} |")
     for r in rows:
-        if r["what"] == "warps":
-            print(f"warps output={r['output']} backward={r['backward']}: fwd+bwd {r['fwdbwd_ms']:.2f} ms at T={r['T']}")
+        if r["what"] == "variant":
+            result = f"{r['fwdbwd_ms']:.2f} ms" if "fwdbwd_ms" in r else r["error"]
+            print(f"variant {r['variant']} {r['settings']}: fwd+bwd {result} at T={r['T']}")
     for r in timed:
         if "first_fwd_s" in r:
             print(f"{r['form']}: first forward call {r['first_fwd_s']:.1f} s (autotuning included)")

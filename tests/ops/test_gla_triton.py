@@ -171,6 +171,33 @@ def test_bfloat16_close_to_float64(kernels):
         assert_close(f"bf16 {name}", a, e, 3e-2)
 
 
+
+@pytest.mark.parametrize("gate", ["scalar", "vector"])
+def test_several_key_and_value_tiles(kernels, gate, monkeypatch):
+    """Whole-chunk and sub-chunk programs looping over several key blocks, the values'
+    gradient over several value tiles, and widths that are not powers of two."""
+    monkeypatch.setitem(kernels.TILES, "key", 16)
+    monkeypatch.setitem(kernels.TILES, "key_subchunk", 16)
+    monkeypatch.setitem(kernels.TILES, "value_dv", 16)
+    q, k, v, g, h0 = make_inputs(100, gate, H=1, K=40, V=40)
+    g = g.clone()
+    g[:, :64] *= 0.1
+    g[:, 64:] *= 20.0  # the second chunk is too strong for the whole-chunk product
+    assert g[:, :64].sum(1).min() > -kernels.FAST_SPAN > g[:, 64:].sum(1).max()
+    actual, expected = run_kernel(kernels, q, k, v, g, h0), run(naive_gla, q, k, v, g, h0)
+    compare(actual, expected, 1e-4 if gate == "vector" else TOL_FLOAT32, f"tiles gate={gate}")
+
+
+def test_float16_chunks_with_moderate_decay(kernels):
+    """A chunk decaying by exp(-20) takes the whole-chunk product, whose factor
+    k ⊙ exp(-gc) reaches exp(20): beyond float16's range, so those products run in float32."""
+    q, k, v, _, h0 = make_inputs(64, "vector")
+    g = torch.full(q.shape, -20.0 / 64, dtype=torch.float64)
+    actual = run_kernel(kernels, q, k, v, g, h0, dtype=torch.float16)
+    for name, a, e in zip(NAMES, actual, run(naive_gla, q, k, v, g, h0)):
+        assert torch.isfinite(a).all(), f"fp16 {name} is not finite"
+        assert_close(f"fp16 {name}", a, e, 1e-2)
+
 def test_float64_inputs_give_float64_results(kernels):
     q, k, v, g, h0 = make_inputs(20, "scalar")
     o, ht = kernels.triton_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)

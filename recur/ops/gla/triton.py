@@ -5,25 +5,30 @@ Gated Linear Attention Transformers with Hardware-Efficient Training
 
     S_t = diag(exp g_t) S_{t-1} + k_t v_tᵀ,      o_t = scale · S_tᵀ q_t
 
-Time is cut into chunks of C = 64 steps for the state recurrence and into sub-chunks of
-c = 16 rows for the outputs. With gc the log decay summed from the chunk start:
+Time is cut into chunks of C = 64 steps. With gc the log decay summed from the chunk start:
 
 - chunk states (one program per head and state tile, a loop over chunks):
   S_n = exp(gc_last) ⊙ S_{n-1} + (k ⊙ exp(gc_last - gc))ᵀ v;
-- outputs (one program per sub-chunk): o = scale · [(q ⊙ exp(gc)) S_{n-1} + A v], where the
-  intra-chunk scores A[t, s] = Σ_k q_tk k_sk exp(gc_tk - gc_sk) come from a matrix product
-  for earlier sub-chunks, with both factors taken relative to the row just before the
-  query's sub-chunk (so both exponents are <= 0), and from an elementwise [c, c, K]
-  product on the diagonal sub-chunk (whose exponents are <= 0 too).
+- outputs (one program per chunk): o = scale · [(q ⊙ exp(gc)) S_{n-1} + A v] with the
+  intra-chunk scores A[t, s] = Σ_k q_tk k_sk exp(gc_tk - gc_sk), s <= t.
 
-No factor exp(x) with x > 0 is ever formed, so strong gates cannot overflow. A log decay
+Where the chunk's total log decay stays above -FAST_SPAN in every key channel (the usual
+case: GLA's log σ(x)/16 gates lose about 3 per chunk), A is one 64-row matrix product of
+q ⊙ exp(gc) and k ⊙ exp(-gc), whose factors stay within exp(±FAST_SPAN). Stronger chunks go
+through sub-chunks of c = 16 rows: earlier sub-chunks by a matrix product with both factors
+taken relative to the row just before the query's sub-chunk (so both exponents are <= 0),
+the diagonal sub-chunk by an elementwise [c, c, K] product (whose exponents are <= 0 too).
+So no factor beyond exp(FAST_SPAN) is formed and strong gates cannot overflow. A log decay
 of -inf (a reset) is clamped to GATE_FLOOR, whose exp is 0 in float32 just as exp(-inf).
 
 The backward mirrors this: states S_{n-1} are recomputed, the adjoint states
-D_n = exp(gc_last) ⊙ D_{n+1} + scale (q ⊙ exp(gc))ᵀ do run backwards over chunks, and one
-program per sub-chunk writes dq, dk, dv. The gate's gradient follows from
-∂L/∂G_t = q_t ⊙ dq_t − k_t ⊙ dk_t (G the log decay summed from the sequence start, plus
-dS_T ⊙ S_T at the last step), summed over t' >= t.
+D_n = exp(gc_last) ⊙ D_{n+1} + scale (q ⊙ exp(gc))ᵀ do run backwards over chunks, one
+program per chunk writes dq, dk and dg, another per chunk and value tile writes dv. The
+gate's gradient follows from ∂L/∂G_t = q_t ⊙ dq_t − k_t ⊙ dk_t (G the log decay summed
+from the sequence start), summed over t' >= t: within the chunk by a reverse scan, and over
+every later step at once as Σ_v S ⊙ D_n, S the state leaving the chunk, since adding δ to
+the log decay right after chunk n scales that state by exp(δ) for all that follows. So dg
+needs no pass along the whole sequence.
 
 Signed per-head decays (decay_sign) enter through σ_t = (-1)^(negatives in the chunk up
 to t): the sign of any product over (s, t] inside a chunk is σ_t σ_s.
@@ -56,8 +61,11 @@ MAX_HEAD_DIM = 256
 # take the sub-chunk path whose exponents are all <= 0.
 FAST_SPAN = 40.0
 _FAST_SPAN = tl.constexpr(FAST_SPAN)
-# warps per program of the sub-chunk kernels (fixed: no autotuning at the first call)
-WARPS = {"output": 4, "backward": 4}
+# Warps per program and tile widths of the whole-chunk kernels (fixed: no autotuning at the
+# first call).
+WARPS = {"states": 4, "output": 8, "backward": 8, "values": 8}
+STAGES = {"states": 3, "output": 2, "backward": 1, "values": 2}
+TILES = {"key": 16, "key_subchunk": 16, "value_dv": 64}
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -82,6 +90,18 @@ def _dot(a, b, PRECISION: tl.constexpr):
             a = a.to(tl.float32)
             b = b.to(tl.float32)
     return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _wide_operand(x, like):
+    """x (float32) as an operand of the whole-chunk products: in the dtype of the inputs
+    (`like`, a tensor or a pointer to them), except float16, whose range exp(FAST_SPAN)
+    would overflow; those products take float32."""
+    dt = like.dtype.element_ty if like.dtype.is_ptr() else like.dtype
+    if dt == tl.float16:
+        return x
+    else:
+        return x.to(dt)
 
 
 @triton.jit
@@ -172,13 +192,13 @@ def _chunk_state_kernel(
 
 
 @triton.jit
-def _chunk_output_kernel(
-    q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+def _subchunk_output(
+    m, bh, q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, c: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    m, bh = tl.program_id(0), tl.program_id(1)
+    """Outputs of sub-chunk m, for chunks whose decay is too strong for one product."""
     b, h = (bh // H).to(tl.int64), bh % H
     n = m // (C // c)
     t0, r0 = n * C, m * c
@@ -192,7 +212,6 @@ def _chunk_output_kernel(
     ref_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
     earlier = rows_c < r0
     causal = rows_i[:, None] >= rows_i[None, :]
-    last = tl.full([1], t0 + C - 1, tl.int32)
     acc = tl.full([c, BV], 0.0, tl.float32)
     scores_chunk = tl.full([c, C], 0.0, tl.float32)
     scores_diag = tl.full([c, c], 0.0, tl.float32)
@@ -205,23 +224,17 @@ def _chunk_output_kernel(
         gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, SCALAR_GATE)
         gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, SCALAR_GATE)
         ref = _gate_rows(gc_ptr, b, h, ref_row, ks, T_pad, H, K, SCALAR_GATE)
-        gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
         S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
         # inter-chunk: (q ⊙ exp(gc)) S_{n-1}
         q_decayed = q_i * tl.exp(gc_i)
         acc += _dot(q_decayed.to(S.dtype), S, PRECISION)
-        if tl.reduce(tl.reduce(gl, 1, _min), 0, _min) >= -_FAST_SPAN:
-            # the whole chunk at once; pairs s > t are masked after the loop
-            k_hat = k_c * tl.exp(-gc_c)
-            scores_chunk += _dot(q_decayed.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
-        else:
-            # earlier sub-chunks: exp(gc_t - gc_s) = exp(gc_t - ref) · exp(ref - gc_s)
-            q_hat = q_i * tl.exp(gc_i - ref)
-            k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref - gc_c, float("-inf")))
-            scores_chunk += _dot(q_hat.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
-            # diagonal sub-chunk, elementwise: [t, s, k]
-            decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
-            scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        # earlier sub-chunks: exp(gc_t - gc_s) = exp(gc_t - ref) · exp(ref - gc_s)
+        q_hat = q_i * tl.exp(gc_i - ref)
+        k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref - gc_c, float("-inf")))
+        scores_chunk += _dot(q_hat.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
+        # diagonal sub-chunk, elementwise: [t, s, k]
+        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
+        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
     sigma_i = _sign_rows(sc_ptr, b, h, rows_i, T_pad, H, HAS_SIGN)
     sigma_c = _sign_rows(sc_ptr, b, h, rows_c, T_pad, H, HAS_SIGN)
     acc = acc * sigma_i
@@ -234,14 +247,15 @@ def _chunk_output_kernel(
 
 
 @triton.jit
-def _chunk_backward_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, sc_ptr, states_ptr, dstates_ptr,
+def _subchunk_backward(
+    m, bh, q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, sc_ptr, states_ptr, dstates_ptr,
     dq_ptr, dk_ptr, dv_ptr, dG_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, c: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    m, bh = tl.program_id(0), tl.program_id(1)
+    """dq, dk, dv and ∂L/∂G of sub-chunk m, for chunks whose decay is too strong for one
+    product."""
     b, h = (bh // H).to(tl.int64), bh % H
     n = m // (C // c)
     t0, r0 = n * C, m * c
@@ -263,9 +277,6 @@ def _chunk_backward_kernel(
     dA_diag = _dot(do_i, tl.trans(v_i), PRECISION) * sigma_i * tl.reshape(sigma_i, [1, c])
     # dAᵀ[s, t] = v_s · do_t: s in this sub-chunk, t in the chunk
     dAT_later = _dot(v_i, tl.trans(do_c), PRECISION) * sigma_i * sigma_c
-    # the same pairs with s < t (s > t for dAᵀ) over the whole chunk, for the fast path
-    dA_strict = tl.where(rows_c[None, :] < rows_i[:, None], dA_earlier, 0.0)
-    dAT_strict = tl.where(rows_c[None, :] > rows_i[:, None], dAT_later, 0.0)
     ref_q_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
     ref_k_row = tl.full([1], r0 + c - 1, tl.int32)
     earlier = rows_c < r0
@@ -294,29 +305,20 @@ def _chunk_backward_kernel(
         state_mask = (ks[:, None] < K) & vmask
         S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
         D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
-        if tl.reduce(tl.reduce(gl, 1, _min), 0, _min) >= -_FAST_SPAN:
-            # the whole chunk at once through q ⊙ exp(gc) and k ⊙ exp(-gc)
-            q_hat_c = q_c * tl.exp(gc_c)
-            k_hat_c = k_c * tl.exp(-gc_c)
-            dq = tl.exp(gc_i) * _dot(dA_strict.to(dt), k_hat_c.to(dt), PRECISION)
-            k_hat_i = k_i * tl.exp(-gc_i)
-            dk = tl.exp(-gc_i) * _dot(dAT_strict.to(dt), q_hat_c.to(dt), PRECISION)
-            scoresT_chunk += _dot(k_hat_i.to(dt), tl.trans(q_hat_c.to(dt)), PRECISION)
-        else:
-            decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
-            decay_strict = tl.where(strict[:, :, None], decay, 0.0)
-            # dq_t = Σ_{s<t} dA[t,s] exp(gc_t - gc_s) ⊙ k_s: earlier sub-chunks, then the diagonal
-            k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref_q - gc_c, float("-inf")))
-            dq = tl.exp(gc_i - ref_q) * _dot(dA_earlier.to(dt), k_hat.to(dt), PRECISION)
-            dq += tl.reduce(dA_diag[:, :, None] * k_i[None, :, :] * decay_strict, 1, _add)
-            # dk_s = Σ_{t>s} dA[t,s] exp(gc_t - gc_s) ⊙ q_t: later sub-chunks, then the diagonal
-            q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
-            dk = tl.exp(ref_k - gc_i) * _dot(dAT_later.to(dt), q_tilde.to(dt), PRECISION)
-            dk += tl.reduce(dA_diag[:, :, None] * q_i[:, None, :] * decay_strict, 0, _add)
-            # Aᵀ for dv: later sub-chunks here, the diagonal one apart
-            k_tilde = k_i * tl.exp(ref_k - gc_i)
-            scoresT_chunk += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
-            scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
+        decay_strict = tl.where(strict[:, :, None], decay, 0.0)
+        # dq_t = Σ_{s<t} dA[t,s] exp(gc_t - gc_s) ⊙ k_s: earlier sub-chunks, then the diagonal
+        k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref_q - gc_c, float("-inf")))
+        dq = tl.exp(gc_i - ref_q) * _dot(dA_earlier.to(dt), k_hat.to(dt), PRECISION)
+        dq += tl.reduce(dA_diag[:, :, None] * k_i[None, :, :] * decay_strict, 1, _add)
+        # dk_s = Σ_{t>s} dA[t,s] exp(gc_t - gc_s) ⊙ q_t: later sub-chunks, then the diagonal
+        q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
+        dk = tl.exp(ref_k - gc_i) * _dot(dAT_later.to(dt), q_tilde.to(dt), PRECISION)
+        dk += tl.reduce(dA_diag[:, :, None] * q_i[:, None, :] * decay_strict, 0, _add)
+        # Aᵀ for dv: later sub-chunks here, the diagonal one apart
+        k_tilde = k_i * tl.exp(ref_k - gc_i)
+        scoresT_chunk += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
+        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
         # inter-chunk: σ_t exp(gc_t) ⊙ S_{n-1} do_t for dq, σ_last σ_s exp(gc_last - gc_s) ⊙ D_n v_s for dk
         dq = (dq + sigma_i * tl.exp(gc_i) * _dot(do_i.to(S.dtype), tl.trans(S), PRECISION)) * scale
         to_end = tl.exp(gl - gc_i) * (sigma_i * sigma_last)
@@ -339,6 +341,214 @@ def _chunk_backward_kernel(
     dv += _dot(tl.trans(scores_diag).to(dt), do_i, PRECISION)
     dv = dv * scale + dv_acc
     tl.store(dv_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], dv.to(dv_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & vmask)
+
+
+@triton.jit
+def _chunk_is_fast(gc_ptr, b, h, t0, T_pad, H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, SCALAR_GATE: tl.constexpr):
+    """Whether the chunk's total log decay stays above -FAST_SPAN in every key channel."""
+    last = tl.full([1], t0 + C - 1, tl.int32)
+    gl = _gate_rows(gc_ptr, b, h, last, tl.arange(0, KP), T_pad, H, K, SCALAR_GATE)
+    return tl.reduce(tl.reduce(gl, 1, _min), 0, _min) >= -_FAST_SPAN
+
+
+@triton.jit
+def _chunk_output_kernel(
+    q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
+    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per chunk: o = scale · σ ⊙ [(q ⊙ exp(gc)) S_{n-1} + A v] with
+    A = (q ⊙ exp(gc)) (k ⊙ exp(-gc))ᵀ masked to s <= t, all as 64-row products; chunks
+    whose decay is too strong go through their sub-chunks."""
+    n, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), bh % H
+    t0 = n * C
+    if _chunk_is_fast(gc_ptr, b, h, t0, T_pad, H, K, KP, C, SCALAR_GATE):
+        rows = t0 + tl.arange(0, C)
+        inside = rows[:, None] < T
+        vs = tl.arange(0, BV)
+        acc = tl.full([C, BV], 0.0, tl.float32)
+        scores = tl.full([C, C], 0.0, tl.float32)
+        for kb in range((K + BK - 1) // BK):
+            ks = kb * BK + tl.arange(0, BK)
+            at = ((b * T + rows) * H + h)[:, None] * K + ks[None, :]
+            q = tl.load(q_ptr + at, mask=inside & (ks[None, :] < K), other=0.0).to(tl.float32)
+            k = tl.load(k_ptr + at, mask=inside & (ks[None, :] < K), other=0.0).to(tl.float32)
+            gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
+            S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+            q_hat = q * tl.exp(gc)
+            acc += _dot(q_hat.to(S.dtype), S, PRECISION)
+            k_hat = k * tl.exp(-gc)
+            scores += _dot(_wide_operand(q_hat, o_ptr), tl.trans(_wide_operand(k_hat, o_ptr)), PRECISION)
+        v = tl.load(v_ptr + ((b * T + rows) * H + h)[:, None] * V + vs[None, :], mask=inside & (vs[None, :] < V), other=0.0)
+        sigma = _sign_rows(sc_ptr, b, h, rows, T_pad, H, HAS_SIGN)
+        scores = tl.where(rows[None, :] <= rows[:, None], scores, 0.0) * sigma * tl.reshape(sigma, [1, C])
+        acc = acc * sigma + _dot(scores.to(v.dtype), v, PRECISION)
+        tl.store(o_ptr + ((b * T + rows) * H + h)[:, None] * V + vs[None, :], (acc * scale).to(o_ptr.dtype.element_ty), mask=inside & (vs[None, :] < V))
+    else:
+        for i in range(C // c):
+            _subchunk_output(
+                n * (C // c) + i, bh, q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+                H, K, V, BKD, BV, C, c, SCALAR_GATE, HAS_SIGN, PRECISION,
+            )
+
+
+@triton.jit
+def _after_chunk(states_ptr, final_ptr, D, bh, n, NC, ks, vs, K: tl.constexpr, V: tl.constexpr):
+    """Σ_v S[k, v] D_n[k, v] with S the state leaving chunk n: the gradient of a log decay
+    added right after the chunk, which is Σ ∂L/∂G_t' over every later step t' (the final
+    state's gradient included), per key channel [1, BK]."""
+    tile = (ks[:, None] < K) & (vs[None, :] < V)
+    offsets = ks[:, None] * V + vs[None, :]
+    next_chunk = tl.full([1, 1], 1, tl.int32) + n
+    leaving = tl.load(states_ptr + (bh.to(tl.int64) * NC + n + 1) * K * V + offsets, mask=tile & (next_chunk < NC), other=0.0).to(tl.float32)
+    leaving += tl.load(final_ptr + bh.to(tl.int64) * K * V + offsets, mask=tile & (next_chunk == NC), other=0.0)
+    return tl.reshape(tl.reduce(leaving * D.to(tl.float32), 1, _add), [1, ks.shape[0]])
+
+
+@triton.jit
+def _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, cols, T, floor, H: tl.constexpr, KG: tl.constexpr):
+    """dg_t = Σ_{t' >= t} ∂L/∂G_t': the sum over the rest of the chunk (a reverse scan of dG
+    [C, KG]) plus `after`, the sum over later chunks; clamped gates (-inf included) pass
+    no gradient, as the clamp would."""
+    dg = tl.associative_scan(dG, 0, _add, reverse=True) + after
+    at = ((b * T + rows) * H + h)[:, None] * KG + cols[None, :]
+    inside = (rows[:, None] < T) & (cols[None, :] < KG)
+    g = tl.load(g_ptr + at, mask=inside, other=0.0).to(tl.float32)
+    tl.store(dg_ptr + at, tl.where(g < floor, 0.0, dg).to(dg_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _chunk_backward_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, g_ptr, gc_ptr, sc_ptr, states_ptr, final_ptr, dstates_ptr,
+    dq_ptr, dk_ptr, dv_ptr, dG_ptr, dg_ptr, T, T_pad, NC, scale, floor,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
+    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, NEED_DG: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per chunk, dq, dk and dg (dv in `_chunk_values_backward_kernel`):
+    with dA[t, s] = σ_t σ_s do_t · v_s,
+    dq = exp(gc) ⊙ [dA_{s<t} (k ⊙ exp(-gc)) + σ do S_{n-1}ᵀ] and
+    dk = exp(-gc) ⊙ dA_{s<t}ᵀ (q ⊙ exp(gc)) + σ σ_last exp(gc_last - gc) ⊙ v D_nᵀ,
+    all as 64-row products; chunks whose decay is too strong go through their sub-chunks,
+    which write dv too. dg needs no pass over the whole sequence: the sum of ∂L/∂G over
+    later chunks is `_after_chunk`."""
+    n, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), bh % H
+    t0 = n * C
+    rows = t0 + tl.arange(0, C)
+    inside = rows[:, None] < T
+    vs = tl.arange(0, BV)
+    KG: tl.constexpr = 1 if SCALAR_GATE else K
+    dG_rows = tl.full([C, 1], 0.0, tl.float32)
+    after_rows = tl.full([1, 1], 0.0, tl.float32)
+    if _chunk_is_fast(gc_ptr, b, h, t0, T_pad, H, K, KP, C, SCALAR_GATE):
+        at_v = ((b * T + rows) * H + h)[:, None] * V + vs[None, :]
+        v = tl.load(v_ptr + at_v, mask=inside & (vs[None, :] < V), other=0.0)
+        do = tl.load(do_ptr + at_v, mask=inside & (vs[None, :] < V), other=0.0)
+        sigma = _sign_rows(sc_ptr, b, h, rows, T_pad, H, HAS_SIGN)
+        last = tl.full([1], t0 + C - 1, tl.int32)
+        sigma_last = _sign_rows(sc_ptr, b, h, last, T_pad, H, HAS_SIGN)
+        dA = _dot(do, tl.trans(v), PRECISION) * sigma * tl.reshape(sigma, [1, C])
+        # s = t adds the same q_t ⊙ k_t dA[t,t] to q ⊙ dq and to k ⊙ dk; it is left out of
+        # both for the gate's gradient, where it would cancel and leave only rounding
+        dA_self = tl.reshape(tl.reduce(tl.where(rows[:, None] == rows[None, :], dA, 0.0), 1, _add), [C, 1])
+        dA = _wide_operand(tl.where(rows[None, :] < rows[:, None], dA, 0.0), v)
+        for kb in range((K + BK - 1) // BK):
+            ks = kb * BK + tl.arange(0, BK)
+            kmask = inside & (ks[None, :] < K)
+            at = ((b * T + rows) * H + h)[:, None] * K + ks[None, :]
+            q = tl.load(q_ptr + at, mask=kmask, other=0.0).to(tl.float32)
+            k = tl.load(k_ptr + at, mask=kmask, other=0.0).to(tl.float32)
+            gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
+            gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
+            state_offsets = (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :]
+            state_mask = (ks[:, None] < K) & (vs[None, :] < V)
+            S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
+            D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
+            if NEED_DG:
+                after = _after_chunk(states_ptr, final_ptr, D, bh, n, NC, ks, vs, K, V)
+            decay = tl.exp(gc)
+            dq = _dot(dA, _wide_operand(k / decay, v), PRECISION)
+            dq = decay * (dq + sigma * _dot(do.to(S.dtype), tl.trans(S), PRECISION)) * scale
+            dk = _dot(tl.trans(dA), _wide_operand(q * decay, v), PRECISION) / decay
+            to_end = tl.exp(gl - gc) * (sigma * sigma_last)
+            dk = dk * scale + to_end * _dot(v.to(D.dtype), tl.trans(D), PRECISION)
+            if NEED_DG:
+                dG = q * dq - k * dk
+                if SCALAR_GATE:
+                    dG_rows += tl.reduce(dG, 1, _add, keep_dims=True)
+                    after_rows += tl.reduce(after, 1, _add, keep_dims=True)
+                else:
+                    _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, ks, T, floor, H, KG)
+            tl.store(dq_ptr + at, (dq + (scale * dA_self) * k).to(dq_ptr.dtype.element_ty), mask=kmask)
+            tl.store(dk_ptr + at, (dk + (scale * dA_self) * q).to(dk_ptr.dtype.element_ty), mask=kmask)
+    else:
+        for i in range(C // c):
+            _subchunk_backward(
+                n * (C // c) + i, bh, q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, sc_ptr, states_ptr, dstates_ptr,
+                dq_ptr, dk_ptr, dv_ptr, dG_ptr, T, T_pad, NC, scale,
+                H, K, V, BKD, BV, C, c, SCALAR_GATE, HAS_SIGN, PRECISION,
+            )
+        if NEED_DG:
+            # the sub-chunks left ∂L/∂G of every row in dG_ptr; this program reads it back
+            tl.debug_barrier()
+            for kb in range((K + BK - 1) // BK):
+                ks = kb * BK + tl.arange(0, BK)
+                dG = tl.load(dG_ptr + ((b * T + rows) * H + h)[:, None] * K + ks[None, :], mask=inside & (ks[None, :] < K), other=0.0)
+                D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+                after = _after_chunk(states_ptr, final_ptr, D, bh, n, NC, ks, vs, K, V)
+                if SCALAR_GATE:
+                    dG_rows += tl.reduce(dG, 1, _add, keep_dims=True)
+                    after_rows += tl.reduce(after, 1, _add, keep_dims=True)
+                else:
+                    _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, ks, T, floor, H, KG)
+    if NEED_DG and SCALAR_GATE:
+        _store_gate_gradient(dG_rows, after_rows, g_ptr, dg_ptr, b, h, rows, tl.arange(0, 1), T, floor, H, KG)
+
+
+@triton.jit
+def _chunk_values_backward_kernel(
+    q_ptr, k_ptr, do_ptr, gc_ptr, sc_ptr, dstates_ptr, dv_ptr, T, T_pad, NC, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    KP: tl.constexpr, C: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """One program per chunk and value tile: dv = scale · A_{s<=t}ᵀ do + (σ σ_last k ⊙
+    exp(gc_last - gc)) D_n as 64-row products. Chunks whose decay is too strong are left
+    to `_chunk_backward_kernel`, whose sub-chunks write their dv."""
+    vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = (bh // H).to(tl.int64), bh % H
+    t0 = n * C
+    if _chunk_is_fast(gc_ptr, b, h, t0, T_pad, H, K, KP, C, SCALAR_GATE):
+        rows = t0 + tl.arange(0, C)
+        inside = rows[:, None] < T
+        vs = vb * BV + tl.arange(0, BV)
+        at_v = ((b * T + rows) * H + h)[:, None] * V + vs[None, :]
+        do = tl.load(do_ptr + at_v, mask=inside & (vs[None, :] < V), other=0.0)
+        dt = do.dtype
+        sigma = _sign_rows(sc_ptr, b, h, rows, T_pad, H, HAS_SIGN)
+        last = tl.full([1], t0 + C - 1, tl.int32)
+        sigma_last = _sign_rows(sc_ptr, b, h, last, T_pad, H, HAS_SIGN)
+        scores_t = tl.full([C, C], 0.0, tl.float32)
+        dv = tl.full([C, BV], 0.0, tl.float32)
+        for kb in range((K + BK - 1) // BK):
+            ks = kb * BK + tl.arange(0, BK)
+            kmask = inside & (ks[None, :] < K)
+            at = ((b * T + rows) * H + h)[:, None] * K + ks[None, :]
+            q = tl.load(q_ptr + at, mask=kmask, other=0.0).to(tl.float32)
+            k = tl.load(k_ptr + at, mask=kmask, other=0.0).to(tl.float32)
+            gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
+            gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
+            D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+            decay = tl.exp(gc)
+            # Aᵀ[s, t] = (k_s ⊙ exp(-gc_s)) · (q_t ⊙ exp(gc_t))
+            scores_t += _dot(_wide_operand(k / decay, do), tl.trans(_wide_operand(q * decay, do)), PRECISION)
+            dv += _dot((k * tl.exp(gl - gc)).to(D.dtype), D, PRECISION)
+        scores_t = tl.where(rows[None, :] >= rows[:, None], scores_t, 0.0) * sigma * tl.reshape(sigma, [1, C])
+        dv = dv * (sigma * sigma_last) + scale * _dot(scores_t.to(dt), do, PRECISION)
+        tl.store(dv_ptr + at_v, dv.to(dv_ptr.dtype.element_ty), mask=inside & (vs[None, :] < V))
 
 
 @triton.jit
@@ -391,10 +601,15 @@ def _precision(dtype: torch.dtype) -> str:
 
 
 def _launch_config(K: int, V: int) -> dict:
-    """Fixed tiles (no autotuning, so the first call only compiles): key blocks of 32 keep
-    the [c, c, BK] diagonal products in registers; the whole value width is one tile; the
-    state recurrence splits values by 32 so that single long sequences still fill the chip."""
-    return {"BK": _pow2(min(K, 32)), "BV": _pow2(V), "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 32))}
+    """Fixed tiles (no autotuning, so the first call only compiles). Whole-chunk programs
+    take key blocks of BK and the whole value width; sub-chunk programs (strong decays) key
+    blocks of BKD, which keep their [c, c, BKD] diagonal products in registers; the state
+    recurrence splits values by BVS so that single long sequences still fill the chip."""
+    return {
+        "BK": _pow2(min(K, TILES["key"])), "BKD": _pow2(min(K, TILES["key_subchunk"])),
+        "BV": _pow2(V), "BVD": _pow2(min(V, TILES["value_dv"])), "KP": _pow2(K),
+        "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 32)),
+    }
 
 
 def _gate_cumsum(g, decay_sign, B, T, T_pad, H, device):
@@ -406,6 +621,7 @@ def _gate_cumsum(g, decay_sign, B, T, T_pad, H, device):
     _gate_cumsum_kernel[(T_pad // CHUNK, B * H)](
         g if g is not None else gc, decay_sign if decay_sign is not None else gc, gc, sc, T, T_pad, GATE_FLOOR,
         H=H, KG=KG, BKG=_pow2(KG, 1), C=CHUNK, HAS_G=g is not None, HAS_SIGN=decay_sign is not None,
+        num_warps=4, num_stages=1,
     )
     return gc, sc, scalar_gate
 
@@ -422,7 +638,7 @@ def _chunk_states(x, y, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse
         x, y, gc, sc, h0 if h0 is not None else states, states, final, T, T_pad, NC, scale,
         H=H, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=CHUNK, REVERSE=reverse, SCALAR_GATE=scalar_gate,
         HAS_SIGN=has_sign, HAS_H0=h0 is not None, STORE_FINAL=store_final, PRECISION=_precision(x.dtype),
-        num_warps=4,
+        num_warps=WARPS["states"], num_stages=STAGES["states"],
     )
     return states, (final if store_final else None)
 
@@ -446,18 +662,19 @@ class _ChunkGLA(torch.autograd.Function):
         )
         o = torch.empty_like(v)
         cfg = _launch_config(K, V)
-        _chunk_output_kernel[(T_pad // SUB_CHUNK, B * H)](
+        _chunk_output_kernel[(T_pad // CHUNK, B * H)](
             q, k, v, gc, sc, states, o, T, T_pad, T_pad // CHUNK, scale,
-            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=WARPS["output"],
+            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype),
+            num_warps=WARPS["output"], num_stages=STAGES["output"],
         )
-        ctx.save_for_backward(q, k, v, g, decay_sign, h0, final)
+        ctx.save_for_backward(q, k, v, g, decay_sign, h0)
         ctx.scale = scale
         return o, final
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, decay_sign, h0, final = ctx.saved_tensors
+        q, k, v, g, decay_sign, h0 = ctx.saved_tensors
         scale = ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
@@ -466,9 +683,10 @@ class _ChunkGLA(torch.autograd.Function):
         gc, sc, scalar_gate = _gate_cumsum(g, decay_sign, B, T, T_pad, H, q.device)
         has_sign = decay_sign is not None
         states_dtype = _states_dtype(q.dtype)
-        states, _ = _chunk_states(
+        # the final state too: the gate's gradient at the last chunk needs it
+        states, final = _chunk_states(
             k, v, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
-            store_final=False, state_dtype=states_dtype,
+            store_final=True, state_dtype=states_dtype,
         )
         if dht is not None:
             dht = dht.contiguous()
@@ -477,27 +695,26 @@ class _ChunkGLA(torch.autograd.Function):
             store_final=True, state_dtype=states_dtype,
         )
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        dG = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32)
+        need_dg = g is not None and ctx.needs_input_grad[3]
+        dg = torch.empty_like(g) if need_dg else None
+        # ∂L/∂G per key channel, written only by chunks whose decay is too strong for the
+        # whole-chunk products
+        dG = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32) if need_dg else dq
         cfg = _launch_config(K, V)
-        _chunk_backward_kernel[(T_pad // SUB_CHUNK, B * H)](
-            q, k, v, do, gc, sc, states, dstates, dq, dk, dv, dG, T, T_pad, T_pad // CHUNK, scale,
-            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype), num_warps=WARPS["backward"],
+        NC = T_pad // CHUNK
+        _chunk_backward_kernel[(NC, B * H)](
+            q, k, v, do, g if need_dg else gc, gc, sc, states, final, dstates, dq, dk, dv, dG,
+            dg if need_dg else gc, T, T_pad, NC, scale, GATE_FLOOR,
+            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, NEED_DG=need_dg, PRECISION=_precision(q.dtype),
+            num_warps=WARPS["backward"], num_stages=STAGES["backward"],
         )
-        dg = None
-        if g is not None and ctx.needs_input_grad[3]:
-            if dht is not None and final is not None:
-                # the final state depends on every log decay through exp(G_T)
-                dG[:, -1] += (dht.float() * final).sum(-1)
-            if scalar_gate:
-                dG = dG.sum(-1)
-            # ∂L/∂g_t = Σ_{t' >= t} ∂L/∂G_t'
-            # (a scan along the last, contiguous dimension: a scan along time in place runs
-            # one thread per column serially over T, slow for long single sequences)
-            dG = dG.movedim(1, -1).contiguous()
-            dg = dG.flip(-1).cumsum(-1).flip(-1).movedim(-1, 1)
-            # clamped decays (-inf included) pass no gradient, as the clamp would
-            dg = dg.masked_fill(g < GATE_FLOOR, 0.0).to(g.dtype)
+        _chunk_values_backward_kernel[(triton.cdiv(V, cfg["BVD"]), NC, B * H)](
+            q, k, do, gc, sc, dstates, dv, T, T_pad, NC, scale,
+            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BVD"], KP=cfg["KP"], C=CHUNK,
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype),
+            num_warps=WARPS["values"], num_stages=STAGES["values"],
+        )
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
         return dq, dk, dv, dg, None, dh0, None, None
 
