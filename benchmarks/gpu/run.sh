@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# GLA kernels on one CUDA device, in one call: versions, first-call time with an empty
-# Triton cache, correctness at full head size against the float64 naive loop, then timings
-# of recur triton, recur chunk, torch SDPA and FLA's chunk_gla (when carried in .whl/).
-# Writes log.txt and results.jsonl under $OUT. Run from the repository root.
+# The whole device check of the GLA and delta-rule Triton kernels, in one call, most
+# important first: versions, first calls with an empty Triton cache, correctness at full
+# size against float64 references (`pytest -m gpu tests/gpu`), timings of recur triton,
+# recur chunk and torch SDPA for both families, launch-setting variants, GLA stage
+# timings, then FLA (from wheels carried in .whl/) while time is left. Every step has its
+# own time limit, so a step that hangs costs only its share. Writes log.txt and
+# results.jsonl under $OUT; `python benchmarks/gpu/summary.py $OUT/results.jsonl` prints
+# the tables. Run from the repository root. `SMOKE=1` runs it all on the CPU at tiny sizes
+# in Triton's interpreter (times meaningless), to check the script before a lease.
 set -u
 OUT=${OUT:-/tmp/recur-gpu}
 mkdir -p "$OUT"
@@ -11,27 +16,42 @@ export TRITON_CACHE_DIR=$(mktemp -d)
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 exec > >(tee -a "$OUT/log.txt") 2>&1
+PY=${PYTHON:-python3}
+BENCH="$PY benchmarks/gpu/bench.py --out $RESULTS ${SMOKE:+--smoke}"
+step() { echo "== $1 ($(date +%T))"; }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
-python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| triton', triton.__version__, '|', torch.cuda.get_device_name())"
+if [ -z "${SMOKE:-}" ]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+fi
+$PY -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| triton', triton.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
+# FLA goes to its own folder, on the path only for the FLA steps
+FLA_SITE=$(mktemp -d)
 if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=$PYTHONPATH:/tmp/site
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$FLA_SITE" .whl/*.whl || FLA_SITE=
+else
+    FLA_SITE=
 fi
 
-echo "== first call (empty Triton cache)"
-timeout 120 python3 benchmarks/gpu/bench_gla.py --first-call --out "$RESULTS"
-echo "== correctness at full size"
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tail -25
-echo "== timings: recur and SDPA"
-timeout 120 python3 benchmarks/gpu/bench_gla.py --out "$RESULTS" ${T_LIST:+--T $T_LIST}
-if [ "${STAGES:-1}" != 0 ]; then
-    echo "== stages"
-    timeout 100 python3 benchmarks/gpu/bench_gla.py --breakdown --out "$RESULTS"
+step "first calls (empty Triton cache)"
+timeout 150 $BENCH --first-call
+step "correctness at full size"
+if [ -z "${SMOKE:-}" ]; then
+    timeout 240 $PY -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tail -30
 fi
-if [ "${FLA_TIMEOUT:-90}" != 0 ] && python3 -c "import fla" 2>/dev/null; then
-    echo "== timings: FLA"
-    timeout ${FLA_TIMEOUT:-90} python3 benchmarks/gpu/bench_gla.py --fla --out "$RESULTS" ${T_LIST:+--T $T_LIST}
+step "timings: GLA"
+timeout 120 $BENCH --family gla ${T_LIST:+--T $T_LIST}
+step "timings: gated delta rule"
+timeout 100 $BENCH --family delta ${T_LIST:+--T $T_LIST}
+step "launch-setting variants"
+timeout 90 $BENCH --variants
+step "GLA stages"
+timeout 40 $BENCH --breakdown
+if [ -n "$FLA_SITE" ] && [ "${FLA_TIMEOUT:-150}" != 0 ]; then
+    # FLA autotunes at its first call (minutes on an H200)
+    step "timings: FLA chunk_gla"
+    PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout ${FLA_TIMEOUT:-150} $BENCH --fla --family gla ${T_LIST:+--T $T_LIST}
+    step "timings: FLA chunk_gated_delta_rule"
+    PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout ${FLA_TIMEOUT:-150} $BENCH --fla --family delta ${T_LIST:+--T $T_LIST}
 fi
-echo "== summary"
-python3 benchmarks/gpu/summary.py "$RESULTS"
+step "summary"
+$PY benchmarks/gpu/summary.py "$RESULTS"

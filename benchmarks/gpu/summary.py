@@ -1,4 +1,4 @@
-"""Prints the rows of results.jsonl (written by bench_gla.py) as markdown tables."""
+"""Prints the rows of results.jsonl (written by bench.py) as markdown tables."""
 
 from __future__ import annotations
 
@@ -8,19 +8,22 @@ import sys
 
 def main(path: str) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    print("| gate | first call fwd+bwd (s, compile included) | second call (s) |")
-    print("|---|---:|---:|")
+    print("| kernels | T | first call fwd+bwd (s, compile included) | second call (s) |")
+    print("|---|---:|---:|---:|")
     for r in rows:
         if r["what"] == "first_call":
-            print(f"| {r['gate']} | {r['first_s']:.1f} | {r['second_s']:.3f} |")
-    print()
-    print("| T | B | form | forward (ms) | fwd+bwd (ms) |")
-    print("|---:|---:|---|---:|---:|")
-    timed = sorted((r for r in rows if r["what"] == "time"), key=lambda r: (r["T"], r["form"]))
-    for r in timed:
-        fwd = f"{r['fwd_ms']:.2f}" if "fwd_ms" in r else "error"
-        both = f"{r['fwdbwd_ms']:.2f}" if "fwdbwd_ms" in r else "error"
-        print(f"| {r['T']} | {r['B']} | {r['form']} | {fwd} | {both} |")
+            print(f"| {r.get('kernels', r.get('gate'))} | {r.get('T', 2048)} | {r['first_s']:.1f} | {r['second_s']:.3f} |")
+    timed = [r for r in rows if r["what"] == "time"]
+    for family in sorted({r.get("family", "gla") for r in timed}):
+        print()
+        print(f"{family}:")
+        print()
+        print("| T | B | form | forward (ms) | fwd+bwd (ms) |")
+        print("|---:|---:|---|---:|---:|")
+        for r in sorted((r for r in timed if r.get("family", "gla") == family), key=lambda r: (r["T"], r["form"])):
+            fwd = f"{r['fwd_ms']:.2f}" if "fwd_ms" in r else "error"
+            both = f"{r['fwdbwd_ms']:.2f}" if "fwdbwd_ms" in r else "error"
+            print(f"| {r['T']} | {r['B']} | {r['form']} | {fwd} | {both} |")
     stages = [r for r in rows if r["what"] == "stage"]
     if stages:
         print()
@@ -31,7 +34,7 @@ def main(path: str) -> None:
     for r in rows:
         if r["what"] == "variant":
             result = f"{r['fwdbwd_ms']:.2f} ms" if "fwdbwd_ms" in r else r["error"]
-            print(f"variant {r['variant']} {r['settings']}: fwd+bwd {result} at T={r['T']}")
+            print(f"variant {r.get('family', 'gla')} {r['variant']} {r['settings']}: fwd+bwd {result} at T={r['T']}")
     for r in timed:
         if "first_fwd_s" in r:
             print(f"{r['form']}: first forward call {r['first_fwd_s']:.1f} s (autotuning included)")

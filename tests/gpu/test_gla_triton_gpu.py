@@ -55,6 +55,33 @@ def test_bfloat16_close_to_naive(gate):
     assert not bad, f"bf16 gate={gate}: relative errors {errors}"
 
 
+
+@pytest.mark.parametrize("gate", ["vector", "scalar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_whole_chunk_products(gate, dtype):
+    """GLA's own gates, log σ(x)/16: every chunk takes the whole-chunk products (the
+    default strength above decays too fast for them and goes through sub-chunks)."""
+    inputs = cuda(make_inputs(2048, gate, B=2, H=H, K=K, V=V, strength=1 / 16))
+    assert inputs[3].reshape(2, 32, 64, -1).sum(2).min() > -40
+    actual, expected = kernel_run(*inputs, dtype=dtype), run(naive_gla, *inputs)
+    if dtype == torch.float32:
+        compare(actual, expected, TOL_FLOAT32, f"float32 gate={gate}")
+        return
+    errors = {name: relative_error(a, e) for name, a, e in zip(NAMES, actual, expected)}
+    limits = {name: 6e-2 if name == "dg" else 3e-2 for name in NAMES}
+    bad = {name: err for name, err in errors.items() if not err < limits[name]}
+    assert not bad, f"{dtype} gate={gate}: relative errors {errors}"
+
+
+def test_mixed_chunks():
+    """Chunks of both kinds in one sequence: weak gates, then strong ones, then weak."""
+    q, k, v, g, h0 = cuda(make_inputs(1000, "vector", B=1, H=H, K=K, V=V))
+    g = g.clone()
+    g[:, :300] /= 16
+    g[:, 700:] /= 16
+    g[:, 300:700] *= 5
+    compare(kernel_run(q, k, v, g, h0), run(naive_gla, q, k, v, g, h0), TOL_FLOAT32, "mixed")
+
 def test_odd_length_signed_decays():
     q, k, v, g, h0 = cuda(make_inputs(1000, "scalar", B=1, H=H, K=K, V=V, strength=3.0))
     sign = torch.where(torch.rand(g.shape, device="cuda") < 0.5, -1.0, 1.0).double()
