@@ -44,6 +44,9 @@ VARIANTS = {
         "default": {},
         "walks with 8 warps": {"WARPS": {"walk": 8}},
         "gradients with 4 warps": {"WARPS": {"gradient": 4}},
+        "outputs apart from the walk": {"WALK_FUSES": {"outputs": False}},
+        "intra-chunk dU apart from the reverse walk": {"WALK_FUSES": {"intra_gradient": False}},
+        "both apart, walks with 8 warps": {"WALK_FUSES": {"outputs": False, "intra_gradient": False}, "WARPS": {"walk": 8}},
     },
 }
 KERNEL_MODULES = {"gla": "recur.ops.gla.triton", "delta": "recur.ops.delta.triton"}
@@ -224,20 +227,23 @@ def breakdown(out_path: str, T: int = 8192) -> None:
             write({"what": "stage", "T": T, "gate": gate, "stage": name, "ms": milliseconds(fn, warmup=10, rep=50)}, out_path)
 
 
+def variant_call(family, kernels, T):
+    if family == "gla":
+        q, k, v, g = make_gla_inputs(T, "vector")
+        return fwd_bwd(lambda: kernels.triton_gla(q, k, v, g=g)[0], [q, k, v, g])
+    q, k, v, beta, g = make_delta_inputs(T)
+    return fwd_bwd(lambda: kernels.triton_delta_rule(q, k, v, beta=beta, g=g)[0], [q, k, v, beta, g])
+
+
 def variants(out_path: str, T: int = 8192) -> None:
     """Forward+backward of each family with each of its VARIANTS (GLA: vector gate)."""
     import importlib
 
     for family, table in VARIANTS.items():
         kernels = importlib.import_module(KERNEL_MODULES[family])
-        names = [name for name in ("WARPS", "STAGES", "TILES") if isinstance(getattr(kernels, name, None), dict)]
+        names = [name for name in ("WARPS", "STAGES", "TILES", "WALK_FUSES") if isinstance(getattr(kernels, name, None), dict)]
         defaults = {name: copy.deepcopy(getattr(kernels, name)) for name in names}
-        if family == "gla":
-            q, k, v, g = make_gla_inputs(T, "vector")
-            call = fwd_bwd(lambda: kernels.triton_gla(q, k, v, g=g)[0], [q, k, v, g])
-        else:
-            q, k, v, beta, g = make_delta_inputs(T)
-            call = fwd_bwd(lambda: kernels.triton_delta_rule(q, k, v, beta=beta, g=g)[0], [q, k, v, beta, g])
+        call = variant_call(family, kernels, T)
         for label, changes in table.items():
             for name, value in defaults.items():
                 getattr(kernels, name).clear()

@@ -93,6 +93,18 @@ def test_several_chunks_and_value_tiles(kernels):
     compare(run_kernel(kernels, *inputs), run(naive_delta_rule, *inputs), TOL_FLOAT32, "T=150")
 
 
+
+@pytest.mark.parametrize("apart", [["outputs"], ["intra_gradient"], ["outputs", "intra_gradient"]], ids="+".join)
+def test_intra_chunk_work_apart_from_the_walks(kernels, apart, monkeypatch):
+    """The forward's outputs and the backward's (Q Kᵀ ⊙ e)ᵀ dO by their own per-chunk
+    kernels instead of inside the walks over chunks: the same results."""
+    for part in apart:
+        monkeypatch.setitem(kernels.WALK_FUSES, part, False)
+    inputs = make_inputs(150, B=2, H=1, K=72, V=40)
+    compare(run_kernel(kernels, *inputs), run(naive_delta_rule, *inputs), TOL_FLOAT32, f"apart={apart}")
+    inputs = make_inputs(20, B=1, H=2, K=16, V=16, gated=False)
+    compare(run_kernel(kernels, *inputs), run(naive_delta_rule, *inputs), TOL_FLOAT32, f"ungated apart={apart}")
+
 @pytest.mark.parametrize("value", [0.0, 1.0, 2.0])
 def test_beta_at_the_edges(kernels, value):
     """β = 0 (no write), 1 (replace) and 2 (reflection: eigenvalue −1)."""

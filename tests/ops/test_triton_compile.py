@@ -75,7 +75,13 @@ def delta_launches(m, K, V, dtype_name):
         ), m.WARPS["prepare"], m.STAGES))
     out.append((m._walk_kernel, dict(walk, OUTPUT=True, STORE_U=False, STORE_STATES=False, STORE_FINAL=True), m.WARPS["walk"], m.STAGES))
     out.append((m._walk_kernel, dict(walk, OUTPUT=False, STORE_U=True, STORE_STATES=True, STORE_FINAL=False), m.WARPS["walk"], m.STAGES))
-    out.append((m._reverse_walk_kernel, dict(common, BK=cfg["BK"], BV=cfg["BV"], HAS_DHT=True, PRECISION=precision), m.WARPS["walk"], m.STAGES))
+    for intra_given in (False, True):
+        out.append((m._reverse_walk_kernel, dict(
+            common, BK=cfg["BK"], BV=cfg["BV"], HAS_DHT=True, INTRA_GIVEN=intra_given, PRECISION=precision,
+        ), m.WARPS["walk"], m.STAGES))
+    per_chunk = dict(common, BK=cfg["BK"], BV=cfg["BV"], PRECISION=precision)
+    out.append((m._outputs_kernel, per_chunk, m.WARPS["gradient"], m.STAGES))
+    out.append((m._intra_gradient_kernel, per_chunk, m.WARPS["gradient"], m.STAGES))
     out.append((m._gradient_values_kernel, dict(common, BK=cfg["BK"], BV=cfg["BV"], PRECISION=precision), m.WARPS["gradient"], m.STAGES))
     keys = dict(H=16, K=K, C=m.CHUNK, BK=m._pow2(min(K, m.KEY_BLOCK)), HAS_G=True, PRECISION=precision)
     out.append((m._gradient_keys_kernel, keys, m.WARPS["gradient"], m.STAGES))

@@ -19,6 +19,11 @@ e_ts = exp(gc_t − gc_s) for s <= t inside one chunk, so every exponent is <= 0
   in registers): U = U_v − W S, o = scale · [(q ⊙ exp(gc)) S + (Q Kᵀ ⊙ e) U] and
   S ← exp(gc_C) S + (K ⊙ exp(gc_C − gc))ᵀ U.
 
+With WALK_FUSES["outputs"] off, the walk only stores the chunk-entering states and U, and
+the outputs come from one program per chunk and value tile afterwards (the walk is then
+shorter and has more of the chip's parallelism to itself, at the price of the states'
+round trip through memory).
+
 The backward recomputes T, W, U_v, the chunk-entering states S_n and U, then walks the
 chunks backwards with the adjoint D of the state leaving the chunk (one program per head
 and value tile):
@@ -26,8 +31,10 @@ and value tile):
     dU = scale (Q Kᵀ ⊙ e)ᵀ dO + (K ⊙ exp(gc_C − gc)) D
     D  ← exp(gc_C) D + scale (Q ⊙ exp(gc))ᵀ dO − Wᵀ dU
 
-and two programs per chunk turn S, D, U and dU into dq, dk, dv, dβ and dg (the first
-sums over value tiles, the second runs over blocks of key columns): through U = U_v − W S
+(with WALK_FUSES["intra_gradient"] off, dU's first term, which needs no state, comes from
+one program per chunk and value tile before the walk), and two programs per chunk turn
+S, D, U and dU into dq, dk, dv, dβ and dg (the first sums over value tiles, the second
+runs over blocks of key columns): through U = U_v − W S
 (dW = −dU Sᵀ), the triangular solves (dR = Tᵀ dX for each right-hand side,
 dA = −(dR_v U_vᵀ + dR_k Wᵀ) below the diagonal) and the decays (∂L/∂gc_t collects every
 e_ts, exp(gc_t) and exp(gc_C − gc_t) it enters; ∂L/∂g_t = Σ_{t' >= t in the chunk}
@@ -73,6 +80,12 @@ WARPS = {"prepare": 8, "walk": 4, "gradient": 8}
 # One stage: no multi-buffered prefetch of the next chunk's 64 × K tiles, which would need
 # more shared memory than an H100 has at K = 128 in float32.
 STAGES = 1
+# Whether the sequential walks over chunks also do the work within each chunk that does
+# not depend on the state (True), or leave it to kernels with one program per chunk that
+# run before or after them (False): the forward's outputs, from the states and U the walk
+# stores, and the backward's scale (Q Kᵀ ⊙ e)ᵀ dO part of dU. Apart, the walks are
+# shorter but the outputs cost a round trip of the states through memory.
+WALK_FUSES = {"outputs": True, "intra_gradient": True}
 
 # tl.sum / tl.cumsum are kernels of Triton's own (compiled or interpreted according to
 # TRITON_INTERPRET when Triton is first imported); tl.reduce and tl.associative_scan with
@@ -113,6 +126,14 @@ def _store_rows(ptr, x, b, h, rows, cols, T, H: tl.constexpr, X: tl.constexpr):
 def _buffer_offsets(bh, rows, cols, T_pad, X: tl.constexpr):
     """Offsets of rows of one head in a float32 work buffer [B·H, T_pad, X]."""
     return (bh * T_pad + rows)[:, None] * X + cols[None, :]
+
+
+@triton.jit
+def _intra_scores(q, k, gc, causal, PRECISION: tl.constexpr):
+    """(Q Kᵀ ⊙ e)[t, s] of one chunk where `causal` (s <= t), with e_ts = exp(gc_t − gc_s).
+    (The walks make `causal` once, outside their loops: made inside, it costs registers.)"""
+    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+    return _dot(q, tl.trans(k), PRECISION) * decay
 
 
 @triton.jit
@@ -200,8 +221,7 @@ def _walk_kernel(
             tl.store(u_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), U, mask=vs[None, :] < V)
         if OUTPUT:
             q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
-            decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-            scores = _dot(q, tl.trans(k), PRECISION) * decay
+            scores = _intra_scores(q, k, gc, causal, PRECISION)
             o = _dot(q * tl.exp(gc)[:, None], S, PRECISION) + _dot(scores, U, PRECISION)
             _store_rows(o_ptr, o * scale, b, h, rows, vs, T, H, V)
         k_to_end = k * tl.exp(gl - gc)[:, None]
@@ -214,10 +234,11 @@ def _walk_kernel(
 def _reverse_walk_kernel(
     q_ptr, k_ptr, do_ptr, gc_ptr, w_ptr, du_ptr, dstates_ptr, dht_ptr, dh0_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    C: tl.constexpr, HAS_DHT: tl.constexpr, PRECISION: tl.constexpr,
+    C: tl.constexpr, HAS_DHT: tl.constexpr, INTRA_GIVEN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """The chunks backwards for one head and value tile: D is the adjoint of the state
-    leaving the chunk; stores D per chunk and dU."""
+    leaving the chunk; stores D per chunk and dU (adding to the scale (Q Kᵀ ⊙ e)ᵀ dO that
+    `_intra_gradient_kernel` left in du_ptr when INTRA_GIVEN)."""
     vb, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), bh % H
     bh = bh.to(tl.int64)
@@ -241,14 +262,65 @@ def _reverse_walk_kernel(
         gc = tl.load(gc_ptr + bh * T_pad + rows)
         gl = tl.load(gc_ptr + bh * T_pad + n * C + C - 1)
         W = tl.load(w_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=ks[None, :] < K, other=0.0)
-        decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-        scores = _dot(q, tl.trans(k), PRECISION) * decay
-        dU = _dot(tl.trans(scores), do, PRECISION) * scale
+        if INTRA_GIVEN:
+            dU = tl.load(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), mask=vs[None, :] < V, other=0.0)
+        else:
+            dU = _dot(tl.trans(_intra_scores(q, k, gc, causal, PRECISION)), do, PRECISION) * scale
         dU += _dot(k * tl.exp(gl - gc)[:, None], D, PRECISION)
         tl.store(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), dU, mask=vs[None, :] < V)
         q_decayed = q * (tl.exp(gc) * scale)[:, None]
         D = D * tl.exp(gl) + _dot(tl.trans(q_decayed), do, PRECISION) - _dot(tl.trans(W), dU, PRECISION)
     tl.store(dh0_ptr + bh * K * V + tile_offsets, D, mask=tile)
+
+
+@triton.jit
+def _outputs_kernel(
+    q_ptr, k_ptr, gc_ptr, u_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    C: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """o = scale · [(q ⊙ exp(gc)) S + (Q Kᵀ ⊙ e) U] of one chunk and value tile, from the
+    state entering the chunk and U that the walk stored."""
+    vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = (bh // H).to(tl.int64), bh % H
+    bh = bh.to(tl.int64)
+    idx = tl.arange(0, C)
+    rows = n * C + idx
+    causal = idx[:, None] >= idx[None, :]
+    ks = tl.arange(0, BK)
+    vs = vb * BV + tl.arange(0, BV)
+    q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
+    k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
+    gc = tl.load(gc_ptr + bh * T_pad + rows)
+    S = tl.load(states_ptr + (bh * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+    U = tl.load(u_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), mask=vs[None, :] < V, other=0.0)
+    scores = _intra_scores(q, k, gc, causal, PRECISION)
+    o = _dot(q * tl.exp(gc)[:, None], S, PRECISION) + _dot(scores, U, PRECISION)
+    _store_rows(o_ptr, o * scale, b, h, rows, vs, T, H, V)
+
+
+@triton.jit
+def _intra_gradient_kernel(
+    q_ptr, k_ptr, do_ptr, gc_ptr, du_ptr, T, T_pad, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    C: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """The part of dU within one chunk and value tile, scale (Q Kᵀ ⊙ e)ᵀ dO, which needs no
+    state: the reverse walk adds the rest."""
+    vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = (bh // H).to(tl.int64), bh % H
+    bh = bh.to(tl.int64)
+    idx = tl.arange(0, C)
+    rows = n * C + idx
+    causal = idx[:, None] >= idx[None, :]
+    ks = tl.arange(0, BK)
+    vs = vb * BV + tl.arange(0, BV)
+    q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
+    k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
+    do = _load_rows(do_ptr, b, h, rows, vs, T, H, V)
+    gc = tl.load(gc_ptr + bh * T_pad + rows)
+    dU = _dot(tl.trans(_intra_scores(q, k, gc, causal, PRECISION)), do, PRECISION) * scale
+    tl.store(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), dU, mask=vs[None, :] < V)
 
 
 @triton.jit
@@ -483,14 +555,31 @@ def _walk(q, k, v, gc, W, U_v, h0, scale, T_pad, output, store_final, store_for_
     return o, final, states, U
 
 
+def _outputs(q, k, v, gc, U, states, scale, T_pad):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    o = torch.empty_like(v)
+    cfg = _launch(K, V)
+    _outputs_kernel[(triton.cdiv(V, cfg["BV"]), T_pad // CHUNK, B * H)](
+        q, k, gc, U, states, o, T, T_pad, T_pad // CHUNK, scale,
+        H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PRECISION=_precision(q.dtype),
+        num_warps=WARPS["gradient"], num_stages=STAGES,
+    )
+    return o
+
+
 class _ChunkDeltaRule(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, g, h0, scale, output_final_state):
         T_pad = max(1, triton.cdiv(q.shape[1], CHUNK)) * CHUNK
         gc, W, U_v, _ = _prepare(k, v, beta, g, T_pad, store_t=False)
-        o, final, _, _ = _walk(
-            q, k, v, gc, W, U_v, h0, scale, T_pad, output=True, store_final=output_final_state, store_for_backward=False
+        fused = WALK_FUSES["outputs"]
+        o, final, states, U = _walk(
+            q, k, v, gc, W, U_v, h0, scale, T_pad, output=fused, store_final=output_final_state,
+            store_for_backward=not fused,
         )
+        if not fused:
+            o = _outputs(q, k, v, gc, U, states, scale, T_pad)
         ctx.save_for_backward(q, k, v, beta, g, h0)
         ctx.scale = scale
         return o, final
@@ -516,10 +605,17 @@ class _ChunkDeltaRule(torch.autograd.Function):
         dstates = torch.empty(B * H, NC, K, V, device=device, dtype=torch.float32)
         dU = torch.empty(B * H, T_pad, V, device=device, dtype=torch.float32)
         dh0 = torch.empty(B, H, K, V, device=device, dtype=torch.float32)
+        intra_given = not WALK_FUSES["intra_gradient"]
+        if intra_given:
+            _intra_gradient_kernel[(triton.cdiv(V, cfg["BV"]), NC, B * H)](
+                q, k, do, gc, dU, T, T_pad, scale,
+                H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PRECISION=precision,
+                num_warps=WARPS["gradient"], num_stages=STAGES,
+            )
         _reverse_walk_kernel[(triton.cdiv(V, cfg["BV"]), B * H)](
             q, k, do, gc, W, dU, dstates, dht if dht is not None else dh0, dh0, T, T_pad, NC, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_DHT=dht is not None,
-            PRECISION=precision, num_warps=WARPS["walk"], num_stages=STAGES,
+            INTRA_GIVEN=intra_given, PRECISION=precision, num_warps=WARPS["walk"], num_stages=STAGES,
         )
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
