@@ -173,8 +173,8 @@ def test_kernels_compile_and_fit_an_h100(modules, family, K, dtype_name):
 
 @pytest.mark.parametrize("scalar_gate", [False, True])
 def test_gla_whole_chunk_kernels_use_warpgroup_products_without_spills(modules, scalar_gate):
-    """bfloat16, K = V = 128. The backward's sub-chunk path (strong decays) lives in the same
-    kernel and is allowed to spill; its whole-chunk path must still use HGMMA."""
+    """bfloat16, K = V = 128. With per-channel gates the backward's sub-chunk path (strong
+    decays) lives in the same kernel and is allowed to spill; per-head gates have none."""
     if not has_tools():
         pytest.skip("Triton ships no cuobjdump/nvdisasm here")
     m = modules["gla"]
@@ -184,7 +184,7 @@ def test_gla_whole_chunk_kernels_use_warpgroup_products_without_spills(modules, 
             continue
         code = machine_code(compile_sm90(kernel, constexprs, warps, stages, "bf16"))
         assert code["HGMMA"] > 0, f"{name}: no warpgroup matrix products: {code}"
-        if name != "_chunk_backward_kernel":
+        if scalar_gate or name != "_chunk_backward_kernel":
             assert code["spilled_bytes"] == 0, f"{name}: spills registers: {code}"
 
 

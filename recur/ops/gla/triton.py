@@ -12,8 +12,10 @@ Time is cut into chunks of C = 64 steps. With gc the log decay summed from the c
 - outputs (one program per chunk): o = scale · [(q ⊙ exp(gc)) S_{n-1} + A v] with the
   intra-chunk scores A[t, s] = Σ_k q_tk k_sk exp(gc_tk - gc_sk), s <= t.
 
-Where the chunk's total log decay stays above -FAST_SPAN in every key channel (the usual
-case: GLA's log σ(x)/16 gates lose about 3 per chunk), A is one 64-row matrix product of
+With one decay per head, A is the 64-row product q kᵀ times the matrix of decays
+exp(gc_t − gc_s), whatever their strength (the Mamba-2 / RetNet case). With one per key
+channel, where the chunk's total log decay stays above -FAST_SPAN in every channel (the
+usual case: GLA's log σ(x)/16 gates lose about 3 per chunk), A is one 64-row product of
 q ⊙ exp(gc) and k ⊙ exp(-gc), whose factors stay within exp(±FAST_SPAN). Stronger chunks go
 through sub-chunks of c = 16 rows: earlier sub-chunks by a matrix product with both factors
 taken relative to the row just before the query's sub-chunk (so both exponents are <= 0),
@@ -345,10 +347,26 @@ def _subchunk_backward(
 
 @triton.jit
 def _chunk_is_fast(gc_ptr, b, h, t0, T_pad, H: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, SCALAR_GATE: tl.constexpr):
-    """Whether the chunk's total log decay stays above -FAST_SPAN in every key channel."""
-    last = tl.full([1], t0 + C - 1, tl.int32)
-    gl = _gate_rows(gc_ptr, b, h, last, tl.arange(0, KP), T_pad, H, K, SCALAR_GATE)
-    return tl.reduce(tl.reduce(gl, 1, _min), 0, _min) >= -_FAST_SPAN
+    """Whether the chunk takes the whole-chunk products: always with one decay per head
+    (its decays form a [C, C] matrix), else where the chunk's total log decay stays above
+    -FAST_SPAN in every key channel."""
+    if SCALAR_GATE:
+        return True
+    else:
+        last = tl.full([1], t0 + C - 1, tl.int32)
+        gl = _gate_rows(gc_ptr, b, h, last, tl.arange(0, KP), T_pad, H, K, SCALAR_GATE)
+        return tl.reduce(tl.reduce(gl, 1, _min), 0, _min) >= -_FAST_SPAN
+
+
+@triton.jit
+def _pair_decays(gc, rows, STRICT: tl.constexpr):
+    """exp(gc_t − gc_s) [C, C] for one decay per head (gc [C, 1]), for s <= t (s < t if
+    STRICT) and 0 elsewhere: every exponent <= 0."""
+    if STRICT:
+        pairs = rows[None, :] < rows[:, None]
+    else:
+        pairs = rows[None, :] <= rows[:, None]
+    return tl.exp(tl.where(pairs, gc - tl.reshape(gc, [1, gc.shape[0]]), float("-inf")))
 
 
 @triton.jit
@@ -379,8 +397,14 @@ def _chunk_output_kernel(
             S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
             q_hat = q * tl.exp(gc)
             acc += _dot(q_hat.to(S.dtype), S, PRECISION)
-            k_hat = k * tl.exp(-gc)
-            scores += _dot(_wide_operand(q_hat, o_ptr), tl.trans(_wide_operand(k_hat, o_ptr)), PRECISION)
+            if SCALAR_GATE:
+                # the decays multiply the scores after the loop
+                scores += _dot(_wide_operand(q, o_ptr), tl.trans(_wide_operand(k, o_ptr)), PRECISION)
+            else:
+                k_hat = k * tl.exp(-gc)
+                scores += _dot(_wide_operand(q_hat, o_ptr), tl.trans(_wide_operand(k_hat, o_ptr)), PRECISION)
+        if SCALAR_GATE:
+            scores = scores * _pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, False)
         v = tl.load(v_ptr + ((b * T + rows) * H + h)[:, None] * V + vs[None, :], mask=inside & (vs[None, :] < V), other=0.0)
         sigma = _sign_rows(sc_ptr, b, h, rows, T_pad, H, HAS_SIGN)
         scores = tl.where(rows[None, :] <= rows[:, None], scores, 0.0) * sigma * tl.reshape(sigma, [1, C])
@@ -454,7 +478,11 @@ def _chunk_backward_kernel(
         # s = t adds the same q_t ⊙ k_t dA[t,t] to q ⊙ dq and to k ⊙ dk; it is left out of
         # both for the gate's gradient, where it would cancel and leave only rounding
         dA_self = tl.reshape(tl.reduce(tl.where(rows[:, None] == rows[None, :], dA, 0.0), 1, _add), [C, 1])
-        dA = _wide_operand(tl.where(rows[None, :] < rows[:, None], dA, 0.0), v)
+        if SCALAR_GATE:
+            # with the decays: dq = dA_e k, dk = dA_eᵀ q inside the chunk
+            dA = _wide_operand(dA * _pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, True), v)
+        else:
+            dA = _wide_operand(tl.where(rows[None, :] < rows[:, None], dA, 0.0), v)
         for kb in range((K + BK - 1) // BK):
             ks = kb * BK + tl.arange(0, BK)
             kmask = inside & (ks[None, :] < K)
@@ -470,9 +498,14 @@ def _chunk_backward_kernel(
             if NEED_DG:
                 after = _after_chunk(states_ptr, final_ptr, D, bh, n, NC, ks, vs, K, V)
             decay = tl.exp(gc)
-            dq = _dot(dA, _wide_operand(k / decay, v), PRECISION)
-            dq = decay * (dq + sigma * _dot(do.to(S.dtype), tl.trans(S), PRECISION)) * scale
-            dk = _dot(tl.trans(dA), _wide_operand(q * decay, v), PRECISION) / decay
+            if SCALAR_GATE:
+                dq = _dot(dA, _wide_operand(k, v), PRECISION)
+                dq = (dq + sigma * decay * _dot(do.to(S.dtype), tl.trans(S), PRECISION)) * scale
+                dk = _dot(tl.trans(dA), _wide_operand(q, v), PRECISION)
+            else:
+                dq = _dot(dA, _wide_operand(k / decay, v), PRECISION)
+                dq = decay * (dq + sigma * _dot(do.to(S.dtype), tl.trans(S), PRECISION)) * scale
+                dk = _dot(tl.trans(dA), _wide_operand(q * decay, v), PRECISION) / decay
             to_end = tl.exp(gl - gc) * (sigma * sigma_last)
             dk = dk * scale + to_end * _dot(v.to(D.dtype), tl.trans(D), PRECISION)
             if NEED_DG:
@@ -542,10 +575,16 @@ def _chunk_values_backward_kernel(
             gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
             gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
             D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
-            decay = tl.exp(gc)
-            # Aᵀ[s, t] = (k_s ⊙ exp(-gc_s)) · (q_t ⊙ exp(gc_t))
-            scores_t += _dot(_wide_operand(k / decay, do), tl.trans(_wide_operand(q * decay, do)), PRECISION)
+            if SCALAR_GATE:
+                # the decays multiply Aᵀ after the loop
+                scores_t += _dot(_wide_operand(k, do), tl.trans(_wide_operand(q, do)), PRECISION)
+            else:
+                # Aᵀ[s, t] = (k_s ⊙ exp(-gc_s)) · (q_t ⊙ exp(gc_t))
+                decay = tl.exp(gc)
+                scores_t += _dot(_wide_operand(k / decay, do), tl.trans(_wide_operand(q * decay, do)), PRECISION)
             dv += _dot((k * tl.exp(gl - gc)).to(D.dtype), D, PRECISION)
+        if SCALAR_GATE:
+            scores_t = scores_t * tl.trans(_pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, False))
         scores_t = tl.where(rows[None, :] >= rows[:, None], scores_t, 0.0) * sigma * tl.reshape(sigma, [1, C])
         dv = dv * (sigma * sigma_last) + scale * _dot(scores_t.to(dt), do, PRECISION)
         tl.store(dv_ptr + at_v, dv.to(dv_ptr.dtype.element_ty), mask=inside & (vs[None, :] < V))
@@ -699,7 +738,7 @@ class _ChunkGLA(torch.autograd.Function):
         dg = torch.empty_like(g) if need_dg else None
         # ∂L/∂G per key channel, written only by chunks whose decay is too strong for the
         # whole-chunk products
-        dG = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32) if need_dg else dq
+        dG = torch.empty(B, T, H, K, device=q.device, dtype=torch.float32) if need_dg and not scalar_gate else dq
         cfg = _launch_config(K, V)
         NC = T_pad // CHUNK
         _chunk_backward_kernel[(NC, B * H)](
