@@ -110,7 +110,9 @@ def gla_launches(m, K, V, dtype_name, scalar_gate=False):
     out.append((m._chunk_backward_kernel, dict(
         chunk, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], c=m.SUB_CHUNK, NEED_DG=True,
     ), m.WARPS["backward"], m.STAGES["backward"]))
-    out.append((m._chunk_values_backward_kernel, dict(chunk, BK=cfg["BK"], BV=cfg["BVD"]), m.WARPS["values"], m.STAGES["values"]))
+    out.append((m._chunk_values_backward_kernel, dict(
+        chunk, BK=cfg["BK"], BV=cfg["BVD"], BKD=cfg["BKD"], c=m.SUB_CHUNK,
+    ), m.WARPS["values"], m.STAGES["values"]))
     return out
 
 

@@ -195,12 +195,12 @@ def _chunk_state_kernel(
 
 @triton.jit
 def _subchunk_output(
-    m, bh, q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+    m, bh, q_ptr, k_ptr, v_ptr, gc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    C: tl.constexpr, c: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
-    PRECISION: tl.constexpr,
+    C: tl.constexpr, c: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Outputs of sub-chunk m, for chunks whose decay is too strong for one product."""
+    """Outputs of sub-chunk m, for chunks whose per-channel decay is too strong for the
+    whole-chunk products."""
     b, h = (bh // H).to(tl.int64), bh % H
     n = m // (C // c)
     t0, r0 = n * C, m * c
@@ -223,9 +223,9 @@ def _subchunk_output(
         q_i = tl.load(q_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
         k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
         k_c = tl.load(k_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=(rows_c[:, None] < T) & kmask, other=0.0).to(tl.float32)
-        gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, SCALAR_GATE)
-        gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, SCALAR_GATE)
-        ref = _gate_rows(gc_ptr, b, h, ref_row, ks, T_pad, H, K, SCALAR_GATE)
+        gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, False)
+        gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, False)
+        ref = _gate_rows(gc_ptr, b, h, ref_row, ks, T_pad, H, K, False)
         S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
         # inter-chunk: (q ⊙ exp(gc)) S_{n-1}
         q_decayed = q_i * tl.exp(gc_i)
@@ -237,27 +237,21 @@ def _subchunk_output(
         # diagonal sub-chunk, elementwise: [t, s, k]
         decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
         scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
-    sigma_i = _sign_rows(sc_ptr, b, h, rows_i, T_pad, H, HAS_SIGN)
-    sigma_c = _sign_rows(sc_ptr, b, h, rows_c, T_pad, H, HAS_SIGN)
-    acc = acc * sigma_i
     scores_chunk = tl.where(rows_c[None, :] <= rows_i[:, None], scores_chunk, 0.0)
-    scores_chunk = scores_chunk * sigma_i * tl.reshape(sigma_c, [1, C])
-    scores_diag = scores_diag * sigma_i * tl.reshape(sigma_i, [1, c])
     acc += _dot(scores_chunk.to(dt), v_c, PRECISION)
     acc += _dot(scores_diag.to(dt), v_i, PRECISION)
     tl.store(o_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], (acc * scale).to(o_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & (vs[None, :] < V))
 
 
 @triton.jit
-def _subchunk_backward(
-    m, bh, q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, sc_ptr, states_ptr, dstates_ptr,
-    dq_ptr, dk_ptr, dv_ptr, dG_ptr, T, T_pad, NC, scale,
+def _subchunk_keys_backward(
+    m, bh, q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, states_ptr, dstates_ptr,
+    dq_ptr, dk_ptr, dG_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    C: tl.constexpr, c: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
-    PRECISION: tl.constexpr,
+    C: tl.constexpr, c: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """dq, dk, dv and ∂L/∂G of sub-chunk m, for chunks whose decay is too strong for one
-    product."""
+    """dq, dk and ∂L/∂G of sub-chunk m, for chunks whose per-channel decay is too strong
+    for the whole-chunk products."""
     b, h = (bh // H).to(tl.int64), bh % H
     n = m // (C // c)
     t0, r0 = n * C, m * c
@@ -270,25 +264,18 @@ def _subchunk_backward(
     v_i = tl.load(v_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
     do_i = tl.load(do_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
     dt = v_c.dtype
-    sigma_i = _sign_rows(sc_ptr, b, h, rows_i, T_pad, H, HAS_SIGN)
-    sigma_c = tl.reshape(_sign_rows(sc_ptr, b, h, rows_c, T_pad, H, HAS_SIGN), [1, C])
     last = tl.full([1], t0 + C - 1, tl.int32)
-    sigma_last = _sign_rows(sc_ptr, b, h, last, T_pad, H, HAS_SIGN)
-    # dA[t, s] = do_t · v_s with the signs of the pair: t in this sub-chunk, s in the chunk
-    dA_earlier = _dot(do_i, tl.trans(v_c), PRECISION) * sigma_i * sigma_c
-    dA_diag = _dot(do_i, tl.trans(v_i), PRECISION) * sigma_i * tl.reshape(sigma_i, [1, c])
+    # dA[t, s] = do_t · v_s: t in this sub-chunk, s in the chunk
+    dA_earlier = _dot(do_i, tl.trans(v_c), PRECISION)
+    dA_diag = _dot(do_i, tl.trans(v_i), PRECISION)
     # dAᵀ[s, t] = v_s · do_t: s in this sub-chunk, t in the chunk
-    dAT_later = _dot(v_i, tl.trans(do_c), PRECISION) * sigma_i * sigma_c
+    dAT_later = _dot(v_i, tl.trans(do_c), PRECISION)
     ref_q_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
     ref_k_row = tl.full([1], r0 + c - 1, tl.int32)
     earlier = rows_c < r0
     later = rows_c > r0 + c - 1
-    causal = rows_i[:, None] >= rows_i[None, :]
     strict = rows_i[:, None] > rows_i[None, :]
     dA_self = tl.reshape(tl.reduce(tl.where(rows_i[:, None] == rows_i[None, :], dA_diag, 0.0), 1, _add), [c, 1])
-    dv_acc = tl.full([c, BV], 0.0, tl.float32)
-    scoresT_chunk = tl.full([c, C], 0.0, tl.float32)
-    scores_diag = tl.full([c, c], 0.0, tl.float32)
     for kb in range((K + BK - 1) // BK):
         ks = kb * BK + tl.arange(0, BK)
         kmask = ks[None, :] < K
@@ -298,17 +285,16 @@ def _subchunk_backward(
         k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=inside_i, other=0.0).to(tl.float32)
         q_c = tl.load(q_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=inside_c, other=0.0).to(tl.float32)
         k_c = tl.load(k_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=inside_c, other=0.0).to(tl.float32)
-        gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, SCALAR_GATE)
-        gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, SCALAR_GATE)
-        ref_q = _gate_rows(gc_ptr, b, h, ref_q_row, ks, T_pad, H, K, SCALAR_GATE)
-        ref_k = _gate_rows(gc_ptr, b, h, ref_k_row, ks, T_pad, H, K, SCALAR_GATE)
-        gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
+        gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, False)
+        gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, False)
+        ref_q = _gate_rows(gc_ptr, b, h, ref_q_row, ks, T_pad, H, K, False)
+        ref_k = _gate_rows(gc_ptr, b, h, ref_k_row, ks, T_pad, H, K, False)
+        gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, False)
         state_offsets = (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :]
         state_mask = (ks[:, None] < K) & vmask
         S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
         D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
-        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
-        decay_strict = tl.where(strict[:, :, None], decay, 0.0)
+        decay_strict = tl.exp(tl.where(strict[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
         # dq_t = Σ_{s<t} dA[t,s] exp(gc_t - gc_s) ⊙ k_s: earlier sub-chunks, then the diagonal
         k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref_q - gc_c, float("-inf")))
         dq = tl.exp(gc_i - ref_q) * _dot(dA_earlier.to(dt), k_hat.to(dt), PRECISION)
@@ -317,31 +303,62 @@ def _subchunk_backward(
         q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
         dk = tl.exp(ref_k - gc_i) * _dot(dAT_later.to(dt), q_tilde.to(dt), PRECISION)
         dk += tl.reduce(dA_diag[:, :, None] * q_i[:, None, :] * decay_strict, 0, _add)
-        # Aᵀ for dv: later sub-chunks here, the diagonal one apart
-        k_tilde = k_i * tl.exp(ref_k - gc_i)
-        scoresT_chunk += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
-        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
-        # inter-chunk: σ_t exp(gc_t) ⊙ S_{n-1} do_t for dq, σ_last σ_s exp(gc_last - gc_s) ⊙ D_n v_s for dk
-        dq = (dq + sigma_i * tl.exp(gc_i) * _dot(do_i.to(S.dtype), tl.trans(S), PRECISION)) * scale
-        to_end = tl.exp(gl - gc_i) * (sigma_i * sigma_last)
-        dk = dk * scale + to_end * _dot(v_i.to(D.dtype), tl.trans(D), PRECISION)
+        # inter-chunk: exp(gc_t) ⊙ S_{n-1} do_t for dq, exp(gc_last - gc_s) ⊙ D_n v_s for dk
+        dq = (dq + tl.exp(gc_i) * _dot(do_i.to(S.dtype), tl.trans(S), PRECISION)) * scale
+        dk = dk * scale + tl.exp(gl - gc_i) * _dot(v_i.to(D.dtype), tl.trans(D), PRECISION)
         # s = t adds the same q_t ⊙ k_t dA[t,t] to q ⊙ dq and to k ⊙ dk; it is left out of
         # both for the gate's gradient, where it would cancel and leave only rounding
-        dG = q_i * dq - k_i * dk
-        dq += (scale * dA_self) * k_i
-        dk += (scale * dA_self) * q_i
-        dv_acc += _dot((k_i * to_end).to(D.dtype), D, PRECISION)
-
         out = ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :]
-        tl.store(dq_ptr + out, dq.to(dq_ptr.dtype.element_ty), mask=inside_i)
-        tl.store(dk_ptr + out, dk.to(dk_ptr.dtype.element_ty), mask=inside_i)
-        tl.store(dG_ptr + out, dG, mask=inside_i)
-    scoresT_chunk = tl.where(rows_c[None, :] >= rows_i[:, None], scoresT_chunk, 0.0)
-    scoresT_chunk = scoresT_chunk * sigma_i * sigma_c
-    scores_diag = scores_diag * sigma_i * tl.reshape(sigma_i, [1, c])
-    dv = _dot(scoresT_chunk.to(dt), do_c, PRECISION)
-    dv += _dot(tl.trans(scores_diag).to(dt), do_i, PRECISION)
-    dv = dv * scale + dv_acc
+        tl.store(dG_ptr + out, q_i * dq - k_i * dk, mask=inside_i)
+        tl.store(dq_ptr + out, (dq + (scale * dA_self) * k_i).to(dq_ptr.dtype.element_ty), mask=inside_i)
+        tl.store(dk_ptr + out, (dk + (scale * dA_self) * q_i).to(dk_ptr.dtype.element_ty), mask=inside_i)
+
+
+@triton.jit
+def _subchunk_values_backward(
+    m, vb, bh, q_ptr, k_ptr, do_ptr, gc_ptr, dstates_ptr, dv_ptr, T, T_pad, NC, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    C: tl.constexpr, c: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """dv of sub-chunk m and value tile vb, for chunks whose per-channel decay is too
+    strong for the whole-chunk products: Aᵀ do for later sub-chunks (factors relative to
+    the sub-chunk's last row) and the diagonal one (elementwise), plus the state's part."""
+    b, h = (bh // H).to(tl.int64), bh % H
+    n = m // (C // c)
+    t0, r0 = n * C, m * c
+    rows_c = t0 + tl.arange(0, C)
+    rows_i = r0 + tl.arange(0, c)
+    vs = vb * BV + tl.arange(0, BV)
+    vmask = vs[None, :] < V
+    do_c = tl.load(do_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & vmask, other=0.0)
+    do_i = tl.load(do_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
+    dt = do_c.dtype
+    last = tl.full([1], t0 + C - 1, tl.int32)
+    ref_k_row = tl.full([1], r0 + c - 1, tl.int32)
+    later = rows_c > r0 + c - 1
+    causal = rows_i[:, None] >= rows_i[None, :]
+    dv = tl.full([c, BV], 0.0, tl.float32)
+    scores_t = tl.full([c, C], 0.0, tl.float32)
+    scores_diag = tl.full([c, c], 0.0, tl.float32)
+    for kb in range((K + BK - 1) // BK):
+        ks = kb * BK + tl.arange(0, BK)
+        kmask = ks[None, :] < K
+        q_i = tl.load(q_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        q_c = tl.load(q_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=(rows_c[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, False)
+        gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, False)
+        ref_k = _gate_rows(gc_ptr, b, h, ref_k_row, ks, T_pad, H, K, False)
+        gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, False)
+        D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & vmask, other=0.0)
+        q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
+        k_tilde = k_i * tl.exp(ref_k - gc_i)
+        scores_t += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
+        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
+        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        dv += _dot((k_i * tl.exp(gl - gc_i)).to(D.dtype), D, PRECISION)
+    dv += scale * _dot(scores_t.to(dt), do_c, PRECISION)
+    dv += scale * _dot(tl.trans(scores_diag).to(dt), do_i, PRECISION)
     tl.store(dv_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], dv.to(dv_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & vmask)
 
 
@@ -413,8 +430,8 @@ def _chunk_output_kernel(
     else:
         for i in range(C // c):
             _subchunk_output(
-                n * (C // c) + i, bh, q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
-                H, K, V, BKD, BV, C, c, SCALAR_GATE, HAS_SIGN, PRECISION,
+                n * (C // c) + i, bh, q_ptr, k_ptr, v_ptr, gc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+                H, K, V, BKD, BV, C, c, PRECISION,
             )
 
 
@@ -446,7 +463,7 @@ def _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, cols, T, floor, H
 @triton.jit
 def _chunk_backward_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, g_ptr, gc_ptr, sc_ptr, states_ptr, final_ptr, dstates_ptr,
-    dq_ptr, dk_ptr, dv_ptr, dG_ptr, dg_ptr, T, T_pad, NC, scale, floor,
+    dq_ptr, dk_ptr, dG_ptr, dg_ptr, T, T_pad, NC, scale, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
     SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, NEED_DG: tl.constexpr, PRECISION: tl.constexpr,
@@ -455,9 +472,9 @@ def _chunk_backward_kernel(
     with dA[t, s] = σ_t σ_s do_t · v_s,
     dq = exp(gc) ⊙ [dA_{s<t} (k ⊙ exp(-gc)) + σ do S_{n-1}ᵀ] and
     dk = exp(-gc) ⊙ dA_{s<t}ᵀ (q ⊙ exp(gc)) + σ σ_last exp(gc_last - gc) ⊙ v D_nᵀ,
-    all as 64-row products; chunks whose decay is too strong go through their sub-chunks,
-    which write dv too. dg needs no pass over the whole sequence: the sum of ∂L/∂G over
-    later chunks is `_after_chunk`."""
+    all as 64-row products; chunks whose decay is too strong go through their sub-chunks.
+    dg needs no pass over the whole sequence: the sum of ∂L/∂G over later chunks is
+    `_after_chunk`."""
     n, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), bh % H
     t0 = n * C
@@ -519,10 +536,9 @@ def _chunk_backward_kernel(
             tl.store(dk_ptr + at, (dk + (scale * dA_self) * q).to(dk_ptr.dtype.element_ty), mask=kmask)
     else:
         for i in range(C // c):
-            _subchunk_backward(
-                n * (C // c) + i, bh, q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, sc_ptr, states_ptr, dstates_ptr,
-                dq_ptr, dk_ptr, dv_ptr, dG_ptr, T, T_pad, NC, scale,
-                H, K, V, BKD, BV, C, c, SCALAR_GATE, HAS_SIGN, PRECISION,
+            _subchunk_keys_backward(
+                n * (C // c) + i, bh, q_ptr, k_ptr, v_ptr, do_ptr, gc_ptr, states_ptr, dstates_ptr,
+                dq_ptr, dk_ptr, dG_ptr, T, T_pad, NC, scale, H, K, V, BKD, BV, C, c, PRECISION,
             )
         if NEED_DG:
             # the sub-chunks left ∂L/∂G of every row in dG_ptr; this program reads it back
@@ -545,12 +561,12 @@ def _chunk_backward_kernel(
 def _chunk_values_backward_kernel(
     q_ptr, k_ptr, do_ptr, gc_ptr, sc_ptr, dstates_ptr, dv_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    KP: tl.constexpr, C: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
-    PRECISION: tl.constexpr,
+    BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
+    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per chunk and value tile: dv = scale · A_{s<=t}ᵀ do + (σ σ_last k ⊙
-    exp(gc_last - gc)) D_n as 64-row products. Chunks whose decay is too strong are left
-    to `_chunk_backward_kernel`, whose sub-chunks write their dv."""
+    exp(gc_last - gc)) D_n as 64-row products; chunks whose decay is too strong go through
+    their sub-chunks."""
     vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = (bh // H).to(tl.int64), bh % H
     t0 = n * C
@@ -588,6 +604,12 @@ def _chunk_values_backward_kernel(
         scores_t = tl.where(rows[None, :] >= rows[:, None], scores_t, 0.0) * sigma * tl.reshape(sigma, [1, C])
         dv = dv * (sigma * sigma_last) + scale * _dot(scores_t.to(dt), do, PRECISION)
         tl.store(dv_ptr + at_v, dv.to(dv_ptr.dtype.element_ty), mask=inside & (vs[None, :] < V))
+    else:
+        for i in range(C // c):
+            _subchunk_values_backward(
+                n * (C // c) + i, vb, bh, q_ptr, k_ptr, do_ptr, gc_ptr, dstates_ptr, dv_ptr, T, T_pad, NC, scale,
+                H, K, V, BKD, BV, C, c, PRECISION,
+            )
 
 
 @triton.jit
@@ -742,7 +764,7 @@ class _ChunkGLA(torch.autograd.Function):
         cfg = _launch_config(K, V)
         NC = T_pad // CHUNK
         _chunk_backward_kernel[(NC, B * H)](
-            q, k, v, do, g if need_dg else gc, gc, sc, states, final, dstates, dq, dk, dv, dG,
+            q, k, v, do, g if need_dg else gc, gc, sc, states, final, dstates, dq, dk, dG,
             dg if need_dg else gc, T, T_pad, NC, scale, GATE_FLOOR,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
             SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, NEED_DG=need_dg, PRECISION=_precision(q.dtype),
@@ -750,7 +772,7 @@ class _ChunkGLA(torch.autograd.Function):
         )
         _chunk_values_backward_kernel[(triton.cdiv(V, cfg["BVD"]), NC, B * H)](
             q, k, do, gc, sc, dstates, dv, T, T_pad, NC, scale,
-            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BVD"], KP=cfg["KP"], C=CHUNK,
+            H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BVD"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
             SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype),
             num_warps=WARPS["values"], num_stages=STAGES["values"],
         )
