@@ -97,3 +97,20 @@ def test_packing_round_trip():
     assert padded.shape == (3, 7, 2)
     assert torch.equal(padded[0, :3], x[0, :3]) and padded[0, 3:].abs().sum() == 0
     assert torch.equal(padded_to_packed(padded, cu), x)
+
+
+def test_chunk_layout_puts_every_sequence_on_whole_chunks():
+    from recur.ops.common import ChunkLayout
+
+    cu_seqlens = torch.tensor([0, 5, 5, 75, 139])
+    layout = ChunkLayout(cu_seqlens, 64)
+    # lengths 5, 0, 70, 64 take 1, 0, 2 and 1 chunks
+    assert layout.cu_chunks.tolist() == [0, 1, 1, 3, 4]
+    assert layout.last_of.tolist() == [0, -1, 2, 3]
+    assert layout.length == 256
+    x = torch.randn(1, 139, 3)
+    packed = layout.pack(x)
+    assert packed.shape == (1, 256, 3)
+    assert torch.equal(packed[0, 64:128], x[0, 5:69]) and torch.equal(packed[0, 128:134], x[0, 69:75])
+    assert not packed[0, 5:64].any() and not packed[0, 134:192].any()
+    assert torch.equal(layout.unpack(packed), x)

@@ -152,6 +152,37 @@ def test_packed_sequences(kernels):
     )
 
 
+@pytest.mark.parametrize("gate, strength", [("vector", 0.1), ("vector", 20.0), ("scalar", 3.0)])
+def test_packed_sequences_on_chunk_boundaries(kernels, gate, strength):
+    """Lengths 0, 64, 1, 130, 0, 63 and 65: sequences of whole chunks, empty ones first and
+    last, and chunks of both kinds (weak and strong decays), each from its own state."""
+    lengths = torch.tensor([0, 64, 1, 130, 0, 63, 65])
+    cu_seqlens = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    q, k, v, g, _ = make_inputs(int(cu_seqlens[-1]), gate, H=1, strength=strength)
+    h0 = torch.randn(len(lengths), 1, 32, 16, dtype=torch.float64)
+    actual = run_kernel(kernels, q, k, v, g, h0, cu_seqlens=cu_seqlens)
+    expected = run(naive_gla, q, k, v, g, h0, cu_seqlens=cu_seqlens)
+    compare(actual, expected, 1e-4 if strength > 10 else TOL_FLOAT32, f"packed gate={gate} strength={strength}")
+
+
+def test_packed_signed_decays_without_states(kernels):
+    cu_seqlens = torch.tensor([0, 70, 71, 200])
+    q, k, v, g, _ = make_inputs(200, "scalar", H=2, strength=0.5)
+    sign = torch.where(torch.rand(g.shape, generator=torch.Generator().manual_seed(3)) < 0.5, -1.0, 1.0).double()
+    leaves = [x.float().requires_grad_() for x in (q, k, v, g)]
+    with poisoned_allocations():
+        o, ht = kernels.triton_gla(*leaves[:3], g=leaves[3], cu_seqlens=cu_seqlens, decay_sign=sign.float())
+    assert ht is None
+    ref_leaves = [x.clone().requires_grad_() for x in (q, k, v, g)]
+    ref, _ = naive_gla(*ref_leaves[:3], g=ref_leaves[3], cu_seqlens=cu_seqlens, decay_sign=sign)
+    assert_close("o", o, ref, TOL_FLOAT32)
+    weights = torch.randn(ref.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    (o * weights.float()).sum().backward()
+    (ref * weights).sum().backward()
+    for name, a, e in zip(["dq", "dk", "dv", "dg"], leaves, ref_leaves):
+        assert_close(name, a.grad, e.grad, TOL_FLOAT32)
+
+
 @pytest.mark.parametrize("strength", [0.3, 3.0])
 def test_signed_decays(kernels, strength):
     q, k, v, g, h0 = make_inputs(100, "scalar", H=1, strength=strength)

@@ -37,6 +37,7 @@ INPUTS = {
     "dq_ptr", "dk_ptr", "dv_ptr", "dbeta_ptr", "dg_ptr",
 }
 SCALARS = {"T": "i32", "T_pad": "i32", "NC": "i32", "scale": "fp32", "floor": "fp32"}
+INDEX_POINTERS = {"cu_ptr": "*i32", "last_ptr": "*i32"}
 
 
 def load_compiled(name):
@@ -99,17 +100,18 @@ def gla_launches(m, K, V, dtype_name, scalar_gate=False):
     out = [(m._gate_cumsum_kernel, dict(
         H=16, KG=1 if scalar_gate else K, BKG=1 if scalar_gate else cfg["KP"], C=m.CHUNK, HAS_G=True, HAS_SIGN=scalar_gate,
     ), 4, 1)]
-    for reverse in (False, True):
+    for reverse, varlen in ((False, False), (True, False), (False, True)):
         out.append((m._chunk_state_kernel, dict(
             H=16, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=m.CHUNK, REVERSE=reverse, HAS_H0=True,
-            STORE_FINAL=True, PRECISION=precision, **gates,
+            STORE_FINAL=True, VARLEN=varlen, PRECISION=precision, **gates,
         ), m.WARPS["states"], m.STAGES["states"]))
     out.append((m._chunk_output_kernel, dict(
         chunk, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], c=m.SUB_CHUNK,
     ), m.WARPS["output"], m.STAGES["output"]))
-    out.append((m._chunk_backward_kernel, dict(
-        chunk, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], c=m.SUB_CHUNK, NEED_DG=True,
-    ), m.WARPS["backward"], m.STAGES["backward"]))
+    for varlen in (False, True):
+        out.append((m._chunk_backward_kernel, dict(
+            chunk, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], c=m.SUB_CHUNK, NEED_DG=True, VARLEN=varlen,
+        ), m.WARPS["backward"], m.STAGES["backward"]))
     out.append((m._chunk_values_backward_kernel, dict(
         chunk, BK=cfg["BK"], BV=cfg["BVD"], BKD=cfg["BKD"], c=m.SUB_CHUNK,
     ), m.WARPS["values"], m.STAGES["values"]))
@@ -126,6 +128,8 @@ def compile_sm90(kernel, constexprs, warps, stages, dtype_name):
             signature[name] = "constexpr"
         elif name in SCALARS:
             signature[name] = SCALARS[name]
+        elif name in INDEX_POINTERS:
+            signature[name] = INDEX_POINTERS[name]
         else:
             signature[name] = f"*{dtype_name}" if name in INPUTS else "*fp32"
     return triton.compile(

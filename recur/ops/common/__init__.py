@@ -4,9 +4,10 @@ from .checks import check_per_head, check_qkv, check_state, state_dtype
 from .chunk import chunk_state_passing
 from .scan import linear_recurrence, linear_recurrence_loop
 from .segsum import segsum, suffix_sum_exclusive
-from .varlen import check_cu_seqlens, packed_to_padded, padded_to_packed
+from .varlen import ChunkLayout, check_cu_seqlens, packed_to_padded, padded_to_packed
 
 __all__ = [
+    "ChunkLayout",
     "check_cu_seqlens",
     "check_per_head",
     "check_qkv",

@@ -5,13 +5,17 @@ A packed batch holds N sequences end to end in one row, [1, total, ...], with
 convert with `packed_to_padded` and back with `padded_to_packed`. Padding goes at the end
 of each sequence, so valid positions never see it; an op keeps its final states exact by
 padding with inputs that leave the state unchanged (zero key and zero log decay).
+
+Chunkwise kernels take `ChunkLayout` instead: every sequence starts on a chunk boundary of
+one row and takes whole chunks, so the row holds at most total + N·(chunk − 1) positions
+rather than the padded batch's N · max_len, and a chunk never spans two sequences.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["check_cu_seqlens", "packed_to_padded", "padded_to_packed"]
+__all__ = ["ChunkLayout", "check_cu_seqlens", "packed_to_padded", "padded_to_packed"]
 
 
 def check_cu_seqlens(cu_seqlens: torch.Tensor, batch_size: int, total: int) -> None:
@@ -50,3 +54,38 @@ def padded_to_packed(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     """[N, max_len, ...] -> [1, total, ...]."""
     index, _ = _padded_index(cu_seqlens)
     return x.reshape(-1, *x.shape[2:]).index_select(0, index).unsqueeze(0)
+
+
+class ChunkLayout:
+    """Where the sequences of a packed batch go in one row of whole chunks.
+
+    index: position in that row of every packed position [total] (int64); cu_chunks:
+    [N + 1] offsets of each sequence's chunks (int32); last_of: [chunks] the sequence whose
+    last chunk each chunk is, -1 for the others (int32); length: the row's length, a
+    multiple of `chunk`.
+    """
+
+    def __init__(self, cu_seqlens: torch.Tensor, chunk: int):
+        device = cu_seqlens.device
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+        chunks = (lengths + chunk - 1) // chunk
+        cu_chunks = torch.zeros(lengths.numel() + 1, dtype=torch.long, device=device)
+        cu_chunks[1:] = chunks.cumsum(0)
+        n_chunks = int(cu_chunks[-1])
+        seq_id = torch.repeat_interleave(torch.arange(lengths.numel(), device=device), lengths)
+        pos = torch.arange(int(cu_seqlens[-1]), device=device) - cu_seqlens[seq_id].long()
+        self.index = cu_chunks[seq_id] * chunk + pos
+        self.cu_chunks = cu_chunks.to(torch.int32)
+        self.last_of = torch.full((n_chunks,), -1, dtype=torch.int32, device=device)
+        ends = chunks > 0
+        self.last_of[cu_chunks[1:][ends] - 1] = torch.arange(lengths.numel(), device=device, dtype=torch.int32)[ends]
+        self.length = n_chunks * chunk
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """[1, total, ...] -> [1, length, ...], zeros after each sequence's end."""
+        out = x.new_zeros(self.length, *x.shape[2:])
+        return out.index_copy(0, self.index, x[0]).unsqueeze(0)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """[1, length, ...] -> [1, total, ...]."""
+        return x[0].index_select(0, self.index).unsqueeze(0)

@@ -32,6 +32,10 @@ every later step at once as Σ_v S ⊙ D_n, S the state leaving the chunk, since
 the log decay right after chunk n scales that state by exp(δ) for all that follows. So dg
 needs no pass along the whole sequence.
 
+Packed batches (cu_seqlens) run as one row in which every sequence starts on a chunk
+boundary (ChunkLayout): the state recurrence runs each sequence's chunks from its own
+initial state, and the per-chunk programs are those of any batch.
+
 Signed per-head decays (decay_sign) enter through σ_t = (-1)^(negatives in the chunk up
 to t): the sign of any product over (s, t] inside a chunk is σ_t σ_s.
 
@@ -48,7 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import packed_to_padded, padded_to_packed
+from ..common import ChunkLayout
 from .checks import check_gla_inputs
 
 CHUNK = 64
@@ -150,30 +154,41 @@ def _gate_cumsum_kernel(
 
 @triton.jit
 def _chunk_state_kernel(
-    x_ptr, y_ptr, gc_ptr, sc_ptr, h0_ptr, states_ptr, hT_ptr, T, T_pad, NC, scale,
+    x_ptr, y_ptr, gc_ptr, sc_ptr, h0_ptr, states_ptr, hT_ptr, cu_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, REVERSE: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, VARLEN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Forward: S_n = σ_last exp(gc_last) S_{n-1} + (σ_last σ_s k ⊙ exp(gc_last - gc))ᵀ v over
     chunks, storing each chunk's entering state. Reverse (x = q, y = do): the adjoint
-    D_{n-1} = σ_last exp(gc_last) D_n + scale (σ_t q ⊙ exp(gc))ᵀ do, storing D_n."""
-    kb, vb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = (bh // H).to(tl.int64), bh % H
+    D_{n-1} = σ_last exp(gc_last) D_n + scale (σ_t q ⊙ exp(gc))ᵀ do, storing D_n.
+    One program per state tile of one sequence and head: with VARLEN, sequence `seq` is
+    chunks cu[seq] to cu[seq + 1] of a batch of one (ChunkLayout), else batch row `seq`."""
+    kb, vb, sh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    seq, h = (sh // H).to(tl.int64), sh % H
+    if VARLEN:
+        b = seq * 0
+        first = tl.load(cu_ptr + seq)
+        count = tl.load(cu_ptr + seq + 1) - first
+    else:
+        b = seq
+        first = 0
+        count = NC
+    bh = b * H + h
     ks = kb * BK + tl.arange(0, BK)
     vs = vb * BV + tl.arange(0, BV)
     tile = (ks[:, None] < K) & (vs[None, :] < V)
     tile_offsets = ks[:, None] * V + vs[None, :]
     if HAS_H0:
-        S = tl.load(h0_ptr + bh.to(tl.int64) * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
+        S = tl.load(h0_ptr + sh.to(tl.int64) * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
     else:
         S = tl.full([BK, BV], 0.0, tl.float32)
-    for i in range(NC):
+    for i in range(count):
         if REVERSE:
-            n = NC - 1 - i
+            n = first + count - 1 - i
         else:
-            n = i
-        tl.store(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + tile_offsets, S.to(states_ptr.dtype.element_ty), mask=tile)
+            n = first + i
+        tl.store(states_ptr + (bh * NC + n) * K * V + tile_offsets, S.to(states_ptr.dtype.element_ty), mask=tile)
         rows = n * C + tl.arange(0, C)
         inside = rows < T
         x = tl.load(x_ptr + ((b * T + rows) * H + h)[:, None] * K + ks[None, :], mask=inside[:, None] & (ks[None, :] < K), other=0.0)
@@ -190,7 +205,7 @@ def _chunk_state_kernel(
         # [1, BK] -> [BK, 1]: the decay of the whole chunk per key row of the state
         S = S * tl.trans(tl.exp(gl) * sigma_last) + _dot(tl.trans(xw.to(y.dtype)), y, PRECISION)
     if STORE_FINAL:
-        tl.store(hT_ptr + bh.to(tl.int64) * K * V + tile_offsets, S, mask=tile)
+        tl.store(hT_ptr + sh.to(tl.int64) * K * V + tile_offsets, S, mask=tile)
 
 
 @triton.jit
@@ -436,15 +451,23 @@ def _chunk_output_kernel(
 
 
 @triton.jit
-def _after_chunk(states_ptr, final_ptr, D, bh, n, NC, ks, vs, K: tl.constexpr, V: tl.constexpr):
+def _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, VARLEN: tl.constexpr):
     """Σ_v S[k, v] D_n[k, v] with S the state leaving chunk n: the gradient of a log decay
-    added right after the chunk, which is Σ ∂L/∂G_t' over every later step t' (the final
-    state's gradient included), per key channel [1, BK]."""
+    added right after the chunk, which is Σ ∂L/∂G_t' over every later step t' of its
+    sequence (the final state's gradient included), per key channel [1, BK]. S is the next
+    chunk's entering state, or the sequence's final state after its last chunk (with
+    VARLEN, last_ptr[n] names the sequence whose last chunk n is, -1 for none)."""
     tile = (ks[:, None] < K) & (vs[None, :] < V)
     offsets = ks[:, None] * V + vs[None, :]
-    next_chunk = tl.full([1, 1], 1, tl.int32) + n
-    leaving = tl.load(states_ptr + (bh.to(tl.int64) * NC + n + 1) * K * V + offsets, mask=tile & (next_chunk < NC), other=0.0).to(tl.float32)
-    leaving += tl.load(final_ptr + bh.to(tl.int64) * K * V + offsets, mask=tile & (next_chunk == NC), other=0.0)
+    if VARLEN:
+        ending = tl.full([1, 1], 0, tl.int32) + tl.load(last_ptr + n)
+        is_last = ending >= 0
+        final_row = ending.to(tl.int64) * H + h
+    else:
+        is_last = (tl.full([1, 1], 1, tl.int32) + n) == NC
+        final_row = bh.to(tl.int64)
+    leaving = tl.load(states_ptr + (bh.to(tl.int64) * NC + n + 1) * K * V + offsets, mask=tile & (is_last == 0), other=0.0).to(tl.float32)
+    leaving += tl.load(final_ptr + final_row * K * V + offsets, mask=tile & is_last, other=0.0)
     return tl.reshape(tl.reduce(leaving * D.to(tl.float32), 1, _add), [1, ks.shape[0]])
 
 
@@ -462,11 +485,12 @@ def _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, cols, T, floor, H
 
 @triton.jit
 def _chunk_backward_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, g_ptr, gc_ptr, sc_ptr, states_ptr, final_ptr, dstates_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, g_ptr, gc_ptr, sc_ptr, states_ptr, final_ptr, dstates_ptr, last_ptr,
     dq_ptr, dk_ptr, dG_ptr, dg_ptr, T, T_pad, NC, scale, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
-    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, NEED_DG: tl.constexpr, PRECISION: tl.constexpr,
+    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, NEED_DG: tl.constexpr, VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """One program per chunk, dq, dk and dg (dv in `_chunk_values_backward_kernel`):
     with dA[t, s] = σ_t σ_s do_t · v_s,
@@ -513,7 +537,7 @@ def _chunk_backward_kernel(
             S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
             D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
             if NEED_DG:
-                after = _after_chunk(states_ptr, final_ptr, D, bh, n, NC, ks, vs, K, V)
+                after = _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H, K, V, VARLEN)
             decay = tl.exp(gc)
             if SCALAR_GATE:
                 dq = _dot(dA, _wide_operand(k, v), PRECISION)
@@ -547,7 +571,7 @@ def _chunk_backward_kernel(
                 ks = kb * BK + tl.arange(0, BK)
                 dG = tl.load(dG_ptr + ((b * T + rows) * H + h)[:, None] * K + ks[None, :], mask=inside & (ks[None, :] < K), other=0.0)
                 D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
-                after = _after_chunk(states_ptr, final_ptr, D, bh, n, NC, ks, vs, K, V)
+                after = _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H, K, V, VARLEN)
                 if SCALAR_GATE:
                     dG_rows += tl.reduce(dG, 1, _add, keep_dims=True)
                     after_rows += tl.reduce(after, 1, _add, keep_dims=True)
@@ -687,18 +711,24 @@ def _gate_cumsum(g, decay_sign, B, T, T_pad, H, device):
     return gc, sc, scalar_gate
 
 
-def _chunk_states(x, y, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse, store_final, state_dtype):
+def _chunk_states(x, y, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse, store_final, state_dtype, cu_chunks):
+    """Entering states (adjoints when `reverse`) of every chunk [B·H, NC, K, V] and, when
+    `store_final`, the states after each sequence [N, H, K, V] (N = B, or the sequences of
+    a ChunkLayout whose cu_chunks are given)."""
     B, T, H, K = x.shape
     V = y.shape[-1]
     NC = T_pad // CHUNK
+    n = B if cu_chunks is None else cu_chunks.numel() - 1
     cfg = _launch_config(K, V)
     states = torch.empty(B * H, NC, K, V, device=x.device, dtype=state_dtype)
-    final = torch.empty(B, H, K, V, device=x.device, dtype=torch.float32) if store_final else states
-    grid = (triton.cdiv(K, cfg["BKS"]), triton.cdiv(V, cfg["BVS"]), B * H)
+    final = torch.empty(n, H, K, V, device=x.device, dtype=torch.float32) if store_final else states
+    grid = (triton.cdiv(K, cfg["BKS"]), triton.cdiv(V, cfg["BVS"]), n * H)
     _chunk_state_kernel[grid](
-        x, y, gc, sc, h0 if h0 is not None else states, states, final, T, T_pad, NC, scale,
+        x, y, gc, sc, h0 if h0 is not None else states, states, final, cu_chunks if cu_chunks is not None else gc,
+        T, T_pad, NC, scale,
         H=H, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=CHUNK, REVERSE=reverse, SCALAR_GATE=scalar_gate,
-        HAS_SIGN=has_sign, HAS_H0=h0 is not None, STORE_FINAL=store_final, PRECISION=_precision(x.dtype),
+        HAS_SIGN=has_sign, HAS_H0=h0 is not None, STORE_FINAL=store_final, VARLEN=cu_chunks is not None,
+        PRECISION=_precision(x.dtype),
         num_warps=WARPS["states"], num_stages=STAGES["states"],
     )
     return states, (final if store_final else None)
@@ -711,7 +741,7 @@ def _states_dtype(dtype: torch.dtype) -> torch.dtype:
 
 class _ChunkGLA(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, g, decay_sign, h0, scale, output_final_state):
+    def forward(ctx, q, k, v, g, decay_sign, h0, scale, output_final_state, layout):
         B, T, H, K = q.shape
         V = v.shape[-1]
         T_pad = max(1, triton.cdiv(T, CHUNK)) * CHUNK
@@ -720,6 +750,7 @@ class _ChunkGLA(torch.autograd.Function):
         states, final = _chunk_states(
             k, v, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
             store_final=output_final_state, state_dtype=_states_dtype(q.dtype),
+            cu_chunks=None if layout is None else layout.cu_chunks,
         )
         o = torch.empty_like(v)
         cfg = _launch_config(K, V)
@@ -731,6 +762,7 @@ class _ChunkGLA(torch.autograd.Function):
         )
         ctx.save_for_backward(q, k, v, g, decay_sign, h0)
         ctx.scale = scale
+        ctx.layout = layout
         return o, final
 
     @staticmethod
@@ -745,15 +777,17 @@ class _ChunkGLA(torch.autograd.Function):
         has_sign = decay_sign is not None
         states_dtype = _states_dtype(q.dtype)
         # the final state too: the gate's gradient at the last chunk needs it
+        layout = ctx.layout
+        cu_chunks = None if layout is None else layout.cu_chunks
         states, final = _chunk_states(
             k, v, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
-            store_final=True, state_dtype=states_dtype,
+            store_final=True, state_dtype=states_dtype, cu_chunks=cu_chunks,
         )
         if dht is not None:
             dht = dht.contiguous()
         dstates, dh0 = _chunk_states(
             q, do, gc, sc, dht, scale, T_pad, scalar_gate, has_sign, reverse=True,
-            store_final=True, state_dtype=states_dtype,
+            store_final=True, state_dtype=states_dtype, cu_chunks=cu_chunks,
         )
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         need_dg = g is not None and ctx.needs_input_grad[3]
@@ -764,10 +798,12 @@ class _ChunkGLA(torch.autograd.Function):
         cfg = _launch_config(K, V)
         NC = T_pad // CHUNK
         _chunk_backward_kernel[(NC, B * H)](
-            q, k, v, do, g if need_dg else gc, gc, sc, states, final, dstates, dq, dk, dG,
-            dg if need_dg else gc, T, T_pad, NC, scale, GATE_FLOOR,
+            q, k, v, do, g if need_dg else gc, gc, sc, states, final, dstates,
+            layout.last_of if layout is not None else gc, dq, dk, dG, dg if need_dg else gc,
+            T, T_pad, NC, scale, GATE_FLOOR,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, NEED_DG=need_dg, PRECISION=_precision(q.dtype),
+            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, NEED_DG=need_dg, VARLEN=layout is not None,
+            PRECISION=_precision(q.dtype),
             num_warps=WARPS["backward"], num_stages=STAGES["backward"],
         )
         _chunk_values_backward_kernel[(triton.cdiv(V, cfg["BVD"]), NC, B * H)](
@@ -777,7 +813,7 @@ class _ChunkGLA(torch.autograd.Function):
             num_warps=WARPS["values"], num_stages=STAGES["values"],
         )
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
-        return dq, dk, dv, dg, None, dh0, None, None
+        return dq, dk, dv, dg, None, dh0, None, None, None
 
 
 def triton_gla(
@@ -817,17 +853,20 @@ def triton_gla(
         q, k, v = q.float(), k.float(), v.float()
         g = None if g is None else g.float()
         initial_state = None if initial_state is None else initial_state.float()
+    layout = None
     if cu_seqlens is not None:
-        q, k, v = (packed_to_padded(x, cu_seqlens) for x in (q, k, v))
-        g = None if g is None else packed_to_padded(g, cu_seqlens)
-        decay_sign = None if decay_sign is None else packed_to_padded(decay_sign, cu_seqlens)
+        # every sequence on whole chunks of one row: no chunk spans two sequences
+        layout = ChunkLayout(cu_seqlens, CHUNK)
+        q, k, v = (layout.pack(x) for x in (q, k, v))
+        g = None if g is None else layout.pack(g)
+        decay_sign = None if decay_sign is None else layout.pack(decay_sign)
     q, k, v = q.contiguous(), k.to(q.dtype).contiguous(), v.to(q.dtype).contiguous()
     g = None if g is None else g.contiguous()
     decay_sign = None if decay_sign is None else decay_sign.float().contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
-    o, final = _ChunkGLA.apply(q, k, v, g, decay_sign, h0, scale, output_final_state)
-    if cu_seqlens is not None:
-        o = padded_to_packed(o, cu_seqlens)
+    o, final = _ChunkGLA.apply(q, k, v, g, decay_sign, h0, scale, output_final_state, layout)
+    if layout is not None:
+        o = layout.unpack(o)
     if final is not None and wide:
         final = final.double()
     return o.to(out_dtype), final
