@@ -184,6 +184,20 @@ def test_packed_sequences_match_separate_ones(kernels):
         assert_close(f"sequence {n} state", actual[1][n : n + 1], ht, TOL_FLOAT32)
 
 
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused walks", "work apart"])
+def test_packed_sequences_on_chunk_boundaries(kernels, fused, monkeypatch):
+    """Lengths 0, 64, 1, 130, 0, 63 and 65: sequences of whole chunks, and empty ones first
+    and last, each from its own state, with either schedule of the walks."""
+    monkeypatch.setitem(kernels.WALK_FUSES, "outputs", fused)
+    monkeypatch.setitem(kernels.WALK_FUSES, "intra_gradient", fused)
+    lengths = torch.tensor([0, 64, 1, 130, 0, 63, 65])
+    cu_seqlens = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    q, k, v, beta, g, _ = make_inputs(int(cu_seqlens[-1]), B=1, H=1, K=16, V=16)
+    h0 = torch.randn(len(lengths), 1, 16, 16, dtype=torch.float64)
+    actual = run_kernel(kernels, q, k, v, beta, g, h0, cu_seqlens=cu_seqlens)
+    compare(actual, run(naive_delta_rule, q, k, v, beta, g, h0, cu_seqlens=cu_seqlens), TOL_FLOAT32, f"packed fused={fused}")
+
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)], ids=["bf16", "fp16"])
 def test_16_bit_inputs_close_to_float64(kernels, dtype, tol):
     """Results in the inputs' dtype (the final state in float32), within the inputs' rounding."""

@@ -67,7 +67,7 @@ def delta_launches(m, K, V, dtype_name):
     precision = m._precision(getattr(torch, DTYPES[dtype_name]))
     cfg = m._launch(K, V)
     common = dict(H=16, K=K, V=V, C=m.CHUNK)
-    walk = dict(common, BK=cfg["BK"], BV=cfg["BV"], HAS_H0=True, PRECISION=precision)
+    walk = dict(common, BK=cfg["BK"], BV=cfg["BV"], HAS_H0=True, VARLEN=False, PRECISION=precision)
     out = []
     for store_t in (False, True):
         out.append((m._prepare_kernel, dict(
@@ -76,9 +76,13 @@ def delta_launches(m, K, V, dtype_name):
         ), m.WARPS["prepare"], m.STAGES))
     out.append((m._walk_kernel, dict(walk, OUTPUT=True, STORE_U=False, STORE_STATES=False, STORE_FINAL=True), m.WARPS["walk"], m.STAGES))
     out.append((m._walk_kernel, dict(walk, OUTPUT=False, STORE_U=True, STORE_STATES=True, STORE_FINAL=False), m.WARPS["walk"], m.STAGES))
-    for intra_given in (False, True):
+    out.append((m._walk_kernel, dict(
+        walk, OUTPUT=True, STORE_U=False, STORE_STATES=False, STORE_FINAL=True, VARLEN=True,
+    ), m.WARPS["walk"], m.STAGES))
+    for intra_given, varlen in ((False, False), (True, False), (False, True)):
         out.append((m._reverse_walk_kernel, dict(
-            common, BK=cfg["BK"], BV=cfg["BV"], HAS_DHT=True, INTRA_GIVEN=intra_given, PRECISION=precision,
+            common, BK=cfg["BK"], BV=cfg["BV"], HAS_DHT=True, INTRA_GIVEN=intra_given, VARLEN=varlen,
+            PRECISION=precision,
         ), m.WARPS["walk"], m.STAGES))
     per_chunk = dict(common, BK=cfg["BK"], BV=cfg["BV"], PRECISION=precision)
     out.append((m._outputs_kernel, per_chunk, m.WARPS["gradient"], m.STAGES))

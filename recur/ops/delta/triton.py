@@ -40,6 +40,10 @@ dA = −(dR_v U_vᵀ + dR_k Wᵀ) below the diagonal) and the decays (∂L/∂gc
 e_ts, exp(gc_t) and exp(gc_C − gc_t) it enters; ∂L/∂g_t = Σ_{t' >= t in the chunk}
 ∂L/∂gc_t').
 
+Packed batches (cu_seqlens) run as one row in which every sequence starts on a chunk
+boundary (ChunkLayout): the walks run each sequence's chunks from its own state; every
+per-chunk program is that of any batch.
+
 No factor exp(x) with x > 0 is formed, so strong gates cannot overflow. A log decay of
 -inf (a reset) is clamped to GATE_FLOOR, whose exp is 0 in float32 just as exp(-inf), and
 passes no gradient. The kernels compute in float32 whatever the input dtype (float64
@@ -62,7 +66,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import packed_to_padded, padded_to_packed
+from ..common import ChunkLayout
+from ..common.kernels import sequence_chunks
 from .checks import check_delta_inputs
 
 CHUNK = 64
@@ -187,27 +192,29 @@ def _prepare_kernel(
 
 @triton.jit
 def _walk_kernel(
-    q_ptr, k_ptr, gc_ptr, w_ptr, uv_ptr, h0_ptr, o_ptr, u_ptr, states_ptr, hT_ptr, T, T_pad, NC, scale,
+    q_ptr, k_ptr, gc_ptr, w_ptr, uv_ptr, h0_ptr, o_ptr, u_ptr, states_ptr, hT_ptr, cu_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, HAS_H0: tl.constexpr, OUTPUT: tl.constexpr, STORE_U: tl.constexpr,
-    STORE_STATES: tl.constexpr, STORE_FINAL: tl.constexpr, PRECISION: tl.constexpr,
+    STORE_STATES: tl.constexpr, STORE_FINAL: tl.constexpr, VARLEN: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """The chunks in order for one head and value tile: U = U_v − W S, the outputs, and
-    S ← exp(gc_C) S + (K ⊙ exp(gc_C − gc))ᵀ U."""
-    vb, bh = tl.program_id(0), tl.program_id(1)
-    b, h = (bh // H).to(tl.int64), bh % H
-    bh = bh.to(tl.int64)
+    """The chunks of one sequence in order, for one head and value tile: U = U_v − W S,
+    the outputs, and S ← exp(gc_C) S + (K ⊙ exp(gc_C − gc))ᵀ U."""
+    vb, sh = tl.program_id(0), tl.program_id(1)
+    b, h, first, count = sequence_chunks(sh, cu_ptr, NC, H, VARLEN)
+    bh = b * H + h
+    sh = sh.to(tl.int64)
     idx = tl.arange(0, C)
     ks = tl.arange(0, BK)
     vs = vb * BV + tl.arange(0, BV)
     tile = (ks[:, None] < K) & (vs[None, :] < V)
     tile_offsets = ks[:, None] * V + vs[None, :]
     if HAS_H0:
-        S = tl.load(h0_ptr + bh * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
+        S = tl.load(h0_ptr + sh * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
     else:
         S = tl.full([BK, BV], 0.0, tl.float32)
     causal = idx[:, None] >= idx[None, :]
-    for n in range(NC):
+    for i in range(count):
+        n = first + i
         rows = n * C + idx
         if STORE_STATES:
             tl.store(states_ptr + (bh * NC + n) * K * V + tile_offsets, S, mask=tile)
@@ -227,33 +234,35 @@ def _walk_kernel(
         k_to_end = k * tl.exp(gl - gc)[:, None]
         S = S * tl.exp(gl) + _dot(tl.trans(k_to_end), U, PRECISION)
     if STORE_FINAL:
-        tl.store(hT_ptr + bh * K * V + tile_offsets, S, mask=tile)
+        tl.store(hT_ptr + sh * K * V + tile_offsets, S, mask=tile)
 
 
 @triton.jit
 def _reverse_walk_kernel(
-    q_ptr, k_ptr, do_ptr, gc_ptr, w_ptr, du_ptr, dstates_ptr, dht_ptr, dh0_ptr, T, T_pad, NC, scale,
+    q_ptr, k_ptr, do_ptr, gc_ptr, w_ptr, du_ptr, dstates_ptr, dht_ptr, dh0_ptr, cu_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    C: tl.constexpr, HAS_DHT: tl.constexpr, INTRA_GIVEN: tl.constexpr, PRECISION: tl.constexpr,
+    C: tl.constexpr, HAS_DHT: tl.constexpr, INTRA_GIVEN: tl.constexpr, VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """The chunks backwards for one head and value tile: D is the adjoint of the state
-    leaving the chunk; stores D per chunk and dU (adding to the scale (Q Kᵀ ⊙ e)ᵀ dO that
-    `_intra_gradient_kernel` left in du_ptr when INTRA_GIVEN)."""
-    vb, bh = tl.program_id(0), tl.program_id(1)
-    b, h = (bh // H).to(tl.int64), bh % H
-    bh = bh.to(tl.int64)
+    """The chunks of one sequence backwards, for one head and value tile: D is the adjoint
+    of the state leaving the chunk; stores D per chunk and dU (adding to the scale
+    (Q Kᵀ ⊙ e)ᵀ dO that `_intra_gradient_kernel` left in du_ptr when INTRA_GIVEN)."""
+    vb, sh = tl.program_id(0), tl.program_id(1)
+    b, h, first, count = sequence_chunks(sh, cu_ptr, NC, H, VARLEN)
+    bh = b * H + h
+    sh = sh.to(tl.int64)
     idx = tl.arange(0, C)
     ks = tl.arange(0, BK)
     vs = vb * BV + tl.arange(0, BV)
     tile = (ks[:, None] < K) & (vs[None, :] < V)
     tile_offsets = ks[:, None] * V + vs[None, :]
     if HAS_DHT:
-        D = tl.load(dht_ptr + bh * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
+        D = tl.load(dht_ptr + sh * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
     else:
         D = tl.full([BK, BV], 0.0, tl.float32)
     causal = idx[:, None] >= idx[None, :]
-    for i in range(NC):
-        n = NC - 1 - i
+    for i in range(count):
+        n = first + count - 1 - i
         rows = n * C + idx
         tl.store(dstates_ptr + (bh * NC + n) * K * V + tile_offsets, D, mask=tile)
         q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
@@ -270,7 +279,7 @@ def _reverse_walk_kernel(
         tl.store(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), dU, mask=vs[None, :] < V)
         q_decayed = q * (tl.exp(gc) * scale)[:, None]
         D = D * tl.exp(gl) + _dot(tl.trans(q_decayed), do, PRECISION) - _dot(tl.trans(W), dU, PRECISION)
-    tl.store(dh0_ptr + bh * K * V + tile_offsets, D, mask=tile)
+    tl.store(dh0_ptr + sh * K * V + tile_offsets, D, mask=tile)
 
 
 @triton.jit
@@ -531,26 +540,29 @@ def _prepare(k, v, beta, g, T_pad, store_t):
     return gc, W, U_v, (tinv if store_t else None)
 
 
-def _walk(q, k, v, gc, W, U_v, h0, scale, T_pad, output, store_final, store_for_backward):
-    """Runs the chunks in order: o (when `output`), the final state (when `store_final`), and
+def _walk(q, k, v, gc, W, U_v, h0, scale, T_pad, output, store_final, store_for_backward, cu_chunks):
+    """Runs the chunks in order: o (when `output`), the final states [N, H, K, V] (when
+    `store_final`; N = B, or the sequences of a ChunkLayout whose cu_chunks are given), and
     the chunk-entering states [B·H, NC, K, V] and U [B·H, T_pad, V] (when `store_for_backward`)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     NC = T_pad // CHUNK
+    n = B if cu_chunks is None else cu_chunks.numel() - 1
     device = q.device
     o = torch.empty_like(v) if output else None
-    final = torch.empty(B, H, K, V, device=device, dtype=torch.float32) if store_final else None
+    final = torch.empty(n, H, K, V, device=device, dtype=torch.float32) if store_final else None
     states = torch.empty(B * H, NC, K, V, device=device, dtype=torch.float32) if store_for_backward else None
     U = torch.empty(B * H, T_pad, V, device=device, dtype=torch.float32) if store_for_backward else None
     cfg = _launch(K, V)
     # stands in for the buffers this launch neither reads nor writes
     unused = gc
-    _walk_kernel[(triton.cdiv(V, cfg["BV"]), B * H)](
+    _walk_kernel[(triton.cdiv(V, cfg["BV"]), n * H)](
         q, k, gc, W, U_v, h0 if h0 is not None else unused, o if output else unused, U if U is not None else unused,
-        states if states is not None else unused, final if final is not None else unused, T, T_pad, NC, scale,
+        states if states is not None else unused, final if final is not None else unused,
+        cu_chunks if cu_chunks is not None else unused, T, T_pad, NC, scale,
         H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_H0=h0 is not None, OUTPUT=output,
         STORE_U=store_for_backward, STORE_STATES=store_for_backward, STORE_FINAL=store_final,
-        PRECISION=_precision(q.dtype), num_warps=WARPS["walk"], num_stages=STAGES,
+        VARLEN=cu_chunks is not None, PRECISION=_precision(q.dtype), num_warps=WARPS["walk"], num_stages=STAGES,
     )
     return o, final, states, U
 
@@ -570,23 +582,23 @@ def _outputs(q, k, v, gc, U, states, scale, T_pad):
 
 class _ChunkDeltaRule(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, h0, scale, output_final_state):
+    def forward(ctx, q, k, v, beta, g, h0, scale, output_final_state, cu_chunks):
         T_pad = max(1, triton.cdiv(q.shape[1], CHUNK)) * CHUNK
         gc, W, U_v, _ = _prepare(k, v, beta, g, T_pad, store_t=False)
         fused = WALK_FUSES["outputs"]
         o, final, states, U = _walk(
             q, k, v, gc, W, U_v, h0, scale, T_pad, output=fused, store_final=output_final_state,
-            store_for_backward=not fused,
+            store_for_backward=not fused, cu_chunks=cu_chunks,
         )
         if not fused:
             o = _outputs(q, k, v, gc, U, states, scale, T_pad)
-        ctx.save_for_backward(q, k, v, beta, g, h0)
+        ctx.save_for_backward(q, k, v, beta, g, h0, cu_chunks)
         ctx.scale = scale
         return o, final
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, beta, g, h0 = ctx.saved_tensors
+        q, k, v, beta, g, h0, cu_chunks = ctx.saved_tensors
         scale = ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
@@ -598,13 +610,15 @@ class _ChunkDeltaRule(torch.autograd.Function):
         # recomputed rather than kept from the forward: T, W, U_v, the states and U
         gc, W, U_v, tinv = _prepare(k, v, beta, g, T_pad, store_t=True)
         _, _, states, U = _walk(
-            q, k, v, gc, W, U_v, h0, scale, T_pad, output=False, store_final=False, store_for_backward=True
+            q, k, v, gc, W, U_v, h0, scale, T_pad, output=False, store_final=False, store_for_backward=True,
+            cu_chunks=cu_chunks,
         )
         do = torch.zeros_like(v) if do is None else do.contiguous()
         dht = None if dht is None else dht.contiguous()
         dstates = torch.empty(B * H, NC, K, V, device=device, dtype=torch.float32)
         dU = torch.empty(B * H, T_pad, V, device=device, dtype=torch.float32)
-        dh0 = torch.empty(B, H, K, V, device=device, dtype=torch.float32)
+        n = B if cu_chunks is None else cu_chunks.numel() - 1
+        dh0 = torch.empty(n, H, K, V, device=device, dtype=torch.float32)
         intra_given = not WALK_FUSES["intra_gradient"]
         if intra_given:
             _intra_gradient_kernel[(triton.cdiv(V, cfg["BV"]), NC, B * H)](
@@ -612,10 +626,12 @@ class _ChunkDeltaRule(torch.autograd.Function):
                 H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PRECISION=precision,
                 num_warps=WARPS["gradient"], num_stages=STAGES,
             )
-        _reverse_walk_kernel[(triton.cdiv(V, cfg["BV"]), B * H)](
-            q, k, do, gc, W, dU, dstates, dht if dht is not None else dh0, dh0, T, T_pad, NC, scale,
+        _reverse_walk_kernel[(triton.cdiv(V, cfg["BV"]), n * H)](
+            q, k, do, gc, W, dU, dstates, dht if dht is not None else dh0, dh0,
+            cu_chunks if cu_chunks is not None else dh0, T, T_pad, NC, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_DHT=dht is not None,
-            INTRA_GIVEN=intra_given, PRECISION=precision, num_warps=WARPS["walk"], num_stages=STAGES,
+            INTRA_GIVEN=intra_given, VARLEN=cu_chunks is not None, PRECISION=precision,
+            num_warps=WARPS["walk"], num_stages=STAGES,
         )
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
@@ -638,7 +654,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
             num_warps=WARPS["gradient"], num_stages=STAGES,
         )
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
-        return dq, dk, dv, dbeta, dg, dh0, None, None
+        return dq, dk, dv, dbeta, dg, dh0, None, None, None
 
 
 def triton_delta_rule(
@@ -679,16 +695,20 @@ def triton_delta_rule(
         g = None if g is None else g.float()
     if initial_state is not None and initial_state.dtype == torch.float64:
         initial_state = initial_state.float()
+    layout = None
     if cu_seqlens is not None:
-        # zeros after each sequence (k = 0, β = 0, g = 0) leave its state unchanged
-        q, k, v, beta = (packed_to_padded(x, cu_seqlens) for x in (q, k, v, beta))
-        g = None if g is None else packed_to_padded(g, cu_seqlens)
+        # every sequence on whole chunks of one row; the zeros after each sequence's end
+        # (k = 0, β = 0, g = 0) leave its state unchanged
+        layout = ChunkLayout(cu_seqlens, CHUNK)
+        q, k, v, beta = (layout.pack(x) for x in (q, k, v, beta))
+        g = None if g is None else layout.pack(g)
     q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
     g = None if g is None else g.contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
-    o, final = _ChunkDeltaRule.apply(q, k, v, beta, g, h0, scale, output_final_state)
-    if cu_seqlens is not None:
-        o = padded_to_packed(o, cu_seqlens)
+    cu_chunks = None if layout is None else layout.cu_chunks
+    o, final = _ChunkDeltaRule.apply(q, k, v, beta, g, h0, scale, output_final_state, cu_chunks)
+    if layout is not None:
+        o = layout.unpack(o)
     if final is not None and wide:
         final = final.double()
     return o.to(out_dtype), final

@@ -53,6 +53,7 @@ import triton
 import triton.language as tl
 
 from ..common import ChunkLayout
+from ..common.kernels import sequence_chunks
 from .checks import check_gla_inputs
 
 CHUNK = 64
@@ -165,15 +166,7 @@ def _chunk_state_kernel(
     One program per state tile of one sequence and head: with VARLEN, sequence `seq` is
     chunks cu[seq] to cu[seq + 1] of a batch of one (ChunkLayout), else batch row `seq`."""
     kb, vb, sh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    seq, h = (sh // H).to(tl.int64), sh % H
-    if VARLEN:
-        b = seq * 0
-        first = tl.load(cu_ptr + seq)
-        count = tl.load(cu_ptr + seq + 1) - first
-    else:
-        b = seq
-        first = 0
-        count = NC
+    b, h, first, count = sequence_chunks(sh, cu_ptr, NC, H, VARLEN)
     bh = b * H + h
     ks = kb * BK + tl.arange(0, BK)
     vs = vb * BV + tl.arange(0, BV)
