@@ -112,6 +112,22 @@ def test_bfloat16_close_to_float64(T):
     compare_rows(actual, expected, {"default": 3e-2, "dg": 6e-2}, f"bf16 T={T}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_intra_chunk_work_apart_from_the_walks(dtype, monkeypatch):
+    """The other schedule of the walks (WALK_FUSES off), which bench.py --variants times."""
+    from recur.ops.delta import triton as kernels
+
+    monkeypatch.setitem(kernels.WALK_FUSES, "outputs", False)
+    monkeypatch.setitem(kernels.WALK_FUSES, "intra_gradient", False)
+    inputs = make_inputs(TOKENS // 2048, 2048)
+    if dtype == torch.bfloat16:
+        inputs = [x.bfloat16().double() for x in inputs]
+    weights = loss_weights(inputs)
+    actual = kernel_run(inputs, weights, dtype)
+    expected = run(chunk_delta_rule, inputs, weights, torch.float64, rows=REFERENCE_ROWS)
+    limits = {"default": TOL_FLOAT32} if dtype == torch.float32 else {"default": 3e-2, "dg": 6e-2}
+    compare_rows(actual, expected, limits, f"apart {dtype}")
+
 def test_packed_sequences():
     """Packed sequences of lengths 100, 1000, 1, 1899 and the rest of 8192 tokens (the float64
     reference pads every sequence to the longest)."""
