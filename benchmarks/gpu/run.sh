@@ -7,7 +7,8 @@
 # own time limit, so a step that hangs costs only its share. Writes log.txt and
 # results.jsonl under $OUT; `python benchmarks/gpu/summary.py $OUT/results.jsonl` prints
 # the tables. Run from the repository root. `SMOKE=1` runs it all on the CPU at tiny sizes
-# in Triton's interpreter (times meaningless), to check the script before a lease.
+# in Triton's interpreter (times meaningless), to check the script before a lease;
+# DEADLINE (seconds, default 570) bounds the whole run.
 set -u
 OUT=${OUT:-/tmp/recur-gpu}
 mkdir -p "$OUT"
@@ -18,7 +19,13 @@ RESULTS=$OUT/results.jsonl
 exec > >(tee -a "$OUT/log.txt") 2>&1
 PY=${PYTHON:-python3}
 BENCH="$PY benchmarks/gpu/bench.py --out $RESULTS ${SMOKE:+--smoke}"
-step() { echo "== $1 ($(date +%T))"; }
+# every step ends by DEADLINE seconds after the start (a lease runs one command for at most
+# 600 s), so the summary always prints
+DEADLINE=${DEADLINE:-570}
+START=$(date +%s)
+step() { echo "== $1 ($(( $(date +%s) - START )) s)"; }
+# the smaller of a step's own limit and the time left before the deadline (at least 1 s)
+limit() { local left=$(( DEADLINE - 10 - ($(date +%s) - START) )); [ "$left" -lt "$1" ] && echo $(( left > 1 ? left : 1 )) || echo "$1"; }
 
 if [ -z "${SMOKE:-}" ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
@@ -33,25 +40,28 @@ else
 fi
 
 step "first calls (empty Triton cache)"
-timeout 150 $BENCH --first-call
-step "correctness at full size"
+timeout $(limit 150) $BENCH --first-call
 if [ -z "${SMOKE:-}" ]; then
-    timeout 240 $PY -m pytest -q -m gpu -p no:cacheprovider tests/gpu 2>&1 | tail -30
+    for family in gla delta; do
+        step "correctness at full size: $family"
+        timeout $(limit 120) $PY -m pytest -q -m gpu -p no:cacheprovider --durations=5 \
+            tests/gpu/test_${family}_triton_gpu.py 2>&1 | tail -25
+    done
 fi
 step "timings: GLA"
-timeout 120 $BENCH --family gla ${T_LIST:+--T $T_LIST}
+timeout $(limit 120) $BENCH --family gla ${T_LIST:+--T $T_LIST}
 step "timings: gated delta rule"
-timeout 100 $BENCH --family delta ${T_LIST:+--T $T_LIST}
+timeout $(limit 100) $BENCH --family delta ${T_LIST:+--T $T_LIST}
 step "launch-setting variants"
-timeout 90 $BENCH --variants
+timeout $(limit 90) $BENCH --variants
 step "GLA stages"
-timeout 40 $BENCH --breakdown
+timeout $(limit 40) $BENCH --breakdown
 if [ -n "$FLA_SITE" ] && [ "${FLA_TIMEOUT:-150}" != 0 ]; then
-    # FLA autotunes at its first call (minutes on an H200)
+    # FLA autotunes at its first call (minutes on an H200): whatever time is left
     step "timings: FLA chunk_gla"
-    PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout ${FLA_TIMEOUT:-150} $BENCH --fla --family gla ${T_LIST:+--T $T_LIST}
+    PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout $(limit ${FLA_TIMEOUT:-150}) $BENCH --fla --family gla ${T_LIST:+--T $T_LIST}
     step "timings: FLA chunk_gated_delta_rule"
-    PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout ${FLA_TIMEOUT:-150} $BENCH --fla --family delta ${T_LIST:+--T $T_LIST}
+    PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout $(limit ${FLA_TIMEOUT:-150}) $BENCH --fla --family delta ${T_LIST:+--T $T_LIST}
 fi
 step "summary"
 $PY benchmarks/gpu/summary.py "$RESULTS"
