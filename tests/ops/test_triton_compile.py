@@ -108,7 +108,7 @@ def gla_launches(m, K, V, dtype_name, scalar_gate=False):
         out.append((m._chunk_state_kernel, dict(
             H=16, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=m.CHUNK, REVERSE=reverse, HAS_H0=True,
             STORE_FINAL=True, VARLEN=varlen, PRECISION=precision, **gates,
-        ), m.WARPS["states"], m.STAGES["states"]))
+        ), m.WARPS["states"], m.STAGES["packed_states" if varlen else "states"]))
     out.append((m._chunk_output_kernel, dict(
         chunk, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], c=m.SUB_CHUNK,
     ), m.WARPS["output"], m.STAGES["output"]))

@@ -18,3 +18,18 @@ def sequence_chunks(sh, cu_ptr, NC, H: tl.constexpr, VARLEN: tl.constexpr):
         return seq * 0, h, first, tl.load(cu_ptr + seq + 1) - first
     else:
         return seq, h, 0, NC
+
+
+@triton.jit
+def load_rows(ptr, b, h, rows, cols, T, H: tl.constexpr, X: tl.constexpr):
+    """Rows `rows` [R] and columns `cols` [BX] of head h of batch row b of an input
+    [B, T, H, X], in its dtype, zeros outside."""
+    offsets = ((b * T + rows) * H + h)[:, None] * X + cols[None, :]
+    return tl.load(ptr + offsets, mask=(rows[:, None] < T) & (cols[None, :] < X), other=0.0)
+
+
+@triton.jit
+def store_rows(ptr, x, b, h, rows, cols, T, H: tl.constexpr, X: tl.constexpr):
+    """x [R, BX] into rows `rows` and columns `cols` of head h of batch row b of [B, T, H, X]."""
+    offsets = ((b * T + rows) * H + h)[:, None] * X + cols[None, :]
+    tl.store(ptr + offsets, x.to(ptr.dtype.element_ty), mask=(rows[:, None] < T) & (cols[None, :] < X))

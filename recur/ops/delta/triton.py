@@ -67,7 +67,7 @@ import triton
 import triton.language as tl
 
 from ..common import ChunkLayout
-from ..common.kernels import sequence_chunks
+from ..common.kernels import load_rows, sequence_chunks, store_rows
 from .checks import check_delta_inputs
 
 CHUNK = 64
@@ -117,14 +117,7 @@ def _dot(a, b, PRECISION: tl.constexpr):
 @triton.jit
 def _load_rows(ptr, b, h, rows, cols, T, H: tl.constexpr, X: tl.constexpr):
     """Rows `rows` of one head of an input [B, T, H, X] as float32 [R, BX], zeros outside."""
-    offsets = ((b * T + rows) * H + h)[:, None] * X + cols[None, :]
-    return tl.load(ptr + offsets, mask=(rows[:, None] < T) & (cols[None, :] < X), other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _store_rows(ptr, x, b, h, rows, cols, T, H: tl.constexpr, X: tl.constexpr):
-    offsets = ((b * T + rows) * H + h)[:, None] * X + cols[None, :]
-    tl.store(ptr + offsets, x.to(ptr.dtype.element_ty), mask=(rows[:, None] < T) & (cols[None, :] < X))
+    return load_rows(ptr, b, h, rows, cols, T, H, X).to(tl.float32)
 
 
 @triton.jit
@@ -230,7 +223,7 @@ def _walk_kernel(
             q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
             scores = _intra_scores(q, k, gc, causal, PRECISION)
             o = _dot(q * tl.exp(gc)[:, None], S, PRECISION) + _dot(scores, U, PRECISION)
-            _store_rows(o_ptr, o * scale, b, h, rows, vs, T, H, V)
+            store_rows(o_ptr, o * scale, b, h, rows, vs, T, H, V)
         k_to_end = k * tl.exp(gl - gc)[:, None]
         S = S * tl.exp(gl) + _dot(tl.trans(k_to_end), U, PRECISION)
     if STORE_FINAL:
@@ -283,6 +276,17 @@ def _reverse_walk_kernel(
 
 
 @triton.jit
+def _chunk_scores(q_ptr, k_ptr, gc_ptr, b, h, bh, rows, T, T_pad, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+    """q [C, BK] (float32), gc [C] and (Q Kᵀ ⊙ e) [C, C] of the chunk `rows` of one head."""
+    ks = tl.arange(0, BK)
+    idx = tl.arange(0, rows.shape[0])
+    q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
+    k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
+    gc = tl.load(gc_ptr + bh * T_pad + rows)
+    return q, gc, _intra_scores(q, k, gc, idx[:, None] >= idx[None, :], PRECISION)
+
+
+@triton.jit
 def _outputs_kernel(
     q_ptr, k_ptr, gc_ptr, u_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -290,22 +294,16 @@ def _outputs_kernel(
 ):
     """o = scale · [(q ⊙ exp(gc)) S + (Q Kᵀ ⊙ e) U] of one chunk and value tile, from the
     state entering the chunk and U that the walk stored."""
-    vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = (bh // H).to(tl.int64), bh % H
-    bh = bh.to(tl.int64)
-    idx = tl.arange(0, C)
-    rows = n * C + idx
-    causal = idx[:, None] >= idx[None, :]
+    vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    b, h = bh // H, bh % H
+    rows = n * C + tl.arange(0, C)
     ks = tl.arange(0, BK)
     vs = vb * BV + tl.arange(0, BV)
-    q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
-    k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
-    gc = tl.load(gc_ptr + bh * T_pad + rows)
+    q, gc, scores = _chunk_scores(q_ptr, k_ptr, gc_ptr, b, h, bh, rows, T, T_pad, H, K, BK, PRECISION)
     S = tl.load(states_ptr + (bh * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
     U = tl.load(u_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), mask=vs[None, :] < V, other=0.0)
-    scores = _intra_scores(q, k, gc, causal, PRECISION)
     o = _dot(q * tl.exp(gc)[:, None], S, PRECISION) + _dot(scores, U, PRECISION)
-    _store_rows(o_ptr, o * scale, b, h, rows, vs, T, H, V)
+    store_rows(o_ptr, o * scale, b, h, rows, vs, T, H, V)
 
 
 @triton.jit
@@ -316,19 +314,12 @@ def _intra_gradient_kernel(
 ):
     """The part of dU within one chunk and value tile, scale (Q Kᵀ ⊙ e)ᵀ dO, which needs no
     state: the reverse walk adds the rest."""
-    vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = (bh // H).to(tl.int64), bh % H
-    bh = bh.to(tl.int64)
-    idx = tl.arange(0, C)
-    rows = n * C + idx
-    causal = idx[:, None] >= idx[None, :]
-    ks = tl.arange(0, BK)
+    vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    b, h = bh // H, bh % H
+    rows = n * C + tl.arange(0, C)
     vs = vb * BV + tl.arange(0, BV)
-    q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
-    k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
-    do = _load_rows(do_ptr, b, h, rows, vs, T, H, V)
-    gc = tl.load(gc_ptr + bh * T_pad + rows)
-    dU = _dot(tl.trans(_intra_scores(q, k, gc, causal, PRECISION)), do, PRECISION) * scale
+    _, _, scores = _chunk_scores(q_ptr, k_ptr, gc_ptr, b, h, bh, rows, T, T_pad, H, K, BK, PRECISION)
+    dU = _dot(tl.trans(scores), _load_rows(do_ptr, b, h, rows, vs, T, H, V), PRECISION) * scale
     tl.store(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), dU, mask=vs[None, :] < V)
 
 
@@ -376,7 +367,7 @@ def _gradient_values_kernel(
         dO_Ut += _dot(do, tl.trans(U), PRECISION)
         # U_v = T (β ⊙ V): its right-hand side's gradient is Tᵀ dU
         dR_v = _dot(tl.trans(Tinv), dU, PRECISION)
-        _store_rows(dv_ptr, dR_v * beta[:, None], b, h, rows, vs, T, H, V)
+        store_rows(dv_ptr, dR_v * beta[:, None], b, h, rows, vs, T, H, V)
         v_dRv += tl.reduce(v * dR_v, 1, _add)
         dRv_Uvt += _dot(dR_v, tl.trans(U_v), PRECISION)
         S_dot_D += tl.reduce(S * D, 1, _add)
@@ -457,8 +448,8 @@ def _gradient_keys_kernel(
         dk_state = U_Dt * to_end[:, None]
         dk = _dot(tl.trans(dscores), q, PRECISION) + dk_state + dR_k * (beta * to_step)[:, None]
         dk += _dot(dKKt, k, PRECISION) + _dot(tl.trans(dKKt), k, PRECISION)
-        _store_rows(dq_ptr, dq, b, h, rows, ks, T, H, K)
-        _store_rows(dk_ptr, dk, b, h, rows, ks, T, H, K)
+        store_rows(dq_ptr, dq, b, h, rows, ks, T, H, K)
+        store_rows(dk_ptr, dk, b, h, rows, ks, T, H, K)
         dgc += tl.reduce(q * dq_state, 1, _add)
         to_end_total += tl.reduce(k * dk_state, 1, _add)
 

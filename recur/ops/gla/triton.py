@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from ..common import ChunkLayout
-from ..common.kernels import sequence_chunks
+from ..common.kernels import load_rows, sequence_chunks, store_rows
 from .checks import check_gla_inputs
 
 CHUNK = 64
@@ -71,7 +71,8 @@ _FAST_SPAN = tl.constexpr(FAST_SPAN)
 # Warps per program and tile widths of the whole-chunk kernels (fixed: no autotuning at the
 # first call).
 WARPS = {"states": 4, "output": 8, "backward": 8, "values": 8}
-STAGES = {"states": 3, "output": 2, "backward": 1, "values": 2}
+# (the state walk of a packed batch, whose loop bounds are per sequence, spills with 3)
+STAGES = {"states": 3, "packed_states": 2, "output": 2, "backward": 1, "values": 2}
 TILES = {"key": 16, "key_subchunk": 16, "value_dv": 64}
 
 
@@ -130,6 +131,21 @@ def _sign_rows(sc_ptr, b, h, rows, T_pad, H: tl.constexpr, HAS_SIGN: tl.constexp
 
 
 @triton.jit
+def _state_tile(ptr, bh, n, NC, ks, vs, K: tl.constexpr, V: tl.constexpr):
+    """Rows `ks` and columns `vs` of chunk n's state of head bh in [B·H, NC, K, V]."""
+    offsets = (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :]
+    return tl.load(ptr + offsets, mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+
+
+@triton.jit
+def _diagonal_scores(q, k, gc, causal):
+    """Σ_k q_tk k_sk exp(gc_tk − gc_sk) [c, c] of one sub-chunk, s <= t where `causal`,
+    elementwise over [t, s, k] (each exponent <= 0)."""
+    decay = tl.exp(tl.where(causal[:, :, None], gc[:, None, :] - gc[None, :, :], float("-inf")))
+    return tl.reduce(q[:, None, :] * k[None, :, :] * decay, 2, _add)
+
+
+@triton.jit
 def _gate_cumsum_kernel(
     g_ptr, sign_ptr, gc_ptr, sc_ptr, T, T_pad, floor,
     H: tl.constexpr, KG: tl.constexpr, BKG: tl.constexpr, C: tl.constexpr,
@@ -139,9 +155,8 @@ def _gate_cumsum_kernel(
     b, h = (bh // H).to(tl.int64), bh % H
     rows = n * C + tl.arange(0, C)
     cols = tl.arange(0, BKG)
-    inside = (rows[:, None] < T) & (cols[None, :] < KG)
     if HAS_G:
-        g = tl.load(g_ptr + ((b * T + rows) * H + h)[:, None] * KG + cols[None, :], mask=inside, other=0.0)
+        g = load_rows(g_ptr, b, h, rows, cols, T, H, KG)
         g = tl.maximum(g.to(tl.float32), floor)
     else:
         g = tl.full([C, BKG], 0.0, tl.float32)
@@ -183,9 +198,8 @@ def _chunk_state_kernel(
             n = first + i
         tl.store(states_ptr + (bh * NC + n) * K * V + tile_offsets, S.to(states_ptr.dtype.element_ty), mask=tile)
         rows = n * C + tl.arange(0, C)
-        inside = rows < T
-        x = tl.load(x_ptr + ((b * T + rows) * H + h)[:, None] * K + ks[None, :], mask=inside[:, None] & (ks[None, :] < K), other=0.0)
-        y = tl.load(y_ptr + ((b * T + rows) * H + h)[:, None] * V + vs[None, :], mask=inside[:, None] & (vs[None, :] < V), other=0.0)
+        x = load_rows(x_ptr, b, h, rows, ks, T, H, K)
+        y = load_rows(y_ptr, b, h, rows, vs, T, H, V)
         gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
         last = tl.full([1], n * C + C - 1, tl.int32)
         gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
@@ -215,8 +229,8 @@ def _subchunk_output(
     rows_c = t0 + tl.arange(0, C)
     rows_i = r0 + tl.arange(0, c)
     vs = tl.arange(0, BV)
-    v_c = tl.load(v_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & (vs[None, :] < V), other=0.0)
-    v_i = tl.load(v_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & (vs[None, :] < V), other=0.0)
+    v_c = load_rows(v_ptr, b, h, rows_c, vs, T, H, V)
+    v_i = load_rows(v_ptr, b, h, rows_i, vs, T, H, V)
     dt = v_c.dtype
     # reference row just before the sub-chunk (the sub-chunk's own first row for the first one)
     ref_row = tl.full([1], tl.maximum(r0 - 1, t0), tl.int32)
@@ -227,14 +241,13 @@ def _subchunk_output(
     scores_diag = tl.full([c, c], 0.0, tl.float32)
     for kb in range((K + BK - 1) // BK):
         ks = kb * BK + tl.arange(0, BK)
-        kmask = ks[None, :] < K
-        q_i = tl.load(q_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
-        k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
-        k_c = tl.load(k_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=(rows_c[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        q_i = load_rows(q_ptr, b, h, rows_i, ks, T, H, K).to(tl.float32)
+        k_i = load_rows(k_ptr, b, h, rows_i, ks, T, H, K).to(tl.float32)
+        k_c = load_rows(k_ptr, b, h, rows_c, ks, T, H, K).to(tl.float32)
         gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, False)
         gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, False)
         ref = _gate_rows(gc_ptr, b, h, ref_row, ks, T_pad, H, K, False)
-        S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+        S = _state_tile(states_ptr, bh, n, NC, ks, vs, K, V)
         # inter-chunk: (q ⊙ exp(gc)) S_{n-1}
         q_decayed = q_i * tl.exp(gc_i)
         acc += _dot(q_decayed.to(S.dtype), S, PRECISION)
@@ -242,13 +255,12 @@ def _subchunk_output(
         q_hat = q_i * tl.exp(gc_i - ref)
         k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref - gc_c, float("-inf")))
         scores_chunk += _dot(q_hat.to(dt), tl.trans(k_hat.to(dt)), PRECISION)
-        # diagonal sub-chunk, elementwise: [t, s, k]
-        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
-        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        # diagonal sub-chunk, elementwise
+        scores_diag += _diagonal_scores(q_i, k_i, gc_i, causal)
     scores_chunk = tl.where(rows_c[None, :] <= rows_i[:, None], scores_chunk, 0.0)
     acc += _dot(scores_chunk.to(dt), v_c, PRECISION)
     acc += _dot(scores_diag.to(dt), v_i, PRECISION)
-    tl.store(o_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], (acc * scale).to(o_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & (vs[None, :] < V))
+    store_rows(o_ptr, acc * scale, b, h, rows_i, vs, T, H, V)
 
 
 @triton.jit
@@ -266,11 +278,10 @@ def _subchunk_keys_backward(
     rows_c = t0 + tl.arange(0, C)
     rows_i = r0 + tl.arange(0, c)
     vs = tl.arange(0, BV)
-    vmask = vs[None, :] < V
-    v_c = tl.load(v_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & vmask, other=0.0)
-    do_c = tl.load(do_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & vmask, other=0.0)
-    v_i = tl.load(v_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
-    do_i = tl.load(do_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
+    v_c = load_rows(v_ptr, b, h, rows_c, vs, T, H, V)
+    do_c = load_rows(do_ptr, b, h, rows_c, vs, T, H, V)
+    v_i = load_rows(v_ptr, b, h, rows_i, vs, T, H, V)
+    do_i = load_rows(do_ptr, b, h, rows_i, vs, T, H, V)
     dt = v_c.dtype
     last = tl.full([1], t0 + C - 1, tl.int32)
     # dA[t, s] = do_t · v_s: t in this sub-chunk, s in the chunk
@@ -288,20 +299,17 @@ def _subchunk_keys_backward(
         ks = kb * BK + tl.arange(0, BK)
         kmask = ks[None, :] < K
         inside_i = (rows_i[:, None] < T) & kmask
-        inside_c = (rows_c[:, None] < T) & kmask
-        q_i = tl.load(q_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=inside_i, other=0.0).to(tl.float32)
-        k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=inside_i, other=0.0).to(tl.float32)
-        q_c = tl.load(q_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=inside_c, other=0.0).to(tl.float32)
-        k_c = tl.load(k_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=inside_c, other=0.0).to(tl.float32)
+        q_i = load_rows(q_ptr, b, h, rows_i, ks, T, H, K).to(tl.float32)
+        k_i = load_rows(k_ptr, b, h, rows_i, ks, T, H, K).to(tl.float32)
+        q_c = load_rows(q_ptr, b, h, rows_c, ks, T, H, K).to(tl.float32)
+        k_c = load_rows(k_ptr, b, h, rows_c, ks, T, H, K).to(tl.float32)
         gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, False)
         gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, False)
         ref_q = _gate_rows(gc_ptr, b, h, ref_q_row, ks, T_pad, H, K, False)
         ref_k = _gate_rows(gc_ptr, b, h, ref_k_row, ks, T_pad, H, K, False)
         gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, False)
-        state_offsets = (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :]
-        state_mask = (ks[:, None] < K) & vmask
-        S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
-        D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
+        S = _state_tile(states_ptr, bh, n, NC, ks, vs, K, V)
+        D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
         decay_strict = tl.exp(tl.where(strict[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
         # dq_t = Σ_{s<t} dA[t,s] exp(gc_t - gc_s) ⊙ k_s: earlier sub-chunks, then the diagonal
         k_hat = k_c * tl.exp(tl.where(earlier[:, None], ref_q - gc_c, float("-inf")))
@@ -337,9 +345,8 @@ def _subchunk_values_backward(
     rows_c = t0 + tl.arange(0, C)
     rows_i = r0 + tl.arange(0, c)
     vs = vb * BV + tl.arange(0, BV)
-    vmask = vs[None, :] < V
-    do_c = tl.load(do_ptr + ((b * T + rows_c) * H + h)[:, None] * V + vs[None, :], mask=(rows_c[:, None] < T) & vmask, other=0.0)
-    do_i = tl.load(do_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], mask=(rows_i[:, None] < T) & vmask, other=0.0)
+    do_c = load_rows(do_ptr, b, h, rows_c, vs, T, H, V)
+    do_i = load_rows(do_ptr, b, h, rows_i, vs, T, H, V)
     dt = do_c.dtype
     last = tl.full([1], t0 + C - 1, tl.int32)
     ref_k_row = tl.full([1], r0 + c - 1, tl.int32)
@@ -350,24 +357,22 @@ def _subchunk_values_backward(
     scores_diag = tl.full([c, c], 0.0, tl.float32)
     for kb in range((K + BK - 1) // BK):
         ks = kb * BK + tl.arange(0, BK)
-        kmask = ks[None, :] < K
-        q_i = tl.load(q_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
-        k_i = tl.load(k_ptr + ((b * T + rows_i) * H + h)[:, None] * K + ks[None, :], mask=(rows_i[:, None] < T) & kmask, other=0.0).to(tl.float32)
-        q_c = tl.load(q_ptr + ((b * T + rows_c) * H + h)[:, None] * K + ks[None, :], mask=(rows_c[:, None] < T) & kmask, other=0.0).to(tl.float32)
+        q_i = load_rows(q_ptr, b, h, rows_i, ks, T, H, K).to(tl.float32)
+        k_i = load_rows(k_ptr, b, h, rows_i, ks, T, H, K).to(tl.float32)
+        q_c = load_rows(q_ptr, b, h, rows_c, ks, T, H, K).to(tl.float32)
         gc_i = _gate_rows(gc_ptr, b, h, rows_i, ks, T_pad, H, K, False)
         gc_c = _gate_rows(gc_ptr, b, h, rows_c, ks, T_pad, H, K, False)
         ref_k = _gate_rows(gc_ptr, b, h, ref_k_row, ks, T_pad, H, K, False)
         gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, False)
-        D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & vmask, other=0.0)
+        D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
         q_tilde = q_c * tl.exp(tl.where(later[:, None], gc_c - ref_k, float("-inf")))
         k_tilde = k_i * tl.exp(ref_k - gc_i)
         scores_t += _dot(k_tilde.to(dt), tl.trans(q_tilde.to(dt)), PRECISION)
-        decay = tl.exp(tl.where(causal[:, :, None], gc_i[:, None, :] - gc_i[None, :, :], float("-inf")))
-        scores_diag += tl.reduce(q_i[:, None, :] * k_i[None, :, :] * decay, 2, _add)
+        scores_diag += _diagonal_scores(q_i, k_i, gc_i, causal)
         dv += _dot((k_i * tl.exp(gl - gc_i)).to(D.dtype), D, PRECISION)
     dv += scale * _dot(scores_t.to(dt), do_c, PRECISION)
     dv += scale * _dot(tl.trans(scores_diag).to(dt), do_i, PRECISION)
-    tl.store(dv_ptr + ((b * T + rows_i) * H + h)[:, None] * V + vs[None, :], dv.to(dv_ptr.dtype.element_ty), mask=(rows_i[:, None] < T) & vmask)
+    store_rows(dv_ptr, dv, b, h, rows_i, vs, T, H, V)
 
 
 @triton.jit
@@ -419,7 +424,7 @@ def _chunk_output_kernel(
             q = tl.load(q_ptr + at, mask=inside & (ks[None, :] < K), other=0.0).to(tl.float32)
             k = tl.load(k_ptr + at, mask=inside & (ks[None, :] < K), other=0.0).to(tl.float32)
             gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
-            S = tl.load(states_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+            S = _state_tile(states_ptr, bh, n, NC, ks, vs, K, V)
             q_hat = q * tl.exp(gc)
             acc += _dot(q_hat.to(S.dtype), S, PRECISION)
             if SCALAR_GATE:
@@ -430,11 +435,11 @@ def _chunk_output_kernel(
                 scores += _dot(_wide_operand(q_hat, o_ptr), tl.trans(_wide_operand(k_hat, o_ptr)), PRECISION)
         if SCALAR_GATE:
             scores = scores * _pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, False)
-        v = tl.load(v_ptr + ((b * T + rows) * H + h)[:, None] * V + vs[None, :], mask=inside & (vs[None, :] < V), other=0.0)
+        v = load_rows(v_ptr, b, h, rows, vs, T, H, V)
         sigma = _sign_rows(sc_ptr, b, h, rows, T_pad, H, HAS_SIGN)
         scores = tl.where(rows[None, :] <= rows[:, None], scores, 0.0) * sigma * tl.reshape(sigma, [1, C])
         acc = acc * sigma + _dot(scores.to(v.dtype), v, PRECISION)
-        tl.store(o_ptr + ((b * T + rows) * H + h)[:, None] * V + vs[None, :], (acc * scale).to(o_ptr.dtype.element_ty), mask=inside & (vs[None, :] < V))
+        store_rows(o_ptr, acc * scale, b, h, rows, vs, T, H, V)
     else:
         for i in range(C // c):
             _subchunk_output(
@@ -525,10 +530,8 @@ def _chunk_backward_kernel(
             k = tl.load(k_ptr + at, mask=kmask, other=0.0).to(tl.float32)
             gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
             gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
-            state_offsets = (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :]
-            state_mask = (ks[:, None] < K) & (vs[None, :] < V)
-            S = tl.load(states_ptr + state_offsets, mask=state_mask, other=0.0)
-            D = tl.load(dstates_ptr + state_offsets, mask=state_mask, other=0.0)
+            S = _state_tile(states_ptr, bh, n, NC, ks, vs, K, V)
+            D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
             if NEED_DG:
                 after = _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H, K, V, VARLEN)
             decay = tl.exp(gc)
@@ -562,8 +565,8 @@ def _chunk_backward_kernel(
             tl.debug_barrier()
             for kb in range((K + BK - 1) // BK):
                 ks = kb * BK + tl.arange(0, BK)
-                dG = tl.load(dG_ptr + ((b * T + rows) * H + h)[:, None] * K + ks[None, :], mask=inside & (ks[None, :] < K), other=0.0)
-                D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+                dG = load_rows(dG_ptr, b, h, rows, ks, T, H, K)
+                D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
                 after = _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H, K, V, VARLEN)
                 if SCALAR_GATE:
                     dG_rows += tl.reduce(dG, 1, _add, keep_dims=True)
@@ -607,7 +610,7 @@ def _chunk_values_backward_kernel(
             k = tl.load(k_ptr + at, mask=kmask, other=0.0).to(tl.float32)
             gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
             gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
-            D = tl.load(dstates_ptr + (bh.to(tl.int64) * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
+            D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
             if SCALAR_GATE:
                 # the decays multiply Aᵀ after the loop
                 scores_t += _dot(_wide_operand(k, do), tl.trans(_wide_operand(q, do)), PRECISION)
@@ -722,7 +725,7 @@ def _chunk_states(x, y, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse
         H=H, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=CHUNK, REVERSE=reverse, SCALAR_GATE=scalar_gate,
         HAS_SIGN=has_sign, HAS_H0=h0 is not None, STORE_FINAL=store_final, VARLEN=cu_chunks is not None,
         PRECISION=_precision(x.dtype),
-        num_warps=WARPS["states"], num_stages=STAGES["states"],
+        num_warps=WARPS["states"], num_stages=STAGES["states" if cu_chunks is None else "packed_states"],
     )
     return states, (final if store_final else None)
 
