@@ -147,7 +147,18 @@ def sdpa_case(T):
     return ("torch SDPA causal", lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), [qs, ks, vs])
 
 
-def cases(T, family, with_fla):
+def load_baseline(path):
+    """An earlier version of recur/ops/gla/triton.py (a file written by `git show REV:...`),
+    loaded as a sibling of the current one so that its relative imports resolve."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recur.ops.gla.triton_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cases(T, family, with_fla, baseline=None):
     out = []
     if family == "gla":
         from recur.ops.gla import chunk_gla
@@ -156,6 +167,10 @@ def cases(T, family, with_fla):
         for gate in ("vector", "scalar"):
             q, k, v, g = make_gla_inputs(T, gate)
             out.append((f"recur triton ({gate} gate)", lambda q=q, k=k, v=v, g=g: triton_gla(q, k, v, g=g)[0], [q, k, v, g]))
+            if baseline is not None:
+                old = load_baseline(baseline).triton_gla
+                out.append((f"recur triton, baseline {os.path.basename(baseline)} ({gate} gate)",
+                            lambda q=q, k=k, v=v, g=g, old=old: old(q, k, v, g=g)[0], [q, k, v, g]))
         q, k, v, g = make_gla_inputs(T, "vector")
         out.append(("recur chunk, PyTorch (vector gate)", lambda: chunk_gla(q, k, v, g=g)[0], [q, k, v, g]))
         if with_fla:
@@ -178,9 +193,9 @@ def cases(T, family, with_fla):
     return out
 
 
-def bench(lengths, family, out_path, with_fla, forms):
+def bench(lengths, family, out_path, with_fla, forms, baseline=None):
     for T in lengths:
-        for name, fn, inputs in cases(T, family, with_fla):
+        for name, fn, inputs in cases(T, family, with_fla, baseline):
             if forms and not any(f in name for f in forms):
                 continue
             row = {"what": "time", "family": family, "T": T, "B": batch(T), "form": name}
@@ -269,6 +284,7 @@ def main() -> int:
     parser.add_argument("--variants", action="store_true", help="time the launch-setting VARIANTS")
     parser.add_argument("--T", type=int, nargs="+", default=[2048, 4096, 8192, 32768])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU in Triton's interpreter")
+    parser.add_argument("--baseline", help="an earlier recur/ops/gla/triton.py to time next to the current one")
     args = parser.parse_args()
     if args.smoke:
         os.environ["TRITON_INTERPRET"] = "1"
@@ -283,7 +299,7 @@ def main() -> int:
             variants(args.out, T=args.T[-1] if args.smoke else 8192)
         else:
             forms = ["FLA"] if args.fla else ["recur", "SDPA"]
-            bench(args.T, args.family, args.out, with_fla=args.fla, forms=forms)
+            bench(args.T, args.family, args.out, with_fla=args.fla, forms=forms, baseline=args.baseline)
     except Exception:
         traceback.print_exc()
         return 1
