@@ -227,7 +227,8 @@ def test_float16_chunks_with_moderate_decay(kernels):
     actual = run_kernel(kernels, q, k, v, g, h0, dtype=torch.float16)
     for name, a, e in zip(NAMES, actual, run(naive_gla, q, k, v, g, h0)):
         assert torch.isfinite(a).all(), f"fp16 {name} is not finite"
-        assert_close(f"fp16 {name}", a, e, 1e-2)
+        # float16 rounds to 5e-4: the results keep about that (2e-3 allowed)
+        assert_close(f"fp16 {name}", a, e, 2e-3)
 
 def test_float64_inputs_give_float64_results(kernels):
     q, k, v, g, h0 = make_inputs(20, "scalar")
