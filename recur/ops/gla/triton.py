@@ -406,9 +406,10 @@ def _chunk_output_kernel(
     BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
     SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """One program per chunk: o = scale · σ ⊙ [(q ⊙ exp(gc)) S_{n-1} + A v] with
-    A = (q ⊙ exp(gc)) (k ⊙ exp(-gc))ᵀ masked to s <= t, all as 64-row products; chunks
-    whose decay is too strong go through their sub-chunks."""
+    """One program per chunk: o = scale · σ ⊙ [(q ⊙ exp(gc)) S_{n-1} + A v] with A masked to
+    s <= t, all as 64-row products: A = (q kᵀ) ⊙ exp(gc_t − gc_s) with one decay per head,
+    A = (q ⊙ exp(gc)) (k ⊙ exp(-gc))ᵀ with one per key channel, whose chunks decaying too
+    strongly for it go through their sub-chunks."""
     n, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), bh % H
     t0 = n * C
@@ -493,8 +494,9 @@ def _chunk_backward_kernel(
     """One program per chunk, dq, dk and dg (dv in `_chunk_values_backward_kernel`):
     with dA[t, s] = σ_t σ_s do_t · v_s,
     dq = exp(gc) ⊙ [dA_{s<t} (k ⊙ exp(-gc)) + σ do S_{n-1}ᵀ] and
-    dk = exp(-gc) ⊙ dA_{s<t}ᵀ (q ⊙ exp(gc)) + σ σ_last exp(gc_last - gc) ⊙ v D_nᵀ,
-    all as 64-row products; chunks whose decay is too strong go through their sub-chunks.
+    dk = exp(-gc) ⊙ dA_{s<t}ᵀ (q ⊙ exp(gc)) + σ σ_last exp(gc_last - gc) ⊙ v D_nᵀ
+    (with one decay per head, dA ⊙ exp(gc_t − gc_s) times k and q instead), all as 64-row
+    products; chunks decaying too strongly for them go through their sub-chunks.
     dg needs no pass over the whole sequence: the sum of ∂L/∂G over later chunks is
     `_after_chunk`."""
     n, bh = tl.program_id(0), tl.program_id(1)
@@ -585,8 +587,8 @@ def _chunk_values_backward_kernel(
     SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per chunk and value tile: dv = scale · A_{s<=t}ᵀ do + (σ σ_last k ⊙
-    exp(gc_last - gc)) D_n as 64-row products; chunks whose decay is too strong go through
-    their sub-chunks."""
+    exp(gc_last - gc)) D_n as 64-row products, A as in `_chunk_output_kernel`; chunks
+    decaying too strongly for them go through their sub-chunks."""
     vb, n, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = (bh // H).to(tl.int64), bh % H
     t0 = n * C
