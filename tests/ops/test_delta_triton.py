@@ -198,6 +198,17 @@ def test_packed_sequences_on_chunk_boundaries(kernels, fused, monkeypatch):
     actual = run_kernel(kernels, q, k, v, beta, g, h0, cu_seqlens=cu_seqlens)
     compare(actual, run(naive_delta_rule, q, k, v, beta, g, h0, cu_seqlens=cu_seqlens), TOL_FLOAT32, f"packed fused={fused}")
 
+def test_no_steps_pass_the_states_through(kernels):
+    """T = 0, and a packed batch of empty sequences: no launch, the states as they came."""
+    q, k, v, beta, g, h0 = (x.float() for x in make_inputs(0, B=2, K=16, V=16))
+    h0.requires_grad_()
+    o, ht = kernels.triton_delta_rule(q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True)
+    assert o.shape == (2, 0, 2, 16) and torch.equal(ht, h0)
+    ht.sum().backward()
+    assert torch.equal(h0.grad, torch.ones_like(h0))
+    o, ht = kernels.triton_delta_rule(q[:1], k[:1], v[:1], beta=beta[:1], g=g[:1], cu_seqlens=torch.tensor([0, 0]), output_final_state=True)
+    assert o.shape == (1, 0, 2, 16) and ht.shape == (1, 2, 16, 16) and not ht.any()
+
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)], ids=["bf16", "fp16"])
 def test_16_bit_inputs_close_to_float64(kernels, dtype, tol):
     """Results in the inputs' dtype (the final state in float32), within the inputs' rounding."""

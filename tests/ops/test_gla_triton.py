@@ -183,6 +183,17 @@ def test_packed_signed_decays_without_states(kernels):
         assert_close(name, a.grad, e.grad, TOL_FLOAT32)
 
 
+def test_no_steps_pass_the_states_through(kernels):
+    """T = 0, and a packed batch of empty sequences: no launch, the states as they came."""
+    q, k, v, g, h0 = (x.float() for x in make_inputs(0, "vector", B=2))
+    h0.requires_grad_()
+    o, ht = kernels.triton_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
+    assert o.shape == (2, 0, 2, 16) and torch.equal(ht, h0)
+    ht.sum().backward()
+    assert torch.equal(h0.grad, torch.ones_like(h0))
+    o, ht = kernels.triton_gla(q[:1], k[:1], v[:1], g=g[:1], cu_seqlens=torch.tensor([0, 0, 0]), output_final_state=True)
+    assert o.shape == (1, 0, 2, 16) and ht.shape == (2, 2, 32, 16) and not ht.any()
+
 @pytest.mark.parametrize("strength", [0.3, 3.0])
 def test_signed_decays(kernels, strength):
     q, k, v, g, h0 = make_inputs(100, "scalar", H=1, strength=strength)

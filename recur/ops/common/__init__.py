@@ -4,7 +4,7 @@ from .checks import check_per_head, check_qkv, check_state, state_dtype
 from .chunk import chunk_state_passing
 from .scan import linear_recurrence, linear_recurrence_loop
 from .segsum import segsum, suffix_sum_exclusive
-from .varlen import ChunkLayout, check_cu_seqlens, packed_to_padded, padded_to_packed
+from .varlen import ChunkLayout, check_cu_seqlens, no_steps, packed_to_padded, padded_to_packed
 
 __all__ = [
     "ChunkLayout",
@@ -15,6 +15,7 @@ __all__ = [
     "chunk_state_passing",
     "linear_recurrence",
     "linear_recurrence_loop",
+    "no_steps",
     "packed_to_padded",
     "padded_to_packed",
     "segsum",

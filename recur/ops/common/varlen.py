@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ChunkLayout", "check_cu_seqlens", "packed_to_padded", "padded_to_packed"]
+__all__ = ["ChunkLayout", "check_cu_seqlens", "no_steps", "packed_to_padded", "padded_to_packed"]
 
 
 def check_cu_seqlens(cu_seqlens: torch.Tensor, batch_size: int, total: int) -> None:
@@ -89,3 +89,16 @@ class ChunkLayout:
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """[1, length, ...] -> [1, total, ...]."""
         return x[0].index_select(0, self.index).unsqueeze(0)
+
+
+def no_steps(v: torch.Tensor, initial_state: torch.Tensor | None, n: int, key_width: int, output_final_state: bool):
+    """The result of a recurrence over zero time steps: no outputs, and each sequence's
+    state as it came in (zeros without one), float32 or float64 like the kernels' states."""
+    o = v.new_empty(v.shape)
+    if not output_final_state:
+        return o, None
+    H, V = v.shape[2], v.shape[3]
+    dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
+    if initial_state is None:
+        return o, torch.zeros(n, H, key_width, V, device=v.device, dtype=dtype)
+    return o, initial_state.to(dtype, copy=True)

@@ -66,7 +66,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import ChunkLayout
+from ..common import ChunkLayout, no_steps
 from ..common.kernels import load_rows, sequence_chunks, store_rows
 from .checks import check_delta_inputs
 
@@ -678,6 +678,9 @@ def triton_delta_rule(
     """
     scale = check_delta_inputs(q, k, v, beta, g, scale, initial_state, cu_seqlens)
     _check_head_widths(q, v)
+    if q.shape[1] == 0:
+        n = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
+        return no_steps(v, initial_state, n, q.shape[-1], output_final_state)
     out_dtype = v.dtype
     wide = any(x is not None and x.dtype == torch.float64 for x in (q, k, v, beta, g))
     if wide:

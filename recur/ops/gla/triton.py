@@ -52,7 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import ChunkLayout
+from ..common import ChunkLayout, no_steps
 from ..common.kernels import load_rows, sequence_chunks, store_rows
 from .checks import check_gla_inputs
 
@@ -844,6 +844,9 @@ def triton_gla(
     """
     scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
     _check_kernel_inputs(q, v)
+    if q.shape[1] == 0:
+        n = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
+        return no_steps(v, initial_state, n, q.shape[-1], output_final_state)
     out_dtype = v.dtype
     wide = torch.float64 in (q.dtype, v.dtype)
     if wide:
