@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from recur.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,3 +151,16 @@ def test_bench_recall_keeps_earlier_rows(tmp_path, capsys):
     assert json.loads(out.with_suffix(".json").read_text())[0]["mixer"] == "gla"
     assert main([*common, "--mixers", "bidirectional"]) == 2
     assert "not a causal mixer" in capsys.readouterr().err
+
+
+def test_sdpa_case_is_causal_attention_on_the_same_shapes():
+    from recur.bench.ops import sdpa_case
+
+    q, k, v = (torch.randn(2, 5, 3, 4) for _ in range(3))
+    case = sdpa_case(q, k, v)
+    o = case.run()
+    scores = torch.einsum("bthd,bshd->bhts", q, k) / 2 + torch.full((5, 5), float("-inf")).triu(1)
+    expected = torch.einsum("bhts,bshd->bhtd", scores.softmax(-1), v)
+    assert o.shape == (2, 3, 5, 4)
+    torch.testing.assert_close(o, expected, rtol=1e-5, atol=1e-6)
+    assert all(x.requires_grad and x.is_leaf for x in case.inputs)

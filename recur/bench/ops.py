@@ -33,6 +33,16 @@ OP_BENCHES: dict[str, Callable[..., list[OpCase]]] = {}
 OP_BENCH_SHAPES: dict[str, str] = {}
 
 
+def sdpa_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> OpCase:
+    """torch's causal scaled-dot-product attention on the shapes of q, k, v [B, T, H, D]
+    (leaves of its own, [B, H, T, D] as SDPA takes them): the softmax-attention reference
+    of the GPU comparisons."""
+    import torch.nn.functional as F
+
+    qs, ks, vs = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
+    return OpCase("torch SDPA causal", lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), [qs, ks, vs])
+
+
 def register_op_bench(family: str, shapes: str):
     def decorate(builder):
         OP_BENCHES[family] = builder

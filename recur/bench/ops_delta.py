@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.delta import chunk_delta_product, chunk_delta_rule, naive_delta_product, naive_delta_rule
-from .ops import OpCase, register_op_bench
+from .ops import OpCase, register_op_bench, sdpa_case
 
 B, H, K, V = 2, 4, 64, 64
 NUM_HOUSEHOLDER = 2
@@ -50,18 +50,19 @@ def delta_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase
 
 
 def _cuda_baselines(q, k, v, beta, g) -> list[OpCase]:
-    """FLA's chunk_gated_delta_rule (when installed) on the same inputs ([B, T, H, K] layout)."""
+    """FLA's chunk_gated_delta_rule (when installed) on the same inputs ([B, T, H, K] layout)
+    and torch SDPA causal on the same shapes."""
+    cases = [sdpa_case(q, k, v)]
     try:
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk_gated_delta_rule
     except ImportError:
-        return []
-    return [
-        OpCase(
-            "FLA chunk_gated_delta_rule",
-            lambda: fla_chunk_gated_delta_rule(q=q, k=k, v=v, g=g, beta=beta)[0],
-            [q, k, v, beta, g],
-        )
-    ]
+        return cases
+    fla = OpCase(
+        "FLA chunk_gated_delta_rule",
+        lambda: fla_chunk_gated_delta_rule(q=q, k=k, v=v, g=g, beta=beta)[0],
+        [q, k, v, beta, g],
+    )
+    return [fla, *cases]
 
 
 @register_op_bench(

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.gla import chunk_gla, naive_gla
-from .ops import OpCase, register_op_bench
+from .ops import OpCase, register_op_bench, sdpa_case
 
 B, H, K, V = 2, 4, 64, 64
 # on CUDA, the shapes of the published GPU comparisons: 16 heads of 128, B·T = 32768 tokens;
@@ -50,6 +50,7 @@ def gla_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
             from ..ops.gla import triton_gla
 
             cases.append(OpCase("triton (per-channel gate)", lambda: triton_gla(q, k, v, g=g_vector)[0], [q, k, v, g_vector]))
+            cases.append(OpCase("triton (strong per-channel gate)", lambda: triton_gla(q, k, v, g=g_strong)[0], [q, k, v, g_strong]))
             cases.append(OpCase("triton (per-head gate)", lambda: triton_gla(q, k, v, g=g_scalar)[0], [q, k, v, g_scalar]))
         cases.extend(_cuda_baselines(q, k, v, g_vector))
     return cases
@@ -64,7 +65,5 @@ def _cuda_baselines(q, k, v, g_vector) -> list[OpCase]:
         fla_chunk_gla = None
     if fla_chunk_gla is not None:
         cases.append(OpCase("FLA chunk_gla (per-channel gate)", lambda: fla_chunk_gla(q, k, v, g_vector)[0], [q, k, v, g_vector]))
-    # SDPA takes [B, H, T, K]
-    qs, ks, vs = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
-    cases.append(OpCase("torch SDPA causal", lambda: F.scaled_dot_product_attention(qs, ks, vs, is_causal=True), [qs, ks, vs]))
+    cases.append(sdpa_case(q, k, v))
     return cases
