@@ -41,6 +41,8 @@ VARIANTS = {
         "value tiles 128": {"TILES": {"value_dv": 128}},
         # Triton 3.6 spills 312 bytes in the forward state walk with 3 stages, none with 2
         "state walks with 2 stages": {"STAGES": {"states": 2}},
+        # twice the state programs: more of the chip for single long sequences
+        "state tiles 64 x 16": {"TILES": {"state_value": 16}},
     },
     "delta": {
         "default": {},

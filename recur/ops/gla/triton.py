@@ -73,7 +73,7 @@ _FAST_SPAN = tl.constexpr(FAST_SPAN)
 WARPS = {"states": 4, "output": 8, "backward": 8, "values": 8}
 # (the state walk of a packed batch, whose loop bounds are per sequence, spills with 3)
 STAGES = {"states": 3, "packed_states": 2, "output": 2, "backward": 1, "values": 2}
-TILES = {"key": 16, "key_subchunk": 16, "value_dv": 64}
+TILES = {"key": 16, "key_subchunk": 16, "value_dv": 64, "state_key": 64, "state_value": 32}
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -691,7 +691,7 @@ def _launch_config(K: int, V: int) -> dict:
     return {
         "BK": _pow2(min(K, TILES["key"])), "BKD": _pow2(min(K, TILES["key_subchunk"])),
         "BV": _pow2(V), "BVD": _pow2(min(V, TILES["value_dv"])), "KP": _pow2(K),
-        "BKS": _pow2(min(K, 64)), "BVS": _pow2(min(V, 32)),
+        "BKS": _pow2(min(K, TILES["state_key"])), "BVS": _pow2(min(V, TILES["state_value"])),
     }
 
 
