@@ -33,3 +33,14 @@ def store_rows(ptr, x, b, h, rows, cols, T, H: tl.constexpr, X: tl.constexpr):
     """x [R, BX] into rows `rows` and columns `cols` of head h of batch row b of [B, T, H, X]."""
     offsets = ((b * T + rows) * H + h)[:, None] * X + cols[None, :]
     tl.store(ptr + offsets, x.to(ptr.dtype.element_ty), mask=(rows[:, None] < T) & (cols[None, :] < X))
+
+
+@triton.jit
+def state_tile_or_zeros(ptr, row, ks, vs, K: tl.constexpr, V: tl.constexpr, GIVEN: tl.constexpr):
+    """Rows `ks` and columns `vs` of state `row` of [N, K, V] as float32, zeros outside;
+    all zeros when not GIVEN (a walk over chunks starting without an initial state)."""
+    if GIVEN:
+        offsets = row.to(tl.int64) * K * V + ks[:, None] * V + vs[None, :]
+        return tl.load(ptr + offsets, mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0).to(tl.float32)
+    else:
+        return tl.full([ks.shape[0], vs.shape[0]], 0.0, tl.float32)

@@ -67,7 +67,7 @@ import triton
 import triton.language as tl
 
 from ..common import ChunkLayout, no_steps
-from ..common.kernels import load_rows, sequence_chunks, store_rows
+from ..common.kernels import load_rows, sequence_chunks, state_tile_or_zeros, store_rows
 from .checks import check_delta_inputs
 
 CHUNK = 64
@@ -201,10 +201,7 @@ def _walk_kernel(
     vs = vb * BV + tl.arange(0, BV)
     tile = (ks[:, None] < K) & (vs[None, :] < V)
     tile_offsets = ks[:, None] * V + vs[None, :]
-    if HAS_H0:
-        S = tl.load(h0_ptr + sh * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
-    else:
-        S = tl.full([BK, BV], 0.0, tl.float32)
+    S = state_tile_or_zeros(h0_ptr, sh, ks, vs, K, V, HAS_H0)
     causal = idx[:, None] >= idx[None, :]
     for i in range(count):
         n = first + i
@@ -249,10 +246,7 @@ def _reverse_walk_kernel(
     vs = vb * BV + tl.arange(0, BV)
     tile = (ks[:, None] < K) & (vs[None, :] < V)
     tile_offsets = ks[:, None] * V + vs[None, :]
-    if HAS_DHT:
-        D = tl.load(dht_ptr + sh * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
-    else:
-        D = tl.full([BK, BV], 0.0, tl.float32)
+    D = state_tile_or_zeros(dht_ptr, sh, ks, vs, K, V, HAS_DHT)
     causal = idx[:, None] >= idx[None, :]
     for i in range(count):
         n = first + count - 1 - i

@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from ..common import ChunkLayout, no_steps
-from ..common.kernels import load_rows, sequence_chunks, store_rows
+from ..common.kernels import load_rows, sequence_chunks, state_tile_or_zeros, store_rows
 from .checks import check_gla_inputs
 
 CHUNK = 64
@@ -187,10 +187,7 @@ def _chunk_state_kernel(
     vs = vb * BV + tl.arange(0, BV)
     tile = (ks[:, None] < K) & (vs[None, :] < V)
     tile_offsets = ks[:, None] * V + vs[None, :]
-    if HAS_H0:
-        S = tl.load(h0_ptr + sh.to(tl.int64) * K * V + tile_offsets, mask=tile, other=0.0).to(tl.float32)
-    else:
-        S = tl.full([BK, BV], 0.0, tl.float32)
+    S = state_tile_or_zeros(h0_ptr, sh, ks, vs, K, V, HAS_H0)
     for i in range(count):
         if REVERSE:
             n = first + count - 1 - i
@@ -216,6 +213,14 @@ def _chunk_state_kernel(
 
 
 @triton.jit
+def _subchunk_rows(m, C: tl.constexpr, c: tl.constexpr):
+    """Sub-chunk m's chunk n, their first rows t0 and r0, and the rows of each."""
+    n = m // (C // c)
+    t0, r0 = n * C, m * c
+    return n, t0, r0, t0 + tl.arange(0, C), r0 + tl.arange(0, c)
+
+
+@triton.jit
 def _subchunk_output(
     m, bh, q_ptr, k_ptr, v_ptr, gc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -224,10 +229,7 @@ def _subchunk_output(
     """Outputs of sub-chunk m, for chunks whose per-channel decay is too strong for the
     whole-chunk products."""
     b, h = (bh // H).to(tl.int64), bh % H
-    n = m // (C // c)
-    t0, r0 = n * C, m * c
-    rows_c = t0 + tl.arange(0, C)
-    rows_i = r0 + tl.arange(0, c)
+    n, t0, r0, rows_c, rows_i = _subchunk_rows(m, C, c)
     vs = tl.arange(0, BV)
     v_c = load_rows(v_ptr, b, h, rows_c, vs, T, H, V)
     v_i = load_rows(v_ptr, b, h, rows_i, vs, T, H, V)
@@ -273,10 +275,7 @@ def _subchunk_keys_backward(
     """dq, dk and ∂L/∂G of sub-chunk m, for chunks whose per-channel decay is too strong
     for the whole-chunk products."""
     b, h = (bh // H).to(tl.int64), bh % H
-    n = m // (C // c)
-    t0, r0 = n * C, m * c
-    rows_c = t0 + tl.arange(0, C)
-    rows_i = r0 + tl.arange(0, c)
+    n, t0, r0, rows_c, rows_i = _subchunk_rows(m, C, c)
     vs = tl.arange(0, BV)
     v_c = load_rows(v_ptr, b, h, rows_c, vs, T, H, V)
     do_c = load_rows(do_ptr, b, h, rows_c, vs, T, H, V)
@@ -340,10 +339,7 @@ def _subchunk_values_backward(
     strong for the whole-chunk products: Aᵀ do for later sub-chunks (factors relative to
     the sub-chunk's last row) and the diagonal one (elementwise), plus the state's part."""
     b, h = (bh // H).to(tl.int64), bh % H
-    n = m // (C // c)
-    t0, r0 = n * C, m * c
-    rows_c = t0 + tl.arange(0, C)
-    rows_i = r0 + tl.arange(0, c)
+    n, t0, r0, rows_c, rows_i = _subchunk_rows(m, C, c)
     vs = vb * BV + tl.arange(0, BV)
     do_c = load_rows(do_ptr, b, h, rows_c, vs, T, H, V)
     do_i = load_rows(do_ptr, b, h, rows_i, vs, T, H, V)
