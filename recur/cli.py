@@ -50,6 +50,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"error: --family must be one of {sorted(bench.OP_BENCHES) + ['all']}; got {family!r}", file=sys.stderr)
             return 2
     out = Path(args.out) if args.out else Path("benchmarks") / f"{'gpu' if device.type == 'cuda' else 'cpu'}-ops.md"
+    if args.dtype is None:
+        args.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     for family in families:
         rows = bench.run_op_bench(
             family, args.T, device, args.dtype, args.repeat, args.max_naive_T, progress=print
@@ -339,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops = bench_sub.add_parser("ops", help="op forms against their naive loop")
     ops.add_argument("--family", default="gla", help="op family, or 'all'")
     ops.add_argument("--device", default="cpu", help="cpu or cuda")
-    ops.add_argument("--dtype", type=_dtype, default=torch.float32)
+    ops.add_argument("--dtype", type=_dtype, default=None, help="default: bfloat16 on cuda (the published GPU comparisons), float32 on cpu")
     ops.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192], help="sequence lengths")
     ops.add_argument("--repeat", type=int, default=3)
     ops.add_argument("--max-naive-T", type=int, default=8192, help="skip the naive loop above this length")
