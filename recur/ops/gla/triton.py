@@ -467,15 +467,23 @@ def _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H: tl
 
 
 @triton.jit
-def _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, cols, T, floor, H: tl.constexpr, KG: tl.constexpr):
-    """dg_t = Σ_{t' >= t} ∂L/∂G_t': the sum over the rest of the chunk (a reverse scan of dG
-    [C, KG]) plus `after`, the sum over later chunks; clamped gates (-inf included) pass
-    no gradient, as the clamp would."""
-    dg = tl.associative_scan(dG, 0, _add, reverse=True) + after
+def _store_gate_gradient(dg, g_ptr, dg_ptr, b, h, rows, cols, T, floor, H: tl.constexpr, KG: tl.constexpr):
+    """dg [C, KG] of the chunk's rows, where clamped gates (-inf included) pass no
+    gradient, as the clamp would."""
     at = ((b * T + rows) * H + h)[:, None] * KG + cols[None, :]
     inside = (rows[:, None] < T) & (cols[None, :] < KG)
     g = tl.load(g_ptr + at, mask=inside, other=0.0).to(tl.float32)
     tl.store(dg_ptr + at, tl.where(g < floor, 0.0, dg).to(dg_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _straddling_pairs(P, rows):
+    """Σ_{t >= r > s} P[t, s] for every row r [C, 1]: what a log decay added at step r
+    changes through the pairs (t, s) it lies between, summed directly rather than as a
+    difference of larger sums."""
+    below = tl.associative_scan(P, 1, _add) - P  # [t, r]: Σ_{s < r} P[t, s]
+    total = tl.reduce(tl.where(rows[:, None] >= rows[None, :], below, 0.0), 0, _add)
+    return tl.reshape(total, [rows.shape[0], 1])
 
 
 @triton.jit
@@ -501,9 +509,6 @@ def _chunk_backward_kernel(
     rows = t0 + tl.arange(0, C)
     inside = rows[:, None] < T
     vs = tl.arange(0, BV)
-    KG: tl.constexpr = 1 if SCALAR_GATE else K
-    dG_rows = tl.full([C, 1], 0.0, tl.float32)
-    after_rows = tl.full([1, 1], 0.0, tl.float32)
     if _chunk_is_fast(gc_ptr, b, h, t0, T_pad, H, K, KP, C, SCALAR_GATE):
         at_v = ((b * T + rows) * H + h)[:, None] * V + vs[None, :]
         v = tl.load(v_ptr + at_v, mask=inside & (vs[None, :] < V), other=0.0)
@@ -517,7 +522,13 @@ def _chunk_backward_kernel(
         dA_self = tl.reshape(tl.reduce(tl.where(rows[:, None] == rows[None, :], dA, 0.0), 1, _add), [C, 1])
         if SCALAR_GATE:
             # with the decays: dq = dA_e k, dk = dA_eᵀ q inside the chunk
-            dA = _wide_operand(dA * _pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, True), v)
+            dA_pairs = dA * _pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, True)
+            dA = _wide_operand(dA_pairs, v)
+            # one decay per head: dg from its four routes (see below), each summed directly
+            scores = tl.full([C, C], 0.0, tl.float32)
+            through_q = tl.full([C, 1], 0.0, tl.float32)
+            through_k = tl.full([C, 1], 0.0, tl.float32)
+            through_state = tl.full([1, 1], 0.0, tl.float32)
         else:
             dA = _wide_operand(tl.where(rows[None, :] < rows[:, None], dA, 0.0), v)
         for kb in range((K + BK - 1) // BK):
@@ -530,28 +541,43 @@ def _chunk_backward_kernel(
             gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
             S = _state_tile(states_ptr, bh, n, NC, ks, vs, K, V)
             D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
-            if NEED_DG:
+            if NEED_DG and not SCALAR_GATE:
                 after = _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H, K, V, VARLEN)
             decay = tl.exp(gc)
+            to_end = tl.exp(gl - gc) * (sigma * sigma_last)
             if SCALAR_GATE:
-                dq = _dot(dA, _wide_operand(k, v), PRECISION)
-                dq = (dq + sigma * decay * _dot(do.to(S.dtype), tl.trans(S), PRECISION)) * scale
-                dk = _dot(tl.trans(dA), _wide_operand(q, v), PRECISION)
+                dq_state = sigma * decay * _dot(do.to(S.dtype), tl.trans(S), PRECISION) * scale
+                dk_state = to_end * _dot(v.to(D.dtype), tl.trans(D), PRECISION)
+                dq = _dot(dA, _wide_operand(k, v), PRECISION) * scale + dq_state
+                dk = _dot(tl.trans(dA), _wide_operand(q, v), PRECISION) * scale + dk_state
+                if NEED_DG:
+                    scores += _dot(_wide_operand(q, v), tl.trans(_wide_operand(k, v)), PRECISION)
+                    through_q += tl.reduce(q * dq_state, 1, _add, keep_dims=True)
+                    through_k += tl.reduce(k * dk_state, 1, _add, keep_dims=True)
+                    kept = tl.reduce(tl.reduce(S.to(tl.float32) * D.to(tl.float32), 1, _add, keep_dims=True), 0, _add, keep_dims=True)
+                    through_state += kept * tl.exp(gl) * sigma_last
             else:
                 dq = _dot(dA, _wide_operand(k / decay, v), PRECISION)
                 dq = decay * (dq + sigma * _dot(do.to(S.dtype), tl.trans(S), PRECISION)) * scale
                 dk = _dot(tl.trans(dA), _wide_operand(q * decay, v), PRECISION) / decay
-            to_end = tl.exp(gl - gc) * (sigma * sigma_last)
-            dk = dk * scale + to_end * _dot(v.to(D.dtype), tl.trans(D), PRECISION)
-            if NEED_DG:
-                dG = q * dq - k * dk
-                if SCALAR_GATE:
-                    dG_rows += tl.reduce(dG, 1, _add, keep_dims=True)
-                    after_rows += tl.reduce(after, 1, _add, keep_dims=True)
-                else:
-                    _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, ks, T, floor, H, KG)
+                dk = dk * scale + to_end * _dot(v.to(D.dtype), tl.trans(D), PRECISION)
+                if NEED_DG:
+                    dG = q * dq - k * dk
+                    dg = tl.associative_scan(dG, 0, _add, reverse=True) + after
+                    _store_gate_gradient(dg, g_ptr, dg_ptr, b, h, rows, ks, T, floor, H, K)
             tl.store(dq_ptr + at, (dq + (scale * dA_self) * k).to(dq_ptr.dtype.element_ty), mask=kmask)
             tl.store(dk_ptr + at, (dk + (scale * dA_self) * q).to(dk_ptr.dtype.element_ty), mask=kmask)
+        if NEED_DG and SCALAR_GATE:
+            # a log decay added at step r scales: the pairs (t, s) of the chunk with
+            # t >= r > s; the state's part of the outputs t >= r (through q); the part of
+            # the leaving state written at steps t < r (through k); and the entering
+            # state's part of the leaving state. Everything later sees the chunk through
+            # the leaving state, so this is all of ∂L/∂g_r.
+            pairs = _straddling_pairs(scale * dA_pairs * scores, rows)
+            from_q = tl.associative_scan(through_q, 0, _add, reverse=True)
+            from_k = tl.associative_scan(through_k, 0, _add) - through_k
+            dg = pairs + from_q + from_k + through_state
+            _store_gate_gradient(dg, g_ptr, dg_ptr, b, h, rows, tl.arange(0, 1), T, floor, H, 1)
     else:
         for i in range(C // c):
             _subchunk_keys_backward(
@@ -563,16 +589,10 @@ def _chunk_backward_kernel(
             tl.debug_barrier()
             for kb in range((K + BK - 1) // BK):
                 ks = kb * BK + tl.arange(0, BK)
-                dG = load_rows(dG_ptr, b, h, rows, ks, T, H, K)
                 D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
                 after = _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H, K, V, VARLEN)
-                if SCALAR_GATE:
-                    dG_rows += tl.reduce(dG, 1, _add, keep_dims=True)
-                    after_rows += tl.reduce(after, 1, _add, keep_dims=True)
-                else:
-                    _store_gate_gradient(dG, after, g_ptr, dg_ptr, b, h, rows, ks, T, floor, H, KG)
-    if NEED_DG and SCALAR_GATE:
-        _store_gate_gradient(dG_rows, after_rows, g_ptr, dg_ptr, b, h, rows, tl.arange(0, 1), T, floor, H, KG)
+                dg = tl.associative_scan(load_rows(dG_ptr, b, h, rows, ks, T, H, K), 0, _add, reverse=True) + after
+                _store_gate_gradient(dg, g_ptr, dg_ptr, b, h, rows, ks, T, floor, H, K)
 
 
 @triton.jit
