@@ -237,10 +237,10 @@ def breakdown(out_path: str, T: int = 8192) -> None:
         gc, sc, scalar_gate = kernels._gate_cumsum(g, None, B, T, T_pad, H, q.device)
         stages = {
             "gate cumsum": lambda g=g, B=B, T_pad=T_pad: kernels._gate_cumsum(g, None, B, T, T_pad, H, g.device),
-            "chunk states": lambda k=k, v=v, gc=gc, sc=sc, T_pad=T_pad, s=scalar_gate: kernels._chunk_states(
-                k, v, gc, sc, None, 1.0, T_pad, s, False, reverse=False, store_final=True, state_dtype=k.dtype, cu_chunks=None),
-            "adjoint states": lambda q=q, v=v, gc=gc, sc=sc, T_pad=T_pad, s=scalar_gate: kernels._chunk_states(
-                q, v, gc, sc, None, 1.0, T_pad, s, False, reverse=True, store_final=True, state_dtype=q.dtype, cu_chunks=None),
+            "chunk states": lambda k=k, v=v, g=g, gc=gc, sc=sc, T_pad=T_pad, s=scalar_gate: kernels._chunk_states(
+                k, v, g, gc, sc, None, 1.0, T_pad, s, False, reverse=False, store_final=True, state_dtype=k.dtype, cu_chunks=None),
+            "adjoint states": lambda q=q, v=v, g=g, gc=gc, sc=sc, T_pad=T_pad, s=scalar_gate: kernels._chunk_states(
+                q, v, g, gc, sc, None, 1.0, T_pad, s, False, reverse=True, store_final=True, state_dtype=q.dtype, cu_chunks=None),
         }
         for name, fn in stages.items():
             write({"what": "stage", "T": T, "gate": gate, "stage": name, "ms": milliseconds(fn, warmup=10, rep=50)}, out_path)

@@ -341,3 +341,14 @@ def test_layers_run_the_kernels(kernels, name, options, monkeypatch):
         # as with the sub-chunk kernels before)
         tol = 1e-3 if key == "grad A_log" else 1e-4
         assert_close(f"{name} {key}", results["triton"][key], expected, tol)
+
+
+@pytest.mark.parametrize("strength", [1.0, 5.0])
+def test_per_head_gate_gradient_keeps_float32_accuracy(kernels, strength):
+    """One decay per head, about -0.8 and -4 per step: the decays between steps are summed
+    from the log decays themselves, not taken as differences of their running sums (which
+    left 5e-6 here), so the gate's gradient keeps the accuracy of the rest."""
+    q, k, v, g, h0 = make_inputs(150, "scalar", H=2, strength=strength)
+    actual, expected = run_kernel(kernels, q, k, v, g, h0), run(naive_gla, q, k, v, g, h0)
+    for name, a, e in zip(NAMES, actual, expected):
+        assert_close(f"strength={strength} {name}", a, e, 1e-6)

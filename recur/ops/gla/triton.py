@@ -146,6 +146,26 @@ def _diagonal_scores(q, k, gc, causal):
 
 
 @triton.jit
+def _to_chunk_end(g_ptr, gc_ptr, b, h, rows, ks, last, T, T_pad, floor, H: tl.constexpr, K: tl.constexpr,
+                  SCALAR_GATE: tl.constexpr, HAS_G: tl.constexpr):
+    """exp(Σ_{t < r <= last} g_r): the decay from each row to the chunk's end. With one decay
+    per head the exponent is summed directly from the log decays (a reverse scan of the
+    next rows'); with one per key channel it is gc_last − gc_t, within FAST_SPAN on the
+    whole-chunk path."""
+    if SCALAR_GATE:
+        if HAS_G:
+            following = rows + 1
+            g = tl.load(g_ptr + (b * T + following) * H + h, mask=(following < T) & (following <= last), other=0.0)
+            g = tl.maximum(g.to(tl.float32), floor)
+            return tl.exp(tl.reshape(tl.associative_scan(g, 0, _add, reverse=True), [rows.shape[0], 1]))
+        else:
+            return tl.full([rows.shape[0], 1], 1.0, tl.float32)
+    else:
+        end = tl.full([1], last, tl.int32)
+        return tl.exp(_gate_rows(gc_ptr, b, h, end, ks, T_pad, H, K, SCALAR_GATE) - _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE))
+
+
+@triton.jit
 def _gate_cumsum_kernel(
     g_ptr, sign_ptr, gc_ptr, sc_ptr, T, T_pad, floor,
     H: tl.constexpr, KG: tl.constexpr, BKG: tl.constexpr, C: tl.constexpr,
@@ -170,10 +190,11 @@ def _gate_cumsum_kernel(
 
 @triton.jit
 def _chunk_state_kernel(
-    x_ptr, y_ptr, gc_ptr, sc_ptr, h0_ptr, states_ptr, hT_ptr, cu_ptr, T, T_pad, NC, scale,
+    x_ptr, y_ptr, g_ptr, gc_ptr, sc_ptr, h0_ptr, states_ptr, hT_ptr, cu_ptr, T, T_pad, NC, scale, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    C: tl.constexpr, REVERSE: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, VARLEN: tl.constexpr, PRECISION: tl.constexpr,
+    C: tl.constexpr, REVERSE: tl.constexpr, SCALAR_GATE: tl.constexpr, HAS_G: tl.constexpr,
+    HAS_SIGN: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, VARLEN: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """Forward: S_n = σ_last exp(gc_last) S_{n-1} + (σ_last σ_s k ⊙ exp(gc_last - gc))ᵀ v over
     chunks, storing each chunk's entering state. Reverse (x = q, y = do): the adjoint
@@ -205,7 +226,8 @@ def _chunk_state_kernel(
         if REVERSE:
             xw = x.to(tl.float32) * tl.exp(gc) * (sigma * scale)
         else:
-            xw = x.to(tl.float32) * tl.exp(gl - gc) * (sigma * sigma_last)
+            to_end = _to_chunk_end(g_ptr, gc_ptr, b, h, rows, ks, n * C + C - 1, T, T_pad, floor, H, K, SCALAR_GATE, HAS_G)
+            xw = x.to(tl.float32) * to_end * (sigma * sigma_last)
         # [1, BK] -> [BK, 1]: the decay of the whole chunk per key row of the state
         S = S * tl.trans(tl.exp(gl) * sigma_last) + _dot(tl.trans(xw.to(y.dtype)), y, PRECISION)
     if STORE_FINAL:
@@ -385,22 +407,29 @@ def _chunk_is_fast(gc_ptr, b, h, t0, T_pad, H: tl.constexpr, K: tl.constexpr, KP
 
 
 @triton.jit
-def _pair_decays(gc, rows, STRICT: tl.constexpr):
-    """exp(gc_t − gc_s) [C, C] for one decay per head (gc [C, 1]), for s <= t (s < t if
-    STRICT) and 0 elsewhere: every exponent <= 0."""
+def _pair_decays(g_ptr, b, h, rows, T, floor, H: tl.constexpr, HAS_G: tl.constexpr, STRICT: tl.constexpr):
+    """exp(Σ_{s < r <= t} g_r) [C, C] for one decay per head, for s <= t (s < t if STRICT)
+    and 0 elsewhere. The exponents are segment sums of the (clamped) log decays rather
+    than differences of their running sums, which would lose the digits of nearby pairs
+    to the size of the sums (about 1e-5 of e_ts at -4 per step)."""
     if STRICT:
         pairs = rows[None, :] < rows[:, None]
     else:
         pairs = rows[None, :] <= rows[:, None]
-    return tl.exp(tl.where(pairs, gc - tl.reshape(gc, [1, gc.shape[0]]), float("-inf")))
+    if HAS_G:
+        g = tl.maximum(tl.load(g_ptr + (b * T + rows) * H + h, mask=rows < T, other=0.0).to(tl.float32), floor)
+        segments = tl.associative_scan(tl.where(rows[:, None] > rows[None, :], g[:, None], 0.0), 0, _add)
+        return tl.exp(tl.where(pairs, segments, float("-inf")))
+    else:
+        return tl.where(pairs, 1.0, 0.0)
 
 
 @triton.jit
 def _chunk_output_kernel(
-    q_ptr, k_ptr, v_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+    q_ptr, k_ptr, v_ptr, g_ptr, gc_ptr, sc_ptr, states_ptr, o_ptr, T, T_pad, NC, scale, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
-    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
+    SCALAR_GATE: tl.constexpr, HAS_G: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per chunk: o = scale · σ ⊙ [(q ⊙ exp(gc)) S_{n-1} + A v] with A masked to
     s <= t, all as 64-row products: A = (q kᵀ) ⊙ exp(gc_t − gc_s) with one decay per head,
@@ -431,7 +460,7 @@ def _chunk_output_kernel(
                 k_hat = k * tl.exp(-gc)
                 scores += _dot(_wide_operand(q_hat, o_ptr), tl.trans(_wide_operand(k_hat, o_ptr)), PRECISION)
         if SCALAR_GATE:
-            scores = scores * _pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, False)
+            scores = scores * _pair_decays(g_ptr, b, h, rows, T, floor, H, HAS_G, False)
         v = load_rows(v_ptr, b, h, rows, vs, T, H, V)
         sigma = _sign_rows(sc_ptr, b, h, rows, T_pad, H, HAS_SIGN)
         scores = tl.where(rows[None, :] <= rows[:, None], scores, 0.0) * sigma * tl.reshape(sigma, [1, C])
@@ -492,8 +521,8 @@ def _chunk_backward_kernel(
     dq_ptr, dk_ptr, dG_ptr, dg_ptr, T, T_pad, NC, scale, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
-    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, NEED_DG: tl.constexpr, VARLEN: tl.constexpr,
-    PRECISION: tl.constexpr,
+    SCALAR_GATE: tl.constexpr, HAS_G: tl.constexpr, HAS_SIGN: tl.constexpr, NEED_DG: tl.constexpr,
+    VARLEN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per chunk, dq, dk and dg (dv in `_chunk_values_backward_kernel`):
     with dA[t, s] = σ_t σ_s do_t · v_s,
@@ -522,13 +551,15 @@ def _chunk_backward_kernel(
         dA_self = tl.reshape(tl.reduce(tl.where(rows[:, None] == rows[None, :], dA, 0.0), 1, _add), [C, 1])
         if SCALAR_GATE:
             # with the decays: dq = dA_e k, dk = dA_eᵀ q inside the chunk
-            dA_pairs = dA * _pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, True)
+            dA_pairs = dA * _pair_decays(g_ptr, b, h, rows, T, floor, H, HAS_G, True)
             dA = _wide_operand(dA_pairs, v)
             # one decay per head: dg from its four routes (see below), each summed directly
             scores = tl.full([C, C], 0.0, tl.float32)
             through_q = tl.full([C, 1], 0.0, tl.float32)
             through_k = tl.full([C, 1], 0.0, tl.float32)
             through_state = tl.full([1, 1], 0.0, tl.float32)
+            to_end = _to_chunk_end(g_ptr, gc_ptr, b, h, rows, rows, t0 + C - 1, T, T_pad, floor, H, K, SCALAR_GATE, HAS_G)
+            to_end = to_end * (sigma * sigma_last)
         else:
             dA = _wide_operand(tl.where(rows[None, :] < rows[:, None], dA, 0.0), v)
         for kb in range((K + BK - 1) // BK):
@@ -544,7 +575,9 @@ def _chunk_backward_kernel(
             if NEED_DG and not SCALAR_GATE:
                 after = _after_chunk(states_ptr, final_ptr, last_ptr, D, bh, h, n, NC, ks, vs, H, K, V, VARLEN)
             decay = tl.exp(gc)
-            to_end = tl.exp(gl - gc) * (sigma * sigma_last)
+            if not SCALAR_GATE:
+                to_end = _to_chunk_end(g_ptr, gc_ptr, b, h, rows, ks, t0 + C - 1, T, T_pad, floor, H, K, SCALAR_GATE, HAS_G)
+                to_end = to_end * (sigma * sigma_last)
             if SCALAR_GATE:
                 dq_state = sigma * decay * _dot(do.to(S.dtype), tl.trans(S), PRECISION) * scale
                 dk_state = to_end * _dot(v.to(D.dtype), tl.trans(D), PRECISION)
@@ -597,10 +630,10 @@ def _chunk_backward_kernel(
 
 @triton.jit
 def _chunk_values_backward_kernel(
-    q_ptr, k_ptr, do_ptr, gc_ptr, sc_ptr, dstates_ptr, dv_ptr, T, T_pad, NC, scale,
+    q_ptr, k_ptr, do_ptr, g_ptr, gc_ptr, sc_ptr, dstates_ptr, dv_ptr, T, T_pad, NC, scale, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BKD: tl.constexpr, KP: tl.constexpr, C: tl.constexpr, c: tl.constexpr,
-    SCALAR_GATE: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
+    SCALAR_GATE: tl.constexpr, HAS_G: tl.constexpr, HAS_SIGN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per chunk and value tile: dv = scale · A_{s<=t}ᵀ do + (σ σ_last k ⊙
     exp(gc_last - gc)) D_n as 64-row products, A as in `_chunk_output_kernel`; chunks
@@ -620,6 +653,8 @@ def _chunk_values_backward_kernel(
         sigma_last = _sign_rows(sc_ptr, b, h, last, T_pad, H, HAS_SIGN)
         scores_t = tl.full([C, C], 0.0, tl.float32)
         dv = tl.full([C, BV], 0.0, tl.float32)
+        if SCALAR_GATE:
+            to_end = _to_chunk_end(g_ptr, gc_ptr, b, h, rows, rows, t0 + C - 1, T, T_pad, floor, H, K, SCALAR_GATE, HAS_G)
         for kb in range((K + BK - 1) // BK):
             ks = kb * BK + tl.arange(0, BK)
             kmask = inside & (ks[None, :] < K)
@@ -627,7 +662,6 @@ def _chunk_values_backward_kernel(
             q = tl.load(q_ptr + at, mask=kmask, other=0.0).to(tl.float32)
             k = tl.load(k_ptr + at, mask=kmask, other=0.0).to(tl.float32)
             gc = _gate_rows(gc_ptr, b, h, rows, ks, T_pad, H, K, SCALAR_GATE)
-            gl = _gate_rows(gc_ptr, b, h, last, ks, T_pad, H, K, SCALAR_GATE)
             D = _state_tile(dstates_ptr, bh, n, NC, ks, vs, K, V)
             if SCALAR_GATE:
                 # the decays multiply Aᵀ after the loop
@@ -636,9 +670,11 @@ def _chunk_values_backward_kernel(
                 # Aᵀ[s, t] = (k_s ⊙ exp(-gc_s)) · (q_t ⊙ exp(gc_t))
                 decay = tl.exp(gc)
                 scores_t += _dot(_wide_operand(k / decay, do), tl.trans(_wide_operand(q * decay, do)), PRECISION)
-            dv += _dot((k * tl.exp(gl - gc)).to(D.dtype), D, PRECISION)
+            if not SCALAR_GATE:
+                to_end = _to_chunk_end(g_ptr, gc_ptr, b, h, rows, ks, t0 + C - 1, T, T_pad, floor, H, K, SCALAR_GATE, HAS_G)
+            dv += _dot((k * to_end).to(D.dtype), D, PRECISION)
         if SCALAR_GATE:
-            scores_t = scores_t * tl.trans(_pair_decays(_gate_rows(gc_ptr, b, h, rows, rows, T_pad, H, K, SCALAR_GATE), rows, False))
+            scores_t = scores_t * tl.trans(_pair_decays(g_ptr, b, h, rows, T, floor, H, HAS_G, False))
         scores_t = tl.where(rows[None, :] >= rows[:, None], scores_t, 0.0) * sigma * tl.reshape(sigma, [1, C])
         dv = dv * (sigma * sigma_last) + scale * _dot(scores_t.to(dt), do, PRECISION)
         tl.store(dv_ptr + at_v, dv.to(dv_ptr.dtype.element_ty), mask=inside & (vs[None, :] < V))
@@ -725,7 +761,7 @@ def _gate_cumsum(g, decay_sign, B, T, T_pad, H, device):
     return gc, sc, scalar_gate
 
 
-def _chunk_states(x, y, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse, store_final, state_dtype, cu_chunks):
+def _chunk_states(x, y, g, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse, store_final, state_dtype, cu_chunks):
     """Entering states (adjoints when `reverse`) of every chunk [B·H, NC, K, V] and, when
     `store_final`, the states after each sequence [N, H, K, V] (N = B, or the sequences of
     a ChunkLayout whose cu_chunks are given)."""
@@ -738,10 +774,10 @@ def _chunk_states(x, y, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse
     final = torch.empty(n, H, K, V, device=x.device, dtype=torch.float32) if store_final else states
     grid = (triton.cdiv(K, cfg["BKS"]), triton.cdiv(V, cfg["BVS"]), n * H)
     _chunk_state_kernel[grid](
-        x, y, gc, sc, h0 if h0 is not None else states, states, final, cu_chunks if cu_chunks is not None else gc,
-        T, T_pad, NC, scale,
+        x, y, g if g is not None else gc, gc, sc, h0 if h0 is not None else states, states, final,
+        cu_chunks if cu_chunks is not None else gc, T, T_pad, NC, scale, GATE_FLOOR,
         H=H, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=CHUNK, REVERSE=reverse, SCALAR_GATE=scalar_gate,
-        HAS_SIGN=has_sign, HAS_H0=h0 is not None, STORE_FINAL=store_final, VARLEN=cu_chunks is not None,
+        HAS_G=g is not None, HAS_SIGN=has_sign, HAS_H0=h0 is not None, STORE_FINAL=store_final, VARLEN=cu_chunks is not None,
         PRECISION=_precision(x.dtype),
         num_warps=WARPS["states"], num_stages=STAGES["states" if cu_chunks is None else "packed_states"],
     )
@@ -762,16 +798,16 @@ class _ChunkGLA(torch.autograd.Function):
         gc, sc, scalar_gate = _gate_cumsum(g, decay_sign, B, T, T_pad, H, q.device)
         has_sign = decay_sign is not None
         states, final = _chunk_states(
-            k, v, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
+            k, v, g, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
             store_final=output_final_state, state_dtype=_states_dtype(q.dtype),
             cu_chunks=None if layout is None else layout.cu_chunks,
         )
         o = torch.empty_like(v)
         cfg = _launch_config(K, V)
         _chunk_output_kernel[(T_pad // CHUNK, B * H)](
-            q, k, v, gc, sc, states, o, T, T_pad, T_pad // CHUNK, scale,
+            q, k, v, g if g is not None else gc, gc, sc, states, o, T, T_pad, T_pad // CHUNK, scale, GATE_FLOOR,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype),
+            SCALAR_GATE=scalar_gate, HAS_G=g is not None, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype),
             num_warps=WARPS["output"], num_stages=STAGES["output"],
         )
         ctx.save_for_backward(q, k, v, g, decay_sign, h0)
@@ -794,13 +830,13 @@ class _ChunkGLA(torch.autograd.Function):
         layout = ctx.layout
         cu_chunks = None if layout is None else layout.cu_chunks
         states, final = _chunk_states(
-            k, v, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
+            k, v, g, gc, sc, h0, scale, T_pad, scalar_gate, has_sign, reverse=False,
             store_final=True, state_dtype=states_dtype, cu_chunks=cu_chunks,
         )
         if dht is not None:
             dht = dht.contiguous()
         dstates, dh0 = _chunk_states(
-            q, do, gc, sc, dht, scale, T_pad, scalar_gate, has_sign, reverse=True,
+            q, do, g, gc, sc, dht, scale, T_pad, scalar_gate, has_sign, reverse=True,
             store_final=True, state_dtype=states_dtype, cu_chunks=cu_chunks,
         )
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -812,18 +848,18 @@ class _ChunkGLA(torch.autograd.Function):
         cfg = _launch_config(K, V)
         NC = T_pad // CHUNK
         _chunk_backward_kernel[(NC, B * H)](
-            q, k, v, do, g if need_dg else gc, gc, sc, states, final, dstates,
+            q, k, v, do, g if g is not None else gc, gc, sc, states, final, dstates,
             layout.last_of if layout is not None else gc, dq, dk, dG, dg if need_dg else gc,
             T, T_pad, NC, scale, GATE_FLOOR,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, NEED_DG=need_dg, VARLEN=layout is not None,
+            SCALAR_GATE=scalar_gate, HAS_G=g is not None, HAS_SIGN=has_sign, NEED_DG=need_dg, VARLEN=layout is not None,
             PRECISION=_precision(q.dtype),
             num_warps=WARPS["backward"], num_stages=STAGES["backward"],
         )
         _chunk_values_backward_kernel[(triton.cdiv(V, cfg["BVD"]), NC, B * H)](
-            q, k, do, gc, sc, dstates, dv, T, T_pad, NC, scale,
+            q, k, do, g if g is not None else gc, gc, sc, dstates, dv, T, T_pad, NC, scale, GATE_FLOOR,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BVD"], BKD=cfg["BKD"], KP=cfg["KP"], C=CHUNK, c=SUB_CHUNK,
-            SCALAR_GATE=scalar_gate, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype),
+            SCALAR_GATE=scalar_gate, HAS_G=g is not None, HAS_SIGN=has_sign, PRECISION=_precision(q.dtype),
             num_warps=WARPS["values"], num_stages=STAGES["values"],
         )
         dh0 = dh0.to(h0.dtype) if h0 is not None else None
