@@ -13,7 +13,9 @@ Time is cut into chunks of C = 64 steps. With gc the log decay summed from the c
   intra-chunk scores A[t, s] = Σ_k q_tk k_sk exp(gc_tk - gc_sk), s <= t.
 
 With one decay per head, A is the 64-row product q kᵀ times the matrix of decays
-exp(gc_t − gc_s), whatever their strength (the Mamba-2 / RetNet case). With one per key
+exp(Σ_{s<r<=t} g_r), whatever their strength (the Mamba-2 / RetNet case); those exponents,
+and the ones to the chunk's end, are summed from the log decays themselves rather than
+taken as differences of gc, whose size would cost nearby steps their digits. With one per key
 channel, where the chunk's total log decay stays above -FAST_SPAN in every channel (the
 usual case: GLA's log σ(x)/16 gates lose about 3 per chunk), A is one 64-row product of
 q ⊙ exp(gc) and k ⊙ exp(-gc), whose factors stay within exp(±FAST_SPAN). Stronger chunks go
