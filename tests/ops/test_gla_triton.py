@@ -336,11 +336,11 @@ def test_layers_run_the_kernels(kernels, name, options, monkeypatch):
         results[impl].update((f"grad {n}", p.grad.clone()) for n, p in layer.named_parameters() if p.grad is not None)
     assert results["triton"].keys() == results["chunk"].keys() and len(results["chunk"]) > 2
     for key, expected in results["chunk"].items():
-        # Mamba-2's A_log reaches the loss only through the decays: its gradient sums the
-        # gate's gradient, a difference of float32 sums, over every step (about 2e-4 here,
-        # as with the sub-chunk kernels before)
-        tol = 1e-3 if key == "grad A_log" else 1e-4
-        assert_close(f"{name} {key}", results["triton"][key], expected, tol)
+        # Mamba-2's A_log reaches the loss through log|a| with a = 2 exp(Δ A) - 1, whose
+        # slope 2 exp(Δ A) / a magnifies the gate's gradient where a is near 0 (3000× here):
+        # those steps need their own small sums kept apart (2e-6; 2e-4 with the sub-chunk
+        # kernels, whose sums were differences of larger ones)
+        assert_close(f"{name} {key}", results["triton"][key], expected, 1e-5)
 
 
 @pytest.mark.parametrize("strength", [1.0, 5.0])
