@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
+import sys
+
 import torch
+
+# Triton reads TRITON_INTERPRET when a function is decorated, and a compiled kernel cannot
+# call an interpreted helper (nor the other way round): a kernel module is loaded together
+# with the shared pieces its kernels call.
+SHARED_KERNEL_MODULES = ("recur.ops.common.kernels",)
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -39,3 +49,33 @@ def grads(loss: torch.Tensor, inputs: list[torch.Tensor | None]) -> list[torch.T
     live = [x for x in inputs if x is not None and x.requires_grad]
     got = iter(torch.autograd.grad(loss, live, allow_unused=True))
     return [next(got) if (x is not None and x.requires_grad) else None for x in inputs]
+
+
+def load_kernel_module(name: str, interpret: bool | None = None):
+    """The Triton kernel module `name` (with the shared kernel pieces) loaded afresh, in
+    Triton's interpreter or for compiling (None: as TRITON_INTERPRET says now)."""
+    if interpret is True:
+        os.environ["TRITON_INTERPRET"] = "1"
+    elif interpret is False:
+        os.environ.pop("TRITON_INTERPRET", None)
+    for module in (*SHARED_KERNEL_MODULES, name):
+        if module in sys.modules:
+            importlib.reload(sys.modules[module])
+        else:
+            importlib.import_module(module)
+    return sys.modules[name]
+
+
+@contextlib.contextmanager
+def interpreted_kernels(name: str):
+    """The kernel module `name` in Triton's interpreter inside the block; loaded again on
+    the way out under the previous setting, so later users get what they expect."""
+    previous = os.environ.get("TRITON_INTERPRET")
+    try:
+        yield load_kernel_module(name, interpret=True)
+    finally:
+        if previous is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+        load_kernel_module(name)

@@ -9,17 +9,14 @@ element a kernel forgets to write fails the comparison.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from recur.ops.delta import delta_rule, naive_delta_rule
-from tests.helpers import assert_close, grads, weighted_sum
+from tests.helpers import assert_close, grads, interpreted_kernels, weighted_sum
 from tests.ops.test_gla_triton import poisoned_allocations
 
 pytest.importorskip("triton")
@@ -31,17 +28,9 @@ TOL_FLOAT32 = 2e-5
 
 @pytest.fixture(scope="module")
 def kernels():
-    """The kernel module loaded with TRITON_INTERPRET=1, and loaded again on the way out."""
-    previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    name = "recur.ops.delta.triton"
-    module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
-    yield module
-    if previous is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = previous
-    importlib.reload(module)
+    """The kernel module in Triton's interpreter."""
+    with interpreted_kernels("recur.ops.delta.triton") as module:
+        yield module
 
 
 def make_inputs(T, B=2, H=2, K=32, V=48, gated=True, strength=1.0, seed=0):

@@ -8,17 +8,14 @@ first, so an element a kernel forgets to write fails the comparison.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
-import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from recur.ops.gla import gla, naive_gla
-from tests.helpers import assert_close, grads, weighted_sum
+from tests.helpers import assert_close, grads, interpreted_kernels, weighted_sum
 
 pytest.importorskip("triton")
 
@@ -29,18 +26,9 @@ TOL_FLOAT32 = 2e-5
 
 @pytest.fixture(scope="module")
 def kernels():
-    """The kernel module, loaded with TRITON_INTERPRET=1 (read when kernels are defined)
-    and loaded again on the way out so later users get compiled kernels."""
-    previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    name = "recur.ops.gla.triton"
-    module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
-    yield module
-    if previous is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = previous
-    importlib.reload(module)
+    """The kernel module in Triton's interpreter."""
+    with interpreted_kernels("recur.ops.gla.triton") as module:
+        yield module
 
 
 @contextlib.contextmanager

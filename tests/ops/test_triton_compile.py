@@ -16,13 +16,14 @@ K = V = 128 in bfloat16, the registers, spilled bytes, shared memory and instruc
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
 import tempfile
 
 import pytest
+
+from tests.helpers import load_kernel_module
 
 triton = pytest.importorskip("triton")
 
@@ -42,8 +43,7 @@ INDEX_POINTERS = {"cu_ptr": "*i32", "last_ptr": "*i32"}
 
 def load_compiled(name):
     """The kernel module loaded for compilation (not the interpreter)."""
-    os.environ.pop("TRITON_INTERPRET", None)
-    return importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
+    return load_kernel_module(name, interpret=False)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def modules():
     if previous is not None:
         os.environ["TRITON_INTERPRET"] = previous
         for name in FAMILIES.values():
-            importlib.reload(sys.modules[name])
+            load_kernel_module(name)
 
 
 def delta_launches(m, K, V, dtype_name):
