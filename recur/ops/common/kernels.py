@@ -44,3 +44,28 @@ def state_tile_or_zeros(ptr, row, ks, vs, K: tl.constexpr, V: tl.constexpr, GIVE
         return tl.load(ptr + offsets, mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0).to(tl.float32)
     else:
         return tl.full([ks.shape[0], vs.shape[0]], 0.0, tl.float32)
+
+
+# Sums of the gradient of one log decay per head, route by route.
+# (Triton's adder through tl.reduce / tl.associative_scan rather than tl.sum / tl.cumsum:
+# see the note on `_add` in recur/ops/gla/triton.py.)
+_add = tl.standard._sum_combine
+
+
+@triton.jit
+def straddling_pairs(P, rows):
+    """Σ_{t >= r > s} P[t, s] for every row r [C, 1]: what a log decay added at step r
+    changes through the pairs (t, s) it lies between. Each of those terms carries that
+    step's decay, so they are summed among themselves (Σ_{t >= r} by a reverse scan over
+    t, then s < r by a masked sum), never as a difference of larger sums."""
+    later = tl.associative_scan(P, 0, _add, reverse=True)  # [r, s]: Σ_{t >= r} P[t, s]
+    total = tl.reduce(tl.where(rows[None, :] < rows[:, None], later, 0.0), 1, _add)
+    return tl.reshape(total, [rows.shape[0], 1])
+
+
+@triton.jit
+def sum_before(x, rows):
+    """Σ_{t < r} x[t] for every row r [C, 1] of x [C, 1], summed directly (an inclusive
+    scan less x[r] would lose small sums next to a large x[r])."""
+    earlier = tl.where(rows[None, :] < rows[:, None], tl.reshape(x, [1, rows.shape[0]]), 0.0)
+    return tl.reduce(earlier, 1, _add, keep_dims=True)

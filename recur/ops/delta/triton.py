@@ -36,9 +36,17 @@ one program per chunk and value tile before the walk), and two programs per chun
 S, D, U and dU into dq, dk, dv, dβ and dg (the first sums over value tiles, the second
 runs over blocks of key columns): through U = U_v − W S
 (dW = −dU Sᵀ), the triangular solves (dR = Tᵀ dX for each right-hand side,
-dA = −(dR_v U_vᵀ + dR_k Wᵀ) below the diagonal) and the decays (∂L/∂gc_t collects every
-e_ts, exp(gc_t) and exp(gc_C − gc_t) it enters; ∂L/∂g_t = Σ_{t' >= t in the chunk}
-∂L/∂gc_t').
+dA = −(dR_v U_vᵀ + dR_k Wᵀ) below the diagonal) and the decays: a log decay g_r scales the
+pairs e_ts with t >= r > s, exp(gc_t) for t >= r, exp(gc_C − gc_t) for t < r and exp(gc_C);
+∂L/∂g_r sums those four routes, each among its own terms.
+
+Accuracy: gc grows along the chunk (to -256 at -4 per step), and a bare gc_t − gc_s of
+nearby steps would keep only the digits its size leaves (about 1e-5 of e_ts there). The
+prepare kernel sums gc with compensation (TwoSum), stores each sum's rounding error next
+to it, and every decay is (gc_t − gc_s) + (err_t − err_s): as accurate as the log decays
+themselves, at the price of elementwise work only, which matters in the walks over chunks.
+For the same reason the gate's gradient never takes a route as the difference of larger
+sums. Outputs and every gradient stay within about 4e-7 of float64 at any gate strength.
 
 Packed batches (cu_seqlens) run as one row in which every sequence starts on a chunk
 boundary (ChunkLayout): the walks run each sequence's chunks from its own state; every
@@ -67,12 +75,19 @@ import triton
 import triton.language as tl
 
 from ..common import ChunkLayout, no_steps
-from ..common.kernels import load_rows, sequence_chunks, state_tile_or_zeros, store_rows
+from ..common.kernels import (
+    load_rows,
+    sequence_chunks,
+    state_tile_or_zeros,
+    store_rows,
+    straddling_pairs,
+    sum_before,
+)
 from .checks import check_delta_inputs
 
 CHUNK = 64
-# exp(GATE_FLOOR) is 0 in float32, so clamping changes no float32 result, and chunk sums of
-# clamped gates stay small enough for their differences to keep 5 digits.
+# exp(GATE_FLOOR) is 0 in float32, so clamping changes no float32 result; the chunk sums of
+# clamped gates stay finite (sums of -inf would give NaN as their differences).
 GATE_FLOOR = -128.0
 MAX_HEAD_DIM = 256
 # Fixed tiles and warps (no autotuning, so the first call only compiles): value tiles of 32
@@ -127,16 +142,44 @@ def _buffer_offsets(bh, rows, cols, T_pad, X: tl.constexpr):
 
 
 @triton.jit
-def _intra_scores(q, k, gc, causal, PRECISION: tl.constexpr):
+def _two_sum(a, a_error, b, b_error):
+    """(a + a_error) + (b + b_error) as a float32 sum and its rounding error (TwoSum: the
+    error of a + b is exact in float32), the errors of both terms added to it."""
+    total = a + b
+    b_part = total - a
+    error = (a - (total - b_part)) + (b - b_part)
+    return total, (a_error + b_error) + error
+
+
+@triton.jit
+def _decays(gc, gc_err, pairs):
+    """e_ts = exp(gc_t − gc_s) [C, C] where `pairs`, 0 elsewhere, the difference of the
+    running sums taken with their rounding errors (the module's note on accuracy)."""
+    return tl.exp(tl.where(pairs, (gc[:, None] - gc[None, :]) + (gc_err[:, None] - gc_err[None, :]), float("-inf")))
+
+
+@triton.jit
+def _gates(gc_ptr, gc_err_ptr, bh, n, T_pad, C: tl.constexpr):
+    """gc [C], its rounding errors [C], gc at the chunk's last row, and exp(gc_C − gc) [C]
+    (from each row to the chunk's end) of chunk n of one head."""
+    rows = n * C + tl.arange(0, C)
+    gc = tl.load(gc_ptr + bh * T_pad + rows)
+    gc_err = tl.load(gc_err_ptr + bh * T_pad + rows)
+    gl = tl.load(gc_ptr + bh * T_pad + n * C + C - 1)
+    gl_err = tl.load(gc_err_ptr + bh * T_pad + n * C + C - 1)
+    return gc, gc_err, gl, tl.exp((gl - gc) + (gl_err - gc_err))
+
+
+@triton.jit
+def _intra_scores(q, k, gc, gc_err, causal, PRECISION: tl.constexpr):
     """(Q Kᵀ ⊙ e)[t, s] of one chunk where `causal` (s <= t), with e_ts = exp(gc_t − gc_s).
     (The walks make `causal` once, outside their loops: made inside, it costs registers.)"""
-    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
-    return _dot(q, tl.trans(k), PRECISION) * decay
+    return _dot(q, tl.trans(k), PRECISION) * _decays(gc, gc_err, causal)
 
 
 @triton.jit
 def _prepare_kernel(
-    k_ptr, v_ptr, beta_ptr, g_ptr, gc_ptr, w_ptr, uv_ptr, tinv_ptr, T, T_pad, floor,
+    k_ptr, v_ptr, beta_ptr, g_ptr, gc_ptr, gc_err_ptr, w_ptr, uv_ptr, tinv_ptr, T, T_pad, floor,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, LOG2_C: tl.constexpr, HAS_G: tl.constexpr, STORE_T: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -155,11 +198,11 @@ def _prepare_kernel(
         g = tl.maximum(g, floor)
     else:
         g = tl.full([C], 0.0, tl.float32)
-    gc = tl.associative_scan(g, 0, _add)
+    # the running sums with their rounding errors: differences of nearby sums stay exact
+    gc, gc_err = tl.associative_scan((g, tl.full([C], 0.0, tl.float32)), 0, _two_sum)
     tl.store(gc_ptr + bh * T_pad + rows, gc)
-    strict = idx[:, None] > idx[None, :]
-    decay = tl.exp(tl.where(strict, gc[:, None] - gc[None, :], float("-inf")))
-    A = beta[:, None] * _dot(k, tl.trans(k), PRECISION) * decay
+    tl.store(gc_err_ptr + bh * T_pad + rows, gc_err)
+    A = beta[:, None] * _dot(k, tl.trans(k), PRECISION) * _decays(gc, gc_err, idx[:, None] > idx[None, :])
     # (I + A)⁻¹ by recursive doubling: X holds the inverses of the diagonal blocks of `size`
     # rows; each block of twice that size, [[L11, 0], [L21, L22]], has the inverse
     # [[X11, 0], [−X22 L21 X11, X22]], so X ← X − X (A_off X) with A_off the L21 blocks.
@@ -185,7 +228,7 @@ def _prepare_kernel(
 
 @triton.jit
 def _walk_kernel(
-    q_ptr, k_ptr, gc_ptr, w_ptr, uv_ptr, h0_ptr, o_ptr, u_ptr, states_ptr, hT_ptr, cu_ptr, T, T_pad, NC, scale,
+    q_ptr, k_ptr, gc_ptr, gc_err_ptr, w_ptr, uv_ptr, h0_ptr, o_ptr, u_ptr, states_ptr, hT_ptr, cu_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, HAS_H0: tl.constexpr, OUTPUT: tl.constexpr, STORE_U: tl.constexpr,
     STORE_STATES: tl.constexpr, STORE_FINAL: tl.constexpr, VARLEN: tl.constexpr, PRECISION: tl.constexpr,
@@ -209,8 +252,7 @@ def _walk_kernel(
         if STORE_STATES:
             tl.store(states_ptr + (bh * NC + n) * K * V + tile_offsets, S, mask=tile)
         k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
-        gc = tl.load(gc_ptr + bh * T_pad + rows)
-        gl = tl.load(gc_ptr + bh * T_pad + n * C + C - 1)
+        gc, gc_err, gl, to_end = _gates(gc_ptr, gc_err_ptr, bh, n, T_pad, C)
         W = tl.load(w_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=ks[None, :] < K, other=0.0)
         U = tl.load(uv_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), mask=vs[None, :] < V, other=0.0)
         U -= _dot(W, S, PRECISION)
@@ -218,10 +260,10 @@ def _walk_kernel(
             tl.store(u_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), U, mask=vs[None, :] < V)
         if OUTPUT:
             q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
-            scores = _intra_scores(q, k, gc, causal, PRECISION)
+            scores = _intra_scores(q, k, gc, gc_err, causal, PRECISION)
             o = _dot(q * tl.exp(gc)[:, None], S, PRECISION) + _dot(scores, U, PRECISION)
             store_rows(o_ptr, o * scale, b, h, rows, vs, T, H, V)
-        k_to_end = k * tl.exp(gl - gc)[:, None]
+        k_to_end = k * to_end[:, None]
         S = S * tl.exp(gl) + _dot(tl.trans(k_to_end), U, PRECISION)
     if STORE_FINAL:
         tl.store(hT_ptr + sh * K * V + tile_offsets, S, mask=tile)
@@ -229,7 +271,7 @@ def _walk_kernel(
 
 @triton.jit
 def _reverse_walk_kernel(
-    q_ptr, k_ptr, do_ptr, gc_ptr, w_ptr, du_ptr, dstates_ptr, dht_ptr, dh0_ptr, cu_ptr, T, T_pad, NC, scale,
+    q_ptr, k_ptr, do_ptr, gc_ptr, gc_err_ptr, w_ptr, du_ptr, dstates_ptr, dht_ptr, dh0_ptr, cu_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, HAS_DHT: tl.constexpr, INTRA_GIVEN: tl.constexpr, VARLEN: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -255,14 +297,13 @@ def _reverse_walk_kernel(
         q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
         k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
         do = _load_rows(do_ptr, b, h, rows, vs, T, H, V)
-        gc = tl.load(gc_ptr + bh * T_pad + rows)
-        gl = tl.load(gc_ptr + bh * T_pad + n * C + C - 1)
+        gc, gc_err, gl, to_end = _gates(gc_ptr, gc_err_ptr, bh, n, T_pad, C)
         W = tl.load(w_ptr + _buffer_offsets(bh, rows, ks, T_pad, K), mask=ks[None, :] < K, other=0.0)
         if INTRA_GIVEN:
             dU = tl.load(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), mask=vs[None, :] < V, other=0.0)
         else:
-            dU = _dot(tl.trans(_intra_scores(q, k, gc, causal, PRECISION)), do, PRECISION) * scale
-        dU += _dot(k * tl.exp(gl - gc)[:, None], D, PRECISION)
+            dU = _dot(tl.trans(_intra_scores(q, k, gc, gc_err, causal, PRECISION)), do, PRECISION) * scale
+        dU += _dot(k * to_end[:, None], D, PRECISION)
         tl.store(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), dU, mask=vs[None, :] < V)
         q_decayed = q * (tl.exp(gc) * scale)[:, None]
         D = D * tl.exp(gl) + _dot(tl.trans(q_decayed), do, PRECISION) - _dot(tl.trans(W), dU, PRECISION)
@@ -270,19 +311,20 @@ def _reverse_walk_kernel(
 
 
 @triton.jit
-def _chunk_scores(q_ptr, k_ptr, gc_ptr, b, h, bh, rows, T, T_pad, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+def _chunk_scores(q_ptr, k_ptr, gc_ptr, gc_err_ptr, b, h, bh, rows, T, T_pad, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
     """q [C, BK] (float32), gc [C] and (Q Kᵀ ⊙ e) [C, C] of the chunk `rows` of one head."""
     ks = tl.arange(0, BK)
     idx = tl.arange(0, rows.shape[0])
     q = _load_rows(q_ptr, b, h, rows, ks, T, H, K)
     k = _load_rows(k_ptr, b, h, rows, ks, T, H, K)
     gc = tl.load(gc_ptr + bh * T_pad + rows)
-    return q, gc, _intra_scores(q, k, gc, idx[:, None] >= idx[None, :], PRECISION)
+    gc_err = tl.load(gc_err_ptr + bh * T_pad + rows)
+    return q, gc, _intra_scores(q, k, gc, gc_err, idx[:, None] >= idx[None, :], PRECISION)
 
 
 @triton.jit
 def _outputs_kernel(
-    q_ptr, k_ptr, gc_ptr, u_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
+    q_ptr, k_ptr, gc_ptr, gc_err_ptr, u_ptr, states_ptr, o_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -293,7 +335,7 @@ def _outputs_kernel(
     rows = n * C + tl.arange(0, C)
     ks = tl.arange(0, BK)
     vs = vb * BV + tl.arange(0, BV)
-    q, gc, scores = _chunk_scores(q_ptr, k_ptr, gc_ptr, b, h, bh, rows, T, T_pad, H, K, BK, PRECISION)
+    q, gc, scores = _chunk_scores(q_ptr, k_ptr, gc_ptr, gc_err_ptr, b, h, bh, rows, T, T_pad, H, K, BK, PRECISION)
     S = tl.load(states_ptr + (bh * NC + n) * K * V + ks[:, None] * V + vs[None, :], mask=(ks[:, None] < K) & (vs[None, :] < V), other=0.0)
     U = tl.load(u_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), mask=vs[None, :] < V, other=0.0)
     o = _dot(q * tl.exp(gc)[:, None], S, PRECISION) + _dot(scores, U, PRECISION)
@@ -302,7 +344,7 @@ def _outputs_kernel(
 
 @triton.jit
 def _intra_gradient_kernel(
-    q_ptr, k_ptr, do_ptr, gc_ptr, du_ptr, T, T_pad, scale,
+    q_ptr, k_ptr, do_ptr, gc_ptr, gc_err_ptr, du_ptr, T, T_pad, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     C: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -312,7 +354,7 @@ def _intra_gradient_kernel(
     b, h = bh // H, bh % H
     rows = n * C + tl.arange(0, C)
     vs = vb * BV + tl.arange(0, BV)
-    _, _, scores = _chunk_scores(q_ptr, k_ptr, gc_ptr, b, h, bh, rows, T, T_pad, H, K, BK, PRECISION)
+    _, _, scores = _chunk_scores(q_ptr, k_ptr, gc_ptr, gc_err_ptr, b, h, bh, rows, T, T_pad, H, K, BK, PRECISION)
     dU = _dot(tl.trans(scores), _load_rows(do_ptr, b, h, rows, vs, T, H, V), PRECISION) * scale
     tl.store(du_ptr + _buffer_offsets(bh, rows, vs, T_pad, V), dU, mask=vs[None, :] < V)
 
@@ -378,7 +420,7 @@ def _gradient_values_kernel(
 
 @triton.jit
 def _gradient_keys_kernel(
-    q_ptr, k_ptr, beta_ptr, g_ptr, gc_ptr, w_ptr, dOSt_ptr, UDt_ptr, dRk_ptr, dOUt_ptr, dRvUvt_ptr,
+    q_ptr, k_ptr, beta_ptr, g_ptr, gc_ptr, gc_err_ptr, w_ptr, dOSt_ptr, UDt_ptr, dRk_ptr, dOUt_ptr, dRvUvt_ptr,
     vdRv_ptr, SD_ptr, dq_ptr, dk_ptr, dbeta_ptr, dg_ptr, T, T_pad, NC, scale, floor,
     H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, C: tl.constexpr, HAS_G: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -391,13 +433,11 @@ def _gradient_keys_kernel(
     idx = tl.arange(0, C)
     rows = n * C + idx
     beta = tl.load(beta_ptr + (b * T + rows) * H + h, mask=rows < T, other=0.0).to(tl.float32)
-    gc = tl.load(gc_ptr + bh * T_pad + rows)
-    gl = tl.load(gc_ptr + bh * T_pad + n * C + C - 1)
+    gc, gc_err, gl, to_end = _gates(gc_ptr, gc_err_ptr, bh, n, T_pad, C)
     to_step = tl.exp(gc)
-    to_end = tl.exp(gl - gc)
     causal = idx[:, None] >= idx[None, :]
     strict = idx[:, None] > idx[None, :]
-    decay = tl.exp(tl.where(causal, gc[:, None] - gc[None, :], float("-inf")))
+    decay = _decays(gc, gc_err, causal)
     decay_strict = tl.where(strict, decay, 0.0)
 
     QKt = tl.full([C, C], 0.0, tl.float32)
@@ -426,8 +466,8 @@ def _gradient_keys_kernel(
     dbeta = tl.load(vdRv_ptr + bh * T_pad + rows) + to_step * k_dRk + tl.reduce(dA * decay_strict * KKt, 1, _add)
     tl.store(dbeta_ptr + (b * T + rows) * H + h, dbeta.to(dbeta_ptr.dtype.element_ty), mask=rows < T)
 
-    dgc = tl.full([C], 0.0, tl.float32)
-    to_end_total = tl.full([C], 0.0, tl.float32)
+    through_q = tl.full([C], 0.0, tl.float32)
+    through_k = tl.full([C], 0.0, tl.float32)
     for kb in range((K + BK - 1) // BK):
         ks = kb * BK + tl.arange(0, BK)
         kmask = ks[None, :] < K
@@ -444,18 +484,21 @@ def _gradient_keys_kernel(
         dk += _dot(dKKt, k, PRECISION) + _dot(tl.trans(dKKt), k, PRECISION)
         store_rows(dq_ptr, dq, b, h, rows, ks, T, H, K)
         store_rows(dk_ptr, dk, b, h, rows, ks, T, H, K)
-        dgc += tl.reduce(q * dq_state, 1, _add)
-        to_end_total += tl.reduce(k * dk_state, 1, _add)
+        through_q += tl.reduce(q * dq_state, 1, _add)
+        through_k += tl.reduce(k * dk_state, 1, _add)
 
     if HAS_G:
-        # ∂L/∂gc: every e_ts = exp(gc_t − gc_s) gives +x to t and −x to s (pairs s = t cancel)
-        pair = tl.where(strict, dscores * QKt + dKKt * KKt, 0.0)
-        dgc += tl.reduce(pair, 1, _add) - tl.reduce(pair, 0, _add)
-        dgc += beta * to_step * k_dRk - to_end_total
-        last = tl.exp(gl) * tl.load(SD_ptr + bh * NC + n) + tl.reduce(to_end_total, 0, _add)
-        dgc += tl.where(idx == C - 1, last, 0.0)
-        # gc_t sums g over the chunk up to t: ∂L/∂g_i = Σ_{t >= i} ∂L/∂gc_t
-        dg = tl.reduce(tl.where(idx[None, :] >= idx[:, None], dgc[None, :], 0.0), 1, _add)
+        # A log decay added at step r scales: the pairs (t, s) of the chunk with t >= r > s
+        # (in the outputs' scores and in the system A); exp(gc_t) for t >= r (the entering
+        # state's part of the outputs, through q, and W's β exp(gc) ⊙ k); exp(gc_C − gc_t)
+        # for t < r (the leaving state's writes, through k); and exp(gc_C) of the entering
+        # state in the leaving one. Later chunks see this one only through the leaving
+        # state, so that is all of ∂L/∂g_r; each route is summed among its own terms.
+        pairs = straddling_pairs(tl.where(strict, dscores * QKt + dKKt * KKt, 0.0), idx)
+        from_q = tl.associative_scan(tl.reshape(through_q + beta * to_step * k_dRk, [C, 1]), 0, _add, reverse=True)
+        from_k = sum_before(tl.reshape(through_k, [C, 1]), idx)
+        through_state = tl.exp(gl) * tl.load(SD_ptr + bh * NC + n)
+        dg = tl.reshape(pairs + from_q + from_k, [C]) + through_state
         g = tl.load(g_ptr + (b * T + rows) * H + h, mask=rows < T, other=0.0).to(tl.float32)
         # clamped decays (-inf included) pass no gradient, as the clamp would
         dg = tl.where(g < floor, 0.0, dg)
@@ -506,18 +549,19 @@ def _launch(K: int, V: int) -> dict:
 
 
 def _prepare(k, v, beta, g, T_pad, store_t):
-    """gc [B·H, T_pad], W [B·H, T_pad, K], U_v [B·H, T_pad, V] and, for the backward,
+    """gc [2, B·H, T_pad] (the log decays summed from each chunk's start, and the sums'
+    rounding errors), W [B·H, T_pad, K], U_v [B·H, T_pad, V] and, for the backward,
     T = (I + A)⁻¹ per chunk as [B·H, T_pad, C]."""
     B, T, H, K = k.shape
     V = v.shape[-1]
     device = k.device
-    gc = torch.empty(B * H, T_pad, device=device, dtype=torch.float32)
+    gc = torch.empty(2, B * H, T_pad, device=device, dtype=torch.float32)
     W = torch.empty(B * H, T_pad, K, device=device, dtype=torch.float32)
     U_v = torch.empty(B * H, T_pad, V, device=device, dtype=torch.float32)
     tinv = torch.empty(B * H, T_pad, CHUNK, device=device, dtype=torch.float32) if store_t else gc
     cfg = _launch(K, V)
     _prepare_kernel[(T_pad // CHUNK, B * H)](
-        k, v, beta, g if g is not None else beta, gc, W, U_v, tinv, T, T_pad, GATE_FLOOR,
+        k, v, beta, g if g is not None else beta, gc[0], gc[1], W, U_v, tinv, T, T_pad, GATE_FLOOR,
         H=H, K=K, V=V, BK=cfg["BK"], BV=_pow2(min(V, 2 * VALUE_TILE)), C=CHUNK,
         LOG2_C=CHUNK.bit_length() - 1, HAS_G=g is not None,
         STORE_T=store_t, PRECISION=_precision(k.dtype), num_warps=WARPS["prepare"], num_stages=STAGES,
@@ -542,7 +586,7 @@ def _walk(q, k, v, gc, W, U_v, h0, scale, T_pad, output, store_final, store_for_
     # stands in for the buffers this launch neither reads nor writes
     unused = gc
     _walk_kernel[(triton.cdiv(V, cfg["BV"]), n * H)](
-        q, k, gc, W, U_v, h0 if h0 is not None else unused, o if output else unused, U if U is not None else unused,
+        q, k, gc[0], gc[1], W, U_v, h0 if h0 is not None else unused, o if output else unused, U if U is not None else unused,
         states if states is not None else unused, final if final is not None else unused,
         cu_chunks if cu_chunks is not None else unused, T, T_pad, NC, scale,
         H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_H0=h0 is not None, OUTPUT=output,
@@ -558,7 +602,7 @@ def _outputs(q, k, v, gc, U, states, scale, T_pad):
     o = torch.empty_like(v)
     cfg = _launch(K, V)
     _outputs_kernel[(triton.cdiv(V, cfg["BV"]), T_pad // CHUNK, B * H)](
-        q, k, gc, U, states, o, T, T_pad, T_pad // CHUNK, scale,
+        q, k, gc[0], gc[1], U, states, o, T, T_pad, T_pad // CHUNK, scale,
         H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PRECISION=_precision(q.dtype),
         num_warps=WARPS["gradient"], num_stages=STAGES,
     )
@@ -607,12 +651,12 @@ class _ChunkDeltaRule(torch.autograd.Function):
         intra_given = not WALK_FUSES["intra_gradient"]
         if intra_given:
             _intra_gradient_kernel[(triton.cdiv(V, cfg["BV"]), NC, B * H)](
-                q, k, do, gc, dU, T, T_pad, scale,
+                q, k, do, gc[0], gc[1], dU, T, T_pad, scale,
                 H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PRECISION=precision,
                 num_warps=WARPS["gradient"], num_stages=STAGES,
             )
         _reverse_walk_kernel[(triton.cdiv(V, cfg["BV"]), n * H)](
-            q, k, do, gc, W, dU, dstates, dht if dht is not None else dh0, dh0,
+            q, k, do, gc[0], gc[1], W, dU, dstates, dht if dht is not None else dh0, dh0,
             cu_chunks if cu_chunks is not None else dh0, T, T_pad, NC, scale,
             H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_DHT=dht is not None,
             INTRA_GIVEN=intra_given, VARLEN=cu_chunks is not None, PRECISION=precision,
@@ -633,7 +677,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
             num_warps=WARPS["gradient"], num_stages=STAGES,
         )
         _gradient_keys_kernel[(NC, B * H)](
-            q, k, beta, g if g is not None else beta, gc, W, dO_St, U_Dt, dR_k, dO_Ut, dRv_Uvt,
+            q, k, beta, g if g is not None else beta, gc[0], gc[1], W, dO_St, U_Dt, dR_k, dO_Ut, dRv_Uvt,
             v_dRv, S_dot_D, dq, dk, dbeta, dg if dg is not None else dbeta, T, T_pad, NC, scale, GATE_FLOOR,
             H=H, K=K, BK=_pow2(min(K, KEY_BLOCK)), C=CHUNK, HAS_G=g is not None, PRECISION=precision,
             num_warps=WARPS["gradient"], num_stages=STAGES,

@@ -55,7 +55,14 @@ import triton
 import triton.language as tl
 
 from ..common import ChunkLayout, no_steps
-from ..common.kernels import load_rows, sequence_chunks, state_tile_or_zeros, store_rows
+from ..common.kernels import (
+    load_rows,
+    sequence_chunks,
+    state_tile_or_zeros,
+    store_rows,
+    straddling_pairs,
+    sum_before,
+)
 from .checks import check_gla_inputs
 
 CHUNK = 64
@@ -508,25 +515,6 @@ def _store_gate_gradient(dg, g_ptr, dg_ptr, b, h, rows, cols, T, floor, H: tl.co
 
 
 @triton.jit
-def _straddling_pairs(P, rows):
-    """Σ_{t >= r > s} P[t, s] for every row r [C, 1]: what a log decay added at step r
-    changes through the pairs (t, s) it lies between. Each of those terms carries that
-    step's decay, so they are summed among themselves (Σ_{t >= r} by a reverse scan over
-    t, then s < r by a masked sum), never as a difference of larger sums."""
-    later = tl.associative_scan(P, 0, _add, reverse=True)  # [r, s]: Σ_{t >= r} P[t, s]
-    total = tl.reduce(tl.where(rows[None, :] < rows[:, None], later, 0.0), 1, _add)
-    return tl.reshape(total, [rows.shape[0], 1])
-
-
-@triton.jit
-def _sum_before(x, rows):
-    """Σ_{t < r} x[t] for every row r [C, 1] of x [C, 1], summed directly (an inclusive
-    scan less x[r] would lose small sums next to a large x[r])."""
-    earlier = tl.where(rows[None, :] < rows[:, None], tl.reshape(x, [1, rows.shape[0]]), 0.0)
-    return tl.reduce(earlier, 1, _add, keep_dims=True)
-
-
-@triton.jit
 def _chunk_backward_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, g_ptr, gc_ptr, sc_ptr, states_ptr, final_ptr, dstates_ptr, last_ptr,
     dq_ptr, dk_ptr, dG_ptr, dg_ptr, T, T_pad, NC, scale, floor,
@@ -617,9 +605,9 @@ def _chunk_backward_kernel(
             # the leaving state written at steps t < r (through k); and the entering
             # state's part of the leaving state. Everything later sees the chunk through
             # the leaving state, so this is all of ∂L/∂g_r.
-            pairs = _straddling_pairs(scale * dA_pairs * scores, rows)
+            pairs = straddling_pairs(scale * dA_pairs * scores, rows)
             from_q = tl.associative_scan(through_q, 0, _add, reverse=True)
-            from_k = _sum_before(through_k, rows)
+            from_k = sum_before(through_k, rows)
             dg = pairs + from_q + from_k + through_state
             _store_gate_gradient(dg, g_ptr, dg_ptr, b, h, rows, tl.arange(0, 1), T, floor, H, 1)
     else:
