@@ -128,6 +128,7 @@ def test_intra_chunk_work_apart_from_the_walks(dtype, monkeypatch):
     limits = {"default": TOL_FLOAT32} if dtype == torch.float32 else {"default": 3e-2, "dg": 6e-2}
     compare_rows(actual, expected, limits, f"apart {dtype}")
 
+
 def test_packed_sequences():
     """Packed sequences of lengths 100, 1000, 1, 1899 and the rest of 8192 tokens (the float64
     reference pads every sequence to the longest)."""
@@ -146,6 +147,8 @@ def test_packed_sequences():
 
 
 def test_strong_gates_and_resets():
+    """About -16 per step with resets: the decays (compensated differences of running sums)
+    and the gate's gradient (summed route by route) keep the float32 tolerance, dg included."""
     inputs = make_inputs(2, 1000, strength=20.0)
     inputs[4][:, [0, 15, 16, 63, 64, 500, 999]] = float("-inf")
     weights = loss_weights(inputs)
@@ -153,7 +156,7 @@ def test_strong_gates_and_resets():
     for name, x in zip(NAMES, actual):
         assert torch.isfinite(x).all(), f"{name} is not finite"
     expected = run(chunk_delta_rule, inputs, weights, torch.float64, rows=REFERENCE_ROWS)
-    compare_rows(actual, expected, {"default": TOL_FLOAT32, "dg": 1e-3}, "strong gates")
+    compare_rows(actual, expected, {"default": TOL_FLOAT32}, "strong gates")
 
 
 def test_auto_picks_triton_on_cuda():
