@@ -79,3 +79,15 @@ def interpreted_kernels(name: str):
         else:
             os.environ["TRITON_INTERPRET"] = previous
         load_kernel_module(name)
+
+
+def layer_results(layer: torch.nn.Module, x: torch.Tensor, impl: str, dtype: torch.dtype) -> dict:
+    """Output, state tensors and parameter gradients (of sum(y²)) of a mixer layer run with
+    `impl` in `dtype` (the layer is cast to it)."""
+    layer.zero_grad()
+    layer.to(dtype)
+    y, state = layer.with_impl(impl)(x.to(dtype))
+    y.pow(2).sum().backward()
+    results = {"output": y, **{f"state {key}": s for key, s in state.items() if isinstance(s, torch.Tensor)}}
+    results.update((f"grad {n}", p.grad.clone()) for n, p in layer.named_parameters() if p.grad is not None)
+    return results

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from recur.ops.gla import gla, naive_gla
-from tests.helpers import assert_close, grads, interpreted_kernels, weighted_sum
+from tests.helpers import assert_close, grads, interpreted_kernels, layer_results, weighted_sum
 
 pytest.importorskip("triton")
 
@@ -314,14 +314,8 @@ def test_layers_run_the_kernels(kernels, name, options, monkeypatch):
     torch.manual_seed(0)
     layer = build_mixer(name, 32, **options)
     x = torch.randn(2, 70, 32)
-    results = {}
-    for impl, dtype in (("chunk", torch.float64), ("triton", torch.float32)):
-        layer.zero_grad()
-        layer.to(dtype)
-        y, state = layer.with_impl(impl)(x.to(dtype))
-        y.pow(2).sum().backward()
-        results[impl] = {"output": y, **{f"state {key}": s for key, s in state.items() if isinstance(s, torch.Tensor)}}
-        results[impl].update((f"grad {n}", p.grad.clone()) for n, p in layer.named_parameters() if p.grad is not None)
+    forms = (("chunk", torch.float64), ("triton", torch.float32))
+    results = {impl: layer_results(layer, x, impl, dtype) for impl, dtype in forms}
     assert results["triton"].keys() == results["chunk"].keys() and len(results["chunk"]) > 2
     for key, expected in results["chunk"].items():
         # Mamba-2's A_log reaches the loss through log|a| with a = 2 exp(Δ A) - 1, whose
