@@ -91,3 +91,17 @@ def layer_results(layer: torch.nn.Module, x: torch.Tensor, impl: str, dtype: tor
     results = {"output": y, **{f"state {key}": s for key, s in state.items() if isinstance(s, torch.Tensor)}}
     results.update((f"grad {n}", p.grad.clone()) for n, p in layer.named_parameters() if p.grad is not None)
     return results
+
+
+def triton_and_chunk_layer(name: str, **options) -> tuple[dict, dict]:
+    """layer_results of the registered mixer `name` (width 32, seed 0, x [2, 70, 32]) with
+    impl="triton" in float32 and with impl="chunk" in float64, the reference."""
+    from recur.layers.registry import build_mixer
+
+    torch.manual_seed(0)
+    layer = build_mixer(name, 32, **options)
+    x = torch.randn(2, 70, 32)
+    expected = layer_results(layer, x, "chunk", torch.float64)
+    actual = layer_results(layer, x, "triton", torch.float32)
+    assert actual.keys() == expected.keys() and len(expected) > 2
+    return actual, expected

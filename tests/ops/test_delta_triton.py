@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from recur.ops.delta import delta_rule, naive_delta_rule
-from tests.helpers import assert_close, grads, interpreted_kernels, layer_results, weighted_sum
+from tests.helpers import (
+    assert_close,
+    grads,
+    interpreted_kernels,
+    triton_and_chunk_layer,
+    weighted_sum,
+)
 from tests.ops.test_gla_triton import poisoned_allocations
 
 pytest.importorskip("triton")
@@ -353,14 +359,7 @@ def test_recurrent_kernel_refuses_gradients(kernels):
 def test_layers_run_the_kernels(kernels, name, monkeypatch):
     """The delta layers with impl="triton" (float32) give the outputs, state and parameter
     gradients of the chunk form in float64 (MoM through packed sequences)."""
-    from recur.layers.registry import build_mixer
-
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    torch.manual_seed(0)
-    layer = build_mixer(name, 32, num_heads=2, allow_neg_eigval=True)
-    x = torch.randn(2, 70, 32)
-    forms = (("chunk", torch.float64), ("triton", torch.float32))
-    results = {impl: layer_results(layer, x, impl, dtype) for impl, dtype in forms}
-    assert results["triton"].keys() == results["chunk"].keys() and len(results["chunk"]) > 2
-    for key, expected in results["chunk"].items():
-        assert_close(f"{name} {key}", results["triton"][key], expected, 1e-5)
+    actual, expected = triton_and_chunk_layer(name, num_heads=2, allow_neg_eigval=True)
+    for key in expected:
+        assert_close(f"{name} {key}", actual[key], expected[key], 1e-5)

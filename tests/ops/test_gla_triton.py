@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from recur.ops.gla import gla, naive_gla
-from tests.helpers import assert_close, grads, interpreted_kernels, layer_results, weighted_sum
+from tests.helpers import (
+    assert_close,
+    grads,
+    interpreted_kernels,
+    triton_and_chunk_layer,
+    weighted_sum,
+)
 
 pytest.importorskip("triton")
 
@@ -308,21 +314,14 @@ def test_head_width_limit_named(kernels):
 def test_layers_run_the_kernels(kernels, name, options, monkeypatch):
     """The GLA-family layers with impl="triton" (float32) give the outputs, state and
     parameter gradients of the chunk form in float64."""
-    from recur.layers.registry import build_mixer
-
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    torch.manual_seed(0)
-    layer = build_mixer(name, 32, **options)
-    x = torch.randn(2, 70, 32)
-    forms = (("chunk", torch.float64), ("triton", torch.float32))
-    results = {impl: layer_results(layer, x, impl, dtype) for impl, dtype in forms}
-    assert results["triton"].keys() == results["chunk"].keys() and len(results["chunk"]) > 2
-    for key, expected in results["chunk"].items():
+    actual, expected = triton_and_chunk_layer(name, **options)
+    for key in expected:
         # Mamba-2's A_log reaches the loss through log|a| with a = 2 exp(Δ A) - 1, whose
         # slope 2 exp(Δ A) / a magnifies the gate's gradient where a is near 0 (3000× here):
         # those steps need their own small sums kept apart (2e-6; 2e-4 with the sub-chunk
         # kernels, whose sums were differences of larger ones)
-        assert_close(f"{name} {key}", results["triton"][key], expected, 1e-5)
+        assert_close(f"{name} {key}", actual[key], expected[key], 1e-5)
 
 
 @pytest.mark.parametrize("strength", [1.0, 5.0])
