@@ -45,6 +45,42 @@ def weighted_sum(*tensors: torch.Tensor | None) -> torch.Tensor:
     return total
 
 
+def scalar_of(tensors) -> torch.Tensor:
+    """A weighted sum of every element (real and imaginary parts apart): its gradient
+    checks each element, not only their sum."""
+    total = 0
+    for t in tensors:
+        parts = torch.view_as_real(t) if t.is_complex() else t
+        w = torch.linspace(-1.0, 1.0, parts.numel(), dtype=parts.dtype, device=parts.device).view_as(parts)
+        total = total + (parts * w.cos()).sum()
+    return total
+
+
+def family_results(family, impl: str, example, **overrides) -> dict[str, torch.Tensor]:
+    """Output, final state and the gradient of every leaf of `example` (copied into fresh
+    leaves) when the family's form `impl` runs on it; `overrides` replace arguments."""
+    from recur.ops.family import state_tensors
+
+    example = example.fresh()
+    kwargs = {**example.kwargs, "output_final_state": True, **overrides}
+    output, state = family.call(impl, example.args, kwargs)
+    leaves = example.leaves()
+    found = {"output": output}
+    found.update((f"final_state[{i}]", s) for i, s in enumerate(state_tensors(state)))
+    live = {name: leaf for name, leaf in leaves.items() if leaf.requires_grad}
+    grads_ = torch.autograd.grad(scalar_of(found.values()), list(live.values()), allow_unused=True)
+    for (name, leaf), grad in zip(live.items(), grads_, strict=True):
+        found[f"grad {name}"] = torch.zeros_like(leaf) if grad is None else grad
+    return found
+
+
+def compare_results(actual: dict, expected: dict, tol: float, label: str = "") -> None:
+    """Every entry of two `family_results` within `tol` (relative norm error)."""
+    assert actual.keys() == expected.keys(), f"{label}: {sorted(actual)} != {sorted(expected)}"
+    for key in expected:
+        assert_close(f"{label} {key}".strip(), actual[key], expected[key], tol)
+
+
 def grads(loss: torch.Tensor, inputs: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
     live = [x for x in inputs if x is not None and x.requires_grad]
     got = iter(torch.autograd.grad(loss, live, allow_unused=True))

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ops.dispatch import IMPLS
 from .base import Mixer, MixerConfig, State
 from .parts import positions_after, rotary
 from .registry import register_mixer
@@ -40,8 +39,6 @@ class AttentionConfig(MixerConfig):
             raise ValueError(f"d_model / num_heads = {head_dim} must be even for rotary positions")
         if self.window < 0:
             raise ValueError(f"window must be >= 0 (0 = unlimited); got {self.window}")
-        if self.impl not in ("auto", "naive", "chunk"):
-            raise ValueError(f"attention's impl must be one of ['auto', 'naive', 'chunk']; got {self.impl!r} (of {list(IMPLS)})")
 
 
 @register_mixer("attention")

@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..ops.dispatch import IMPLS
+from ..ops.family import Family
 
 # A layer's recurrent state: named tensors, each with the batch on dim 0.
 State = dict[str, torch.Tensor]
@@ -23,14 +23,15 @@ class MixerConfig:
     for any d_model divisible by the head count."""
 
     d_model: int
-    # which op form runs: "auto" (triton on CUDA when installed, else chunk), "naive", "chunk", "triton"
+    # which form of the layer's op family runs: "auto" (Triton on CUDA when installed, else
+    # the family's default), or one of the family's forms ("naive", "chunk", ...)
     impl: str = "auto"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.d_model, int) or self.d_model <= 0:
+        if not isinstance(self.d_model, int) or isinstance(self.d_model, bool) or self.d_model <= 0:
             raise ValueError(f"d_model must be a positive int; got {self.d_model!r}")
-        if self.impl not in IMPLS:
-            raise ValueError(f"impl must be one of {list(IMPLS)}; got {self.impl!r}")
+        if not isinstance(self.impl, str):
+            raise TypeError(f"impl must be a string; got {type(self.impl).__name__}")
 
     def heads(self, num_heads: int, field: str = "num_heads") -> int:
         """Checks that d_model splits into `num_heads` heads and returns the head size."""
@@ -42,16 +43,20 @@ class MixerConfig:
 class Mixer(nn.Module, abc.ABC):
     """Base class of the token mixers in `recur.layers`.
 
-    Subclasses set `Config`, implement `forward`, `step` and `init_state`, and are
-    registered with `@register_mixer(name)`. Capabilities are class attributes so that
-    tests, benchmarks and the CLI read them instead of keeping lists of names.
+    Subclasses set `Config` and `family` (the op family they run), implement `forward`,
+    `step` and `init_state`, and are registered with `@register_mixer(name)`.
+    Capabilities are class attributes so that tests, benchmarks and the CLI read them
+    instead of keeping lists of names; `impls` and `has_triton_kernel` follow from the
+    family.
     """
 
     Config: ClassVar[type[MixerConfig]] = MixerConfig
     name: ClassVar[str] = ""
+    # the op family whose forms `impl` picks between (None: the layer lists its own `impls`)
+    family: ClassVar[Family | None] = None
     # causal: output t depends on inputs <= t only
     causal: ClassVar[bool] = True
-    # the op forms a user may pick with `impl`, beyond "auto"
+    # the forms a user may pick with `impl`, beyond "auto": the family's
     impls: ClassVar[tuple[str, ...]] = ("naive", "chunk")
     has_triton_kernel: ClassVar[bool] = False
     # the state has a fixed size (False for a growing key-value cache)
@@ -60,11 +65,25 @@ class Mixer(nn.Module, abc.ABC):
     # the trainer adds every mixer's to the task loss
     aux_loss: torch.Tensor | None = None
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        family = cls.__dict__.get("family")
+        if family is not None:
+            if "impls" not in cls.__dict__:
+                cls.impls = family.impls[1:]
+            cls.has_triton_kernel = "triton" in family.impls
+
     def __init__(self, config: MixerConfig) -> None:
         super().__init__()
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}; got {type(config).__name__}")
         self.config = config
+        self.check_impl(config.impl)
+
+    def check_impl(self, impl: str) -> None:
+        if impl != "auto" and impl not in self.impls:
+            name = self.name or type(self).__name__
+            raise ValueError(f"{name}: impl must be one of {['auto', *self.impls]}; got {impl!r}")
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
@@ -85,6 +104,7 @@ class Mixer(nn.Module, abc.ABC):
 
     def with_impl(self, impl: str) -> Mixer:
         """A copy that shares the parameters but runs another op form."""
+        self.check_impl(impl)
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.config = dataclasses.replace(self.config, impl=impl)

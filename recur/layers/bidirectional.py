@@ -43,9 +43,10 @@ class Bidirectional(Mixer):
     causal = False
 
     def __init__(self, config: BidirectionalConfig) -> None:
-        super().__init__(config)
         cls = get_mixer(config.mixer)
+        # the forms are the inner mixer's: set before the base class checks `impl`
         self.impls = cls.impls
+        super().__init__(config)
         self.forward_mixer = cls(mixer_config(config.mixer, config.d_model, **config.mixer_options))
         self.backward_mixer = cls(mixer_config(config.mixer, config.d_model, **config.mixer_options))
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.gla import GLA as GLA_FAMILY
 from ..ops.gla import gla
 from .base import Mixer, MixerConfig, State
 from .parts import GatedRMSNorm, merge_heads, split_heads
@@ -49,7 +50,7 @@ class GLAConfig(MixerConfig):
 @register_mixer("gla")
 class GLA(Mixer):
     Config = GLAConfig
-    has_triton_kernel = True
+    family = GLA_FAMILY
 
     def __init__(self, config: GLAConfig) -> None:
         super().__init__(config)

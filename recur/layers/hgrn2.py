@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.gla import gla
+from ..ops.gla import GLA, gla
 from .base import Mixer, MixerConfig, State
 from .parts import RMSNorm, merge_heads, split_heads
 from .registry import register_mixer
@@ -44,7 +44,7 @@ class HGRN2Config(MixerConfig):
 @register_mixer("hgrn2")
 class HGRN2(Mixer):
     Config = HGRN2Config
-    has_triton_kernel = True
+    family = GLA
 
     def __init__(self, config: HGRN2Config) -> None:
         super().__init__(config)

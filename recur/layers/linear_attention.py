@@ -17,7 +17,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..ops.gla import gla
+from ..ops.gla import GLA, gla
 from .base import Mixer, MixerConfig, State
 from .parts import FEATURE_MAPS, RMSNorm, feature_map
 from .registry import register_mixer
@@ -39,7 +39,7 @@ class LinearAttentionConfig(MixerConfig):
 @register_mixer("linear_attention")
 class LinearAttention(Mixer):
     Config = LinearAttentionConfig
-    has_triton_kernel = True
+    family = GLA
 
     def __init__(self, config: LinearAttentionConfig) -> None:
         super().__init__(config)

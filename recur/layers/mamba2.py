@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ops.gla import gla
+from ..ops.gla import GLA, gla
 from .base import Mixer, MixerConfig, State
 from .parts import GatedRMSNorm, ShortConv
 from .registry import register_mixer
@@ -56,7 +56,7 @@ class Mamba2Config(MixerConfig):
 @register_mixer("mamba2")
 class Mamba2(Mixer):
     Config = Mamba2Config
-    has_triton_kernel = True
+    family = GLA
 
     def __init__(self, config: Mamba2Config) -> None:
         super().__init__(config)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.gla import gla
+from ..ops.gla import GLA, gla
 from .base import Mixer, MixerConfig, State
 from .parts import GatedRMSNorm, merge_heads, positions_after, rotary, split_heads
 from .registry import register_mixer
@@ -43,7 +43,7 @@ class RetNetConfig(MixerConfig):
 @register_mixer("retnet")
 class RetNet(Mixer):
     Config = RetNetConfig
-    has_triton_kernel = True
+    family = GLA
 
     def __init__(self, config: RetNetConfig) -> None:
         super().__init__(config)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recur.ops.gla import gla, naive_gla
+from recur.ops.gla import GLA, gla, naive_gla
 from tests.helpers import (
     assert_close,
     grads,
@@ -72,7 +72,7 @@ def run(form, q, k, v, g, h0, dtype=torch.float64, **kwargs):
 
 def run_kernel(kernels, *inputs, dtype=torch.float32, **kwargs):
     with poisoned_allocations():
-        return run(kernels.triton_gla, *inputs, dtype=dtype, **kwargs)
+        return run(GLA.forms["triton"], *inputs, dtype=dtype, **kwargs)
 
 
 def compare(actual, expected, tol, label):
@@ -129,7 +129,7 @@ def test_extreme_gates_stay_finite(kernels):
 def test_without_initial_or_final_state(kernels):
     q, k, v, g, _ = make_inputs(40, "vector")
     with poisoned_allocations():
-        o, ht = kernels.triton_gla(q.float(), k.float(), v.float(), g=g.float())
+        o, ht = GLA.forms["triton"](q.float(), k.float(), v.float(), g=g.float())
     assert ht is None
     assert_close("o", o, naive_gla(q, k, v, g=g)[0], TOL_FLOAT32)
 
@@ -165,7 +165,7 @@ def test_packed_signed_decays_without_states(kernels):
     sign = torch.where(torch.rand(g.shape, generator=torch.Generator().manual_seed(3)) < 0.5, -1.0, 1.0).double()
     leaves = [x.float().requires_grad_() for x in (q, k, v, g)]
     with poisoned_allocations():
-        o, ht = kernels.triton_gla(*leaves[:3], g=leaves[3], cu_seqlens=cu_seqlens, decay_sign=sign.float())
+        o, ht = GLA.forms["triton"](*leaves[:3], g=leaves[3], cu_seqlens=cu_seqlens, decay_sign=sign.float())
     assert ht is None
     ref_leaves = [x.clone().requires_grad_() for x in (q, k, v, g)]
     ref, _ = naive_gla(*ref_leaves[:3], g=ref_leaves[3], cu_seqlens=cu_seqlens, decay_sign=sign)
@@ -181,11 +181,11 @@ def test_no_steps_pass_the_states_through(kernels):
     """T = 0, and a packed batch of empty sequences: no launch, the states as they came."""
     q, k, v, g, h0 = (x.float() for x in make_inputs(0, "vector", B=2))
     h0.requires_grad_()
-    o, ht = kernels.triton_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
+    o, ht = GLA.forms["triton"](q, k, v, g=g, initial_state=h0, output_final_state=True)
     assert o.shape == (2, 0, 2, 16) and torch.equal(ht, h0)
     ht.sum().backward()
     assert torch.equal(h0.grad, torch.ones_like(h0))
-    o, ht = kernels.triton_gla(q[:1], k[:1], v[:1], g=g[:1], cu_seqlens=torch.tensor([0, 0, 0]), output_final_state=True)
+    o, ht = GLA.forms["triton"](q[:1], k[:1], v[:1], g=g[:1], cu_seqlens=torch.tensor([0, 0, 0]), output_final_state=True)
     assert o.shape == (1, 0, 2, 16) and ht.shape == (2, 2, 32, 16) and not ht.any()
 
 @pytest.mark.parametrize("strength", [0.3, 3.0])
@@ -237,7 +237,7 @@ def test_float16_chunks_with_moderate_decay(kernels):
 
 def test_float64_inputs_give_float64_results(kernels):
     q, k, v, g, h0 = make_inputs(20, "scalar")
-    o, ht = kernels.triton_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
+    o, ht = GLA.forms["triton"](q, k, v, g=g, initial_state=h0, output_final_state=True)
     assert o.dtype == ht.dtype == torch.float64
     ref_o, ref_ht = naive_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
     assert_close("o", o, ref_o, TOL_FLOAT32)
@@ -252,7 +252,7 @@ def test_recurrent_kernel(kernels, gate):
         sign = torch.where(torch.rand(g.shape, generator=torch.Generator().manual_seed(1)) < 0.5, -1.0, 1.0).double()
     f32 = lambda x: None if x is None else x.float()  # noqa: E731
     with poisoned_allocations():
-        o, ht = kernels.triton_gla_recurrent(
+        o, ht = GLA.step_forms["triton"](
             f32(q), f32(k), f32(v), g=f32(g), initial_state=f32(h0), output_final_state=True, decay_sign=f32(sign)
         )
     ref_o, ref_ht = naive_gla(q, k, v, g=g, initial_state=h0, output_final_state=True, decay_sign=sign)
@@ -265,7 +265,7 @@ def test_recurrent_steps_and_packed(kernels):
     q, k, v, g, h0 = (x.float() for x in make_inputs(12, "vector"))
     state, outputs = h0, []
     for t in range(12):
-        o_t, state = kernels.triton_gla_recurrent(
+        o_t, state = GLA.step_forms["triton"](
             q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1], g=g[:, t : t + 1], initial_state=state, output_final_state=True
         )
         outputs.append(o_t)
@@ -275,7 +275,7 @@ def test_recurrent_steps_and_packed(kernels):
 
     cu_seqlens = torch.tensor([0, 4, 12])
     h0_packed = torch.randn(2, 2, 32, 16)
-    o, ht = kernels.triton_gla_recurrent(
+    o, ht = GLA.step_forms["triton"](
         q[:1], k[:1], v[:1], g=g[:1], initial_state=h0_packed, output_final_state=True, cu_seqlens=cu_seqlens
     )
     ref_o, ref_ht = naive_gla(q[:1], k[:1], v[:1], g=g[:1], initial_state=h0_packed, output_final_state=True, cu_seqlens=cu_seqlens)
@@ -286,12 +286,12 @@ def test_recurrent_steps_and_packed(kernels):
 def test_recurrent_kernel_refuses_gradients(kernels):
     q, k, v, g, _ = make_inputs(4, "scalar")
     with pytest.raises(ValueError, match="computes no gradients"):
-        kernels.triton_gla_recurrent(q.float().requires_grad_(), k.float(), v.float(), g=g.float())
+        GLA.step_forms["triton"](q.float().requires_grad_(), k.float(), v.float(), g=g.float())
 
 
 def test_dispatch_and_signature(kernels, monkeypatch):
-    assert inspect.signature(kernels.triton_gla) == inspect.signature(naive_gla)
-    assert inspect.signature(kernels.triton_gla_recurrent) == inspect.signature(naive_gla)
+    assert inspect.signature(GLA.forms["triton"]) == inspect.signature(naive_gla)
+    assert inspect.signature(GLA.step_forms["triton"]) == inspect.signature(naive_gla)
     q, k, v, g, _ = (x.float() for x in make_inputs(20, "scalar"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     o, _ = gla(q, k, v, g=g, impl="triton")
@@ -301,7 +301,7 @@ def test_dispatch_and_signature(kernels, monkeypatch):
 def test_head_width_limit_named(kernels):
     q = torch.randn(1, 4, 1, 512)
     with pytest.raises(ValueError, match="head widths up to 256; got K = 512"):
-        kernels.triton_gla(q, q, q[..., :16], g=None)
+        GLA.forms["triton"](q, q, q[..., :16], g=None)
 
 
 @pytest.mark.parametrize(

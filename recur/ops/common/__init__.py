@@ -1,6 +1,6 @@
 """Primitives shared by the families: scans, segment sums, chunk state passing, packing."""
 
-from .checks import check_per_head, check_qkv, check_state, state_dtype
+from .checks import check_per_head, check_qkv, check_state, resolve_scale, state_dtype
 from .chunk import chunk_state_passing
 from .scan import linear_recurrence, linear_recurrence_loop
 from .segsum import segsum, suffix_sum_exclusive
@@ -18,6 +18,7 @@ __all__ = [
     "no_steps",
     "packed_to_padded",
     "padded_to_packed",
+    "resolve_scale",
     "segsum",
     "state_dtype",
     "suffix_sum_exclusive",

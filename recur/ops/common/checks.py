@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_qkv", "check_per_head", "check_state", "state_dtype", "shape"]
+__all__ = ["check_qkv", "check_per_head", "check_state", "resolve_scale", "shape", "state_dtype"]
 
 
 def shape(x: torch.Tensor) -> list[int]:
@@ -43,8 +43,13 @@ def check_per_head(name: str, x: torch.Tensor, q: torch.Tensor, allow_per_key: b
 
 
 def check_state(name: str, state: torch.Tensor, expected: list[int], device: torch.device) -> None:
+    """A state tensor: its shape, a floating (or complex) dtype, q's device."""
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(state).__name__}")
     if shape(state) != expected:
         raise ValueError(f"{name} has shape {shape(state)}; expected {expected}")
+    if not (state.is_floating_point() or state.is_complex()):
+        raise ValueError(f"{name} must be floating point; got {state.dtype}")
     if state.device != device:
         raise ValueError(f"{name} is on {state.device} but q is on {device}; expected one device")
 
@@ -54,3 +59,12 @@ def state_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     if any(t is not None and t.dtype == torch.float64 for t in tensors):
         return torch.float64
     return torch.float32
+
+
+def resolve_scale(scale, key_width: int) -> float:
+    """The output (or query) scale: K ** -0.5 when None."""
+    if scale is None:
+        return key_width**-0.5
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise TypeError(f"scale must be a float or None; got {type(scale).__name__}")
+    return float(scale)

@@ -1,65 +1,70 @@
 """The GLA family: S_t = diag(exp g_t) S_{t-1} + k_t v_tᵀ, o_t = scale · S_tᵀ q_t.
 
-Forms: `naive_gla` (the spec), `chunk_gla` (chunkwise PyTorch), `triton_gla` (fused GPU
-kernels, optional). `gla(..., impl=...)` dispatches between them.
+`gla(q, k, v, g=..., impl=...)` runs the form `impl` names: "naive" (the spec, a loop over
+time), "chunk" (chunkwise PyTorch) or "triton" (fused GPU kernels, optional). Each form is
+also a function of its own (`naive_gla`, `chunk_gla`, `triton_gla`) with the same
+arguments; `GLA.step(...)` is one decoding step (a fused kernel on CUDA).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..dispatch import dispatch
-from .chunk import chunk_gla
-from .naive import naive_gla
+from ..common.examples import RandomInputs
+from ..family import Example, Family, Form, StateLayout, register_family
+from .checks import check_gla_inputs
+from .chunk import chunk_gla as _chunk
+from .naive import naive_gla as _spec
 
 
-def triton_gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    g: torch.Tensor | None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    decay_sign: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gated linear attention with fused Triton kernels; same arguments as `naive_gla`."""
-    from .triton import triton_gla as kernel
-
-    return kernel(
-        q, k, v, g=g, scale=scale, initial_state=initial_state,
-        output_final_state=output_final_state, cu_seqlens=cu_seqlens, decay_sign=decay_sign,
-    )
-
-
-FORMS = {"naive": naive_gla, "chunk": chunk_gla, "triton": triton_gla}
-
-
-def gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    g: torch.Tensor | None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    decay_sign: torch.Tensor | None = None,
-    impl: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gated linear attention; `impl` is "auto", "naive", "chunk" or "triton".
-
-    "auto" runs the Triton kernels on CUDA when Triton is installed, else "chunk". See
-    `naive_gla` for the arguments.
-    """
-    form = dispatch("gla", FORMS, impl, q)
-    return form(
-        q, k, v, g=g, scale=scale, initial_state=initial_state,
-        output_final_state=output_final_state, cu_seqlens=cu_seqlens, decay_sign=decay_sign,
-    )
+def example_inputs(
+    T: int, *, batch: int = 2, case: str = "per_channel", dtype=torch.float64, device=None, seed: int = 0,
+    heads: int = 3, key_dim: int = 16, value_dim: int = 8,
+) -> Example:
+    """q, k [B, T, H, K], v [B, T, H, V], a log decay of the kind `case` names and a random
+    initial state; every floating input requires grad except the signs."""
+    draw = RandomInputs(seed, dtype, device)
+    B, H, K, V = batch, heads, key_dim, value_dim
+    q, k, v = draw.normal(B, T, H, K), draw.normal(B, T, H, K), draw.normal(B, T, H, V)
+    gates = {
+        "per_head": lambda: draw.log_decay(B, T, H),
+        "per_channel": lambda: draw.log_decay(B, T, H, K),
+        # about -16 per step: the chunk form's exact pairwise path
+        "strong": lambda: draw.log_decay(B, T, H, K, strength=20.0),
+        "signed": lambda: draw.log_decay(B, T, H),
+        "no_gate": lambda: None,
+    }
+    if case not in gates:
+        raise ValueError(f"case must be one of {sorted(gates)}; got {case!r}")
+    kwargs = {"g": gates[case](), "initial_state": draw.normal(B, H, K, V)}
+    if case == "signed":
+        kwargs["decay_sign"] = draw.signs(B, T, H)
+    return Example((q, k, v), kwargs)
 
 
-__all__ = ["FORMS", "chunk_gla", "gla", "naive_gla", "triton_gla"]
+GLA = register_family(Family(
+    name="gla",
+    paper="Gated Linear Attention Transformers with Hardware-Efficient Training (Yang et al., arXiv:2312.06635)",
+    recurrence="Gated linear attention: S_t = diag(exp g_t) S_{t-1} + k_t v_tᵀ, o_t = scale · S_tᵀ q_t",
+    spec=_spec,
+    forms={
+        "chunk": Form(_chunk, packed=True, summary="chunkwise-parallel PyTorch"),
+        "triton": Form(
+            "recur.ops.gla.triton:triton_gla", triton=True, float64=False, packed=True,
+            summary="fused Triton kernels, forward and backward",
+        ),
+    },
+    steps={"triton": Form("recur.ops.gla.triton:triton_gla_recurrent", triton=True, float64=False, packed=True)},
+    check=check_gla_inputs,
+    state=StateLayout({"S": "[B, H, K, V]"}),
+    time_inputs=("q", "k", "v", "g", "decay_sign"),
+    example_inputs=example_inputs,
+    cases=("per_head", "per_channel", "strong", "signed", "no_gate"),
+))
+
+gla = GLA.function
+naive_gla = GLA.forms["naive"]
+chunk_gla = GLA.forms["chunk"]
+triton_gla = GLA.forms["triton"]
+
+__all__ = ["GLA", "chunk_gla", "gla", "naive_gla", "triton_gla"]

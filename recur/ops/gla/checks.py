@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..common import check_cu_seqlens, check_per_head, check_qkv, check_state
+from ..common import check_per_head, check_qkv, check_state, resolve_scale
 
 
-def check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign=None) -> float:
-    """Validates the arguments of every GLA form and returns the resolved scale."""
+def check_gla_inputs(q, k, v, *, g, scale, initial_state, cu_seqlens, decay_sign, **_) -> dict:
+    """Validates the arguments of every GLA form; returns the resolved scale."""
     check_qkv(q, k, v)
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -18,12 +18,7 @@ def check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign=No
         check_per_head("decay_sign", decay_sign, q, allow_per_key=False)
     n = B
     if cu_seqlens is not None:
-        check_cu_seqlens(cu_seqlens, B, T)
         n = cu_seqlens.numel() - 1
     if initial_state is not None:
         check_state("initial_state", initial_state, [n, H, K, V], q.device)
-    if scale is None:
-        return K**-0.5
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
-        raise TypeError(f"scale must be a float or None; got {type(scale).__name__}")
-    return float(scale)
+    return {"scale": resolve_scale(scale, K)}

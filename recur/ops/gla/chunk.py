@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from ..common import chunk_state_passing, packed_to_padded, padded_to_packed, segsum, state_dtype
 from ..common.segsum import suffix_sum_exclusive
-from .checks import check_gla_inputs
 
 # A scalar gate needs a [C, C] decay matrix per chunk, so chunks can be long; a per-channel
 # gate needs [C, C, K], which grows with C, so its chunks are short (README.md).
@@ -32,34 +31,8 @@ CHUNK_SIZE_VECTOR_GATE = 8
 FACTOR_LIMIT = {torch.float32: 20.0, torch.float64: 300.0}
 
 
-def chunk_gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    g: torch.Tensor | None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    decay_sign: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gated linear attention, chunkwise. Same arguments and results as `naive_gla`.
-
-    Args:
-        q, k: queries and keys [B, T, H, K].
-        v: values [B, T, H, V].
-        g: log decay (<= 0), [B, T, H] or [B, T, H, K]; -inf resets; None means no decay.
-        scale: output scale; K ** -0.5 when None.
-        initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None.
-        output_final_state: also return S_T.
-        cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
-        decay_sign: ±1, [B, T, H], for signed per-head decays a_t = decay_sign_t · exp(g_t).
-
-    Returns:
-        (o [B, T, H, V] in v's dtype, final state [B, H, K, V] in float32/float64, or None).
-    """
-    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
+def chunk_gla(q, k, v, *, g, scale, initial_state, cu_seqlens, decay_sign):
+    """Gated linear attention, chunkwise; the arguments of `naive_gla`, already checked."""
     out_dtype = v.dtype
     if cu_seqlens is not None:
         # Padding after each sequence with k = 0 and g = 0 leaves its final state unchanged.
@@ -69,7 +42,7 @@ def chunk_gla(
     o, final_state = _chunk_gla(q, k, v, g, scale, initial_state, decay_sign)
     if cu_seqlens is not None:
         o = padded_to_packed(o, cu_seqlens)
-    return o.to(out_dtype), (final_state if output_final_state else None)
+    return o.to(out_dtype), final_state
 
 
 def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_gla_inputs
-
 
 def naive_gla(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    g: torch.Tensor | None,
+    g: torch.Tensor | None = None,
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
@@ -45,12 +43,9 @@ def naive_gla(
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
     """
-    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
-    if cu_seqlens is not None:
-        return _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, decay_sign)
-
     B, T, H, K = q.shape
     V = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
     dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     # S: [B, H, K, V]
@@ -71,22 +66,5 @@ def naive_gla(
         # read: o_t = scale · S_tᵀ q_t, [B, H, V]
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
     o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
-    return o.to(v.dtype), (S if output_final_state else None)
+    return o.to(v.dtype), S
 
-
-def _per_sequence(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, decay_sign):
-    """Packed batches: run every sequence on its own, from its own initial state."""
-    outputs, finals = [], []
-    for n in range(cu_seqlens.numel() - 1):
-        start, end = int(cu_seqlens[n]), int(cu_seqlens[n + 1])
-        o, S = naive_gla(
-            q[:, start:end], k[:, start:end], v[:, start:end],
-            g=None if g is None else g[:, start:end],
-            scale=scale,
-            initial_state=None if initial_state is None else initial_state[n : n + 1],
-            output_final_state=True,
-            decay_sign=None if decay_sign is None else decay_sign[:, start:end],
-        )
-        outputs.append(o)
-        finals.append(S)
-    return torch.cat(outputs, dim=1), (torch.cat(finals) if output_final_state else None)

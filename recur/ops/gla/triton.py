@@ -54,7 +54,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import ChunkLayout, no_steps
+from ..common import ChunkLayout
 from ..common.kernels import (
     load_rows,
     sequence_chunks,
@@ -63,7 +63,6 @@ from ..common.kernels import (
     straddling_pairs,
     sum_before,
 )
-from .checks import check_gla_inputs
 
 CHUNK = 64
 SUB_CHUNK = 16
@@ -865,39 +864,12 @@ class _ChunkGLA(torch.autograd.Function):
         return dq, dk, dv, dg, None, dh0, None, None, None
 
 
-def triton_gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    g: torch.Tensor | None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    decay_sign: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gated linear attention, chunkwise, in fused Triton kernels (forward and backward).
-
-    Args:
-        q, k: queries and keys [B, T, H, K], K <= 256.
-        v: values [B, T, H, V], V <= 256.
-        g: log decay (<= 0), [B, T, H] or [B, T, H, K]; -inf resets; None means no decay.
-        scale: output scale; K ** -0.5 when None.
-        initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None.
-        output_final_state: also return S_T.
-        cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
-        decay_sign: ±1, [B, T, H], for signed per-head decays a_t = decay_sign_t · exp(g_t).
-
-    Returns:
-        (o [B, T, H, V] in v's dtype, final state [B, H, K, V] (float32; float64 for
-        float64 inputs), or None).
+def triton_gla(q, k, v, *, g, scale, initial_state, output_final_state, cu_seqlens, decay_sign):
+    """Gated linear attention, chunkwise, in fused Triton kernels (forward and backward);
+    the arguments of `naive_gla`, already checked, with K, V <= 256. The final state is
+    float32 (float64 for float64 inputs, which the kernels round to float32 on the way in).
     """
-    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
     _check_kernel_inputs(q, v)
-    if q.shape[1] == 0:
-        n = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-        return no_steps(v, initial_state, n, q.shape[-1], output_final_state)
     out_dtype = v.dtype
     wide = torch.float64 in (q.dtype, v.dtype)
     if wide:
@@ -924,24 +896,11 @@ def triton_gla(
     return o.to(out_dtype), final
 
 
-def triton_gla_recurrent(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    g: torch.Tensor | None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    decay_sign: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gated linear attention step by step in one fused kernel, for decoding (no gradients).
-
-    Same arguments and results as `triton_gla`; with T = 1 it is one decoding step that
+def triton_gla_recurrent(q, k, v, *, g, scale, initial_state, output_final_state, cu_seqlens, decay_sign):
+    """Gated linear attention step by step in one fused kernel, for decoding (no gradients);
+    the arguments of `naive_gla`, already checked. With T = 1 it is one decoding step that
     reads the state once and writes it once.
     """
-    scale = check_gla_inputs(q, k, v, g, scale, initial_state, cu_seqlens, decay_sign)
     _check_kernel_inputs(q, v)
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, k, v, g, initial_state)):
         raise ValueError(
