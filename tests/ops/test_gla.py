@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recur.ops.gla import GLA, chunk_gla, naive_gla
-from recur.ops.gla.chunk import CHUNK_SIZE_SCALAR_GATE, FACTOR_LIMIT, _chunked, _within_factor_limit
+from recur.ops.gla.chunk import CHUNK_SIZE, FACTOR_LIMIT, _chunked, _factor_block_size
 from tests.helpers import assert_close, compare_results, family_results
 
 CASE = {"scalar": "per_head", "vector": "per_channel", "none": "no_gate"}
@@ -152,4 +152,4 @@ def test_factorized_path_is_refused_beyond_its_limit():
 
 
 def factorizable(g: torch.Tensor) -> bool:
-    return _within_factor_limit(_chunked(g, CHUNK_SIZE_SCALAR_GATE).cumsum(dim=3))
+    return _factor_block_size(_chunked(g, CHUNK_SIZE)) == CHUNK_SIZE

@@ -5,12 +5,17 @@ Gated Linear Attention Transformers with Hardware-Efficient Training (arXiv:2312
 
 Time is split into chunks of C steps. Within a chunk the outputs are a masked attention
 over the chunk's own keys; across chunks information flows only through the state at
-chunk boundaries. Every decay factor is exp of a sum of log decays over a segment that
-lies inside one chunk or spans whole chunks, so every exponent is <= 0 and nothing can
-overflow; segment sums are summed directly, never as differences of prefix sums, which
-keeps strong gates (-20 per step) exact and -inf (a full reset) well defined. Per-channel
-gates whose in-chunk prefix sums stay small take one matrix product per chunk instead of
-the pairwise decays. See README.md for the derivation and the choice of chunk sizes.
+chunk boundaries. Every decay factor is exp of a sum of log decays over a segment measured
+from a boundary (a chunk's, or a block's inside it), so every exponent is <= 0 and nothing
+can overflow; segment sums are summed directly, never as differences of prefix sums, which
+keeps strong gates (-20 per step) exact and -inf (a full reset) well defined.
+
+A per-head gate takes the C × C decay matrix of each chunk. A per-channel gate takes the
+paper's secondary chunking, carried to every scale: the chunk is halved again and again,
+and the scores between the two halves of a block are one matrix product of queries decayed
+from the block's middle and keys decayed to it. Halving stops at the largest blocks whose
+log decays stay within ±FACTOR_LIMIT; inside those, exp(b_t - b_s) = exp(b_t) · exp(-b_s)
+is one matrix product per block. See README.md for the derivation.
 """
 
 from __future__ import annotations
@@ -19,15 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from ..common import chunk_state_passing, packed_to_padded, padded_to_packed, segsum, state_dtype
-from ..common.segsum import suffix_sum_exclusive
+from ..common.segsum import prefix_sum_exclusive, suffix_sum_exclusive
 
-# A scalar gate needs a [C, C] decay matrix per chunk, so chunks can be long; a per-channel
-# gate needs [C, C, K], which grows with C, so its chunks are short (README.md).
-CHUNK_SIZE_SCALAR_GATE = 64
-CHUNK_SIZE_VECTOR_GATE = 8
-# A per-channel gate whose log decay stays within ±FACTOR_LIMIT of every chunk's start can
-# take one matrix product per chunk: exp(b_t - b_s) = exp(b_t) · exp(-b_s) neither
-# overflows nor loses more than about FACTOR_LIMIT · eps of relative precision (README.md).
+CHUNK_SIZE = 64
+# Inside a block whose log decays sum to at most FACTOR_LIMIT in magnitude, exp(b_t - b_s) =
+# exp(b_t) · exp(-b_s) neither overflows nor loses more than about FACTOR_LIMIT · eps of
+# relative precision (README.md).
 FACTOR_LIMIT = {torch.float32: 20.0, torch.float64: 300.0}
 
 
@@ -50,55 +52,17 @@ def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
     dtype = state_dtype(q, v)
     if g is None:
         g = q.new_zeros(*q.shape[:3], dtype=dtype)
-    per_key = g.dim() == 4
-    C = CHUNK_SIZE_SCALAR_GATE
-    g_chunks = _chunked(g.to(dtype), C)
-    # log decay from the chunk start to step t (inclusive)
-    to_step = g_chunks.cumsum(dim=3)
-    factorized = per_key and _within_factor_limit(to_step)
-    if per_key and not factorized:
-        C = CHUNK_SIZE_VECTOR_GATE
-        g_chunks = _chunked(g.to(dtype), C)
-        to_step = g_chunks.cumsum(dim=3)
     # [B, T, H, ...] -> [B, N, H, C, ...]; g: [B, N, H, C] or [B, N, H, C, K]
-    q, k, v = (_chunked(x.to(dtype), C) for x in (q, k, v))
-    g = g_chunks
-    signs = None if decay_sign is None else _segment_signs(_chunked(decay_sign, C))
-    chunk_total = to_step[:, :, :, -1]
-
-    if factorized:
-        # Every |to_step| <= FACTOR_LIMIT, so exp(g_{s+1} + ... + g_t) = exp(to_step_t) ·
-        # exp(-to_step_s) and the decay from s to the chunk end is exp(total) · exp(-to_step_s).
-        q_decayed = q * to_step.exp()
-        k_grown = k * (-to_step).exp()
-        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-        # 1. Intra-chunk scores: one matrix product per chunk.
-        scores = (q_decayed @ k_grown.transpose(-1, -2)).masked_fill(~causal, 0)
-        # 2. What each chunk writes to the state on its own.
-        k_to_end = k_grown * chunk_total.exp().unsqueeze(-2)
+    q, k, v, g = (_chunked(x.to(dtype), CHUNK_SIZE) for x in (q, k, v, g))
+    signs = None if decay_sign is None else _segment_signs(_chunked(decay_sign, CHUNK_SIZE))
+    if g.dim() == 5:
+        # 1. and 2. for a per-channel gate: halving blocks (README.md)
+        scores, q_from_start, k_to_end, chunk_total = _per_channel_terms(q, k, g)
     else:
-        # log decay from after step s to the chunk end, summed directly
-        to_end = suffix_sum_exclusive(g, dim=3)
-        if not per_key:
-            to_step, to_end = to_step.unsqueeze(-1), to_end.unsqueeze(-1)
-        # 1. Intra-chunk: o_t += scale · sum_{s<=t in chunk} (q_t ⊙ exp(g_{s+1} + ... + g_t)) · k_s v_s.
-        if per_key:
-            # [B, N, H, C, C, K]: exp of the log decay from s to t for every key channel
-            decay = segsum(g, dim=-2).exp()
-            # scores[t, s] = sum_k q_tk k_sk decay_tsk, as one batched mat-vec per query row
-            scores = ((decay * k.unsqueeze(-3)) @ q.unsqueeze(-1)).squeeze(-1)
-        else:
-            # [B, N, H, C, C]
-            decay = segsum(g).exp()
-            if signs is not None:
-                decay = decay * signs["pairs"]
-            scores = (q @ k.transpose(-1, -2)) * decay
-        # 2. What each chunk writes to the state on its own: U_n = sum_s (k_s ⊙ exp(to_end_s)) v_sᵀ.
-        to_end, to_step = to_end.exp(), to_step.exp()
-        if signs is not None:
-            to_end, to_step = to_end * signs["to_end"], to_step * signs["to_step"]
-        k_to_end, q_decayed = k * to_end, q * to_step
+        scores, q_from_start, k_to_end, chunk_total = _per_head_terms(q, k, g, signs)
+    # 1. Intra-chunk: o_t += scale · sum_{s<=t in chunk} scores[t, s] v_s.
     o = scores @ v
+    # 2. What each chunk writes to the state on its own: U_n = sum_s (k_s ⊙ exp γ(s, end]) v_sᵀ.
     local_states = k_to_end.transpose(-1, -2) @ v
 
     # 3. States entering each chunk: S_n = exp(G_n) ⊙ S_{n-1} + U_n, a scan over chunks.
@@ -106,21 +70,115 @@ def _chunk_gla(q, k, v, g, scale, initial_state, decay_sign):
     chunk_sign = None if signs is None else signs["total"]
     states_in, final_state = chunk_state_passing(chunk_total, local_states, init, chunk_sign)
 
-    # 4. Inter-chunk: o_t += scale · (q_t ⊙ exp(to_step_t))ᵀ S_{n-1}.
-    o = o + q_decayed @ states_in
+    # 4. Inter-chunk: o_t += scale · (q_t ⊙ exp γ(start, t])ᵀ S_{n-1}.
+    o = o + q_from_start @ states_in
     o = o * scale
     # [B, N, H, C, V] -> [B, T, H, V]
     o = o.transpose(2, 3).flatten(1, 2)[:, :T]
     return o, final_state
 
 
-def _within_factor_limit(to_step: torch.Tensor) -> bool:
-    """Whether every in-chunk prefix of the log decay stays within ±FACTOR_LIMIT.
+def _per_head_terms(q, k, g, signs):
+    """Scores [B, N, H, C, C], q and k decayed from the chunk start and to its end
+    [B, N, H, C, K], and the chunk's log decay [B, N, H], for a per-head gate [B, N, H, C]."""
+    # log decay from the chunk start to step t (inclusive), and from after step s to the end
+    to_step = g.cumsum(dim=-1)
+    to_end = suffix_sum_exclusive(g, dim=-1)
+    # [B, N, H, C, C]: exp γ(s, t], the decay from step s to step t
+    decay = segsum(g).exp()
+    from_start, to_end = to_step.exp().unsqueeze(-1), to_end.exp().unsqueeze(-1)
+    if signs is not None:
+        decay = decay * signs["pairs"]
+        from_start, to_end = from_start * signs["to_step"], to_end * signs["to_end"]
+    scores = (q @ k.transpose(-1, -2)) * decay
+    return scores, q * from_start, k * to_end, to_step[..., -1]
 
-    Typical learned gates (GLA's logsigmoid(·)/16, a few units per 64 steps) qualify; strong
-    gates and -inf resets take the exact pairwise path.
+
+def _per_channel_terms(q, k, g):
+    """Scores [B, N, H, C, C], q and k decayed from the chunk start and to its end
+    [B, N, H, C, K], and the chunk's log decay [B, N, H, K], for a per-channel gate
+    [B, N, H, C, K].
+
+    The chunk is cut into blocks of `block` steps whose log decays stay within
+    FACTOR_LIMIT, where scores are one factorized matrix product; pairs of steps in
+    different blocks are covered by halving: the scores between the two halves of a block
+    of 2h steps are queries decayed from its middle times keys decayed to it.
     """
-    return to_step.numel() == 0 or bool(to_step.abs().amax() <= FACTOR_LIMIT[to_step.dtype])
+    C = g.shape[-2]
+    block = _factor_block_size(g)
+    blocks = C // block
+    # [B, N, H, C, K] -> [B, N, H, blocks, block, K]
+    q, k, g = (x.unflatten(-2, (blocks, block)) for x in (q, k, g))
+    # log decay from the block start to step t (inclusive)
+    to_step = g.cumsum(dim=-2)
+    # [B, N, H, blocks, K]
+    block_total = to_step[..., -1, :]
+    from_block_start = to_step.exp()
+    # q_t ⊙ exp γ(block start, t]: every exponent <= 0
+    q_decayed = q * from_block_start
+    if block == 1:
+        # a block of one step: the score of a step with itself, decay exp γ(t, t] = 1
+        scores = (q * k).sum(-1, keepdim=True)
+        k_decayed = k
+    else:
+        # |to_step| <= FACTOR_LIMIT, so exp γ(s, t] = exp(to_step_t) · exp(-to_step_s)
+        k_grown = k / from_block_start
+        earlier = torch.ones(block, block, dtype=torch.bool, device=q.device).tril(-1)
+        scores = (q_decayed @ k_grown.transpose(-1, -2)).masked_fill(~earlier, 0)
+        # the diagonal apart, unfactorized
+        scores = scores + torch.diag_embed((q * k).sum(-1))
+        k_decayed = k * suffix_sum_exclusive(g, dim=-2).exp()
+
+    # Halving: blocks of h steps pair up into blocks of 2h, whose scores are
+    # [[scores of the first half, 0], [cross, scores of the second half]].
+    h = block
+    while h < C:
+        per_half = h // block
+        # [B, N, H, pairs, 2, per_half, ...]: the first and second half of each block of 2h
+        halves = lambda x: x.unflatten(-3 if x.dim() == 6 else -2, (C // (2 * h), 2, per_half))  # noqa: E731
+        totals = halves(block_total)
+        # log decay from the middle to the start of each block of the second half, and
+        # from the end of each block of the first half to the middle: sums of whole blocks
+        into_second = prefix_sum_exclusive(totals[..., 1, :, :], dim=-2).exp().unsqueeze(-2)
+        out_of_first = suffix_sum_exclusive(totals[..., 0, :, :], dim=-2).exp().unsqueeze(-2)
+        # q_t ⊙ exp γ(middle, t] and k_s ⊙ exp γ(s, middle], [B, N, H, pairs, h, K]
+        q_half = (halves(q_decayed)[..., 1, :, :, :] * into_second).flatten(-3, -2)
+        k_half = (halves(k_decayed)[..., 0, :, :, :] * out_of_first).flatten(-3, -2)
+        cross = q_half @ k_half.transpose(-1, -2)
+        pair = scores.unflatten(-3, (C // (2 * h), 2))
+        upper = F.pad(pair[..., 0, :, :], (0, h))
+        lower = torch.cat([cross, pair[..., 1, :, :]], dim=-1)
+        scores = torch.cat([upper, lower], dim=-2)
+        h *= 2
+    scores = scores.squeeze(-3)
+
+    # the chunk level: from the chunk start to each block, from each block to the chunk end
+    into_block = prefix_sum_exclusive(block_total, dim=-2).exp().unsqueeze(-2)
+    out_of_block = suffix_sum_exclusive(block_total, dim=-2).exp().unsqueeze(-2)
+    q_from_start = (q_decayed * into_block).flatten(-3, -2)
+    k_to_end = (k_decayed * out_of_block).flatten(-3, -2)
+    return scores, q_from_start, k_to_end, block_total.sum(dim=-2)
+
+
+def _factor_block_size(g: torch.Tensor) -> int:
+    """The largest power-of-two block size (up to the chunk) at which every block's log
+    decays, g [B, N, H, C, K], sum to at most FACTOR_LIMIT in magnitude; 1 when none.
+
+    Typical learned gates (GLA's logsigmoid(·)/16, a few units per 64 steps) take whole
+    chunks; strong gates take smaller blocks, and -inf resets blocks of one step.
+    """
+    C, limit = g.shape[-2], FACTOR_LIMIT[g.dtype]
+    if g.numel() == 0:
+        return C
+    with torch.no_grad():
+        # |b_t| <= sum over the block of |g| for every in-block prefix b_t
+        sums = [g.abs()]
+        while sums[-1].shape[-2] > 1:
+            sums.append(sums[-1].unflatten(-2, (-1, 2)).sum(dim=-2))
+        for size_log2 in range(len(sums) - 1, 0, -1):
+            if bool(sums[size_log2].amax() <= limit):
+                return C // sums[size_log2].shape[-2]
+    return 1
 
 
 def _chunked(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
