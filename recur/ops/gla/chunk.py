@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..common import chunk_state_passing, packed_to_padded, padded_to_packed, segsum, state_dtype
-from ..common.segsum import prefix_sum_exclusive, suffix_sum_exclusive
+from ..common.segsum import suffix_sum_exclusive
 
 CHUNK_SIZE = 64
 # Inside a block whose log decays sum to at most FACTOR_LIMIT in magnitude, exp(b_t - b_s) =
@@ -99,20 +99,15 @@ def _per_channel_terms(q, k, g):
     [B, N, H, C, K], and the chunk's log decay [B, N, H, K], for a per-channel gate
     [B, N, H, C, K].
 
-    The chunk is cut into blocks of `block` steps whose log decays stay within
-    FACTOR_LIMIT, where scores are one factorized matrix product; pairs of steps in
-    different blocks are covered by halving: the scores between the two halves of a block
-    of 2h steps are queries decayed from its middle times keys decayed to it.
+    Blocks whose log decays stay within FACTOR_LIMIT take one factorized matrix product
+    each; then neighbouring blocks merge, two at a time, up to the whole chunk.
     """
     C = g.shape[-2]
     block = _factor_block_size(g)
-    blocks = C // block
-    # [B, N, H, C, K] -> [B, N, H, blocks, block, K]
-    q, k, g = (x.unflatten(-2, (blocks, block)) for x in (q, k, g))
+    # [B, N, H, C, K] -> [B, N, H, C / block, block, K]
+    q, k, g = (x.unflatten(-2, (C // block, block)) for x in (q, k, g))
     # log decay from the block start to step t (inclusive)
     to_step = g.cumsum(dim=-2)
-    # [B, N, H, blocks, K]
-    block_total = to_step[..., -1, :]
     from_block_start = to_step.exp()
     # q_t ⊙ exp γ(block start, t]: every exponent <= 0
     q_decayed = q * from_block_start
@@ -121,43 +116,65 @@ def _per_channel_terms(q, k, g):
         scores = (q * k).sum(-1, keepdim=True)
         k_decayed = k
     else:
-        # |to_step| <= FACTOR_LIMIT, so exp γ(s, t] = exp(to_step_t) · exp(-to_step_s)
-        k_grown = k / from_block_start
+        # |to_step| <= FACTOR_LIMIT, so exp γ(s, t] = exp(to_step_t) · exp(-to_step_s) for s < t
+        k_grown = k * (-to_step).exp()
         earlier = torch.ones(block, block, dtype=torch.bool, device=q.device).tril(-1)
         scores = (q_decayed @ k_grown.transpose(-1, -2)).masked_fill(~earlier, 0)
-        # the diagonal apart, unfactorized
+        # The diagonal and the decays to the block end apart, unfactorized: a factor
+        # exp(b) · exp(-b) would pass the gradient of g through two large terms that cancel.
         scores = scores + torch.diag_embed((q * k).sum(-1))
-        k_decayed = k * suffix_sum_exclusive(g, dim=-2).exp()
+        k_decayed = k * _BoundedSuffixSum.apply(g, to_step).exp()
+    totals = to_step[..., -1, :]
+    while scores.shape[-3] > 1:
+        scores, q_decayed, k_decayed, totals = _merge_blocks(scores, q_decayed, k_decayed, totals)
+    return scores.squeeze(-3), q_decayed.squeeze(-3), k_decayed.squeeze(-3), totals.squeeze(-2)
 
-    # Halving: blocks of h steps pair up into blocks of 2h, whose scores are
-    # [[scores of the first half, 0], [cross, scores of the second half]].
-    h = block
-    while h < C:
-        per_half = h // block
-        # [B, N, H, pairs, 2, per_half, ...]: the first and second half of each block of 2h
-        halves = lambda x: x.unflatten(-3 if x.dim() == 6 else -2, (C // (2 * h), 2, per_half))  # noqa: E731
-        totals = halves(block_total)
-        # log decay from the middle to the start of each block of the second half, and
-        # from the end of each block of the first half to the middle: sums of whole blocks
-        into_second = prefix_sum_exclusive(totals[..., 1, :, :], dim=-2).exp().unsqueeze(-2)
-        out_of_first = suffix_sum_exclusive(totals[..., 0, :, :], dim=-2).exp().unsqueeze(-2)
-        # q_t ⊙ exp γ(middle, t] and k_s ⊙ exp γ(s, middle], [B, N, H, pairs, h, K]
-        q_half = (halves(q_decayed)[..., 1, :, :, :] * into_second).flatten(-3, -2)
-        k_half = (halves(k_decayed)[..., 0, :, :, :] * out_of_first).flatten(-3, -2)
-        cross = q_half @ k_half.transpose(-1, -2)
-        pair = scores.unflatten(-3, (C // (2 * h), 2))
-        upper = F.pad(pair[..., 0, :, :], (0, h))
-        lower = torch.cat([cross, pair[..., 1, :, :]], dim=-1)
-        scores = torch.cat([upper, lower], dim=-2)
-        h *= 2
-    scores = scores.squeeze(-3)
 
-    # the chunk level: from the chunk start to each block, from each block to the chunk end
-    into_block = prefix_sum_exclusive(block_total, dim=-2).exp().unsqueeze(-2)
-    out_of_block = suffix_sum_exclusive(block_total, dim=-2).exp().unsqueeze(-2)
-    q_from_start = (q_decayed * into_block).flatten(-3, -2)
-    k_to_end = (k_decayed * out_of_block).flatten(-3, -2)
-    return scores, q_from_start, k_to_end, block_total.sum(dim=-2)
+def _merge_blocks(scores, q_decayed, k_decayed, totals):
+    """Blocks of h steps, pairwise, into blocks of 2h (the paper's secondary chunking).
+
+    For each block: scores [..., h, h], q_t ⊙ exp γ(block start, t] and k_s ⊙ exp γ(s, block
+    end] [..., h, K], and the block's log decay [..., K]. Across the middle of a merged block
+    exp γ(s, t] = exp γ(s, middle] · exp γ(middle, t], both measured from the boundary, so
+    the scores between its halves are one matrix product with every exponent <= 0.
+    """
+    h = scores.shape[-1]
+    # [..., blocks, ...] -> [..., blocks / 2, 2, ...]: the first and second half of each merged block
+    scores, q_decayed, k_decayed = (x.unflatten(-3, (-1, 2)) for x in (scores, q_decayed, k_decayed))
+    totals = totals.unflatten(-2, (-1, 2))
+    cross = q_decayed[..., 1, :, :] @ k_decayed[..., 0, :, :].transpose(-1, -2)
+    upper = F.pad(scores[..., 0, :, :], (0, h))
+    lower = torch.cat([cross, scores[..., 1, :, :]], dim=-1)
+    # queries of the second half decay through the first; keys of the first through the second
+    decay = totals.exp()
+    ones = torch.ones_like(decay[..., :1, :])
+    into_half = torch.cat([ones, decay[..., :1, :]], dim=-2).unsqueeze(-2)
+    out_of_half = torch.cat([decay[..., 1:, :], ones], dim=-2).unsqueeze(-2)
+    return (
+        torch.cat([upper, lower], dim=-2),
+        (q_decayed * into_half).flatten(-3, -2),
+        (k_decayed * out_of_half).flatten(-3, -2),
+        totals.sum(dim=-2),
+    )
+
+
+class _BoundedSuffixSum(torch.autograd.Function):
+    """γ(s, block end] = g_{s+1} + ... + g_end along dim -2, given g and its in-block
+    prefix sums b with |b| <= FACTOR_LIMIT.
+
+    The value b_end - b_s is as precise as the factorized scores (about FACTOR_LIMIT · eps).
+    The gradient is summed directly, dg_r = sum_{s<r} grad_s: autograd's route through b_end
+    and b_s would cancel the gradient of the block's last key (decay 1) against every g_r.
+    """
+
+    @staticmethod
+    def forward(ctx, g, to_step):
+        return to_step[..., -1:, :] - to_step
+
+    @staticmethod
+    def backward(ctx, grad):
+        before = grad.cumsum(dim=-2)
+        return torch.cat([torch.zeros_like(before[..., :1, :]), before[..., :-1, :]], dim=-2), None
 
 
 def _factor_block_size(g: torch.Tensor) -> int:
