@@ -111,20 +111,21 @@ def _per_channel_terms(q, k, g):
     from_block_start = to_step.exp()
     # q_t ⊙ exp γ(block start, t]: every exponent <= 0
     q_decayed = q * from_block_start
+    totals = to_step[..., -1, :]
     if block == 1:
         # a block of one step: the score of a step with itself, decay exp γ(t, t] = 1
         scores = (q * k).sum(-1, keepdim=True)
         k_decayed = k
     else:
-        # |to_step| <= FACTOR_LIMIT, so exp γ(s, t] = exp(to_step_t) · exp(-to_step_s) for s < t
-        k_grown = k * (-to_step).exp()
-        earlier = torch.ones(block, block, dtype=torch.bool, device=q.device).tril(-1)
-        scores = (q_decayed @ k_grown.transpose(-1, -2)).masked_fill(~earlier, 0)
-        # The diagonal and the decays to the block end apart, unfactorized: a factor
-        # exp(b) · exp(-b) would pass the gradient of g through two large terms that cancel.
-        scores = scores + torch.diag_embed((q * k).sum(-1))
+        # k_s ⊙ exp γ(s, block end], and with |to_step| <= FACTOR_LIMIT, exp γ(s, t] =
+        # exp γ(t, block end]^-1 · exp γ(s, block end] for s < t: one matrix product
         k_decayed = k * _BoundedSuffixSum.apply(g, to_step).exp()
-    totals = to_step[..., -1, :]
+        q_grown = q_decayed * (-totals).exp().unsqueeze(-2)
+        earlier = torch.ones(block, block, dtype=torch.bool, device=q.device).tril(-1)
+        scores = (q_grown @ k_decayed.transpose(-1, -2)).masked_fill(~earlier, 0)
+        # The diagonal apart, unfactorized: exp(x) · exp(-x) would pass the gradient of g
+        # through two large terms that cancel.
+        scores.diagonal(dim1=-2, dim2=-1).copy_((q * k).sum(-1))
     while scores.shape[-3] > 1:
         scores, q_decayed, k_decayed, totals = _merge_blocks(scores, q_decayed, k_decayed, totals)
     return scores.squeeze(-3), q_decayed.squeeze(-3), k_decayed.squeeze(-3), totals.squeeze(-2)
