@@ -5,17 +5,18 @@ Gated Linear Attention Transformers with Hardware-Efficient Training (arXiv:2312
 
 Time is split into chunks of C steps. Within a chunk the outputs are a masked attention
 over the chunk's own keys; across chunks information flows only through the state at
-chunk boundaries. Every decay factor is exp of a sum of log decays over a segment measured
-from a boundary (a chunk's, or a block's inside it), so every exponent is <= 0 and nothing
-can overflow; segment sums are summed directly, never as differences of prefix sums, which
-keeps strong gates (-20 per step) exact and -inf (a full reset) well defined.
+chunk boundaries. Every decay factor is exp of a sum of log decays between a boundary (of
+the chunk, or of a block inside it) and a step, so every exponent is <= 0 and nothing can
+overflow; those sums are summed directly, never as differences of prefix sums, which keeps
+strong gates (-20 per step) exact and -inf (a full reset) well defined.
 
 A per-head gate takes the C × C decay matrix of each chunk. A per-channel gate takes the
-paper's secondary chunking, carried to every scale: the chunk is halved again and again,
-and the scores between the two halves of a block are one matrix product of queries decayed
-from the block's middle and keys decayed to it. Halving stops at the largest blocks whose
-log decays stay within ±FACTOR_LIMIT; inside those, exp(b_t - b_s) = exp(b_t) · exp(-b_s)
-is one matrix product per block. See README.md for the derivation.
+paper's secondary chunking (§4) to every scale: neighbouring blocks merge two at a time,
+and the scores between them are one matrix product of queries decayed from their common
+boundary and keys decayed to it. Merging starts from the largest blocks whose log decays
+stay within ±FACTOR_LIMIT, where exp(b_t - b_s) = exp(b_t) · exp(-b_s) makes a block's
+scores one matrix product too, or from single steps when no block size qualifies.
+See README.md for the derivation.
 """
 
 from __future__ import annotations
@@ -108,9 +109,8 @@ def _per_channel_terms(q, k, g):
     q, k, g = (x.unflatten(-2, (C // block, block)) for x in (q, k, g))
     # log decay from the block start to step t (inclusive)
     to_step = g.cumsum(dim=-2)
-    from_block_start = to_step.exp()
     # q_t ⊙ exp γ(block start, t]: every exponent <= 0
-    q_decayed = q * from_block_start
+    q_decayed = q * to_step.exp()
     totals = to_step[..., -1, :]
     if block == 1:
         # a block of one step: the score of a step with itself, decay exp γ(t, t] = 1
@@ -189,14 +189,14 @@ def _factor_block_size(g: torch.Tensor) -> int:
     if g.numel() == 0:
         return C
     with torch.no_grad():
-        # |b_t| <= sum over the block of |g| for every in-block prefix b_t
+        # every in-block prefix (or suffix) sum is at most the block's sum of |g| in magnitude
         sums = [g.abs()]
         while sums[-1].shape[-2] > 1:
             sums.append(sums[-1].unflatten(-2, (-1, 2)).sum(dim=-2))
-        for size_log2 in range(len(sums) - 1, 0, -1):
-            if bool(sums[size_log2].amax() <= limit):
-                return C // sums[size_log2].shape[-2]
-    return 1
+        # one transfer to the host for every size: [block 2, 4, ..., C]
+        largest = torch.stack([s.amax() for s in sums[1:]]).tolist()
+    sizes = [2**i for i in range(1, len(sums))]
+    return max([size for size, m in zip(sizes, largest, strict=True) if m <= limit], default=1)
 
 
 def _chunked(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
