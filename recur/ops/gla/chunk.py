@@ -140,22 +140,22 @@ def _merge_blocks(scores, q_decayed, k_decayed, totals):
     the scores between its halves are one matrix product with every exponent <= 0.
     """
     h = scores.shape[-1]
-    # [..., blocks, ...] -> [..., blocks / 2, 2, ...]: the first and second half of each merged block
-    scores, q_decayed, k_decayed = (x.unflatten(-3, (-1, 2)) for x in (scores, q_decayed, k_decayed))
-    totals = totals.unflatten(-2, (-1, 2))
-    cross = q_decayed[..., 1, :, :] @ k_decayed[..., 0, :, :].transpose(-1, -2)
-    upper = F.pad(scores[..., 0, :, :], (0, h))
-    lower = torch.cat([cross, scores[..., 1, :, :]], dim=-1)
+    # [..., blocks, ...] -> the first and the second half of each merged block
+    scores_first, scores_second = scores.unflatten(-3, (-1, 2)).unbind(-3)
+    q_first, q_second = q_decayed.unflatten(-3, (-1, 2)).unbind(-3)
+    k_first, k_second = k_decayed.unflatten(-3, (-1, 2)).unbind(-3)
+    total_first, total_second = totals.unflatten(-2, (-1, 2)).unbind(-2)
+    cross = q_second @ k_first.transpose(-1, -2)
+    upper = F.pad(scores_first, (0, h))
+    lower = torch.cat([cross, scores_second], dim=-1)
     # queries of the second half decay through the first; keys of the first through the second
-    decay = totals.exp()
-    ones = torch.ones_like(decay[..., :1, :])
-    into_half = torch.cat([ones, decay[..., :1, :]], dim=-2).unsqueeze(-2)
-    out_of_half = torch.cat([decay[..., 1:, :], ones], dim=-2).unsqueeze(-2)
+    q_second = q_second * total_first.exp().unsqueeze(-2)
+    k_first = k_first * total_second.exp().unsqueeze(-2)
     return (
         torch.cat([upper, lower], dim=-2),
-        (q_decayed * into_half).flatten(-3, -2),
-        (k_decayed * out_of_half).flatten(-3, -2),
-        totals.sum(dim=-2),
+        torch.cat([q_first, q_second], dim=-2),
+        torch.cat([k_first, k_second], dim=-2),
+        total_first + total_second,
     )
 
 
