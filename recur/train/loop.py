@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import MIXERS, Mixer
 from ..models import LM, LMConfig
-from ..models.heads import SequenceClassifier, SequenceRegressor
+from ..models import HeadConfig, InputConfig, SequenceModel
 from ..tasks import Task, get_task
 from . import checkpoint, distributed
 from .config import RunConfig, from_dict, to_dict
@@ -57,9 +57,8 @@ def build_model(config: RunConfig, task: Task) -> nn.Module:
     model_config: LMConfig = config.model
     if task.head == "lm":
         return LM(model_config)
-    if task.head == "classify":
-        return SequenceClassifier(model_config, task.num_outputs, config.head.pooling, config.head.loss)
-    return SequenceRegressor(model_config, task.num_outputs, config.head.pooling)
+    head = HeadConfig(kind=task.head, num_outputs=task.num_outputs, pooling=config.head.pooling, loss=config.head.loss)
+    return SequenceModel(model_config, InputConfig(kind="tokens"), head)
 
 
 def batch_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
