@@ -97,6 +97,20 @@ class Mixer(nn.Module, abc.ABC):
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         """The state before the first token."""
 
+    @classmethod
+    def shared_across_depth(cls, layers: list[Mixer]) -> nn.Module | None:
+        """Parameters the layers of this mixer in one model share (None: nothing). The
+        model keeps the module once and calls `attach_shared(module, depth)` on each layer."""
+        return None
+
+    def attach_shared(self, module: nn.Module, depth: int) -> None:
+        # a plain reference, not a submodule: the model owns the parameters, once
+        object.__setattr__(self, "_shared", (module, depth))
+
+    def shared(self) -> tuple[nn.Module, int] | None:
+        """The module from `shared_across_depth` and this layer's depth, inside a model."""
+        return self.__dict__.get("_shared")
+
     def state_size(self) -> int:
         """Bytes of recurrent state per sequence (for a growing cache: per token)."""
         state = self.init_state(1, device=torch.device("cpu"))
