@@ -34,7 +34,8 @@ def naive_delta_rule(
         q, k: queries and keys [B, T, H, K] (the layers L2-normalise them).
         v: values [B, T, H, V].
         beta: write strength [B, T, H], in [0, 2] for eigenvalues in [−1, 1].
-        g: log decay log α (<= 0), [B, T, H]; None means no decay (DeltaNet).
+        g: log decay log α (<= 0), [B, T, H]; -inf resets the state; None means no decay
+            (DeltaNet).
         scale: output scale; K ** -0.5 when None.
         initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None for zeros.
         output_final_state: also return S_T.
