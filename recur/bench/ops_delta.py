@@ -66,7 +66,8 @@ def _cuda_baselines(q, k, v, *, beta, g) -> list[OpCase]:
 
 @register_op_bench(
     "delta_product",
-    f"B={B}, H={H}, K=V={K}, n_h={NUM_HOUSEHOLDER} Householder steps per token, β in [0, 2], per-head log decay.",
+    f"B={B}, H={H}, K=V={K}, n_h={NUM_HOUSEHOLDER} Householder steps per token, β in [0, 2], "
+    "per-head log decay.",
 )
 def delta_product_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
     example = DELTA_PRODUCT.example_inputs(

@@ -21,7 +21,12 @@ def make_inputs(T, case="neg_eigval", dtype=torch.float64, batch=2, strength=1.0
 
 
 def check(example, tol=1e-10, label="", form="chunk"):
-    compare_results(family_results(DELTA_RULE, form, example), family_results(DELTA_RULE, "naive", example), tol, label)
+    compare_results(
+        family_results(DELTA_RULE, form, example),
+        family_results(DELTA_RULE, "naive", example),
+        tol,
+        label,
+    )
 
 
 @pytest.mark.parametrize("case", ["gated", "ungated"])
@@ -54,7 +59,9 @@ def test_minus_inf_resets_state():
     q, k, v = example.args
     beta = example.kwargs["beta"]
     o_reset, _ = chunk_delta_rule(q[:, 17:], k[:, 17:], v[:, 17:], beta=beta[:, 17:], g=g[:, 17:])
-    o_full, _ = chunk_delta_rule(q, k, v, beta=beta, g=g, initial_state=example.kwargs["initial_state"])
+    o_full, _ = chunk_delta_rule(
+        q, k, v, beta=beta, g=g, initial_state=example.kwargs["initial_state"]
+    )
     assert_close("reset isolation", o_full[:, 17:64], o_reset[:, :47], 1e-12)
 
 
@@ -64,10 +71,19 @@ def test_reflections_compute_parity():
     B, T, H, K, V = 2, 200, 3, 16, 8
     gen = torch.Generator().manual_seed(3)
     bits = torch.randint(0, 2, (B, T, H), generator=gen).double()
-    k = F.normalize(torch.randn(1, 1, H, K, generator=gen, dtype=torch.float64), dim=-1).expand(B, T, H, K)
+    k = F.normalize(torch.randn(1, 1, H, K, generator=gen, dtype=torch.float64), dim=-1).expand(
+        B, T, H, K
+    )
     w = torch.randn(B, H, V, generator=gen, dtype=torch.float64)
     h0 = k[:, 0, :, :, None] * w[:, :, None, :]
-    o, _ = chunk_delta_rule(k, k, torch.zeros(B, T, H, V, dtype=torch.float64), beta=2 * bits, initial_state=h0, scale=1.0)
+    o, _ = chunk_delta_rule(
+        k,
+        k,
+        torch.zeros(B, T, H, V, dtype=torch.float64),
+        beta=2 * bits,
+        initial_state=h0,
+        scale=1.0,
+    )
     sign = 1 - 2 * (bits.cumsum(1) % 2)
     assert_close("parity by reflections", o, sign[..., None] * w[:, None], 1e-10)
     # with β in [0, 1] the eigenvalue along k stays in [0, 1]: no sign flips at all

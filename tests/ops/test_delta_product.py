@@ -17,12 +17,17 @@ from tests.helpers import assert_close, compare_results, family_results
 
 
 def make_inputs(T, num_householder=2, case="neg_eigval", dtype=torch.float64, batch=2):
-    return DELTA_PRODUCT.example_inputs(T, case=case, dtype=dtype, batch=batch, num_householder=num_householder)
+    return DELTA_PRODUCT.example_inputs(
+        T, case=case, dtype=dtype, batch=batch, num_householder=num_householder
+    )
 
 
 def check(example, tol=1e-10, label=""):
     compare_results(
-        family_results(DELTA_PRODUCT, "chunk", example), family_results(DELTA_PRODUCT, "naive", example), tol, label
+        family_results(DELTA_PRODUCT, "chunk", example),
+        family_results(DELTA_PRODUCT, "naive", example),
+        tol,
+        label,
     )
 
 
@@ -48,10 +53,17 @@ def test_product_is_the_delta_rule_over_micro_steps(n_h):
     beta, g, h0 = (example.kwargs[name].detach() for name in ("beta", "g", "initial_state"))
     first_step = torch.arange(T * n_h) % n_h == 0
     g = torch.where(first_step[None, :, None], g, torch.zeros_like(g))
-    o_rule, S_rule = naive_delta_rule(q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True)
+    o_rule, S_rule = naive_delta_rule(
+        q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True
+    )
     tokens = lambda x: x.unflatten(1, (T, n_h))  # noqa: E731
     o, S = naive_delta_product(
-        q[:, n_h - 1 :: n_h], tokens(k), tokens(v), beta=tokens(beta), g=g[:, ::n_h], initial_state=h0,
+        q[:, n_h - 1 :: n_h],
+        tokens(k),
+        tokens(v),
+        beta=tokens(beta),
+        g=g[:, ::n_h],
+        initial_state=h0,
         output_final_state=True,
     )
     assert_close("o", o, o_rule[:, n_h - 1 :: n_h], 1e-12)
@@ -65,7 +77,9 @@ def test_two_reflections_make_a_rotation():
     q, k, v = (x.detach() for x in example.args)
     h0 = example.kwargs["initial_state"].detach()
     beta = torch.full_like(example.kwargs["beta"], 2.0)
-    _, S = naive_delta_product(q, k, torch.zeros_like(v), beta=beta, initial_state=h0, output_final_state=True)
+    _, S = naive_delta_product(
+        q, k, torch.zeros_like(v), beta=beta, initial_state=h0, output_final_state=True
+    )
     assert_close("norm kept", S.norm(dim=(-2, -1)), h0.norm(dim=(-2, -1)), 1e-12)
 
 

@@ -43,7 +43,9 @@ def kernels():
         yield module
 
 
-def make_inputs(T, batch=1, heads=2, key_dim=16, value_dim=16, case="neg_eigval", strength=1.0, seed=0):
+def make_inputs(
+    T, batch=1, heads=2, key_dim=16, value_dim=16, case="neg_eigval", strength=1.0, seed=0
+):
     """The family's example inputs in float64 (β in [0, 2] unless `case` says otherwise), the
     log decay scaled by `strength`."""
     example = DELTA_RULE.example_inputs(
@@ -56,14 +58,24 @@ def make_inputs(T, batch=1, heads=2, key_dim=16, value_dim=16, case="neg_eigval"
 
 def cast(example: Example, dtype: torch.dtype) -> Example:
     """The same inputs in `dtype`, as new leaves."""
-    to = lambda x: x.detach().to(dtype).requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor) else x  # noqa: E731
-    return Example(tuple(to(x) for x in example.args), {name: to(x) for name, x in example.kwargs.items()})
+
+    def to(x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        return x.detach().to(dtype).requires_grad_(x.requires_grad)
+
+    return Example(
+        tuple(to(x) for x in example.args), {name: to(x) for name, x in example.kwargs.items()}
+    )
 
 
 def replaced(example: Example, **values) -> Example:
     """The example with some arguments replaced by new leaves of the given values."""
     names = ("q", "k", "v")
-    args = tuple(values[n].detach().requires_grad_() if n in values else x for n, x in zip(names, example.args))
+    args = tuple(
+        values[n].detach().requires_grad_() if n in values else x
+        for n, x in zip(names, example.args)
+    )
     kwargs = dict(example.kwargs)
     for name, value in values.items():
         if name not in names:
@@ -99,13 +111,17 @@ def test_several_chunks_and_value_tiles(kernels):
     check_kernels(make_inputs(150, batch=2, heads=1, key_dim=72, value_dim=40), label="T=150")
 
 
-@pytest.mark.parametrize("apart", [["outputs"], ["intra_gradient"], ["outputs", "intra_gradient"]], ids="+".join)
+@pytest.mark.parametrize(
+    "apart", [["outputs"], ["intra_gradient"], ["outputs", "intra_gradient"]], ids="+".join
+)
 def test_intra_chunk_work_apart_from_the_walks(kernels, apart, monkeypatch):
     """The forward's outputs and the backward's (Q Kᵀ ⊙ e)ᵀ dO by their own per-chunk
     kernels instead of inside the walks over chunks: the same results."""
     for part in apart:
         monkeypatch.setitem(kernels.WALK_FUSES, part, False)
-    check_kernels(make_inputs(150, batch=2, heads=1, key_dim=72, value_dim=40), label=f"apart={apart}")
+    check_kernels(
+        make_inputs(150, batch=2, heads=1, key_dim=72, value_dim=40), label=f"apart={apart}"
+    )
     check_kernels(make_inputs(20, case="ungated"), label=f"ungated apart={apart}")
 
 
@@ -113,7 +129,10 @@ def test_intra_chunk_work_apart_from_the_walks(kernels, apart, monkeypatch):
 def test_beta_at_the_edges(kernels, value):
     """β = 0 (no write), 1 (replace) and 2 (reflection: eigenvalue −1)."""
     example = make_inputs(70, heads=1)
-    check_kernels(replaced(example, beta=torch.full_like(example.kwargs["beta"], value)), label=f"beta={value}")
+    check_kernels(
+        replaced(example, beta=torch.full_like(example.kwargs["beta"], value)),
+        label=f"beta={value}",
+    )
 
 
 @pytest.mark.parametrize("value", [1.0, 2.0])
@@ -122,7 +141,11 @@ def test_one_key_for_every_step(kernels, value):
     where an inverse built from powers of A would cancel huge terms."""
     example = make_inputs(70, heads=1)
     k = example.args[1]
-    example = replaced(example, k=k[:, :1].expand_as(k).contiguous(), beta=torch.full_like(example.kwargs["beta"], value))
+    example = replaced(
+        example,
+        k=k[:, :1].expand_as(k).contiguous(),
+        beta=torch.full_like(example.kwargs["beta"], value),
+    )
     check_kernels(example, label=f"one key, beta={value}")
 
 
@@ -176,7 +199,9 @@ def test_without_initial_or_final_state(kernels):
     ref = [x.detach().requires_grad_() for x in (q, k, v, beta, g)]
     ref_o, _ = naive_delta_rule(*ref[:3], beta=ref[3], g=ref[4])
     assert_close("o", o, ref_o, TOL_FLOAT32)
-    for name, a, e in zip(["dq", "dk", "dv", "dbeta", "dg"], actual, grads(weighted_sum(ref_o), ref), strict=True):
+    for name, a, e in zip(
+        ["dq", "dk", "dv", "dbeta", "dg"], actual, grads(weighted_sum(ref_o), ref), strict=True
+    ):
         assert_close(name, a, e, TOL_FLOAT32)
 
 
@@ -189,7 +214,9 @@ def test_packed_sequences_on_chunk_boundaries(kernels, fused, monkeypatch):
     lengths = torch.tensor([0, 64, 1, 130, 0, 63, 65])
     cu_seqlens = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     example = make_inputs(int(cu_seqlens[-1]), heads=1)
-    example.kwargs["initial_state"] = make_inputs(1, batch=len(lengths), heads=1, seed=1).kwargs["initial_state"]
+    example.kwargs["initial_state"] = make_inputs(1, batch=len(lengths), heads=1, seed=1).kwargs[
+        "initial_state"
+    ]
     check_kernels(example, label=f"packed fused={fused}", cu_seqlens=cu_seqlens)
 
 
@@ -203,12 +230,20 @@ def test_no_steps_pass_the_states_through(kernels):
     ht.sum().backward()
     assert torch.equal(h0.grad, torch.ones_like(h0))
     o, ht = triton_delta_rule(
-        q[:1], k[:1], v[:1], beta=beta[:1], g=g[:1], cu_seqlens=torch.tensor([0, 0]), output_final_state=True
+        q[:1],
+        k[:1],
+        v[:1],
+        beta=beta[:1],
+        g=g[:1],
+        cu_seqlens=torch.tensor([0, 0]),
+        output_final_state=True,
     )
     assert o.shape == (1, 0, 2, 16) and ht.shape == (1, 2, 16, 16) and not ht.any()
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "dtype, tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)], ids=["bf16", "fp16"]
+)
 def test_16_bit_inputs_close_to_float64(kernels, dtype, tol):
     """Results in the inputs' dtype (the final state in float32), within the inputs' rounding."""
     actual = check_kernels(make_inputs(70), tol=tol, label=str(dtype), dtype=dtype)
@@ -287,7 +322,9 @@ def test_recurrent_kernel_matches_naive(kernels, case):
     example = make_inputs(40, batch=2, key_dim=32, value_dim=48, case=case)
     q, k, v, beta, g, h0 = detached(example)
     with poisoned_allocations():
-        o, ht = triton_delta_rule_recurrent(q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True)
+        o, ht = triton_delta_rule_recurrent(
+            q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True
+        )
     ref_o, ref_ht = naive_delta_rule(*example.args, **example.kwargs, output_final_state=True)
     assert_close("o", o, ref_o, TOL_FLOAT32)
     assert_close("final_state", ht, ref_ht, TOL_FLOAT32)
@@ -296,14 +333,25 @@ def test_recurrent_kernel_matches_naive(kernels, case):
 def test_recurrent_kernel_on_packed_sequences(kernels):
     """Packed sequences (one of them empty) restart from their own states."""
     example = make_inputs(10, key_dim=32, value_dim=48)
-    example.kwargs["initial_state"] = make_inputs(1, batch=3, key_dim=32, value_dim=48, seed=1).kwargs["initial_state"]
+    example.kwargs["initial_state"] = make_inputs(
+        1, batch=3, key_dim=32, value_dim=48, seed=1
+    ).kwargs["initial_state"]
     cu_seqlens = torch.tensor([0, 3, 3, 10])
     q, k, v, beta, g, h0 = detached(example)
     with poisoned_allocations():
         o, ht = triton_delta_rule_recurrent(
-            q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True, cu_seqlens=cu_seqlens
+            q,
+            k,
+            v,
+            beta=beta,
+            g=g,
+            initial_state=h0,
+            output_final_state=True,
+            cu_seqlens=cu_seqlens,
         )
-    ref_o, ref_ht = naive_delta_rule(*example.args, **example.kwargs, output_final_state=True, cu_seqlens=cu_seqlens)
+    ref_o, ref_ht = naive_delta_rule(
+        *example.args, **example.kwargs, output_final_state=True, cu_seqlens=cu_seqlens
+    )
     assert_close("packed o", o, ref_o, TOL_FLOAT32)
     assert_close("packed state", ht, ref_ht, TOL_FLOAT32)
 
@@ -311,12 +359,16 @@ def test_recurrent_kernel_on_packed_sequences(kernels):
 def test_recurrent_float64_and_bfloat16(kernels):
     example = make_inputs(16, batch=2, key_dim=32, value_dim=48)
     q, k, v, beta, g, h0 = detached(example, torch.float64)
-    o, ht = triton_delta_rule_recurrent(q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True)
+    o, ht = triton_delta_rule_recurrent(
+        q, k, v, beta=beta, g=g, initial_state=h0, output_final_state=True
+    )
     assert o.dtype == ht.dtype == torch.float64
     ref_o, _ = naive_delta_rule(q, k, v, beta=beta, g=g, initial_state=h0)
     assert_close("float64 o", o, ref_o, TOL_FLOAT32)
     bf16 = lambda x: x.bfloat16()  # noqa: E731
-    o, _ = triton_delta_rule_recurrent(bf16(q), bf16(k), bf16(v), beta=bf16(beta), g=bf16(g), initial_state=h0.float())
+    o, _ = triton_delta_rule_recurrent(
+        bf16(q), bf16(k), bf16(v), beta=bf16(beta), g=bf16(g), initial_state=h0.float()
+    )
     assert o.dtype == torch.bfloat16
     assert_close("bf16 o", o, ref_o, 3e-2)
 

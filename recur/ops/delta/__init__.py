@@ -1,4 +1,5 @@
-"""The delta-rule families: S_t = α_t (I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ, o_t = scale · S_tᵀ q_t.
+"""The delta-rule families: the delta rule, S_t = α_t (I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ,
+o_t = scale · S_tᵀ q_t, and DeltaProduct, n_h such steps per token.
 
 `delta_rule(q, k, v, beta=..., g=..., impl=...)` runs the form `impl` names: "naive" (the
 spec, a loop over time), "chunk" (chunkwise WY / UT-transform PyTorch) or "triton" (fused
@@ -91,7 +92,10 @@ DELTA_RULE = register_family(Family(
         "Parallelizing Linear Transformers with the Delta Rule over Sequence Length (Yang et al., "
         "arXiv:2406.06484); Gated Delta Networks (Yang, Kautz, Hatamizadeh, arXiv:2412.06464)"
     ),
-    recurrence="The (gated) delta rule: S_t = α_t (I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ, o_t = scale · S_tᵀ q_t",
+    recurrence=(
+        "The (gated) delta rule: S_t = α_t (I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ, "
+        "o_t = scale · S_tᵀ q_t"
+    ),
     spec=_spec,
     forms={
         "chunk": Form(_chunk, packed=True, summary="chunkwise WY / UT-transform PyTorch"),
@@ -101,7 +105,11 @@ DELTA_RULE = register_family(Family(
         ),
     },
     steps={
-        "triton": Form("recur.ops.delta.triton:triton_delta_rule_recurrent", triton=True, float64=False, packed=True),
+        "triton": Form(
+            "recur.ops.delta.triton:triton_delta_rule_recurrent",
+            triton=True, float64=False, packed=True,
+            summary="one fused loop over time, for decoding (no gradients)",
+        ),
     },
     check=check_delta_rule_inputs,
     state=StateLayout({"S": "[B, H, K, V]"}),
@@ -117,11 +125,16 @@ DELTA_PRODUCT = register_family(Family(
         "(Siems et al., arXiv:2502.10297)"
     ),
     recurrence=(
-        "DeltaProduct: S_t = α_t Π_{j=n_h..1} (I − β_{t,j} k_{t,j} k_{t,j}ᵀ) S_{t-1} + (the n_h writes), "
-        "o_t = scale · S_tᵀ q_t"
+        "DeltaProduct: S_t = α_t Π_{j=n_h..1} (I − β_{t,j} k_{t,j} k_{t,j}ᵀ) S_{t-1} "
+        "+ (the n_h writes), o_t = scale · S_tᵀ q_t"
     ),
     spec=_product_spec,
-    forms={"chunk": Form(_chunk_product, packed=True, summary="the delta rule's chunk form over the n_h · T micro-steps")},
+    forms={
+        "chunk": Form(
+            _chunk_product, packed=True,
+            summary="the delta rule's chunk form over the n_h · T micro-steps",
+        ),
+    },
     check=check_delta_product_inputs,
     state=StateLayout({"S": "[B, H, K, V]"}),
     time_inputs=("q", "k", "v", "beta", "g"),

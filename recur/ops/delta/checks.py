@@ -1,4 +1,4 @@
-"""Argument checks for the delta-rule families (one place, so every form rejects the same inputs)."""
+"""Argument checks for the delta-rule families (one place: every form rejects the same inputs)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,12 @@ def check_delta_rule_inputs(q, k, v, *, beta, g, scale, initial_state, cu_seqlen
 
 
 # DeltaProduct's main inputs: their shapes, and so their ranks
-PRODUCT_SHAPES = {"q": "[B, T, H, K]", "k": "[B, T, n_h, H, K]", "v": "[B, T, n_h, H, V]", "beta": "[B, T, n_h, H]"}
+PRODUCT_SHAPES = {
+    "q": "[B, T, H, K]",
+    "k": "[B, T, n_h, H, K]",
+    "v": "[B, T, n_h, H, V]",
+    "beta": "[B, T, n_h, H]",
+}
 PRODUCT_RANKS = {"q": 4, "k": 5, "v": 5, "beta": 4}
 
 
@@ -55,9 +60,13 @@ def check_delta_product_inputs(q, k, v, *, beta, g, scale, initial_state, cu_seq
     if n_h < 1:
         raise ValueError(f"k must have at least one Householder step (axis 2); got {shape(k)}")
     if shape(k) != [B, T, n_h, H, K]:
-        raise ValueError(f"k has shape {shape(k)}; expected [B, T, n_h, H, K] = {[B, T, n_h, H, K]} (from q)")
+        raise ValueError(
+            f"k has shape {shape(k)}; expected [B, T, n_h, H, K] = {[B, T, n_h, H, K]} (from q)"
+        )
     if shape(v)[:4] != [B, T, n_h, H]:
-        raise ValueError(f"v has shape {shape(v)}; expected {[B, T, n_h, H]} followed by V (from q and k)")
+        raise ValueError(
+            f"v has shape {shape(v)}; expected {[B, T, n_h, H]} followed by V (from q and k)"
+        )
     if shape(beta) != [B, T, n_h, H]:
         raise ValueError(f"beta has shape {shape(beta)}; expected {[B, T, n_h, H]} (from q and k)")
     if g is not None:
