@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ops.delta import delta_product, delta_rule
+from ..ops.delta import DELTA_RULE, delta_product, delta_rule
 from .base import Mixer, MixerConfig, State
 from .parts import RMSNorm, ShortConv, short_conv_projections
 from .registry import register_mixer
@@ -54,8 +54,7 @@ class DeltaNet(Mixer):
     gate and several Householder steps per token."""
 
     Config = DeltaNetConfig
-    # one Householder step per token runs delta_rule, which has Triton kernels
-    has_triton_kernel = True
+    family = DELTA_RULE
 
     def __init__(self, config: DeltaNetConfig) -> None:
         super().__init__(config)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ops.delta import delta_rule
+from ..ops.delta import DELTA_RULE, delta_rule
 from .base import Mixer, MixerConfig, State
 from .gated_deltanet import mamba2_gate_parameters, mamba2_log_decay
 from .parts import GatedRMSNorm, ShortConv, short_conv_projections
@@ -73,8 +73,8 @@ class MoMConfig(MixerConfig):
 @register_mixer("mom")
 class MoM(Mixer):
     Config = MoMConfig
-    # every memory runs delta_rule, which has Triton kernels
-    has_triton_kernel = True
+    # every memory runs the delta rule, once over all of them as one packed batch
+    family = DELTA_RULE
 
     def __init__(self, config: MoMConfig) -> None:
         super().__init__(config)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_delta_inputs
-
 
 def naive_delta_rule(
     q: torch.Tensor,
@@ -36,7 +34,8 @@ def naive_delta_rule(
         q, k: queries and keys [B, T, H, K] (the layers L2-normalise them).
         v: values [B, T, H, V].
         beta: write strength [B, T, H], in [0, 2] for eigenvalues in [−1, 1].
-        g: log decay log α (<= 0), [B, T, H]; None means no decay (DeltaNet).
+        g: log decay log α (<= 0), [B, T, H]; -inf resets the state; None means no decay
+            (DeltaNet).
         scale: output scale; K ** -0.5 when None.
         initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None for zeros.
         output_final_state: also return S_T.
@@ -45,12 +44,9 @@ def naive_delta_rule(
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
     """
-    scale = check_delta_inputs(q, k, v, beta, g, scale, initial_state, cu_seqlens)
-    if cu_seqlens is not None:
-        return _per_sequence(q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens)
-
     B, T, H, K = q.shape
     V = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
     dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
     q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     # S: [B, H, K, V]
@@ -70,22 +66,4 @@ def naive_delta_rule(
         # read: o_t = scale · S_tᵀ q_t, [B, H, V]
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
     o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
-    return o.to(v.dtype), (S if output_final_state else None)
-
-
-def _per_sequence(q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens):
-    """Packed batches: run every sequence on its own, from its own initial state."""
-    outputs, finals = [], []
-    for n in range(cu_seqlens.numel() - 1):
-        start, end = int(cu_seqlens[n]), int(cu_seqlens[n + 1])
-        o, S = naive_delta_rule(
-            q[:, start:end], k[:, start:end], v[:, start:end],
-            beta=beta[:, start:end],
-            g=None if g is None else g[:, start:end],
-            scale=scale,
-            initial_state=None if initial_state is None else initial_state[n : n + 1],
-            output_final_state=True,
-        )
-        outputs.append(o)
-        finals.append(S)
-    return torch.cat(outputs, dim=1), (torch.cat(finals) if output_final_state else None)
+    return o.to(v.dtype), S

@@ -74,7 +74,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import ChunkLayout, no_steps
+from ..common import ChunkLayout
 from ..common.kernels import (
     load_rows,
     sequence_chunks,
@@ -83,7 +83,6 @@ from ..common.kernels import (
     straddling_pairs,
     sum_before,
 )
-from .checks import check_delta_inputs
 
 CHUNK = 64
 # exp(GATE_FLOOR) is 0 in float32, so clamping changes no float32 result; the chunk sums of
@@ -686,39 +685,12 @@ class _ChunkDeltaRule(torch.autograd.Function):
         return dq, dk, dv, dbeta, dg, dh0, None, None, None
 
 
-def triton_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    beta: torch.Tensor,
-    g: torch.Tensor | None = None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (gated) delta rule, chunkwise, in fused Triton kernels (forward and backward).
-
-    Args:
-        q, k: queries and keys [B, T, H, K], K <= 256 (the layers L2-normalise them).
-        v: values [B, T, H, V], V <= 256.
-        beta: write strength [B, T, H], in [0, 2] for eigenvalues in [−1, 1].
-        g: log decay log α (<= 0), [B, T, H]; -inf resets; None means no decay (DeltaNet).
-        scale: output scale; K ** -0.5 when None.
-        initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None for zeros.
-        output_final_state: also return S_T.
-        cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
-
-    Returns:
-        (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V] in float32
-        (float64 for float64 inputs), or None).
+def triton_delta_rule(q, k, v, *, beta, g, scale, initial_state, cu_seqlens):
+    """The (gated) delta rule, chunkwise, in fused Triton kernels (forward and backward); the
+    arguments of `naive_delta_rule`, already checked, with K, V <= 256. The final state is
+    float32 (float64 for float64 inputs, which the kernels round to float32 on the way in).
     """
-    scale = check_delta_inputs(q, k, v, beta, g, scale, initial_state, cu_seqlens)
     _check_head_widths(q, v)
-    if q.shape[1] == 0:
-        n = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-        return no_steps(v, initial_state, n, q.shape[-1], output_final_state)
     out_dtype = v.dtype
     wide = any(x is not None and x.dtype == torch.float64 for x in (q, k, v, beta, g))
     if wide:
@@ -738,33 +710,20 @@ def triton_delta_rule(
     g = None if g is None else g.contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
     cu_chunks = None if layout is None else layout.cu_chunks
-    o, final = _ChunkDeltaRule.apply(q, k, v, beta, g, h0, scale, output_final_state, cu_chunks)
+    o, final = _ChunkDeltaRule.apply(q, k, v, beta, g, h0, scale, True, cu_chunks)
     if layout is not None:
         o = layout.unpack(o)
-    if final is not None and wide:
+    if wide:
         final = final.double()
     return o.to(out_dtype), final
 
 
-def triton_delta_rule_recurrent(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    beta: torch.Tensor,
-    g: torch.Tensor | None = None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (gated) delta rule step by step in one fused kernel, for decoding (no gradients).
-
-    Same arguments and results as `naive_delta_rule`: q, k [B, T, H, K], v [B, T, H, V],
-    beta [B, T, H], g (log α) [B, T, H] or None, initial_state [B, H, K, V] ([N, H, K, V]
-    with cu_seqlens); K, V <= 256. The final state is float32 (float64 for float64 inputs).
+def triton_delta_rule_recurrent(q, k, v, *, beta, g, scale, initial_state, cu_seqlens):
+    """The (gated) delta rule step by step in one fused kernel, for decoding (no gradients);
+    the arguments of `naive_delta_rule`, already checked, with K, V <= 256. With T = 1 it is
+    one decoding step that reads the state once and writes it once. The final state is
+    float32 (float64 for float64 inputs).
     """
-    scale = check_delta_inputs(q, k, v, beta, g, scale, initial_state, cu_seqlens)
     K, V = q.shape[-1], v.shape[-1]
     _check_head_widths(q, v)
     if torch.is_grad_enabled() and any(
@@ -787,9 +746,9 @@ def triton_delta_rule_recurrent(
         q, k, v, beta, g if g is not None else beta, h0 if h0 is not None else final, o, final,
         cu_seqlens if cu_seqlens is not None else final, T, scale,
         H=H, K=K, V=V, BK=BK, BV=BV, HAS_G=g is not None, HAS_H0=h0 is not None,
-        STORE_FINAL=output_final_state, VARLEN=cu_seqlens is not None, num_warps=4,
+        STORE_FINAL=True, VARLEN=cu_seqlens is not None, num_warps=4,
     )
-    return o, (final.to(final_dtype) if output_final_state else None)
+    return o, final.to(final_dtype)
 
 
 def _check_head_widths(q: torch.Tensor, v: torch.Tensor) -> None:
