@@ -685,7 +685,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
         return dq, dk, dv, dbeta, dg, dh0, None, None, None
 
 
-def triton_delta_rule(q, k, v, *, beta, g, scale, initial_state, cu_seqlens):
+def triton_delta_rule(q, k, v, *, beta, g, scale, initial_state, output_final_state, cu_seqlens):
     """The (gated) delta rule, chunkwise, in fused Triton kernels (forward and backward); the
     arguments of `naive_delta_rule`, already checked, with K, V <= 256. The final state is
     float32 (float64 for float64 inputs, which the kernels round to float32 on the way in).
@@ -710,10 +710,11 @@ def triton_delta_rule(q, k, v, *, beta, g, scale, initial_state, cu_seqlens):
     g = None if g is None else g.contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
     cu_chunks = None if layout is None else layout.cu_chunks
-    o, final = _ChunkDeltaRule.apply(q, k, v, beta, g, h0, scale, True, cu_chunks)
+    # the kernels write the final state only when it is asked for
+    o, final = _ChunkDeltaRule.apply(q, k, v, beta, g, h0, scale, output_final_state, cu_chunks)
     if layout is not None:
         o = layout.unpack(o)
-    if wide:
+    if wide and final is not None:
         final = final.double()
     return o.to(out_dtype), final
 
