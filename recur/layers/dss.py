@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ops.ssm import DIAG_SSM
 from .registry import register_mixer
 from .s4d import ConvSSMMixer, DiagonalSSM, MixerConfig, check_ssm_options
 
@@ -40,6 +41,7 @@ class DSSConfig(MixerConfig):
 @register_mixer("dss")
 class DSS(ConvSSMMixer):
     Config = DSSConfig
+    family = DIAG_SSM
 
     def __init__(self, config: DSSConfig) -> None:
         super().__init__(config)

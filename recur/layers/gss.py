@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.ssm import DIAG_SSM
 from .base import Mixer, MixerConfig, State
 from .registry import register_mixer
 from .s4d import DiagonalSSM, check_ssm_options
@@ -46,7 +47,7 @@ class GSSConfig(MixerConfig):
 @register_mixer("gss")
 class GSS(Mixer):
     Config = GSSConfig
-    impls = ("naive", "chunk")
+    family = DIAG_SSM
 
     def __init__(self, config: GSSConfig) -> None:
         super().__init__(config)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.ssm import diag_ssm
+from ..ops.ssm import DIAG_SSM, diag_ssm
 from .base import State
 from .registry import register_mixer
 from .s4d import ConvSSMMixer, DiagonalSSM, MixerConfig, check_ssm_options
@@ -44,6 +44,7 @@ class LiquidS4Config(MixerConfig):
 @register_mixer("liquid_s4")
 class LiquidS4(ConvSSMMixer):
     Config = LiquidS4Config
+    family = DIAG_SSM
 
     def __init__(self, config: LiquidS4Config) -> None:
         super().__init__(config)
@@ -53,7 +54,7 @@ class LiquidS4(ConvSSMMixer):
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         P, H = self.config.liquid_degree, self.config.d_model
-        dtype = self.ssm.log_dt.dtype
+        dtype = self.ssm.log_step.dtype
         return {
             "x": self.ssm.init_state(batch_size, device),
             "inputs": torch.zeros(batch_size, P - 1, H, dtype=dtype, device=device),
@@ -79,8 +80,7 @@ class LiquidS4(ConvSSMMixer):
         h0 = torch.cat([state["x"].to(zeros.dtype), zeros], dim=1)
         D = torch.cat([self.D, self.D.new_zeros((P - 1) * H)])
         y, h = diag_ssm(
-            U, A_bar=A_bar.repeat(P, 1), B_bar=B_stack, C=C.repeat(P, 1), D=D,
-            initial_state=h0, output_final_state=True, impl=impl,
+            U, A_bar.repeat(P, 1), B_stack, C.repeat(P, 1), D=D, initial_state=h0, output_final_state=True, impl=impl
         )
         y = y.view(batch, T, P, H).sum(2)
         h = h.view(batch, P, H, -1).sum(1)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.ssm import selective_scan
+from ..ops.ssm import SELECTIVE_SCAN, selective_scan
 from .base import Mixer, MixerConfig, State
 from .parts import ShortConv
 from .registry import register_mixer
@@ -49,7 +49,7 @@ class MambaConfig(MixerConfig):
 @register_mixer("mamba")
 class Mamba(Mixer):
     Config = MambaConfig
-    impls = ("naive", "chunk")
+    family = SELECTIVE_SCAN
 
     def __init__(self, config: MambaConfig) -> None:
         super().__init__(config)
@@ -62,11 +62,11 @@ class Mamba(Mixer):
         self.x_proj = nn.Linear(inner, rank + 2 * N, bias=False)
         self.dt_proj = nn.Linear(rank, inner, bias=True)
         nn.init.uniform_(self.dt_proj.weight, -(rank**-0.5), rank**-0.5)
-        dt = torch.exp(torch.rand(inner) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min))
-        dt = dt.clamp(min=config.dt_init_floor)
+        log_step = torch.rand(inner) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min)
+        step = torch.exp(log_step).clamp(min=config.dt_init_floor)
         with torch.no_grad():
-            # the inverse of softplus, so that softplus(bias) = dt at initialisation
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            # the inverse of softplus, so that softplus(bias) = Δ at initialisation
+            self.dt_proj.bias.copy_(step + torch.log(-torch.expm1(-step)))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(inner, 1))
         self.D = nn.Parameter(torch.ones(inner))
         self.out_proj = nn.Linear(inner, D, bias=False)
@@ -89,9 +89,9 @@ class Mamba(Mixer):
         N = self.config.d_state
         u, z = self.in_proj(x).chunk(2, dim=-1)
         u, conv_state = self.conv(u, None if state is None else state["conv"])
-        dt_low, B, C = self.x_proj(u).split([self.dt_rank, N, N], dim=-1)
+        delta_low, B, C = self.x_proj(u).split([self.dt_rank, N, N], dim=-1)
         y, h = selective_scan(
-            u, F.linear(dt_low, self.dt_proj.weight), -torch.exp(self.A_log), B, C,
+            u, F.linear(delta_low, self.dt_proj.weight), -torch.exp(self.A_log), B, C,
             D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
             initial_state=None if state is None else state["ssm"], output_final_state=True, impl=impl,
         )

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.ssm import diag_ssm, diagonal_init, discretize
+from ..ops.ssm import DIAG_SSM, diag_ssm, diagonal_init, discretize
 from .base import Mixer, MixerConfig, State
 from .registry import register_mixer
 
@@ -56,7 +56,7 @@ class DiagonalSSM(nn.Module):
         self.method, self.length = method, length
         n = d_state if self.real else d_state // 2
         A = diagonal_init(init, n)
-        self.log_dt = nn.Parameter(log_uniform(channels, dt_min, dt_max))
+        self.log_step = nn.Parameter(log_uniform(channels, dt_min, dt_max))
         self.log_A_real = nn.Parameter(torch.log(-A.real).float().repeat(channels, 1))
         # C ~ CN(0, 1) as real and imaginary parts (real parameters survive module.to(dtype))
         scale = 1.0 if self.real else 0.5**0.5
@@ -71,23 +71,23 @@ class DiagonalSSM(nn.Module):
         return pair[..., 0] if self.real else torch.complex(pair[..., 0], pair[..., 1])
 
     def state_dtype(self) -> torch.dtype:
-        real, cplx = compute_dtype(self.log_dt)
+        real, cplx = compute_dtype(self.log_step)
         return real if self.real else cplx
 
     def system(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Ā, B̄, C), each [H, N'] in the compute dtype (N' = N/2 when complex)."""
-        real, _ = compute_dtype(self.log_dt)
+        real, _ = compute_dtype(self.log_step)
         A = -torch.exp(self.log_A_real.to(real))
         if not self.real:
             A = torch.complex(A, self.A_imag.to(real))
         B = None if self.B is None else self._complex(self.B, real)
-        A_bar, B_bar = discretize(A, torch.exp(self.log_dt.to(real)), B, method=self.method, length=self.length)
+        A_bar, B_bar = discretize(A, torch.exp(self.log_step.to(real)), B, method=self.method, length=self.length)
         C = self._complex(self.C, real)
         return A_bar, B_bar, C if self.real else 2 * C
 
     def ssm_parameters(self) -> list[nn.Parameter]:
         """A, Δ (and B): trained without weight decay and with a smaller learning rate."""
-        return [p for p in (self.log_dt, self.log_A_real, getattr(self, "A_imag", None), self.B) if p is not None]
+        return [p for p in (self.log_step, self.log_A_real, getattr(self, "A_imag", None), self.B) if p is not None]
 
     def init_state(self, batch_size: int, device=None) -> torch.Tensor:
         return torch.zeros(batch_size, *self.state_shape, dtype=self.state_dtype(), device=device)
@@ -95,9 +95,7 @@ class DiagonalSSM(nn.Module):
     def forward(self, u: torch.Tensor, state: torch.Tensor | None, D: torch.Tensor | None, impl: str):
         """u [B, T, H], state [B, H, N'] -> (y [B, T, H], state)."""
         A_bar, B_bar, C = self.system()
-        return diag_ssm(
-            u, A_bar=A_bar, B_bar=B_bar, C=C, D=D, initial_state=state, output_final_state=True, impl=impl
-        )
+        return diag_ssm(u, A_bar, B_bar, C, D=D, initial_state=state, output_final_state=True, impl=impl)
 
 
 class GLUOutput(nn.Module):
@@ -140,9 +138,8 @@ def check_ssm_options(config) -> None:
 
 class ConvSSMMixer(Mixer):
     """A per-channel time-invariant SSM with a D skip and a GLU output: the common shape of
-    S4, S4D, DSS and LSSL. `impl` "chunk" is the FFT convolution, "naive" the recurrence."""
-
-    impls = ("naive", "chunk")
+    S4, S4D, DSS, LSSL and Liquid-S4. `impl` picks the form of the subclass's op family:
+    "conv" (FFT convolution) or "naive" (the recurrence)."""
 
     def _init_head(self, channels: int) -> None:
         self.D = nn.Parameter(torch.randn(channels))
@@ -170,6 +167,7 @@ class ConvSSMMixer(Mixer):
 @register_mixer("s4d")
 class S4D(ConvSSMMixer):
     Config = S4DConfig
+    family = DIAG_SSM
 
     def __init__(self, config: S4DConfig) -> None:
         super().__init__(config)

@@ -7,8 +7,8 @@ arXiv:2208.04933):
 
 x holds P/2 complex states (one per conjugate pair), u and y all H channels. Λ comes from
 block-diagonal HiPPO-N (J blocks), B̃ = V⁻¹ B and C̃ = C V in its eigenbasis, one Δ per
-state. `impl` "chunk" is the chunked scan of (Λ̄, B̄ u_t) (a loop in chunks, an associative scan
-across them).
+state. `impl` picks the form of `linear_scan` on (Λ̄, B̄ u_t): "scan" (a loop inside chunks,
+a log-depth scan across them), "parallel" or "naive".
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.common import linear_recurrence_loop
-from ..ops.ssm import chunked_linear_recurrence, discretize, nplr
+from ..ops.ssm import LINEAR_SCAN, discretize, linear_scan, nplr
 from .base import Mixer, MixerConfig, State
 from .registry import register_mixer
 from .s4d import compute_dtype, log_uniform
@@ -46,7 +45,7 @@ class S5Config(MixerConfig):
 @register_mixer("s5")
 class S5(Mixer):
     Config = S5Config
-    impls = ("naive", "chunk")
+    family = LINEAR_SCAN
 
     def __init__(self, config: S5Config) -> None:
         super().__init__(config)
@@ -80,8 +79,6 @@ class S5(Mixer):
         return y.squeeze(1), state
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
-        if impl not in ("auto", "naive", "chunk"):
-            raise ValueError(f"impl must be one of ['auto', 'chunk', 'naive'] for s5; got {impl!r}")
         real, cplx = compute_dtype(self.log_step)
         batch, T, _ = x.shape
         u = x.to(real)
@@ -93,13 +90,11 @@ class S5(Mixer):
         B_bar = scale[0, :, None] * B
         drive = torch.einsum("bth,ph->btp", u.to(cplx), B_bar)
         h0 = None if state is None else state["x"].to(cplx)
-        if T == 0:
-            h = torch.zeros(batch, self.config.d_state // 2, dtype=cplx, device=x.device) if h0 is None else h0
-            return x.clone(), {"x": h}
-        solve = linear_recurrence_loop if impl == "naive" else chunked_linear_recurrence
-        states = solve(Lambda_bar[0].expand(batch, T, -1), drive, h0)
+        states, final = linear_scan(
+            Lambda_bar[0].expand(batch, T, -1), drive, initial_state=h0, output_final_state=True, impl=impl
+        )
         y = 2 * torch.einsum("btp,hp->bth", states, C).real + u * self.D.to(real)
-        return y.to(x.dtype), {"x": states[:, -1]}
+        return y.to(x.dtype), {"x": final}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"ssm": [self.log_Lambda_real, self.Lambda_imag, self.log_step, self.B]}
