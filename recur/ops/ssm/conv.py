@@ -46,7 +46,7 @@ def vandermonde(A_bar: torch.Tensor, length: int) -> torch.Tensor:
     return (large[..., :, None] * small[..., None, :]).flatten(-2)[..., :length]
 
 
-def conv_diag_ssm(u, A_bar, B_bar, C, *, D, initial_state):
+def conv_diag_ssm(u, A_bar, B_bar, C, *, D, initial_state, output_final_state):
     """A diagonal time-invariant SSM by FFT convolution; the arguments of `naive_diag_ssm`,
     already checked."""
     real_state = not any(t is not None and t.is_complex() for t in (A_bar, B_bar, C, initial_state))
@@ -63,6 +63,8 @@ def conv_diag_ssm(u, A_bar, B_bar, C, *, D, initial_state):
         y = y + torch.einsum("hn,bhn,hnt->bth", C.to(cdtype), h0.to(cdtype), powers[..., 1:]).real
     if D is not None:
         y = y + x * D.to(x.dtype)
+    if not output_final_state:
+        return y.to(u.dtype), None
     # x_T = Ā^T x_0 + B̄ Σ_s Ā^{T−1−s} u_s, [B, H, N]
     final = B_bar.to(cdtype) * torch.einsum("bth,hnt->bhn", x.to(cdtype), powers[..., :T].flip(-1))
     final = final + powers[..., T] * h0.to(cdtype)
@@ -81,7 +83,7 @@ def krylov(A_bar: torch.Tensor, v: torch.Tensor, length: int) -> torch.Tensor:
     return out[..., :length]
 
 
-def conv_dense_ssm(u, A_bar, B_bar, C, *, D, initial_state):
+def conv_dense_ssm(u, A_bar, B_bar, C, *, D, initial_state, output_final_state):
     """A dense time-invariant SSM (LSSL) by its Krylov kernel and an FFT convolution; the
     arguments of `naive_dense_ssm`, already checked."""
     A_bar, B_bar, C, h0, x = prepare_time_invariant(u, A_bar, B_bar, C, initial_state)
@@ -92,10 +94,10 @@ def conv_dense_ssm(u, A_bar, B_bar, C, *, D, initial_state):
     y = dense_state_response(fft_conv(x, K), rows, h0 if initial_state is not None else None)
     if D is not None:
         y = y + x * D.to(x.dtype)
-    return y.to(u.dtype), dense_final_state(x, A_bar, B_bar, h0)
+    return y.to(u.dtype), (dense_final_state(x, A_bar, B_bar, h0) if output_final_state else None)
 
 
-def conv_dplr_ssm(u, Lambda, P, B, C, step, *, D, initial_state):
+def conv_dplr_ssm(u, Lambda, P, B, C, step, *, D, initial_state, output_final_state):
     """S4's SSM by its Cauchy/Woodbury kernel and an FFT convolution; the arguments of
     `naive_dplr_ssm`, already checked."""
     Lambda, P, B, C, step, h0 = prepare_dplr(u, Lambda, P, B, C, step, initial_state)
@@ -109,7 +111,7 @@ def conv_dplr_ssm(u, Lambda, P, B, C, step, *, D, initial_state):
         y = dense_state_response(y, krylov(A_bar.transpose(-1, -2), C, T + 1), h0)
     if D is not None:
         y = y + x * D.to(x.dtype)
-    return y.to(u.dtype), dense_final_state(x, A_bar, B_bar, h0)
+    return y.to(u.dtype), (dense_final_state(x, A_bar, B_bar, h0) if output_final_state else None)
 
 
 def dense_state_response(y: torch.Tensor, rows: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
