@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from ..layers import MIXERS, Mixer
-from ..models import LM, LMConfig
-from ..models import HeadConfig, InputConfig, SequenceModel
+from ..models import LM, HeadConfig, InputConfig, LMConfig, SequenceModel
 from ..tasks import Task, get_task
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, from_dict, to_dict
