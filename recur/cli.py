@@ -32,6 +32,14 @@ def _dtype(name: str) -> torch.dtype:
     return dtypes[name]
 
 
+def _lookup(registry, name: str, option: str):
+    """`registry[name]`, or a UsageError that names the option and close matches."""
+    try:
+        return registry[name]
+    except KeyError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -44,11 +52,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
+    if args.family != "all":
+        _lookup(bench.OP_BENCHES, args.family, "--family")
     families = sorted(bench.OP_BENCHES) if args.family == "all" else [args.family]
-    for family in families:
-        if family not in bench.OP_BENCHES:
-            print(f"error: --family must be one of {sorted(bench.OP_BENCHES) + ['all']}; got {family!r}", file=sys.stderr)
-            return 2
     out = Path(args.out) if args.out else Path("benchmarks") / f"{'gpu' if device.type == 'cuda' else 'cpu'}-ops.md"
     if args.dtype is None:
         args.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -70,11 +76,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bench_recall(args: argparse.Namespace) -> int:
     from .bench.recall import causal_mixers, render_recall, run_recall_bench
+    from .layers import MIXERS
 
     known = causal_mixers()
     mixers = known if args.mixers == ["all"] else args.mixers
     for name in mixers:
-        if name not in known:
+        if not _lookup(MIXERS, name, "--mixers").causal:
             print(f"error: --mixers: {name!r} is not a causal mixer; known: {known}", file=sys.stderr)
             return 2
     for name, value in (("--steps", args.steps), ("--threads", args.threads), *(("--d-model", d) for d in args.d_model)):

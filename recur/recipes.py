@@ -7,11 +7,11 @@ model's vocabulary always follows the task, so recipes pass a placeholder.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
 from .models import LMConfig
+from .registry import Registry
 from .tasks.digits import DigitsConfig
 from .tasks.induction_heads import InductionHeadsConfig
 from .tasks.listops import ListOpsConfig
@@ -23,26 +23,16 @@ from .tasks.permutation import PermutationConfig
 from .tasks.selective_copy import SelectiveCopyConfig
 from .train.config import HeadConfig, RunConfig, TrainConfig, apply_overrides
 
-RECIPES: dict[str, Callable[[], RunConfig]] = {}
+RECIPES: Registry[Callable[[], RunConfig]] = Registry("recipe")
+# `@register_recipe("mqar")` on a function returning a RunConfig makes it a named run
+register_recipe = RECIPES.register
 DEFAULT = "default"
 # the task sets model.vocab_size; this is only what recipes write before it does
 VOCAB_FROM_TASK = 2
 
 
-def register_recipe(name: str):
-    def decorate(fn: Callable[[], RunConfig]) -> Callable[[], RunConfig]:
-        RECIPES[name] = fn
-        return fn
-
-    return decorate
-
-
 def recipe(name: str = DEFAULT, overrides: dict[str, Any] | list[tuple[str, Any]] | None = None) -> RunConfig:
     """The RunConfig of recipe `name` with `overrides` applied."""
-    if name not in RECIPES:
-        close = difflib.get_close_matches(name, list(RECIPES), n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown recipe {name!r}{hint} Known: {sorted(RECIPES)}")
     config = RECIPES[name]()
     return apply_overrides(config, overrides) if overrides else config
 

@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from typing import Any
 
+from ..registry import Registry, did_you_mean
 from .base import Mixer, MixerConfig
 
-MIXERS: dict[str, type[Mixer]] = {}
+MIXERS: Registry[type[Mixer]] = Registry("mixer")
 
 
 def register_mixer(name: str):
     """Class decorator: `@register_mixer("gla")` makes the layer available by name."""
 
     def decorate(cls: type[Mixer]) -> type[Mixer]:
-        if name in MIXERS and MIXERS[name] is not cls:
-            raise ValueError(f"mixer {name!r} is already registered by {MIXERS[name].__qualname__}")
         if not (isinstance(cls, type) and issubclass(cls, Mixer)):
             raise TypeError(f"only Mixer subclasses can be registered; got {cls!r}")
+        MIXERS.register(name, cls)
         cls.name = name
-        MIXERS[name] = cls
         return cls
 
     return decorate
 
 
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=3)
-    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-
-
 def get_mixer(name: str) -> type[Mixer]:
-    if name not in MIXERS:
-        raise ValueError(f"unknown mixer {name!r}{_suggest(name, MIXERS)} Known: {sorted(MIXERS)}")
+    """The layer class registered as `name`; an unknown name fails with close matches."""
     return MIXERS[name]
 
 
@@ -44,7 +36,7 @@ def mixer_config(name: str, d_model: int, **options: Any) -> MixerConfig:
     fields = {f.name for f in dataclasses.fields(cls.Config)} - {"d_model"}
     for key in options:
         if key not in fields:
-            raise ValueError(f"mixer {name!r} has no option {key!r}{_suggest(key, fields)} Options: {sorted(fields)}")
+            raise ValueError(f"mixer {name!r} has no option {key!r}{did_you_mean(key, fields)} Options: {sorted(fields)}")
     return cls.Config(d_model=d_model, **options)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MIXERS, State, mixer_config
+from ..layers import State, get_mixer, mixer_config
 from ..layers.parts import RMSNorm
 from .block import Block
 
@@ -45,12 +45,9 @@ class LMConfig:
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         self.pattern = tuple(self.pattern)
-        for name in self.layer_mixers():
-            if name not in MIXERS:
-                raise ValueError(f"unknown mixer {name!r} in the model config; known: {sorted(MIXERS)}")
-        for name in self.mixer_options:
-            if name not in MIXERS:
-                raise ValueError(f"mixer_options names unknown mixer {name!r}; known: {sorted(MIXERS)}")
+        # an unknown mixer name fails here, with close matches, before any layer is built
+        for name in (*self.layer_mixers(), *self.mixer_options):
+            get_mixer(name)
         for name, options in self.layer_options():
             mixer_config(name, self.d_model, **options)
         if self.mlp_ratio < 0:

@@ -7,11 +7,12 @@ distributed run can draw the same global batch and keep its own slice.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+
+from ..registry import Registry
 
 # inputs [N, T] long token ids; labels [N, T] long (-100 = not scored) for "lm" tasks,
 # [N] long class ids for "classify", [N, num_outputs] float for "regress"
@@ -80,27 +81,22 @@ class Task:
         return doc[0] if doc else ""
 
 
-TASKS: dict[str, type[Task]] = {}
+TASKS: Registry[type[Task]] = Registry("task")
 
 
 def register_task(name: str):
     """Class decorator: `@register_task("mqar")` makes the task available by name."""
 
     def decorate(cls: type[Task]) -> type[Task]:
-        if name in TASKS and TASKS[name] is not cls:
-            raise ValueError(f"task {name!r} is already registered by {TASKS[name].__qualname__}")
+        TASKS.register(name, cls)
         cls.name = name
-        TASKS[name] = cls
         return cls
 
     return decorate
 
 
 def get_task(name: str) -> type[Task]:
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, list(TASKS), n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown task {name!r}{hint} Known: {sorted(TASKS)}")
+    """The task class registered as `name`; an unknown name fails with close matches."""
     return TASKS[name]
 
 

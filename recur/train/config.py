@@ -11,15 +11,15 @@ types before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layers import MIXERS, option_types
+from ..layers import option_types
 from ..models import LMConfig
+from ..registry import UnknownName, did_you_mean
 from ..tasks import TASKS, TaskConfig, get_task
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -164,14 +164,9 @@ def build_section(cls, values: dict[str, Any], section: str):
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise ValueError(f"unknown key {section}.{key}{_suggest(key, names)}")
+            raise ValueError(f"unknown key {section}.{key}{did_you_mean(key, names)}")
         kwargs[key] = coerce(value, hints[key], f"{section}.{key}")
     return cls(**kwargs)
-
-
-def _suggest(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def type_name(tp) -> str:
@@ -306,15 +301,16 @@ def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, 
             if len(parts) != 4:
                 raise ValueError(f"{key}: expected model.mixer_options.<mixer>.<option>")
             mixer, option = parts[2], parts[3]
-            if mixer not in MIXERS:
-                raise ValueError(f"{key}: unknown mixer {mixer!r}{_suggest(mixer, MIXERS)} Known: {sorted(MIXERS)}")
-            option_type = option_types(mixer)
+            try:
+                option_type = option_types(mixer)
+            except UnknownName as error:
+                raise ValueError(f"{key}: {error}") from None
             if option not in option_type:
-                raise ValueError(f"unknown key {key}{_suggest(option, option_type)} Options of {mixer}: {sorted(option_type)}")
+                raise ValueError(f"unknown key {key}{did_you_mean(option, option_type)} Options of {mixer}: {sorted(option_type)}")
             sections["model"]["mixer_options"].setdefault(mixer, {})[option] = coerce(value, option_type[option], key)
             continue
         if key not in known:
-            raise ValueError(f"unknown key {key!r}{_suggest(key, known)}")
+            raise ValueError(f"unknown key {key!r}{did_you_mean(key, known)}")
         section, name = key.split(".", 1)
         sections[section][name] = coerce(value, known[key], key)
     return RunConfig(

@@ -17,11 +17,10 @@ import torch
 from torch import nn
 
 from ..layers import MIXERS, Mixer
-from ..models import LM, LMConfig
-from ..models import HeadConfig, InputConfig, SequenceModel
+from ..models import LM, HeadConfig, InputConfig, LMConfig, SequenceModel
 from ..tasks import Task, get_task
 from . import checkpoint, distributed
-from .config import RunConfig, from_dict, to_dict
+from .config import RunConfig, TrainConfig, from_dict, to_dict
 from .logging import MetricsLog
 from .optim import build_optimizer, set_lr
 
@@ -131,8 +130,37 @@ def train(
         torch.set_num_threads(threads)
 
 
-def _train(config, run_dir, resume, progress, callback) -> TrainResult:
+def _train(config: RunConfig, run_dir, resume: bool, progress: bool, callback) -> TrainResult:
     tc = config.train
+    device, context = _join_processes(tc)
+    start = time.perf_counter()
+    run = _build(config, device, context)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    curve = _resume(run_dir, run) if resume else _Curve()
+    sets = eval_sets(run.task, config)
+    report = _Report(run, run_dir, curve.steps, progress)
+
+    run.model.train()
+    for step in range(curve.steps, tc.steps):
+        curve.loss, lr = _train_step(run, step)
+        curve.steps = step + 1
+        record = report.train_step(curve.steps, curve.loss, lr)
+        if curve.steps % tc.eval_every == 0 or curve.steps == tc.steps:
+            _eval_step(run, sets, curve, report)
+        report.show(curve)
+        if run_dir is not None and _checkpoint_due(tc, curve):
+            _save(run_dir, run, curve)
+        if callback is not None:
+            callback(curve.steps, record)
+        if curve.stopped_early:
+            break
+    report.close()
+    return _result(run, run_dir, sets, curve, start)
+
+
+def _join_processes(tc: TrainConfig) -> tuple[torch.device, distributed.Context]:
+    """This process's device and place among the processes torchrun started (one process:
+    no process group), with its CPU threads set."""
     device = resolve_device(tc.device)
     context = distributed.init(str(device))
     if context.enabled and device.type == "cuda":
@@ -144,9 +172,44 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
             f"train.batch_size = {tc.batch_size} must be divisible by grad_accum × processes = "
             f"{tc.grad_accum} × {context.world_size}"
         )
-    run_dir = Path(run_dir) if run_dir is not None else None
-    start = time.perf_counter()
+    return device, context
 
+
+@dataclass
+class _Run:
+    """What every step reads, built once before the first."""
+
+    config: RunConfig
+    device: torch.device
+    context: distributed.Context
+    task: Task
+    # wrapped in DDP, or sharded by FSDP, when several processes run
+    model: nn.Module
+    # the model, compiled when train.compile (compilation waits for the first call)
+    forward: nn.Module
+    optimizer: torch.optim.Optimizer
+    use_bf16: bool
+    # examples in one micro-batch of this process
+    micro_batch: int
+    num_parameters: int
+    # bytes of recurrent state per sequence
+    state_size: int
+
+    def autocast(self):
+        """bf16 autocast where train.precision asks for it, else nothing."""
+        if not self.use_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def evaluate(self, sets: dict) -> dict[str, float]:
+        """Every eval split on the unwrapped model, in batches of one process's share of a step."""
+        batch_size = self.micro_batch * self.config.train.grad_accum
+        return evaluate(distributed.unwrap(self.model), self.task, sets, batch_size, self.device, self.autocast)
+
+
+def _build(config: RunConfig, device: torch.device, context: distributed.Context) -> _Run:
+    """The task, the model from the seed (wrapped for several processes) and its optimiser."""
+    tc = config.train
     torch.manual_seed(tc.seed)
     task = get_task(config.task_name)(config.task)
     model = build_model(config, task).to(device)
@@ -154,100 +217,199 @@ def _train(config, run_dir, resume, progress, callback) -> TrainResult:
     # wrap first: FSDP replaces the parameters the optimiser must hold
     model = distributed.wrap(model, context, tc.distributed)
     optimizer = build_optimizer(model, tc)
-    use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
-
-    def autocast():
-        if not use_bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-
-    first_step, history = 0, []
-    if resume:
-        first_step, history = _resume(run_dir, config, model, optimizer, context)
-    forward = torch.compile(model) if tc.compile else model
-    sets = eval_sets(task, config)
-
-    log = MetricsLog(run_dir if context.is_main else None, tensorboard=tc.tensorboard, truncate_after=first_step)
-    if run_dir is not None and context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", to_dict(config))
-
-    micro = tc.batch_size // (tc.grad_accum * context.world_size)
-    tokens_per_step = tc.batch_size * task.tokens_per_example()
-    bar = _progress_bar(tc.steps, first_step, progress and context.is_main)
-    metrics: dict[str, float] = history[-1]["eval"] if history else {}
-    loss_value, stopped_early = float("nan"), False
-    window_start, window_steps, tokens_per_s = time.perf_counter(), 0, 0.0
-
-    model.train()
-    step = first_step
-    for step in range(first_step, tc.steps):
-        lr = set_lr(optimizer, step, tc)
-        batch = task.train_batch(tc.batch_size, batch_generator(tc.seed, step), step)
-        # this process's slice of the global batch, then its micro-batches
-        mine = {k: v[context.rank * micro * tc.grad_accum:(context.rank + 1) * micro * tc.grad_accum] for k, v in batch.items()}
-        step_loss = 0.0
-        for i in range(tc.grad_accum):
-            inputs = mine["inputs"][i * micro:(i + 1) * micro].to(device)
-            labels = mine["labels"][i * micro:(i + 1) * micro].to(device)
-            last = i == tc.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-            with sync:
-                with autocast():
-                    loss = (forward(inputs, labels=labels).loss + auxiliary_loss(model)) / tc.grad_accum
-                loss.backward()
-            step_loss += float(loss.detach())
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = distributed.mean(step_loss, context, device)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"training loss became {loss_value} at step {step + 1}; lower train.lr or check the data")
-
-        done = step + 1
-        window_steps += 1
-        record: dict[str, Any] = {"step": done, "loss": loss_value, "lr": lr}
-        if done % tc.log_every == 0 or done == tc.steps:
-            elapsed = time.perf_counter() - window_start
-            record["tokens_per_s"] = tokens_per_step * window_steps / max(elapsed, 1e-9)
-            window_start, window_steps = time.perf_counter(), 0
-            log.write(record)
-        if done % tc.eval_every == 0 or done == tc.steps:
-            metrics = evaluate(distributed.unwrap(model), task, sets, micro * tc.grad_accum, device, autocast)
-            log.write({"step": done, "eval": metrics})
-            history.append({"step": done, "eval": metrics})
-            stopped_early = _reached(metrics[task.metric], tc.target, task.higher_is_better) and done < tc.steps
-        if bar is not None:
-            bar.update(1)
-            postfix = {"loss": f"{loss_value:.4f}"}
-            if task.metric in metrics:
-                postfix[task.metric.split("/")[-1]] = f"{metrics[task.metric]:.4f}"
-            tokens_per_s = record.get("tokens_per_s", tokens_per_s)
-            if tokens_per_s:
-                postfix["tok/s"] = f"{tokens_per_s:,.0f}"
-            bar.set_postfix(postfix, refresh=False)
-        checkpoint_due = tc.checkpoint_every and done % tc.checkpoint_every == 0
-        if run_dir is not None and (checkpoint_due or done == tc.steps or stopped_early):
-            _save(run_dir, done, config, model, optimizer, context, history)
-        if callback is not None:
-            callback(done, record)
-        if stopped_early:
-            break
-    if bar is not None:
-        bar.close()
-
-    if task.metric not in metrics:
-        metrics = evaluate(distributed.unwrap(model), task, sets, micro * tc.grad_accum, device, autocast)
-    result = TrainResult(
-        metrics=metrics, metric_name=task.metric, metric=metrics[task.metric], loss=loss_value,
-        steps=step + 1 if tc.steps > first_step else first_step, stopped_early=stopped_early,
-        seconds=time.perf_counter() - start, num_parameters=num_parameters, state_size=state_size,
-        model=distributed.unwrap(model), config=config, run_dir=run_dir, history=history,
+    return _Run(
+        config=config, device=device, context=context, task=task, model=model,
+        forward=torch.compile(model) if tc.compile else model, optimizer=optimizer,
+        use_bf16=tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda"),
+        micro_batch=tc.batch_size // (tc.grad_accum * context.world_size),
+        num_parameters=num_parameters, state_size=state_size,
     )
-    if run_dir is not None and context.is_main:
+
+
+@dataclass
+class _Curve:
+    """Where a run stands: what a checkpoint keeps and the result reports."""
+
+    # optimiser steps done
+    steps: int = 0
+    # every evaluation so far, {"step": ..., "eval": {"<split>/<metric>": value}}
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # training loss of the last step
+    loss: float = float("nan")
+    stopped_early: bool = False
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The last evaluation (empty before the first)."""
+        return self.history[-1]["eval"] if self.history else {}
+
+
+def _resume(run_dir: Path | None, run: _Run) -> _Curve:
+    """Loads the newest checkpoint of `run_dir` into the run (weights, optimiser, RNG), after
+    checking that it trained the same task and model; returns where it stood."""
+    config = run.config
+    if run_dir is None:
+        raise ValueError("resume needs a run directory")
+    found = checkpoint.checkpoint_dirs(run_dir)
+    if not found:
+        raise checkpoint.CheckpointError(f"--resume: no checkpoint in {run_dir}/checkpoints")
+    model_state, optimizer_state, extra, info = checkpoint.load(found[-1])
+    saved = from_dict(info["config"])
+    for section in ("task", "model", "head"):
+        if to_dict(saved)[section] != to_dict(config)[section]:
+            raise ValueError(
+                f"--resume: the {section} config differs from the checkpoint's ({found[-1]}); "
+                f"saved {to_dict(saved)[section]}, given {to_dict(config)[section]}"
+            )
+    try:
+        distributed.load_full_state(
+            run.model, run.optimizer, model_state, optimizer_state, run.context, config.train.distributed
+        )
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise checkpoint.CheckpointError(f"checkpoint {found[-1]} does not fit this model: {error}") from error
+    torch.set_rng_state(extra["rng_cpu"])
+    if "rng_cuda" in extra and torch.cuda.is_available():
+        torch.cuda.set_rng_state(extra["rng_cuda"])
+    return _Curve(steps=int(info["step"]), history=list(info.get("history", [])))
+
+
+def _train_step(run: _Run, step: int) -> tuple[float, float]:
+    """One optimiser step on training batch `step`: (loss averaged over processes, learning rate)."""
+    tc, micro = run.config.train, run.micro_batch
+    lr = set_lr(run.optimizer, step, tc)
+    batch = run.task.train_batch(tc.batch_size, batch_generator(tc.seed, step), step)
+    # this process's slice of the global batch, then its micro-batches
+    share = micro * tc.grad_accum
+    mine = {k: v[run.context.rank * share:(run.context.rank + 1) * share] for k, v in batch.items()}
+    step_loss = 0.0
+    for i in range(tc.grad_accum):
+        inputs = mine["inputs"][i * micro:(i + 1) * micro].to(run.device)
+        labels = mine["labels"][i * micro:(i + 1) * micro].to(run.device)
+        # DDP averages gradients across processes once, in the last micro-batch's backward
+        last = i == tc.grad_accum - 1
+        sync = contextlib.nullcontext() if last or not hasattr(run.model, "no_sync") else run.model.no_sync()
+        with sync:
+            with run.autocast():
+                loss = (run.forward(inputs, labels=labels).loss + auxiliary_loss(run.model)) / tc.grad_accum
+            loss.backward()
+        step_loss += float(loss.detach())
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_value = distributed.mean(step_loss, run.context, run.device)
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(f"training loss became {loss_value} at step {step + 1}; lower train.lr or check the data")
+    return loss_value, lr
+
+
+def _eval_step(run: _Run, sets: dict, curve: _Curve, report: _Report) -> None:
+    """Evaluates every split, logs and keeps the result, and stops the run once it reaches
+    train.target (before the last step)."""
+    tc = run.config.train
+    metrics = run.evaluate(sets)
+    report.evaluation(curve.steps, metrics)
+    curve.history.append({"step": curve.steps, "eval": metrics})
+    reached = _reached(metrics[run.task.metric], tc.target, run.task.higher_is_better)
+    curve.stopped_early = reached and curve.steps < tc.steps
+
+
+class _Report:
+    """What a run shows as it goes: config.json and metrics.jsonl (and TensorBoard) from the
+    main process, tokens/s over each logging window, and the progress bar."""
+
+    def __init__(self, run: _Run, run_dir: Path | None, first_step: int, progress: bool) -> None:
+        tc, main = run.config.train, run.context.is_main
+        self.steps, self.log_every, self.metric = tc.steps, tc.log_every, run.task.metric
+        self.log = MetricsLog(run_dir if main else None, tensorboard=tc.tensorboard, truncate_after=first_step)
+        if run_dir is not None and main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(run_dir / "config.json", to_dict(run.config))
+        self.tokens_per_step = tc.batch_size * run.task.tokens_per_example()
+        self.bar = _progress_bar(tc.steps, first_step, progress and main)
+        self.window_start, self.window_steps, self.tokens_per_s = time.perf_counter(), 0, 0.0
+
+    def train_step(self, done: int, loss: float, lr: float) -> dict[str, Any]:
+        """The step's record; every train.log_every steps and at the last it gets the tokens/s
+        since the previous logged step and is written."""
+        self.window_steps += 1
+        record: dict[str, Any] = {"step": done, "loss": loss, "lr": lr}
+        if done % self.log_every == 0 or done == self.steps:
+            elapsed = time.perf_counter() - self.window_start
+            self.tokens_per_s = self.tokens_per_step * self.window_steps / max(elapsed, 1e-9)
+            record["tokens_per_s"] = self.tokens_per_s
+            self.window_start, self.window_steps = time.perf_counter(), 0
+            self.log.write(record)
+        return record
+
+    def evaluation(self, done: int, metrics: dict[str, float]) -> None:
+        self.log.write({"step": done, "eval": metrics})
+
+    def show(self, curve: _Curve) -> None:
+        """One more step on the progress bar, with the loss, the headline metric and tokens/s."""
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        postfix = {"loss": f"{curve.loss:.4f}"}
+        if self.metric in curve.metrics:
+            postfix[self.metric.split("/")[-1]] = f"{curve.metrics[self.metric]:.4f}"
+        if self.tokens_per_s:
+            postfix["tok/s"] = f"{self.tokens_per_s:,.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.log.close()
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty() and not os.environ.get("CI")
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True,
+                mininterval=0.2 if interactive else 5.0, file=sys.stderr)
+
+
+def _checkpoint_due(tc: TrainConfig, curve: _Curve) -> bool:
+    """Every train.checkpoint_every steps (if set), at the last step and when stopping early."""
+    periodic = tc.checkpoint_every and curve.steps % tc.checkpoint_every == 0
+    return bool(periodic) or curve.steps == tc.steps or curve.stopped_early
+
+
+def _save(run_dir: Path, run: _Run, curve: _Curve) -> None:
+    """A checkpoint after step curve.steps: weights, optimiser, RNG and the evaluations so far."""
+    tc = run.config.train
+    model_state, optimizer_state = distributed.full_state(run.model, run.optimizer, run.context, tc.distributed)
+    if run.context.is_main:
+        info = {"config": to_dict(run.config), "history": curve.history}
+        checkpoint.save(run_dir, curve.steps, model_state, optimizer_state, _rng_state(), info, tc.keep_checkpoints)
+    distributed.barrier(run.context)
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"rng_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["rng_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _result(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve, start: float) -> TrainResult:
+    """The run's result from its last evaluation (one now if none ran or was kept), also
+    written to result.json."""
+    metrics = curve.metrics
+    if run.task.metric not in metrics:
+        metrics = run.evaluate(sets)
+    result = TrainResult(
+        metrics=metrics, metric_name=run.task.metric, metric=metrics[run.task.metric], loss=curve.loss,
+        steps=curve.steps, stopped_early=curve.stopped_early, seconds=time.perf_counter() - start,
+        num_parameters=run.num_parameters, state_size=run.state_size,
+        model=distributed.unwrap(run.model), config=run.config, run_dir=run_dir, history=curve.history,
+    )
+    if run_dir is not None and run.context.is_main:
         _write_json(run_dir / "result.json", summary(result))
-    log.close()
     return result
 
 
@@ -272,57 +434,8 @@ def summary(result: TrainResult) -> dict[str, Any]:
     }
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    interactive = sys.stderr.isatty() and not os.environ.get("CI")
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True,
-                mininterval=0.2 if interactive else 5.0, file=sys.stderr)
-
-
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    state = {"rng_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["rng_cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _save(run_dir: Path, step: int, config: RunConfig, model, optimizer, context, history) -> None:
-    model_state, optimizer_state = distributed.full_state(model, optimizer, context, config.train.distributed)
-    if context.is_main:
-        info = {"config": to_dict(config), "history": history}
-        checkpoint.save(run_dir, step, model_state, optimizer_state, _rng_state(), info, config.train.keep_checkpoints)
-    distributed.barrier(context)
-
-
-def _resume(run_dir: Path | None, config: RunConfig, model, optimizer, context) -> tuple[int, list]:
-    if run_dir is None:
-        raise ValueError("resume needs a run directory")
-    found = checkpoint.checkpoint_dirs(run_dir)
-    if not found:
-        raise checkpoint.CheckpointError(f"--resume: no checkpoint in {run_dir}/checkpoints")
-    model_state, optimizer_state, extra, info = checkpoint.load(found[-1])
-    saved = from_dict(info["config"])
-    for section in ("task", "model", "head"):
-        if to_dict(saved)[section] != to_dict(config)[section]:
-            raise ValueError(
-                f"--resume: the {section} config differs from the checkpoint's ({found[-1]}); "
-                f"saved {to_dict(saved)[section]}, given {to_dict(config)[section]}"
-            )
-    try:
-        distributed.load_full_state(model, optimizer, model_state, optimizer_state, context, config.train.distributed)
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise checkpoint.CheckpointError(f"checkpoint {found[-1]} does not fit this model: {error}") from error
-    torch.set_rng_state(extra["rng_cpu"])
-    if "rng_cuda" in extra and torch.cuda.is_available():
-        torch.cuda.set_rng_state(extra["rng_cuda"])
-    return int(info["step"]), list(info.get("history", []))

@@ -254,6 +254,20 @@ def test_unknown_task_and_option_are_named():
     assert {"parity", "mod_arith", "permutation", "mqar", "digits"} <= set(TASKS)
 
 
+def test_a_taken_task_name_is_refused():
+    from recur.tasks import register_task
+    from recur.tasks.parity import Parity
+
+    class Impostor(Parity):
+        pass
+
+    with pytest.raises(ValueError, match="task 'mqar' is already registered"):
+        register_task("mqar")(Impostor)
+    assert Impostor.name == "parity" and TASKS["parity"] is Parity
+    # registering the same class again (a re-imported module) is not an error
+    assert register_task("parity")(Parity) is Parity
+
+
 def test_all_groups_closed_under_composition():
     for group in ("S3", "A5"):
         elements = set(group_elements(group))

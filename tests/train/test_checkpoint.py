@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 
 import pytest
 import torch
@@ -104,3 +105,19 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     resumed = train(config, tmp_path, resume=True, progress=False)
     whole = train(config, tmp_path / "whole", progress=False)
     assert resumed.loss == whole.loss
+
+
+def test_resume_with_micro_batches_and_of_a_finished_run(tmp_path):
+    config = tiny_mqar(steps=6, checkpoint_every=2, eval_every=3, grad_accum=2)
+    whole = train(config, tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "cut", progress=False, callback=_stop_at(3))
+    resumed = train(config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.loss == whole.loss and resumed.metrics == whole.metrics
+    assert resumed.history == whole.history
+    # a finished run resumes to its last evaluation, training nothing (no step, no loss)
+    steps_run = []
+    again = train(config, tmp_path / "cut", resume=True, progress=False, callback=lambda done, _: steps_run.append(done))
+    assert steps_run == [] and again.steps == 6 and again.metrics == whole.metrics and math.isnan(again.loss)
+    for a, b in zip(whole.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
