@@ -31,7 +31,6 @@ class GRU(RNNLayer):
     and float32 / float64 it runs torch's own fused kernel (impl "auto" or "native")."""
 
     Config = GRUConfig
-    impls = ("naive", "sequential", "native")
     native = "gru"
 
     def make_cell(self, config):

@@ -31,7 +31,6 @@ class LSTM(RNNLayer):
     and float32 / float64 it runs torch's own fused kernel (impl "auto" or "native")."""
 
     Config = LSTMConfig
-    impls = ("naive", "sequential", "native")
     native = "lstm"
 
     def make_cell(self, config):

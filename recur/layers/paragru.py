@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.newton import newton_solve
+from ..ops.newton import NEWTON
 from ..ops.rnn import ParaGRU as ParaGRUCell
 from .registry import register_mixer
 from .rnn_common import RNNConfig, RNNLayer
@@ -35,24 +35,18 @@ def pararnn_init(layer: RNNLayer, first_gate_bias: bool) -> None:
 
 @dataclass(kw_only=True)
 class ParaRNNConfig(RNNConfig):
-    # with impl="newton": run the solver's whole-sequence work as torch.compile'd fused
-    # loops (`newton_solve(compile=True)`); each new sequence length compiles once
+    # with impl="newton" (or "auto"): run the solver's whole-sequence work as
+    # torch.compile'd fused loops (the op's `compile=True`); each new length compiles once
     compile: bool = False
 
 
 class ParaRNNLayer(RNNLayer):
     """An RNN layer whose cell has a diagonal Jacobian, so Newton can train it in parallel."""
 
-    impls = ("naive", "sequential", "newton")
+    family = NEWTON
 
-    def _run(self, direction, inputs: torch.Tensor, initial, impl: str):
-        if impl != "newton" or not self.config.compile:
-            return super()._run(direction, inputs, initial, impl)
-        h, final, _ = newton_solve(
-            self.input_gates(direction, inputs), direction.R, direction.b, cell=self.cell,
-            initial_state=initial, output_final_state=True, compile=True,
-        )
-        return h, final
+    def op_options(self) -> dict:
+        return {"compile": self.config.compile}
 
 
 @dataclass(kw_only=True)

@@ -5,12 +5,17 @@ A layer is a cell from `recur.ops.rnn` with its weights: `in_proj` (x → the Gx
 laid out gate-major like torch.nn.LSTM's weight_ih), `R` and `b` per direction. With
 `bidirectional=True` each direction has d_model / 2 units and their outputs are
 concatenated (torch.nn.LSTM's layout); such a layer is not causal and has no `step`.
+`impl` picks a form of the layer's op family (`rnn`, or `newton` for cells that Newton
+solves); the layer's state {"h": [B, H, Dh], ...} is the op's [B, S, H, Dh], by name.
 
-Layers whose recurrence torch itself has (LSTM, GRU: `native` names it) run torch's fused
-kernel (`torch._VF.lstm` / `torch._VF.gru`, what torch.nn.LSTM / GRU call; cuDNN on CUDA)
-with their own parameters when the configuration allows it: one head (a dense R), inputs
-and parameters of one dtype, float32 or float64. `impl="auto"` picks it then, else the
-`sequential` op; `impl="native"` insists on it; "naive" and "sequential" force the op.
+Layers whose recurrence torch itself has (LSTM, GRU: `native` names it) may also run
+torch's fused kernel (`torch._VF.lstm` / `torch._VF.gru`, what torch.nn.LSTM / GRU call;
+cuDNN on CUDA) with their own parameters when the configuration allows it: one head (a
+dense R), inputs and parameters of one dtype, float32 or float64. `impl="auto"` picks it
+then, else the family's default; `impl="native"` insists on it. It is the layer's, not an
+op form: torch's kernel projects the inputs itself (its weight_ih is the layer's in_proj),
+so it cannot take the op's already projected x_proj without a second, identity projection
+(about 3× the time of the fused call, measured).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from einops import rearrange
 from torch import nn
 
 from ..ops.common import state_dtype
-from ..ops.rnn import Cell, rnn
+from ..ops.family import Family
+from ..ops.rnn import RNN, Cell
 from .base import Mixer, MixerConfig, State
 
 
@@ -64,9 +70,15 @@ class RNNLayer(Mixer):
     they may override `gate_inputs` (what the input projection sees) and `readout`."""
 
     Config: ClassVar[type[RNNConfig]] = RNNConfig
-    impls: ClassVar[tuple[str, ...]] = ("naive", "sequential")
+    family: ClassVar[Family] = RNN
     # "lstm" or "gru" where the cell is torch.nn.LSTM's / GRU's, which torch runs fused
     native: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("native") and "native" not in cls.impls:
+            # torch's fused kernel, beside the family's forms
+            cls.impls = (*cls.impls, "native")
 
     def __init__(self, config: RNNConfig) -> None:
         super().__init__(config)
@@ -152,12 +164,14 @@ class RNNLayer(Mixer):
             self.project(direction, inputs), "b t (g h d) -> b t g h d", g=self.cell.input_gates, h=self.heads
         )
 
+    def op_options(self) -> dict:
+        """Keyword arguments of the op beyond the cell and the state (e.g. Newton's)."""
+        return {}
+
     def _run(self, direction: Direction, inputs: torch.Tensor, initial, impl: str):
         x_proj = self.input_gates(direction, inputs)
-        return rnn(
-            x_proj, direction.R, direction.b, cell=self.cell, initial_state=initial,
-            output_final_state=True, impl=impl,
-        )
+        options = {"cell": self.cell, "initial_state": initial, "output_final_state": True, **self.op_options()}
+        return self.family.call(impl, (x_proj, direction.R, direction.b), options)
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         if x.dim() != 3 or x.shape[-1] != self.config.d_model:
@@ -170,7 +184,7 @@ class RNNLayer(Mixer):
             missing = [n for n in self.cell.state_names if n not in state]
             if missing:
                 raise ValueError(f"state lacks {missing}; expected the keys {list(self.cell.state_names)}")
-            initial = torch.stack([state[name] for name in self.cell.state_names])
+            initial = torch.stack([state[name] for name in self.cell.state_names], dim=1)
         if impl in ("auto", "native"):
             why = self.native_unavailable(x, state)
             if why is None:
@@ -183,14 +197,13 @@ class RNNLayer(Mixer):
             h_back, _ = self._run(self.directions[1], inputs.flip(1), None, impl)
             outputs.append(h_back.flip(1))
         h = torch.cat([rearrange(o, "b t h d -> b t (h d)") for o in outputs], dim=-1)
-        new_state = dict(zip(self.cell.state_names, final.unbind(0), strict=True))
+        new_state = dict(zip(self.cell.state_names, final.unbind(1), strict=True))
         new_state.update(extra)
         return self.readout(h, x), new_state
 
-
     def _native(self, x: torch.Tensor, initial: torch.Tensor | None) -> tuple[torch.Tensor, State]:
         """torch._VF.lstm / gru with this layer's parameters (views, no copies); initial
-        [S, B, 1, hidden] or None."""
+        [B, S, 1, hidden] or None."""
         B, n = x.shape[0], self.hidden
         weights = []
         for direction in self.directions:
@@ -204,10 +217,10 @@ class RNNLayer(Mixer):
                 biases = [b[:3].reshape(-1), torch.cat([zeros[:2], b[3:]]).reshape(-1)]
             weights += [direction.in_proj.weight, direction.R.reshape(-1, n), *biases]
         directions = len(self.directions)
-        if initial is None:
-            initial = x.new_zeros(self.cell.num_states, B, 1, n)
+        S = self.cell.num_states
+        initial = x.new_zeros(S, 1, B, n) if initial is None else initial.transpose(0, 1).reshape(S, 1, B, n)
         # [S, directions, B, n]: the backward direction starts from zeros, as in the op
-        hx = torch.cat([initial.reshape(-1, 1, B, n), x.new_zeros(initial.shape[0], directions - 1, B, n)], 1)
+        hx = torch.cat([initial, x.new_zeros(S, directions - 1, B, n)], 1)
         with warnings.catch_warnings():
             # cuDNN copies weights that are not one flat buffer into one on every call and
             # says so; ours are the layer's parameters, by design
