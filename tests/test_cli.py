@@ -87,7 +87,7 @@ def test_train_eval_generate_plot(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--run-dir", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    for word in ("parameters", "state size", "steps", "valid/accuracy", "curves.png"):
+    for word in ("parameters", "state size", "steps", "val/accuracy", "curves.png"):
         assert word in out
     assert (run / "curves.png").stat().st_size > 10_000
     assert main(["train", *TINY, "--run-dir", str(run)]) == 2
@@ -95,8 +95,8 @@ def test_train_eval_generate_plot(tmp_path, capsys):
 
     assert main(["eval", str(run)]) == 0
     result = json.loads((run / "result.json").read_text())
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("valid/accuracy"))
-    assert float(line.split()[1]) == round(result["metrics"]["valid/accuracy"], 4)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("val/accuracy"))
+    assert float(line.split()[1]) == round(result["metrics"]["val/accuracy"], 4)
 
     assert main(["generate", str(run), "--prompt", "3 20 5", "--max-new-tokens", "4", "--temperature", "0"]) == 0
     tokens = capsys.readouterr().out.split()
@@ -115,7 +115,7 @@ def test_runs_with_no_stdin_under_ci(tmp_path):
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert "valid/accuracy" in done.stdout and (tmp_path / "ci" / "curves.png").exists()
+    assert "val/accuracy" in done.stdout and (tmp_path / "ci" / "curves.png").exists()
 
 
 def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
@@ -124,11 +124,11 @@ def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
             "--model.n_layers", "1", "--train.steps", "2", "--train.eval_every", "2", "--train.batch_size", "4",
             "--train.threads", "1", "--run-dir", str(run), "--no-progress"]
     assert main(argv) == 0
-    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert "val/bits_per_byte" in capsys.readouterr().out
     assert main(["generate", str(run), "--prompt", "The for", "--max-new-tokens", "5", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.startswith("The for")
     assert main(["eval", str(run), "--task.seq_len", "32"]) == 0
-    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert "val/bits_per_byte" in capsys.readouterr().out
     assert main(["eval", str(run), "--train.steps", "3"]) == 2
     assert "eval takes task overrides only" in capsys.readouterr().err
 

@@ -56,13 +56,19 @@ class HeadConfig:
             raise ValueError(f"head.kind must be one of {list(HEAD_KINDS)}; got {self.kind!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"head.pooling must be one of {list(POOLINGS)}; got {self.pooling!r}")
-        allowed = LOSSES[self.kind]
-        if self.loss and self.loss not in allowed:
-            raise ValueError(f"head.loss for a {self.kind!r} head must be one of {list(allowed)}; got {self.loss!r}")
+        known = sorted({loss for losses in LOSSES.values() for loss in losses})
+        if self.loss and self.loss not in known:
+            raise ValueError(f"head.loss must be one of {known} (or '' for the head's default); got {self.loss!r}")
         for name in ("num_outputs", "horizon"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"head.{name} must be a non-negative int; got {value!r}")
+
+    def check_loss(self) -> None:
+        """The loss suits the head's kind."""
+        allowed = LOSSES[self.kind]
+        if self.loss and self.loss not in allowed:
+            raise ValueError(f"head.loss for a {self.kind!r} head must be one of {list(allowed)}; got {self.loss!r}")
 
     @property
     def loss_name(self) -> str:
@@ -87,6 +93,7 @@ class Head(nn.Module):
 
     def __init__(self, config: HeadConfig, d_model: int) -> None:
         super().__init__()
+        config.check_loss()
         if config.kind != "lm" and config.num_outputs <= 0:
             raise ValueError(f"head.num_outputs must be positive for a {config.kind!r} head; got {config.num_outputs}")
         if config.kind == "forecast" and config.horizon <= 0:

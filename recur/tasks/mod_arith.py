@@ -115,24 +115,25 @@ def bracket_expression(length: int, rng: random.Random) -> tuple[list[int], int]
 
 @register_task("mod_arith")
 class ModArith(Task):
-    """Expressions mod 5, with or without brackets; train short, test long (scaled accuracy)."""
+    """Expressions mod 5, with or without brackets; train short, validate and test long (scaled accuracy)."""
 
     Config = ModArithConfig
-    eval_splits = ("valid", "test")
-    metric = "test/scaled_accuracy"
+    metric = "val/scaled_accuracy"
 
     def __init__(self, config: ModArithConfig) -> None:
         super().__init__(config)
         self.tokens = BRACKETS if config.brackets else PLAIN
         self.vocab_size = 12 if config.brackets else 10
+        self.pad_token = self.tokens["pad"]
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        lengths = self.config.test_lengths if split == "test" else self.config.train_lengths
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
+        lengths = self.config.train_lengths if split == "train" else self.config.test_lengths
         return self.expressions(n, generator, lengths)
 
     def train_batch(self, n: int, generator: torch.Generator, step: int) -> Batch:
         # padded to the step's longest length, so the short early batches are cheap
-        return self.expressions(n, generator, self.config.lengths_at(step))
+        lengths = self.config.lengths_at(step)
+        return self.disjoint(n, generator, "train", lambda m: self.expressions(m, generator, lengths))
 
     def expressions(self, n: int, generator: torch.Generator, lengths: tuple[int, int]) -> Batch:
         """n expressions with lengths uniform in `lengths`, padded to its upper end."""

@@ -42,18 +42,18 @@ class ParityConfig(TaskConfig):
 
 @register_task("parity")
 class Parity(Task):
-    """Parity of a bit string; train on short strings, test on longer (scaled accuracy)."""
+    """Parity of a bit string; train on short strings, validate and test on longer ones (scaled accuracy)."""
 
     Config = ParityConfig
-    eval_splits = ("valid", "test")
-    metric = "test/scaled_accuracy"
+    metric = "val/scaled_accuracy"
 
     def __init__(self, config: ParityConfig) -> None:
         super().__init__(config)
         self.vocab_size = 3
+        self.pad_token = PAD
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        lengths_range = self.config.test_lengths if split == "test" else self.config.train_lengths
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
+        lengths_range = self.config.train_lengths if split == "train" else self.config.test_lengths
         lengths = uniform_lengths(n, lengths_range, generator)
         T = lengths_range[1]
         bits = torch.randint(0, 2, (n, T), generator=generator)

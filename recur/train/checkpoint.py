@@ -119,6 +119,29 @@ def _dedupe(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in ties}
 
 
+def save_model(folder: str | os.PathLike, model_state: dict[str, torch.Tensor], info: dict[str, Any]) -> Path:
+    """The weights a run chose, with what it knows of them (config, step, metrics):
+    model.safetensors and state.json in `folder`, written atomically (a temporary folder,
+    then a rename), replacing what was there."""
+    st = _safetensors()
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=folder.parent))
+    try:
+        st.save_file(_dedupe(model_state), str(tmp / "model.safetensors"))
+        with open(tmp / "state.json", "w") as f:
+            json.dump({**info, "tied": _ties(model_state)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
 def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict[str, torch.Tensor], dict[str, Any]]:
     """(model state, optimiser state, extra tensors, info) of one checkpoint folder."""
     st = _safetensors()
@@ -141,8 +164,21 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict[s
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model state, info) of a checkpoint folder, or of a run folder's newest checkpoint."""
+    """(model state, info) of a run folder's chosen weights (its `model` folder, written at the
+    end of a run), of a checkpoint folder, or of a run folder's newest checkpoint."""
     path = Path(path)
+    if (path / "model" / "model.safetensors").is_file():
+        path = path / "model"
+    if (path / "model.safetensors").is_file() and not (path / "optimizer.safetensors").exists():
+        try:
+            with open(path / "state.json") as f:
+                info = json.load(f)
+            model_state = _safetensors().load_file(str(path / "model.safetensors"))
+        except Exception as error:
+            raise CheckpointError(f"model folder {path} is corrupt: {type(error).__name__}: {error}") from error
+        for name, source in info.get("tied", {}).items():
+            model_state[name] = model_state[source]
+        return model_state, info
     if not (path / "state.json").exists():
         found = checkpoint_dirs(path)
         if not found:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..layers import MIXERS, Mixer
-from ..models import LM, HeadConfig, InputConfig, LMConfig, SequenceModel
+from ..models import LM, EncoderDecoder, SequenceModel
 from ..tasks import Task, get_task
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, from_dict, to_dict
@@ -27,9 +27,10 @@ from .optim import build_optimizer, set_lr
 
 @dataclass
 class TrainResult:
-    # the last evaluation: "<split>/<metric>" -> value
+    # the chosen weights' evaluation, "<split>/<metric>" -> value: the validation figures
+    # (read during training) and the test figures (read once, at the end)
     metrics: dict[str, float]
-    # the task's headline metric (e.g. "valid/accuracy") and its final value
+    # the task's validation metric (e.g. "val/accuracy") and its value at the chosen step
     metric_name: str
     metric: float
     # training loss of the last step
@@ -44,6 +45,13 @@ class TrainResult:
     config: RunConfig
     run_dir: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # the step whose weights the run chose (train.select) and evaluated on the test split
+    chosen_step: int = 0
+
+    @property
+    def test_metric(self) -> float:
+        """The validation metric's counterpart on the test split."""
+        return self.metrics["test/" + self.metric_name.split("/", 1)[1]]
 
 
 
@@ -52,12 +60,29 @@ def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
     return sum((m.aux_loss for m in model.modules() if isinstance(m, Mixer) and m.aux_loss is not None), 0.0)
 
 def build_model(config: RunConfig, task: Task) -> nn.Module:
-    """The model the task's head needs, over config.model's backbone."""
-    model_config: LMConfig = config.model
-    if task.head == "lm":
-        return LM(model_config)
-    head = HeadConfig(kind=task.head, num_outputs=task.num_outputs, pooling=config.head.pooling, loss=config.head.loss)
-    return SequenceModel(model_config, InputConfig(kind="tokens"), head)
+    """The model the task needs, over config.model's backbone: an `LM` for next-token
+    prediction over ids, an `EncoderDecoder` for seq2seq, else a `SequenceModel` with the
+    task's input adapter and head."""
+    if task.head == "seq2seq":
+        return EncoderDecoder(config.model, config.seq2seq, config.input, task.target_vocab_size)
+    if task.head == "lm" and task.input == "tokens":
+        return LM(config.model)
+    return SequenceModel(config.model, config.input, config.head)
+
+
+def fit_input_statistics(model: nn.Module, task: Task, config: RunConfig) -> None:
+    """Real-valued inputs are normalised with the training split's statistics, measured
+    once from examples no training step draws and stored in the model."""
+    adapter = getattr(model, "input", None)
+    if getattr(adapter, "normalize", False) and hasattr(adapter, "fit_statistics"):
+        sample = task.sample(1024, batch_generator(config.train.seed, -1, stream=2), "train")
+        adapter.fit_statistics(sample["inputs"])
+
+
+def batch_arguments(batch: dict[str, torch.Tensor], rows: slice, device: torch.device) -> dict[str, torch.Tensor]:
+    """The model's keyword arguments from rows of a batch: every entry but the inputs
+    (labels, and e.g. an encoder–decoder's target_inputs)."""
+    return {key: value[rows].to(device) for key, value in batch.items() if key != "inputs"}
 
 
 def batch_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -67,12 +92,19 @@ def batch_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(mixed)
 
 
-def eval_sets(task: Task, config: RunConfig) -> dict[str, dict[str, torch.Tensor]]:
-    # eval data comes from streams no training step uses (negative steps)
+def eval_sets(task: Task, config: RunConfig, splits: tuple[str, ...] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """The evaluation data of `splits` (default: all of the task's), drawn from streams no
+    training step uses (negative steps), each split from its own."""
+    splits = task.eval_splits if splits is None else splits
     return {
-        split: task.sample(config.task.eval_examples, batch_generator(config.train.seed, -1 - i, stream=1), split)
-        for i, split in enumerate(task.eval_splits)
+        split: task.sample(config.task.eval_examples, batch_generator(config.train.seed, -1 - task.eval_splits.index(split), stream=1), split)
+        for split in splits
     }
+
+
+def validation_splits(task: Task) -> tuple[str, ...]:
+    """The splits a run reads while it trains: every evaluation split but the test split."""
+    return tuple(split for split in task.eval_splits if split != "test")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,8 +126,9 @@ def evaluate(model: nn.Module, task: Task, sets: dict, batch_size: int, device: 
         inputs, labels = data["inputs"], data["labels"]
         outputs, loss_sum = [], 0.0
         for start in range(0, len(inputs), batch_size):
+            rows = slice(start, start + batch_size)
             with autocast():
-                out = model(inputs[start:start + batch_size].to(device), labels=labels[start:start + batch_size].to(device))
+                out = model(inputs[rows].to(device), **batch_arguments(data, rows, device))
             outputs.append(out.logits.float().cpu())
             loss_sum += float(out.loss) * len(out.logits)
         for name, value in task.metrics(torch.cat(outputs), labels).items():
@@ -137,7 +170,8 @@ def _train(config: RunConfig, run_dir, resume: bool, progress: bool, callback) -
     run = _build(config, device, context)
     run_dir = Path(run_dir) if run_dir is not None else None
     curve = _resume(run_dir, run) if resume else _Curve()
-    sets = eval_sets(run.task, config)
+    # the test split is not even drawn until the run has chosen its weights
+    sets = eval_sets(run.task, config, validation_splits(run.task))
     report = _Report(run, run_dir, curve.steps, progress)
 
     run.model.train()
@@ -194,6 +228,8 @@ class _Run:
     num_parameters: int
     # bytes of recurrent state per sequence
     state_size: int
+    # the weights of the best evaluation so far (on the CPU), when train.select is "best"
+    best_state: dict[str, torch.Tensor] | None = None
 
     def autocast(self):
         """bf16 autocast where train.precision asks for it, else nothing."""
@@ -212,7 +248,9 @@ def _build(config: RunConfig, device: torch.device, context: distributed.Context
     tc = config.train
     torch.manual_seed(tc.seed)
     task = get_task(config.task_name)(config.task)
-    model = build_model(config, task).to(device)
+    model = build_model(config, task)
+    fit_input_statistics(model, task, config)
+    model = model.to(device)
     num_parameters, state_size = model.num_parameters(), model.state_size()
     # wrap first: FSDP replaces the parameters the optimiser must hold
     model = distributed.wrap(model, context, tc.distributed)
@@ -237,6 +275,9 @@ class _Curve:
     # training loss of the last step
     loss: float = float("nan")
     stopped_early: bool = False
+    # the evaluation with the best validation metric so far: its step and value
+    best_step: int | None = None
+    best_value: float | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -255,7 +296,7 @@ def _resume(run_dir: Path | None, run: _Run) -> _Curve:
         raise checkpoint.CheckpointError(f"--resume: no checkpoint in {run_dir}/checkpoints")
     model_state, optimizer_state, extra, info = checkpoint.load(found[-1])
     saved = from_dict(info["config"])
-    for section in ("task", "model", "head"):
+    for section in ("task", "model", "input", "head", "seq2seq"):
         if to_dict(saved)[section] != to_dict(config)[section]:
             raise ValueError(
                 f"--resume: the {section} config differs from the checkpoint's ({found[-1]}); "
@@ -270,7 +311,13 @@ def _resume(run_dir: Path | None, run: _Run) -> _Curve:
     torch.set_rng_state(extra["rng_cpu"])
     if "rng_cuda" in extra and torch.cuda.is_available():
         torch.cuda.set_rng_state(extra["rng_cuda"])
-    return _Curve(steps=int(info["step"]), history=list(info.get("history", [])))
+    curve = _Curve(steps=int(info["step"]), history=list(info.get("history", [])))
+    curve.best_step, curve.best_value = info.get("best_step"), info.get("best_value")
+    if config.train.select == "best" and curve.best_step is not None:
+        # the best weights: saved beside the checkpoint, or the checkpoint's own
+        best = {k.removeprefix("best."): v for k, v in extra.items() if k.startswith("best.")}
+        run.best_state = best if best else _snapshot(run.model)
+    return curve
 
 
 def _train_step(run: _Run, step: int) -> tuple[float, float]:
@@ -283,14 +330,14 @@ def _train_step(run: _Run, step: int) -> tuple[float, float]:
     mine = {k: v[run.context.rank * share:(run.context.rank + 1) * share] for k, v in batch.items()}
     step_loss = 0.0
     for i in range(tc.grad_accum):
-        inputs = mine["inputs"][i * micro:(i + 1) * micro].to(run.device)
-        labels = mine["labels"][i * micro:(i + 1) * micro].to(run.device)
+        rows = slice(i * micro, (i + 1) * micro)
+        inputs = mine["inputs"][rows].to(run.device)
         # DDP averages gradients across processes once, in the last micro-batch's backward
         last = i == tc.grad_accum - 1
         sync = contextlib.nullcontext() if last or not hasattr(run.model, "no_sync") else run.model.no_sync()
         with sync:
             with run.autocast():
-                loss = (run.forward(inputs, labels=labels).loss + auxiliary_loss(run.model)) / tc.grad_accum
+                loss = (run.forward(inputs, **batch_arguments(mine, rows, run.device)).loss + auxiliary_loss(run.model)) / tc.grad_accum
             loss.backward()
         step_loss += float(loss.detach())
     if tc.grad_clip > 0:
@@ -304,14 +351,31 @@ def _train_step(run: _Run, step: int) -> tuple[float, float]:
 
 
 def _eval_step(run: _Run, sets: dict, curve: _Curve, report: _Report) -> None:
-    """Evaluates every split, logs and keeps the result, and stops the run once it reaches
-    train.target (before the last step)."""
-    tc = run.config.train
+    """Evaluates the validation splits, logs and keeps the result, keeps the weights when
+    they are the best so far, and stops the run once it reaches train.target (before the
+    last step)."""
+    tc, task = run.config.train, run.task
     metrics = run.evaluate(sets)
     report.evaluation(curve.steps, metrics)
     curve.history.append({"step": curve.steps, "eval": metrics})
-    reached = _reached(metrics[run.task.metric], tc.target, run.task.higher_is_better)
+    value = metrics[task.metric]
+    if curve.best_value is None or _better(value, curve.best_value, task.higher_is_better):
+        curve.best_step, curve.best_value = curve.steps, value
+        if tc.select == "best":
+            run.best_state = _snapshot(run.model)
+    reached = _reached(value, tc.target, task.higher_is_better)
     curve.stopped_early = reached and curve.steps < tc.steps
+
+
+def _better(value: float, best: float, higher_is_better: bool) -> bool:
+    if math.isnan(value):
+        return False
+    return math.isnan(best) or (value > best if higher_is_better else value < best)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the (unwrapped) model's weights on the CPU."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in distributed.unwrap(model).state_dict().items()}
 
 
 class _Report:
@@ -380,12 +444,19 @@ def _checkpoint_due(tc: TrainConfig, curve: _Curve) -> bool:
 
 
 def _save(run_dir: Path, run: _Run, curve: _Curve) -> None:
-    """A checkpoint after step curve.steps: weights, optimiser, RNG and the evaluations so far."""
+    """A checkpoint after step curve.steps: weights, optimiser, RNG, the evaluations so far
+    and the best weights (when they are not the current ones)."""
     tc = run.config.train
     model_state, optimizer_state = distributed.full_state(run.model, run.optimizer, run.context, tc.distributed)
     if run.context.is_main:
-        info = {"config": to_dict(run.config), "history": curve.history}
-        checkpoint.save(run_dir, curve.steps, model_state, optimizer_state, _rng_state(), info, tc.keep_checkpoints)
+        info = {
+            "config": to_dict(run.config), "history": curve.history,
+            "best_step": curve.best_step, "best_value": curve.best_value,
+        }
+        extra = _rng_state()
+        if run.best_state is not None and curve.best_step != curve.steps:
+            extra.update((f"best.{name}", t) for name, t in run.best_state.items())
+        checkpoint.save(run_dir, curve.steps, model_state, optimizer_state, extra, info, tc.keep_checkpoints)
     distributed.barrier(run.context)
 
 
@@ -397,19 +468,32 @@ def _rng_state() -> dict[str, torch.Tensor]:
 
 
 def _result(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve, start: float) -> TrainResult:
-    """The run's result from its last evaluation (one now if none ran or was kept), also
-    written to result.json."""
-    metrics = curve.metrics
-    if run.task.metric not in metrics:
-        metrics = run.evaluate(sets)
+    """The chosen weights (train.select) and their evaluation: the validation figures of
+    their step, then the test split, drawn and read here for the first and only time.
+    Written to result.json, and the weights with the config to run_dir/model."""
+    task, config = run.task, run.config
+    model = distributed.unwrap(run.model)
+    chosen = curve.steps
+    if config.train.select == "best" and run.best_state is not None:
+        chosen = curve.best_step
+        model.load_state_dict(run.best_state)
+    validation = next((e["eval"] for e in reversed(curve.history) if e["step"] == chosen), None)
+    if validation is None:
+        validation = run.evaluate(sets)
+        curve.history.append({"step": chosen, "eval": validation})
+    metrics = {**validation, **run.evaluate(eval_sets(task, config, ("test",)))}
     result = TrainResult(
-        metrics=metrics, metric_name=run.task.metric, metric=metrics[run.task.metric], loss=curve.loss,
+        metrics=metrics, metric_name=task.metric, metric=metrics[task.metric], loss=curve.loss,
         steps=curve.steps, stopped_early=curve.stopped_early, seconds=time.perf_counter() - start,
         num_parameters=run.num_parameters, state_size=run.state_size,
-        model=distributed.unwrap(run.model), config=run.config, run_dir=run_dir, history=curve.history,
+        model=model, config=config, run_dir=run_dir, history=curve.history, chosen_step=chosen,
     )
-    if run_dir is not None and run.context.is_main:
-        _write_json(run_dir / "result.json", summary(result))
+    if run_dir is not None:
+        weights = distributed.full_model_state(run.model, run.context, config.train.distributed)
+        if run.context.is_main:
+            checkpoint.save_model(run_dir / "model", weights, {"config": to_dict(config), "step": chosen, "metrics": metrics})
+            _write_json(run_dir / "result.json", summary(result))
+        distributed.barrier(run.context)
     return result
 
 
@@ -426,10 +510,14 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "growing_state": any(not MIXERS[name].constant_state for name in model.layer_mixers()),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
+        "chosen_step": result.chosen_step,
+        "select": result.config.train.select,
         "seconds": round(result.seconds, 1),
         "final_loss": result.loss,
         "metric": result.metric_name,
         "value": result.metric,
+        "test_metric": "test/" + result.metric_name.split("/", 1)[1],
+        "test_value": result.test_metric,
         "metrics": result.metrics,
     }
 
