@@ -12,7 +12,10 @@ from typing import Any
 
 from .models import LMConfig
 from .registry import Registry
+from .models import Seq2SeqConfig
+from .tasks.adding import AddingConfig
 from .tasks.digits import DigitsConfig
+from .tasks.digits_2d import Digits2DConfig
 from .tasks.induction_heads import InductionHeadsConfig
 from .tasks.listops import ListOpsConfig
 from .tasks.lm import LMTaskConfig
@@ -21,6 +24,8 @@ from .tasks.mqar import MQARConfig
 from .tasks.parity import ParityConfig
 from .tasks.permutation import PermutationConfig
 from .tasks.selective_copy import SelectiveCopyConfig
+from .tasks.transduce import TransduceConfig
+from .models.inputs import InputConfig
 from .train.config import HeadConfig, RunConfig, TrainConfig, apply_overrides
 
 RECIPES: Registry[Callable[[], RunConfig]] = Registry("recipe")
@@ -204,4 +209,39 @@ def lm() -> RunConfig:
         task=LMTaskConfig(seq_len=128),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=128, n_layers=2, mixer="gla"),
         train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=100),
+    )
+
+
+@register_recipe("adding")
+def adding() -> RunConfig:
+    """The adding problem at length 50 (real-valued inputs, regression), LSTM, MSE."""
+    return RunConfig(
+        task=AddingConfig(seq_len=50),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=1, mixer="lstm", mlp_ratio=0.0),
+        head=HeadConfig(pooling="last", loss="mse"),
+        train=TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup_steps=50, weight_decay=0.0, eval_every=100,
+                          target=0.01),
+    )
+
+
+@register_recipe("digits_2d")
+def digits_2d() -> RunConfig:
+    """8×8 digits as images: 2×2 patches in a snake scan (16 tokens), Mamba-2, mean pooling."""
+    return RunConfig(
+        task=Digits2DConfig(),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="mamba2", mlp_ratio=2.0),
+        input=InputConfig(patch=2, scan="snake"),
+        head=HeadConfig(pooling="mean"),
+        train=TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=50, weight_decay=0.01, eval_every=100),
+    )
+
+
+@register_recipe("transduce")
+def transduce() -> RunConfig:
+    """Reverse 4-16 symbols with a GLA encoder–decoder (cross-attention), sequence accuracy."""
+    return RunConfig(
+        task=TransduceConfig(operation="reverse"),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="gla", mlp_ratio=2.0),
+        seq2seq=Seq2SeqConfig(cross_attention_heads=4),
+        train=TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=100, target=0.99),
     )

@@ -22,6 +22,9 @@ from .block import Block
 
 @dataclass(kw_only=True)
 class LMConfig:
+    """The backbone (and, for token inputs, the vocabulary) of every model."""
+
+    # token ids the model embeds; 0 when the inputs are not tokens (vectors, images)
     vocab_size: int
     d_model: int = 128
     n_layers: int = 4
@@ -42,8 +45,8 @@ class LMConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "vocab_size" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'vocab_size' else 'positive'} int; got {value!r}")
         self.pattern = tuple(self.pattern)
         # an unknown mixer name fails here, with close matches, before any layer is built
         for name in (*self.layer_mixers(), *self.mixer_options):
@@ -145,6 +148,8 @@ class Backbone(nn.Module):
 class LM(nn.Module):
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError(f"a language model needs a vocabulary: vocab_size must be positive; got {config.vocab_size}")
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.backbone = Backbone(config)
