@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .models import LMConfig
+from .models import LMConfig, Seq2SeqConfig
+from .models.inputs import InputConfig
 from .registry import Registry
-from .models import Seq2SeqConfig
 from .tasks.adding import AddingConfig
 from .tasks.digits import DigitsConfig
 from .tasks.digits_2d import Digits2DConfig
@@ -25,7 +25,6 @@ from .tasks.parity import ParityConfig
 from .tasks.permutation import PermutationConfig
 from .tasks.selective_copy import SelectiveCopyConfig
 from .tasks.transduce import TransduceConfig
-from .models.inputs import InputConfig
 from .train.config import HeadConfig, RunConfig, TrainConfig, apply_overrides
 
 RECIPES: Registry[Callable[[], RunConfig]] = Registry("recipe")
