@@ -1,4 +1,4 @@
-"""The `recur` command: train | eval | generate | plot | bench | list.
+"""The `recur` command: train | sweep | eval | generate | plot | bench | list.
 
 `recur train` with no arguments trains the default recipe. Any run setting is a typed
 dotted override: `recur train --recipe mqar --model.mixer gla --train.steps 2000`.
@@ -167,6 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.seeds is not None:
+        return _train_seeds(args, config, run_dir)
     if args.resume and not args.run_dir:
         raise UsageError("--resume needs --run-dir (the run to continue)")
     if not args.resume and (run_dir / "checkpoints").exists():
@@ -191,6 +193,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    return "recur " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("recur", "cli.py", "__main__.py")) else (
+        f"recur {args.command} --recipe {args.recipe} " + " ".join(getattr(args, "overrides", []))
+    ).strip()
+
+
+def _train_seeds(args: argparse.Namespace, config, run_dir: Path) -> int:
+    """`recur train --seeds N`: N runs of the recipe, one table and plot of mean ± std."""
+    from .train.experiments import run_seeds, seeds_table, write_table
+
+    if args.resume or args.nproc > 1:
+        raise UsageError("--seeds runs fresh single-process runs; drop --resume and --nproc")
+    if args.seeds <= 0:
+        raise UsageError(f"--seeds must be a positive int; got {args.seeds}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir} is not empty; pick another --run-dir")
+    print(f"recur train --recipe {args.recipe} --seeds {args.seeds}: task {config.task_name}, run dir {run_dir}", flush=True)
+
+    def report(seed, result):
+        print(f"seed {seed}: {result.metric_name} {result.metric:.4f}, {result.test_metric_name} {result.test_metric:.4f} "
+              f"(step {result.chosen_step} of {result.steps})", flush=True)
+
+    records = run_seeds(config, args.seeds, run_dir, progress=not args.no_progress, on_run=report)
+    table = seeds_table(config, records, _command_line(args))
+    written = write_table(table, config, run_dir, "seeds", f"{args.recipe}: {args.seeds} seeds")
+    print(Path(written[0]).read_text())
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`recur sweep`: every combination of --grid values over --seeds seeds; the table marks
+    the configuration with the best validation mean and gives its test figures."""
+    from .recipes import recipe
+    from .train.experiments import grid_combinations, run_sweep, write_table
+
+    grid: dict[str, list[str]] = {}
+    for item in args.grid:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise UsageError(f"--grid takes KEY=V1,V2,...; got {item!r}")
+        grid[key.removeprefix("--")] = [v for v in values.split(",") if v]
+    config = recipe(args.recipe, parse_overrides(args.overrides))
+    if args.seeds <= 0:
+        raise UsageError(f"--seeds must be a positive int; got {args.seeds}")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"sweep-{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir} is not empty; pick another --run-dir")
+    print(f"recur sweep --recipe {args.recipe}: {len(grid_combinations(grid))} configurations × {args.seeds} seeds, "
+          f"run dir {run_dir}", flush=True)
+    table = run_sweep(config, grid, args.seeds, run_dir, _command_line(args), progress=not args.no_progress)
+    written = write_table(table, config, run_dir, "sweep", f"{args.recipe}: sweep")
+    print(Path(written[0]).read_text())
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def render_summary(s: dict) -> str:
     rows = [
         ("task", s["task"]),
@@ -201,9 +260,11 @@ def render_summary(s: dict) -> str:
         ("steps", f"{s['steps']}{' (target reached, stopped early)' if s['stopped_early'] else ''}"),
         ("time", f"{s['seconds']:.1f} s"),
         ("final train loss", f"{s['final_loss']:.4f}"),
+        ("chosen weights", f"step {s['chosen_step']} (train.select {s['select']})"),
         (s["metric"], f"{s['value']:.4f}"),
+        (s["test_metric"], f"{s['test_value']:.4f}"),
     ]
-    rows += [(k, f"{v:.4f}") for k, v in s["metrics"].items() if k != s["metric"]]
+    rows += [(k, f"{v:.4f}") for k, v in s["metrics"].items() if k not in (s["metric"], s["test_metric"])]
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k:<{width}} | {v}" for k, v in rows), line])
@@ -324,7 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nproc", type=int, default=1, help="processes (DDP, or FSDP2 with --train.distributed fsdp)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--print-config", action="store_true", help="print the run config as JSON and exit")
+    train.add_argument("--seeds", type=int, default=None,
+                       help="N runs with train.seed, +1, …; writes RUN_DIR/seeds.md, .json, .png (mean ± std)")
     train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="a grid of overrides × seeds, one table (chosen by validation)",
+                           epilog="example: recur sweep --recipe parity --grid model.mixer=deltanet,gla "
+                           "--grid train.lr=1e-3,3e-3 --seeds 3")
+    sweep.add_argument("--recipe", default="default", help="named run (recur list recipes)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="an override and its values (repeat)")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
+    sweep.add_argument("--run-dir", default=None, help="folder of the runs and the table (default runs/sweep-<recipe>-<time>)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sweep.set_defaults(func=cmd_sweep)
 
     ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint")
     ev.add_argument("run", help="run dir or checkpoint dir")
@@ -373,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("train", "eval"):
+    if args.command in ("train", "eval", "sweep"):
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -49,9 +49,13 @@ class TrainResult:
     chosen_step: int = 0
 
     @property
+    def test_metric_name(self) -> str:
+        """The validation metric's counterpart on the test split ("test/<name>")."""
+        return "test/" + self.metric_name.split("/", 1)[1]
+
+    @property
     def test_metric(self) -> float:
-        """The validation metric's counterpart on the test split."""
-        return self.metrics["test/" + self.metric_name.split("/", 1)[1]]
+        return self.metrics[self.test_metric_name]
 
 
 
