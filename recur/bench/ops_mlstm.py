@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.mlstm import chunk_mlstm, naive_mlstm
+from ..ops.mlstm import MLSTM, chunk_mlstm, naive_mlstm
 from .ops import OpCase, register_op_bench
 
 B, H, K, V = 2, 4, 64, 64
@@ -12,19 +12,18 @@ B, H, K, V = 2, 4, 64, 64
 
 @register_op_bench(
     "mlstm",
-    f"B={B}, H={H}, K=V={K}, exponential input gate (mLSTM) and sigmoid input gate (mLSTMsig), forget pre-activations N(3, 1).",
+    f"B={B}, H={H}, K=V={K}, the family's example inputs (random initial state) with the exponential "
+    "input gate (mLSTM, input pre-activations N(0, 9), forget N(2, 9)) and the sigmoid input gate (mLSTMsig).",
 )
 def mlstm_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
-    gen = torch.Generator(device="cpu").manual_seed(0)
+    sizes = {"batch": B, "heads": H, "key_dim": K, "value_dim": V, "dtype": dtype, "device": device}
+    exp, sigmoid = (MLSTM.example_inputs(T, case=case, **sizes) for case in ("exp", "sigmoid"))
 
-    def tensor(*shape, shift=0.0):
-        return (torch.randn(*shape, generator=gen) + shift).to(device=device, dtype=dtype).requires_grad_()
+    def case(form: str, fn, example) -> OpCase:
+        return OpCase(form, lambda: fn(*example.args, **example.kwargs)[0], list(example.leaves().values()))
 
-    q, k, v = tensor(B, T, H, K), tensor(B, T, H, K), tensor(B, T, H, V)
-    i, f = tensor(B, T, H), tensor(B, T, H, shift=3.0)
-    inputs = [q, k, v, i, f]
     return [
-        OpCase("naive (mLSTM)", lambda: naive_mlstm(q, k, v, i=i, f=f)[0], inputs),
-        OpCase("chunk (mLSTM)", lambda: chunk_mlstm(q, k, v, i=i, f=f)[0], inputs),
-        OpCase("chunk (mLSTMsig)", lambda: chunk_mlstm(q, k, v, i=i, f=f, input_gate="sigmoid")[0], inputs),
+        case("naive (mLSTM)", naive_mlstm, exp),
+        case("chunk (mLSTM)", chunk_mlstm, exp),
+        case("chunk (mLSTMsig)", chunk_mlstm, sigmoid),
     ]
