@@ -173,3 +173,18 @@ def test_messages_name_the_argument_and_the_expected_value():
         chunk_mlstm(q, k, v, **{**kwargs, "input_gate": "tanh"})
     with pytest.raises(ValueError, match="eps must be"):
         chunk_mlstm(q, k, v, **{**kwargs, "eps": -1.0})
+
+
+def test_chunk_gradient_is_first_order_only():
+    """The chunk form's written-out backward refuses a second derivative (on backward()) rather
+    than give a wrong one; the naive form has one."""
+    example = MLSTM.example_inputs(10, case="exp")
+    q = example.args[0]
+    for impl in ("naive", "chunk"):
+        h, _ = MLSTM.call(impl, example.args, example.kwargs)
+        (dq,) = torch.autograd.grad(h.pow(2).sum(), q, create_graph=True)
+        if impl == "naive":
+            dq.sum().backward()
+        else:
+            with pytest.raises(RuntimeError, match="differentiate twice"):
+                dq.sum().backward()

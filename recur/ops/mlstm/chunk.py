@@ -64,9 +64,7 @@ def _chunk_mlstm(q, k, v, log_i, log_f, scale, initial_state, eps, stabilise, ch
 
     # [B, T, H, ...] -> [B, N, H, L, ...]; padded steps have log f = 0 and log i = −inf, which
     # leave the state as it is
-    q, k = _chunked(q.to(dtype), L), _chunked(k.to(dtype), L)
-    # v with a column of ones: the last column of every state and product below is the normaliser
-    v = _chunked(v.to(dtype), L, ones_column=True)
+    q, k, v = (_chunked(x.to(dtype), L) for x in (q, k, v))
     log_f, log_i = _chunked(log_f, L), _chunked(log_i, L, value=float("-inf"))
 
     # [B, N, H, L]: log decay from the chunk start to step t; log-weight of step s at the chunk end
@@ -88,15 +86,16 @@ def _chunk_mlstm(q, k, v, log_i, log_f, scale, initial_state, eps, stabilise, ch
         m_all = m0[:, None].expand(B, N + 1, H)
     m_in, m_out = m_all[:, :-1], m_all[:, 1:]
 
-    # 2. Chunk-end states [C | n]: each chunk's own writes, then the scan over chunks.
+    # 2. Chunk-end states, C and n side by side ([B, N, H, K, V + 1]): each chunk's own
+    # writes, then the scan over chunks.
     written = k * (to_end - m_out[..., None]).exp()[..., None]
-    local_states = written.transpose(-1, -2) @ v
+    local_states = torch.cat([written.transpose(-1, -2) @ v, written.sum(-2)[..., None]], dim=-1)
     initial = torch.cat([C0, n0[..., None]], dim=-1)
     states_in, final = chunk_state_passing(chunk_total + m_in - m_out, local_states, initial)
 
-    # 3. Every step: its chunk's entering state and the chunk's own keys.
+    # 3. Every step: its chunk's entering state and the chunk's own keys; h comes out in the
+    # [B, T, H, V] layout (padded to N · L steps).
     h = _ChunkOutputs.apply(q, k, v, log_f, log_i, m_in, states_in, scale, eps, stabilise)
-    # [B, N, H, L, V] -> [B, T, H, V]
     h = h.transpose(2, 3).flatten(1, 2)[:, :T]
     C_final, n_final = final.split([V, 1], dim=-1)
     return h, (C_final, n_final.squeeze(-1), m_all[:, -1])
@@ -106,64 +105,77 @@ class _ChunkOutputs(torch.autograd.Function):
     """h_t from the state entering its chunk and the chunk's keys up to t, with the gradient
     written out: autograd would keep and revisit several more [L, L] tensors per chunk.
 
-    Inputs: q, k [B, N, H, L, K]; v [B, N, H, L, V + 1] (last column ones); log f, log i
-    [B, N, H, L]; m_in [B, N, H]; the entering states [C | n] [B, N, H, K, V + 1].
+    Inputs: q, k [B, N, H, L, K]; v [B, N, H, L, V]; log f, log i [B, N, H, L]; m_in [B, N, H];
+    the entering states C and n side by side, [C | n] [B, N, H, K, V + 1]. Output: h [B, N, H, L, V],
+    a view of a tensor laid out as [B, N, L, H, V], so that [B, T, H, V] is a view of it.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, log_f, log_i, m_in, states_in, scale, eps, stabilise):
-        L = q.shape[-2]
-        lower = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+        B, N, H, L, V = v.shape
         # log-weight of the entering state at step t: b_t + m_in, [B, N, H, L]
         from_state = log_f.cumsum(-1) + m_in[..., None]
         # log-weight of step s at step t, log f_{s+1} + ... + log f_t + log i_s: log f_t below the
         # diagonal and log i_s on it, summed down each column (never a difference of prefix
         # sums, which would lose digits under strong gates); −inf above the diagonal
-        log_weights = log_f[..., :, None].expand(*log_f.shape, L).masked_fill(~lower.tril(-1), 0.0)
+        log_weights = log_f[..., :, None].expand(*log_f.shape, L).tril(-1)
         log_weights.diagonal(dim1=-2, dim2=-1).copy_(log_i)
-        log_weights = log_weights.cumsum_(-2).masked_fill_(~lower, float("-inf"))
-        # the stabiliser m_t: the largest log-weight at step t
-        largest, argmax = log_weights.max(-1)
-        m = torch.maximum(from_state, largest) if stabilise else m_in[..., None].expand_as(from_state)
+        above = torch.full((L, L), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+        log_weights = log_weights.cumsum_(-2).add_(above)
+        if stabilise:
+            # the stabiliser m_t: the largest log-weight at step t
+            largest, argmax = log_weights.max(-1)
+            m = torch.maximum(from_state, largest)
+        else:
+            largest = argmax = None
+            m = m_in[..., None].expand_as(from_state)
         # [B, N, H, L, L]: P = exp(log-weight − m_t), scores A = (scale · q kᵀ) ⊙ P
         P = log_weights.sub_(m[..., None]).exp_()
         A = _bmm(q, k.transpose(-1, -2), alpha=scale).mul_(P)
-        # out = [numerator | denominator], [B, N, H, L, V + 1]
-        inter = q @ states_in
-        state_weight = (from_state - m).exp()
-        out = _bmm(A, v, add=inter * (scale * state_weight)[..., None])
-        numerator, denominator = out[..., :-1], out[..., -1]
+        # the entering state's part [q C_in | q n_in], weighted by scale · e^{b_t + m_in − m_t}
+        state_weight = (from_state - m).exp_().mul_(scale)
+        inter = _bmm(q, states_in)
+        numerator = _bmm(A, v).addcmul_(inter[..., :-1], state_weight[..., None])
+        denominator = A.sum(-1).addcmul_(inter[..., -1], state_weight)
         floor = (-m).exp()
         z = torch.maximum(denominator.abs(), floor) + eps
-        h = numerator / z[..., None]
-        ctx.save_for_backward(q, k, v, states_in, P, A, inter, h, denominator, floor, z, state_weight, from_state, largest, argmax)
+        h = q.new_empty(B, N, L, H, V).transpose(2, 3)
+        torch.div(numerator, z[..., None], out=h)
+        ctx.save_for_backward(
+            q, k, v, states_in, P, A, inter, h, denominator, floor, z, state_weight, from_state, largest, argmax
+        )
         ctx.scale, ctx.stabilise = scale, stabilise
         return h
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, dh):
-        q, k, v, states_in, P, A, inter, h, denominator, floor, z, state_weight, from_state, largest, argmax = ctx.saved_tensors
+        q, k, v, states_in, P, A, inter, h, denominator, floor, z, state_weight, from_state, largest, argmax = (
+            ctx.saved_tensors
+        )
         scale = ctx.scale
         # h = numerator / z, z = max(|denominator|, e^{−m}) + eps
         dz = -(dh * h).sum(-1) / z
         on_floor = floor > denominator.abs()
         d_denominator = torch.where(on_floor, 0.0, dz * denominator.sign())
         dm = torch.where(on_floor, -dz * floor, 0.0)
-        d_out = torch.cat([dh / z[..., None], d_denominator[..., None]], dim=-1)
-        # out = A v + scale · state_weight · (q [C | n]_in)
-        d_state_weight = scale * (d_out * inter).sum(-1) * state_weight
-        d_inter = d_out * (scale * state_weight)[..., None]
-        d_states_in = q.transpose(-1, -2) @ d_inter
-        dq = d_inter @ states_in.transpose(-1, -2)
-        dv = A.transpose(-1, -2) @ d_out
-        dA = d_out @ v.transpose(-1, -2)
+        # written contiguous whatever dh's layout, for the products below
+        d_numerator = torch.div(dh, z[..., None], out=torch.empty_like(v))
+        # [numerator | denominator] = A [v | 1] + state_weight · q [C_in | n_in]
+        d_inter = torch.cat([d_numerator, d_denominator[..., None]], dim=-1).mul_(state_weight[..., None])
+        # the gradient of from_state − m, through state_weight = scale · e^{from_state − m}
+        d_exponent = (d_inter * inter).sum(-1)
+        d_states_in = _bmm(q.transpose(-1, -2), d_inter)
+        dq = _bmm(d_inter, states_in.transpose(-1, -2))
+        dv = _bmm(A.transpose(-1, -2), d_numerator)
+        dA = _bmm(d_numerator, v.transpose(-1, -2)).add_(d_denominator[..., None])
         # A = S ⊙ P with S = scale · q kᵀ, P = exp(log-weight − m)
         dS = dA * P
         d_log_weights = dA.mul_(A)
-        dq = _bmm(dS, k, alpha=scale, add=dq)
+        dq.add_(_bmm(dS, k, alpha=scale))
         dk = _bmm(dS.transpose(-1, -2), q, alpha=scale)
-        dm = dm - d_state_weight - d_log_weights.sum(-1)
-        d_from_state = d_state_weight
+        dm = dm - d_exponent - d_log_weights.sum(-1)
+        d_from_state = d_exponent
         if ctx.stabilise:
             # m = max(from_state, largest log-weight): its gradient goes to the term that won
             from_state_won = from_state >= largest
@@ -182,26 +194,20 @@ class _ChunkOutputs(torch.autograd.Function):
         return dq, dk, dv, d_log_f, d_log_i, dm_in, d_states_in, None, None, None
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, add: torch.Tensor | None = None) -> torch.Tensor:
-    """alpha · a @ b (+ add) over any leading dims, in one batched product."""
+def _bmm(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """alpha · a @ b over any leading dims, as one batched product."""
     out_shape = (*a.shape[:-1], b.shape[-1])
     a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
-    if add is None:
-        out = torch.bmm(a3, b3) if alpha == 1.0 else torch.baddbmm(a3.new_empty(()), a3, b3, beta=0.0, alpha=alpha)
-    else:
-        out = torch.baddbmm(add.reshape(-1, *out_shape[-2:]), a3, b3, alpha=alpha)
-    return out.view(out_shape)
+    if alpha == 1.0:
+        return torch.bmm(a3, b3).view(out_shape)
+    return torch.baddbmm(a3.new_empty(()), a3, b3, beta=0.0, alpha=alpha).view(out_shape)
 
 
-def _chunked(x: torch.Tensor, chunk_size: int, value: float = 0.0, ones_column: bool = False) -> torch.Tensor:
-    """[B, T, H, ...] -> [B, N, H, L, ...], padded with `value` at the end of time (and a
-    column of ones appended to the last dim when asked)."""
+def _chunked(x: torch.Tensor, chunk_size: int, value: float = 0.0) -> torch.Tensor:
+    """[B, T, H, ...] -> [B, N, H, L, ...], padded with `value` at the end of time."""
     T = x.shape[1]
     N = max(1, -(-T // chunk_size))
     if N * chunk_size != T:
         x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, N * chunk_size - T), value=value)
     # one copy into the chunked layout here saves one inside every matrix product below
-    x = x.unflatten(1, (N, chunk_size)).transpose(2, 3)
-    if ones_column:
-        return torch.cat([x, x.new_ones(()).expand(*x.shape[:-1], 1)], dim=-1)
-    return x.contiguous()
+    return x.unflatten(1, (N, chunk_size)).transpose(2, 3).contiguous()
