@@ -3,16 +3,16 @@
 xLSTM (arXiv:2405.04517) and Tiled Flash Linear Attention (arXiv:2503.14376), §2–3:
 C_t = f'_t C_{t-1} + i'_t k_t v_tᵀ, n_t = f'_t n_{t-1} + i'_t k_t, h_t = C_tᵀ q̂_t / (max(|n_tᵀ q̂_t|, e^{−m_t}) + eps).
 
-Inside chunk k, b_t is the log forget decay from the chunk start to step t, b_C the whole
-chunk's and a_s = b_C − b_s + log i_s the log-weight of step s in the chunk-end state. The
-max state after every chunk comes first, on [B, N, H] tensors:
+Inside chunk k (L steps), b_t is the log forget decay from the chunk start to step t, G_k = b_L
+the whole chunk's and a_s = b_L − b_s + log i_s the log-weight of step s in the chunk-end
+state. The max state after every chunk comes first, on [B, N, H] tensors:
 
-    m_k = max(b_C + m_{k-1}, max_s a_s) = max_{j <= k} (b_{j+1} + ... + b_k of the chunk totals + a'_j)
+    m_k = max(G_k + m_{k-1}, max_s a_s) = max_{j <= k} (G_{j+1} + ... + G_k + a'_j)
 
 (a'_0 = m_0, a'_j = max_s a_s of chunk j), then the chunk-end states, a scan over chunks
 of one multiply-add each:
 
-    C_k = e^{b_C + m_{k-1} − m_k} C_{k-1} + Σ_s e^{a_s − m_k} k_s v_sᵀ   (n_k likewise)
+    C_k = e^{G_k + m_{k-1} − m_k} C_{k-1} + Σ_s e^{a_s − m_k} k_s v_sᵀ   (n_k likewise)
 
 and every step reads its own chunk's entering state and the chunk's keys:
 
@@ -22,9 +22,9 @@ and every step reads its own chunk's entering state and the chunk's keys:
     h_t   = num_t / (max(|den_t|, e^{−m_t}) + eps)
 
 m_t here is exactly the recurrent stabiliser, so eps sits where the step form puts it and
-the forms agree to rounding. With the sigmoid input gate the stabiliser never moves.
-n rides along with C as one more value column (v extended by ones), so every normaliser
-comes out of the same matrix products as the memory. See README.md.
+the forms agree to rounding. With the sigmoid input gate the stabiliser never moves. C and n
+pass between chunks side by side, one [K, V + 1] state; the per-step part is one autograd
+Function whose gradient is written out (README.md says why and how).
 """
 
 from __future__ import annotations
