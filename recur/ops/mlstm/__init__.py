@@ -35,8 +35,7 @@ def example_inputs(
         # input pre-activations of a few units, forgets mostly near 1 (σ(2 ± 3))
         "exp": lambda: (draw.normal(B, T, H, std=3.0), 2.0 + draw.normal(B, T, H, std=3.0)),
         "sigmoid": lambda: (draw.normal(B, T, H, std=3.0), 2.0 + draw.normal(B, T, H, std=3.0)),
-        # forgets near 0 (log f about −20 per step): the stabiliser
-        # jumps at almost every step
+        # forgets near 0 (log f about −20 per step): the stabiliser moves at almost every step
         "strong_forget": lambda: (draw.normal(B, T, H, std=3.0), draw.normal(B, T, H, std=3.0) - 20.0),
     }
     if case not in cases:
