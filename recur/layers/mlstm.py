@@ -19,7 +19,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..ops.mlstm import mlstm
+from ..ops.mlstm import MLSTM as MLSTM_FAMILY
+from ..ops.mlstm import MLSTMState, mlstm
 from ..ops.mlstm.checks import INPUT_GATES
 from .base import Mixer, MixerConfig, State
 from .parts import RMSNorm
@@ -80,6 +81,7 @@ def mlstm_state(batch_size: int, heads: int, head_k: int, head_v: int, device, d
 @register_mixer("mlstm")
 class MLSTM(Mixer):
     Config = MLSTMConfig
+    family = MLSTM_FAMILY
 
     def __init__(self, config: MLSTMConfig) -> None:
         super().__init__(config)
@@ -112,9 +114,9 @@ class MLSTM(Mixer):
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         i = soft_cap(self.igate(x), cfg.gate_soft_cap)
         f = soft_cap(self.fgate(x), cfg.gate_soft_cap)
-        h, (C, n, m) = mlstm(
-            q, k, v, i=i, f=f, initial_state=None if state is None else (state["C"], state["n"], state["m"]),
+        h, final = mlstm(
+            q, k, v, i=i, f=f, initial_state=None if state is None else MLSTMState(state["C"], state["n"], state["m"]),
             output_final_state=True, eps=cfg.eps, input_gate=cfg.input_gate, impl=impl,
         )
         h = torch.sigmoid(heads(self.o_proj(x))) * self.norm(h)
-        return self.out_proj(rearrange(h, "b t h d -> b t (h d)")), {"C": C, "n": n, "m": m}
+        return self.out_proj(rearrange(h, "b t h d -> b t (h d)")), {"C": final.C, "n": final.n, "m": final.m}

@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..ops.mlstm import mlstm
+from ..ops.mlstm import MLSTM, MLSTMState, mlstm
 from ..ops.mlstm.checks import INPUT_GATES
 from .base import Mixer, MixerConfig, State
 from .mlstm import init_gates, mlstm_state
@@ -52,6 +52,7 @@ class XLSTMConfig(MixerConfig):
 @register_mixer("xlstm")
 class XLSTM(Mixer):
     Config = XLSTMConfig
+    family = MLSTM
 
     def __init__(self, config: XLSTMConfig) -> None:
         super().__init__(config)
@@ -91,11 +92,11 @@ class XLSTM(Mixer):
         c, conv_state = self.conv(x_m, None if state is None else state["conv"])
         q, k, v = self.q_proj(c), self.k_proj(c), self.v_proj(x_m)
         qkv = torch.cat([q, k, v], dim=-1)
-        h, (C, n, m) = mlstm(
+        h, final = mlstm(
             heads(q), heads(k), heads(v), i=self.igate(qkv), f=self.fgate(qkv),
-            initial_state=None if state is None else (state["C"], state["n"], state["m"]),
+            initial_state=None if state is None else MLSTMState(state["C"], state["n"], state["m"]),
             output_final_state=True, eps=cfg.eps, input_gate=cfg.input_gate, impl=impl,
         )
         h = rearrange(self.norm(h), "b t h d -> b t (h d)") + self.skip * c
         y = self.down_proj(h * torch.nn.functional.silu(z))
-        return y, {"C": C, "n": n, "m": m, "conv": conv_state}
+        return y, {"C": final.C, "n": final.n, "m": final.m, "conv": conv_state}
