@@ -34,9 +34,9 @@ def test_top_level_options_are_pinned():
     parser = build_parser()
     assert _options(parser) == {"-h", "--help", "--version"}
     commands = _subparsers(parser)
-    assert set(commands) == {"train", "eval", "generate", "plot", "bench", "list"}
+    assert set(commands) == {"train", "sweep", "eval", "generate", "plot", "bench", "list"}
     assert _options(commands["train"]) == {
-        "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config",
+        "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config", "--seeds",
     }
     assert _options(commands["generate"]) == {"-h", "--help", "--prompt", "--max-new-tokens", "--temperature", "--seed"}
     assert set(_subparsers(commands["bench"])) == {"ops", "recall"}

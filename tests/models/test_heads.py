@@ -58,8 +58,10 @@ def test_regressor_mse_gaussian_and_errors():
         net(ids, labels=torch.randn(3))
     with pytest.raises(ValueError, match="head.pooling must be one of"):
         HeadConfig(kind="regress", num_outputs=1, pooling="max")
-    with pytest.raises(ValueError, match="head.loss for a 'classify' head must be one of"):
+    with pytest.raises(ValueError, match="head.loss must be one of"):
         HeadConfig(kind="classify", num_outputs=3, loss="svm")
+    with pytest.raises(ValueError, match="head.loss for a 'classify' head must be one of"):
+        model(HeadConfig(kind="classify", num_outputs=3, loss="mse"))
     gaussian = model(HeadConfig(kind="regress", num_outputs=2, loss="gaussian_nll"))
     out = gaussian(ids, labels=targets)
     assert out.variance.shape == (3, 2) and bool((out.variance > 0).all())

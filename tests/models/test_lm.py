@@ -70,8 +70,10 @@ def test_config_errors_name_the_field():
         LMConfig(vocab_size=10, mixer="glaa")
     with pytest.raises(ValueError, match="mixer 'gla' has no option 'heads'"):
         LMConfig(vocab_size=10, mixer_options={"gla": {"heads": 2}})
-    with pytest.raises(ValueError, match="vocab_size must be a positive int"):
-        LMConfig(vocab_size=0)
+    with pytest.raises(ValueError, match="vocab_size must be a non-negative int"):
+        LMConfig(vocab_size=-1)
+    with pytest.raises(ValueError, match="a language model needs a vocabulary"):
+        LM(LMConfig(vocab_size=0))
     lm = model()
     with pytest.raises(ValueError, match="ids must have shape"):
         lm(torch.zeros(3, dtype=torch.long))
