@@ -36,3 +36,6 @@ class DeltaProductConfig(GatedDeltaNetConfig):
 class DeltaProduct(GatedDeltaNet):
     Config = DeltaProductConfig
     family = DELTA_PRODUCT
+
+    def _keys_per_token(self) -> int:
+        return self.config.num_householder

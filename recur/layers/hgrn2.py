@@ -27,16 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.gla import GLA, gla
-from .base import Mixer, MixerConfig, State
-from .parts import RMSNorm, merge_heads, split_heads
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import RMSNorm, merge_heads, split_heads, state_dtype
 from .registry import register_mixer
 
 
 @dataclass(kw_only=True)
 class HGRN2Config(MixerConfig):
     num_heads: int = 4
-    # state expansion: the key width per head (the paper's expand ratio)
-    expand_ratio: int = 8
+    # state expansion, the paper's expand ratio: the key width per head, so that each head's
+    # state is [d_state, d_model / num_heads] (as Mamba-2's is [d_state, head_dim])
+    d_state: int = 8
     # "learned": HGRN's lower bounds, learned across the model's layers and rising with depth
     # (a layer on its own is the first layer: β = 0); "fixed": forget_lower_bound
     lower_bound: str = "learned"
@@ -46,8 +47,8 @@ class HGRN2Config(MixerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.heads(self.num_heads)
-        if self.expand_ratio <= 0:
-            raise ValueError(f"expand_ratio must be positive; got {self.expand_ratio}")
+        if self.d_state <= 0:
+            raise ValueError(f"d_state must be positive; got {self.d_state}")
         if self.lower_bound not in ("learned", "fixed"):
             raise ValueError(f"lower_bound must be 'learned' or 'fixed'; got {self.lower_bound!r}")
         if not 0.0 <= self.forget_lower_bound < 1.0:
@@ -70,7 +71,7 @@ class DepthLowerBounds(nn.Module):
 
 
 @register_mixer("hgrn2")
-class HGRN2(Mixer):
+class HGRN2(RecurrentMixer):
     Config = HGRN2Config
     family = GLA
 
@@ -78,7 +79,7 @@ class HGRN2(Mixer):
         super().__init__(config)
         D, H = config.d_model, config.num_heads
         self.head_v = D // H
-        self.key_dim = H * config.expand_ratio
+        self.key_dim = H * config.d_state
         self.q_proj = nn.Linear(D, self.key_dim, bias=False)
         self.f_proj = nn.Linear(D, self.key_dim, bias=False)
         self.i_proj = nn.Linear(D, D, bias=False)
@@ -100,14 +101,8 @@ class HGRN2(Mixer):
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         H = self.config.num_heads
-        return {"S": torch.zeros(batch_size, H, self.config.expand_ratio, self.head_v, device=device)}
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        S = torch.zeros(batch_size, H, self.config.d_state, self.head_v, device=device, dtype=state_dtype(self))
+        return {"S": S}
 
     def lower_bound(self) -> float | torch.Tensor:
         """β: the fixed bound, or this layer's learned one [K] (0.0 at depth 0 or alone)."""

@@ -36,10 +36,8 @@ class IndRNNConfig(RNNConfig):
 @register_mixer("indrnn")
 class IndRNN(RNNLayer):
     Config = IndRNNConfig
+    cell_type = IndRNNCell
     family = NEWTON
-
-    def make_cell(self, config):
-        return IndRNNCell()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from ..ops.ssm import LINEAR_SCAN, linear_scan
-from .base import Mixer, MixerConfig, State
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import state_dtype
 from .registry import register_mixer
-from .s4d import compute_dtype
+from .s4d import complex_pair
 
 
 @dataclass(kw_only=True)
@@ -46,7 +47,7 @@ class LRUConfig(MixerConfig):
 
 
 @register_mixer("lru")
-class LRU(Mixer):
+class LRU(RecurrentMixer):
     Config = LRUConfig
     family = LINEAR_SCAN
 
@@ -64,24 +65,17 @@ class LRU(Mixer):
         self.D = nn.Parameter(torch.randn(H))
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        cplx = compute_dtype(self.nu_log)[1]
-        return {"x": torch.zeros(batch_size, self.config.d_state, dtype=cplx, device=device)}
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        dtype = state_dtype(self, complex=True)
+        return {"x": torch.zeros(batch_size, self.config.d_state, dtype=dtype, device=device)}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
-        real, cplx = compute_dtype(self.nu_log)
+        real, cplx = state_dtype(self), state_dtype(self, complex=True)
         batch, T, _ = x.shape
         u = x.to(real)
         # Λ = exp(−exp(ν) + i exp(θ)), [N]
         Lambda = torch.exp(torch.complex(-torch.exp(self.nu_log.to(real)), torch.exp(self.theta_log.to(real))))
-        B = torch.complex(self.B[..., 0].to(real), self.B[..., 1].to(real)) * torch.exp(self.gamma_log.to(real))[:, None]
-        C = torch.complex(self.C[..., 0].to(real), self.C[..., 1].to(real))
+        B = complex_pair(self.B, real) * torch.exp(self.gamma_log.to(real))[:, None]
+        C = complex_pair(self.C, real)
         # γ ⊙ B u_t, [B, T, N]
         drive = torch.einsum("bth,nh->btn", u.to(cplx), B)
         h0 = None if state is None else state["x"].to(cplx)

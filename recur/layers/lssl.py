@@ -18,17 +18,16 @@ from torch import nn
 
 from ..ops.ssm import DENSE_SSM, dense_ssm, discretize_dense, hippo
 from ..ops.ssm.hippo import MEASURES
+from .parts import StepSizeConfig, log_uniform, state_dtype
 from .registry import register_mixer
-from .s4d import ConvSSMMixer, MixerConfig, compute_dtype, log_uniform
+from .s4d import ConvSSMMixer
 
 
 @dataclass(kw_only=True)
-class LSSLConfig(MixerConfig):
+class LSSLConfig(StepSizeConfig):
     d_state: int = 64
     # the HiPPO measure: "legs" (scaled Legendre), "legt" (translated) or "fout" (Fourier)
     measure: str = "legs"
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -36,8 +35,6 @@ class LSSLConfig(MixerConfig):
             raise ValueError(f"measure must be one of {list(MEASURES)}; got {self.measure!r}")
         if self.d_state <= 0 or (self.measure == "fout" and self.d_state % 2):
             raise ValueError(f"d_state must be positive (and even for 'fout'); got {self.d_state}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={self.dt_min}, dt_max={self.dt_max}")
 
 
 class HiPPOSSM(nn.Module):
@@ -54,10 +51,10 @@ class HiPPOSSM(nn.Module):
         return [self.log_step]
 
     def init_state(self, batch_size: int, device=None) -> torch.Tensor:
-        return torch.zeros(batch_size, self.channels, self.d_state, dtype=compute_dtype(self.log_step)[0], device=device)
+        return torch.zeros(batch_size, self.channels, self.d_state, dtype=state_dtype(self), device=device)
 
     def forward(self, u: torch.Tensor, state: torch.Tensor | None, D: torch.Tensor, impl: str):
-        real, _ = compute_dtype(self.log_step)
+        real = state_dtype(self)
         H, N = self.channels, self.d_state
         step = torch.exp(self.log_step.to(real))
         A_bar, B_bar = discretize_dense(self.A.to(real).expand(H, N, N), step, self.B.to(real).expand(H, N))

@@ -29,10 +29,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..ops.common import state_dtype
 from ..ops.family import Family
 from ..ops.rnn import RNN, Cell
-from .base import Mixer, MixerConfig, State
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import state_dtype
 
 
 @dataclass(kw_only=True)
@@ -65,12 +65,15 @@ class Direction(nn.Module):
         self.b = nn.Parameter(torch.zeros(bias_gates, heads, head_dim))
 
 
-class RNNLayer(Mixer):
-    """Base of the RNN mixers. Subclasses set `Config`, `make_cell`, and `reset_parameters`;
-    they may override `gate_inputs` (what the input projection sees) and `readout`."""
+class RNNLayer(RecurrentMixer):
+    """Base of the RNN mixers. Subclasses set `Config` and `cell_type` (or `make_cell`), and
+    may override `reset_parameters`, `gate_inputs` (what the input projection sees) and
+    `readout`."""
 
     Config: ClassVar[type[RNNConfig]] = RNNConfig
     family: ClassVar[Family] = RNN
+    # the cell of `recur.ops.rnn`, built without arguments by the default `make_cell`
+    cell_type: ClassVar[type[Cell] | None] = None
     # "lstm" or "gru" where the cell is torch.nn.LSTM's / GRU's, which torch runs fused
     native: ClassVar[str | None] = None
 
@@ -94,7 +97,9 @@ class RNNLayer(Mixer):
         self.reset_parameters()
 
     def make_cell(self, config) -> Cell:
-        raise TypeError(f"{type(self).__name__} must define make_cell(config)")
+        if self.cell_type is None:
+            raise TypeError(f"{type(self).__name__} must set cell_type or define make_cell(config)")
+        return self.cell_type()
 
     def gate_counts(self, config) -> tuple[int, int]:
         """(recurrent gates Gr, bias gates Gb)."""
@@ -119,14 +124,11 @@ class RNNLayer(Mixer):
         return h
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        dtype = state_dtype(*self.parameters())
+        dtype = state_dtype(self)
         return {
             name: torch.zeros(batch_size, self.heads, self.head_dim, device=device, dtype=dtype)
             for name in self.cell.state_names
         }
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
 
     def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         if not self.causal:
@@ -201,6 +203,42 @@ class RNNLayer(Mixer):
         new_state.update(extra)
         return self.readout(h, x), new_state
 
+    def load_torch(self, module: nn.Module) -> None:
+        """Copies a one-layer torch.nn.LSTM or torch.nn.GRU, the layer's `native`
+        counterpart (hidden d_model / 2 when bidirectional); the outputs are then identical."""
+        if self.native is None:
+            raise TypeError(f"{self.name} has no torch counterpart to load; only lstm and gru do")
+        gates = {"lstm": 4, "gru": 3}[self.native]
+        kind = type(module).__name__
+        if module.num_layers != 1 or getattr(module, "proj_size", 0):
+            raise ValueError(f"only a one-layer {kind} without proj_size can be loaded; got {module}")
+        if module.bidirectional != (len(self.directions) == 2):
+            raise ValueError(f"{kind}.bidirectional = {module.bidirectional} but the layer has bidirectional = {not self.causal}")
+        if module.input_size != self.config.d_model or module.hidden_size != self.hidden:
+            raise ValueError(
+                f"{kind} has input_size {module.input_size}, hidden_size {module.hidden_size}; expected "
+                f"{self.config.d_model} and {self.hidden}"
+            )
+        if self.heads != 1:
+            raise ValueError(f"a {kind} has a dense recurrence: build the layer with num_heads=1; got {self.heads}")
+        n = self.hidden
+        with torch.no_grad():
+            for direction, suffix in zip(self.directions, ("", "_reverse"), strict=False):
+                w_ih = getattr(module, f"weight_ih_l0{suffix}")
+                w_hh = getattr(module, f"weight_hh_l0{suffix}")
+                b_ih = getattr(module, f"bias_ih_l0{suffix}", None)
+                b_hh = getattr(module, f"bias_hh_l0{suffix}", None)
+                b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
+                b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
+                direction.in_proj.weight.copy_(w_ih)
+                direction.R.copy_(w_hh.reshape(gates, 1, n, n))
+                if gates == 4:
+                    direction.b.copy_((b_ih + b_hh).reshape(4, 1, n))
+                else:
+                    # GRU: the reset gate multiplies the recurrent n-gate bias, so it stays apart
+                    r, z = (b_ih + b_hh)[: 2 * n].reshape(2, n).unbind(0)
+                    direction.b.copy_(torch.stack([r, z, b_ih[2 * n :], b_hh[2 * n :]]).reshape(4, 1, n))
+
     def _native(self, x: torch.Tensor, initial: torch.Tensor | None) -> tuple[torch.Tensor, State]:
         """torch._VF.lstm / gru with this layer's parameters (views, no copies); initial
         [B, S, 1, hidden] or None."""
@@ -233,36 +271,3 @@ class RNNLayer(Mixer):
                 final = (h_n[0],)
         state = {name: s.reshape(B, 1, n) for name, s in zip(self.cell.state_names, final, strict=True)}
         return self.readout(h, x), state
-
-
-def load_torch_rnn(layer: RNNLayer, module: nn.Module, gates: int) -> None:
-    """Copies a one-layer torch.nn.LSTM (gates = 4) or torch.nn.GRU (gates = 3) into `layer`."""
-    kind = type(module).__name__
-    if module.num_layers != 1 or getattr(module, "proj_size", 0):
-        raise ValueError(f"only a one-layer {kind} without proj_size can be loaded; got {module}")
-    if module.bidirectional != (len(layer.directions) == 2):
-        raise ValueError(f"{kind}.bidirectional = {module.bidirectional} but the layer has bidirectional = {not layer.causal}")
-    if module.input_size != layer.config.d_model or module.hidden_size != layer.hidden:
-        raise ValueError(
-            f"{kind} has input_size {module.input_size}, hidden_size {module.hidden_size}; expected "
-            f"{layer.config.d_model} and {layer.hidden}"
-        )
-    if layer.heads != 1:
-        raise ValueError(f"a {kind} has a dense recurrence: build the layer with num_heads=1; got {layer.heads}")
-    n = layer.hidden
-    with torch.no_grad():
-        for direction, suffix in zip(layer.directions, ("", "_reverse"), strict=False):
-            w_ih = getattr(module, f"weight_ih_l0{suffix}")
-            w_hh = getattr(module, f"weight_hh_l0{suffix}")
-            b_ih = getattr(module, f"bias_ih_l0{suffix}", None)
-            b_hh = getattr(module, f"bias_hh_l0{suffix}", None)
-            b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
-            b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
-            direction.in_proj.weight.copy_(w_ih)
-            direction.R.copy_(w_hh.reshape(gates, 1, n, n))
-            if gates == 4:
-                direction.b.copy_((b_ih + b_hh).reshape(4, 1, n))
-            else:
-                # GRU: the reset gate multiplies the recurrent n-gate bias, so it stays apart
-                r, z = (b_ih + b_hh)[: 2 * n].reshape(2, n).unbind(0)
-                direction.b.copy_(torch.stack([r, z, b_ih[2 * n :], b_hh[2 * n :]]).reshape(4, 1, n))

@@ -19,23 +19,20 @@ import torch
 from torch import nn
 
 from ..ops.ssm import DPLR_SSM, dplr_ssm, nplr
+from .parts import StepSizeConfig, log_uniform, state_dtype
 from .registry import register_mixer
-from .s4d import ConvSSMMixer, MixerConfig, compute_dtype, log_uniform
+from .s4d import ConvSSMMixer, complex_pair
 
 
 @dataclass(kw_only=True)
-class S4Config(MixerConfig):
+class S4Config(StepSizeConfig):
     # state size N (real-equivalent; N/2 conjugate pairs are parameters)
     d_state: int = 64
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.d_state <= 0 or self.d_state % 2:
             raise ValueError(f"d_state must be a positive even int; got {self.d_state}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={self.dt_min}, dt_max={self.dt_max}")
 
 
 class DPLRSSM(nn.Module):
@@ -59,12 +56,12 @@ class DPLRSSM(nn.Module):
 
     def _full(self, pair: torch.Tensor, real: torch.dtype) -> torch.Tensor:
         """Half of a conjugate-symmetric vector -> the whole one, [..., N]."""
-        half = torch.complex(pair[..., 0].to(real), pair[..., 1].to(real))
+        half = complex_pair(pair, real)
         return torch.cat([half, half.conj()], dim=-1)
 
     def system(self):
-        """(Λ [H, N], P [H, 1, N], B [H, N], C [H, N], Δ [H]) in the compute dtype."""
-        real, _ = compute_dtype(self.log_step)
+        """(Λ [H, N], P [H, 1, N], B [H, N], C [H, N], Δ [H]) in the state's dtype."""
+        real = state_dtype(self)
         H, N = self.channels, self.d_state
         half = torch.complex(-torch.exp(self.log_A_real.to(real)), self.A_imag.to(real))
         Lambda = torch.cat([half, half.conj()])
@@ -76,7 +73,7 @@ class DPLRSSM(nn.Module):
         return [self.log_step, self.log_A_real, self.A_imag, self.P, self.B]
 
     def init_state(self, batch_size: int, device=None) -> torch.Tensor:
-        return torch.zeros(batch_size, self.channels, self.d_state, dtype=compute_dtype(self.log_step)[1], device=device)
+        return torch.zeros(batch_size, self.channels, self.d_state, dtype=state_dtype(self, complex=True), device=device)
 
     def forward(self, u: torch.Tensor, state: torch.Tensor | None, D: torch.Tensor, impl: str):
         Lambda, P, B, C, step = self.system()

@@ -20,30 +20,27 @@ import torch
 from torch import nn
 
 from ..ops.ssm import LINEAR_SCAN, discretize, linear_scan, nplr
-from .base import Mixer, MixerConfig, State
+from .base import RecurrentMixer, State
+from .parts import StepSizeConfig, log_uniform, state_dtype
 from .registry import register_mixer
-from .s4d import compute_dtype, log_uniform
+from .s4d import complex_pair
 
 
 @dataclass(kw_only=True)
-class S5Config(MixerConfig):
+class S5Config(StepSizeConfig):
     # latent size P (P/2 complex states are kept, one per conjugate pair)
     d_state: int = 64
     # J: HiPPO-N blocks on the diagonal of the initial Λ
     blocks: int = 4
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.blocks <= 0 or self.d_state <= 0 or self.d_state % (2 * self.blocks):
             raise ValueError(f"d_state must be a positive multiple of 2 * blocks = {2 * self.blocks}; got {self.d_state}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={self.dt_min}, dt_max={self.dt_max}")
 
 
 @register_mixer("s5")
-class S5(Mixer):
+class S5(RecurrentMixer):
     Config = S5Config
     family = LINEAR_SCAN
 
@@ -68,23 +65,15 @@ class S5(Mixer):
         self.log_step = nn.Parameter(log_uniform(P // 2, config.dt_min, config.dt_max))
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        cplx = compute_dtype(self.log_step)[1]
-        return {"x": torch.zeros(batch_size, self.config.d_state // 2, dtype=cplx, device=device)}
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        dtype = state_dtype(self, complex=True)
+        return {"x": torch.zeros(batch_size, self.config.d_state // 2, dtype=dtype, device=device)}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
-        real, cplx = compute_dtype(self.log_step)
+        real, cplx = state_dtype(self), state_dtype(self, complex=True)
         batch, T, _ = x.shape
         u = x.to(real)
         Lambda = torch.complex(-torch.exp(self.log_Lambda_real.to(real)), self.Lambda_imag.to(real))
-        B = torch.complex(self.B[..., 0].to(real), self.B[..., 1].to(real))
-        C = torch.complex(self.C[..., 0].to(real), self.C[..., 1].to(real))
+        B, C = complex_pair(self.B, real), complex_pair(self.C, real)
         # ZOH with one step per state: Λ̄ [P/2], B̄ [P/2, H]
         Lambda_bar, scale = discretize(Lambda[None], torch.exp(self.log_step.to(real))[None, :])
         B_bar = scale[0, :, None] * B

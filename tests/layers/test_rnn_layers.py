@@ -155,7 +155,7 @@ CASES = [
     ("elman", {"activation": "relu", "num_heads": 2}),
     ("rhn", {"depth": 3}),
     ("alrnn", {"num_relu": 3, "num_heads": 2}),
-    ("slstm", {"num_heads": 2, "conv_kernel": 3}),
+    ("slstm", {"num_heads": 2, "conv_size": 3}),
     ("paragru", {"num_heads": 2, "impl": "newton"}),
     ("paralstm", {"impl": "newton"}),
     ("indrnn", {"impl": "newton"}),
