@@ -75,7 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_recall(args: argparse.Namespace) -> int:
-    from .bench.recall import causal_mixers, render_recall, run_recall_bench
+    from .bench.recall import causal_mixers, match_state, plot_recall, render_recall, run_recall_bench
     from .layers import MIXERS
 
     known = causal_mixers()
@@ -84,19 +84,30 @@ def cmd_bench_recall(args: argparse.Namespace) -> int:
         if not _lookup(MIXERS, name, "--mixers").causal:
             print(f"error: --mixers: {name!r} is not a causal mixer; known: {known}", file=sys.stderr)
             return 2
-    for name, value in (("--steps", args.steps), ("--threads", args.threads), *(("--d-model", d) for d in args.d_model)):
+    checks = [("--steps", args.steps), ("--threads", args.threads), ("--seeds", args.seeds), *(("--d-model", d) for d in args.d_model)]
+    if args.state_bytes is not None:
+        checks.append(("--state-bytes", args.state_bytes))
+    for name, value in checks:
         if value <= 0:
             print(f"error: {name} must be positive; got {value}", file=sys.stderr)
             return 2
+    overrides = {"train.steps": args.steps, "train.threads": args.threads}
+    if args.state_bytes is not None:
+        jobs = [(name, match_state(name, args.state_bytes)) for name in mixers]
+    else:
+        jobs = [(name, d) for name in mixers for d in args.d_model]
     out = Path(args.out)
     data = out.with_suffix(".json")
-    results = run_recall_bench(mixers, args.d_model, args.steps, args.threads, data)
-    command = (
-        f"recur bench recall --mixers {' '.join(args.mixers)} --d-model {' '.join(map(str, args.d_model))} "
-        f"--steps {args.steps}"
-    )
-    out.write_text(render_recall(results, command))
-    print(f"wrote {out} and {data}")
+    results = run_recall_bench(jobs, args.seeds, overrides, data)
+    widths = f"--state-bytes {args.state_bytes}" if args.state_bytes is not None else f"--d-model {' '.join(map(str, args.d_model))}"
+    command = f"recur bench recall --mixers {' '.join(args.mixers)} {widths} --seeds {args.seeds} --steps {args.steps}"
+    out.write_text(render_recall(results, command, overrides))
+    written = [out, data]
+    try:
+        written.append(plot_recall(results, out.with_suffix(".png")))
+    except ImportError:
+        pass
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -432,7 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     recall = bench_sub.add_parser("recall", help="MQAR accuracy against state size, one mixer at a time")
     recall.add_argument("--mixers", nargs="+", default=["all"], help="mixer names, or 'all' (every causal mixer)")
     recall.add_argument("--d-model", type=int, nargs="+", default=[64], help="model widths")
-    recall.add_argument("--steps", type=int, default=1000, help="most training steps per run (stops at 0.99)")
+    recall.add_argument("--state-bytes", type=int, default=None,
+                        help="instead of --d-model: each mixer at the width whose state is closest to this many bytes")
+    recall.add_argument("--seeds", type=int, default=3, help="runs per mixer and width (mean ± std)")
+    recall.add_argument("--steps", type=int, default=4000, help="most training steps per run (stops at 0.99 validation accuracy)")
     recall.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     recall.add_argument("--out", default="benchmarks/recall.md", help="table (results kept in the same name .json)")
     recall.set_defaults(func=cmd_bench_recall)

@@ -146,16 +146,27 @@ def test_bench_ops_writes_ratios_and_first_call(tmp_path, capsys):
 
 def test_bench_recall_keeps_earlier_rows(tmp_path, capsys):
     out = tmp_path / "recall.md"
-    common = ["bench", "recall", "--d-model", "16", "--steps", "1", "--out", str(out)]
+    common = ["bench", "recall", "--d-model", "16", "--steps", "1", "--seeds", "1", "--out", str(out)]
     assert main([*common, "--mixers", "gla", "lstm"]) == 0
     assert main([*common, "--mixers", "lstm"]) == 0
     table = out.read_text()
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| gla") or line.startswith("| lstm")]
-    assert [row[0].strip("| ") for row in rows] == ["gla", "lstm"]
-    assert all(0 <= float(row[3]) <= 1 for row in rows)
+    assert sorted(row[0].strip("| ") for row in rows) == ["gla", "lstm"]
+    assert all(0 <= float(row[4].split(" ± ")[0]) <= 1 and 0 <= float(row[5].split(" ± ")[0]) <= 1 for row in rows)
     assert json.loads(out.with_suffix(".json").read_text())[0]["mixer"] == "gla"
+    assert out.with_suffix(".png").is_file()
     assert main([*common, "--mixers", "bidirectional"]) == 2
     assert "not a causal mixer" in capsys.readouterr().err
+
+
+def test_recall_widths_matched_to_a_state_budget():
+    from recur.bench.recall import match_state, state_bytes
+
+    for mixer in ("gla", "lstm", "deltanet"):
+        width = match_state(mixer, 16 * 1024)
+        size, _ = state_bytes(mixer, width)
+        # no candidate width lands closer to the budget
+        assert size > 0 and width in (16, 32, 48, 64, 96, 128, 192, 256)
 
 
 def test_sdpa_case_is_causal_attention_on_the_same_shapes():

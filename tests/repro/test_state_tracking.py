@@ -83,10 +83,10 @@ RECALL = {"train.eval_every": 50, "train.threads": 1}
 
 
 def test_mqar_gated_deltanet_recalls_where_gla_does_not():
-    delta = run("recall", "gated_deltanet", {"num_heads": 2}, RECALL)
+    delta = run("recall_small", "gated_deltanet", {"num_heads": 2}, RECALL)
     assert delta.metric_name == "val/accuracy"
     assert delta.metric >= 0.99, f"Gated DeltaNet: MQAR accuracy {delta.metric:.3f}"
-    gla = run("recall", "gla", {"num_heads": 2, "expand_k": 1.0}, {**RECALL, "train.steps": delta.steps})
+    gla = run("recall_small", "gla", {"num_heads": 2, "expand_k": 1.0}, {**RECALL, "train.steps": delta.steps})
     # the same steps: the delta rule writes each value against what the memory already
     # returns for its key, so keys that are not orthogonal interfere less than in GLA's
     # additive memory (GLA also has no short convolution to pair a key with its value)
