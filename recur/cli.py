@@ -75,7 +75,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_recall(args: argparse.Namespace) -> int:
-    from .bench.recall import causal_mixers, match_state, plot_recall, render_recall, run_recall_bench
+    from .bench.recall import (
+        causal_mixers,
+        match_state,
+        plot_recall,
+        render_recall,
+        run_recall_bench,
+    )
     from .layers import MIXERS
 
     known = causal_mixers()
@@ -84,7 +90,8 @@ def cmd_bench_recall(args: argparse.Namespace) -> int:
         if not _lookup(MIXERS, name, "--mixers").causal:
             print(f"error: --mixers: {name!r} is not a causal mixer; known: {known}", file=sys.stderr)
             return 2
-    checks = [("--steps", args.steps), ("--threads", args.threads), ("--seeds", args.seeds), *(("--d-model", d) for d in args.d_model)]
+    checks = [("--steps", args.steps), ("--threads", args.threads), ("--seeds", args.seeds), ("--jobs", args.jobs),
+              *(("--d-model", d) for d in args.d_model)]
     if args.state_bytes is not None:
         checks.append(("--state-bytes", args.state_bytes))
     for name, value in checks:
@@ -98,7 +105,7 @@ def cmd_bench_recall(args: argparse.Namespace) -> int:
         jobs = [(name, d) for name in mixers for d in args.d_model]
     out = Path(args.out)
     data = out.with_suffix(".json")
-    results = run_recall_bench(jobs, args.seeds, overrides, data)
+    results = run_recall_bench(jobs, args.seeds, overrides, data, workers=args.jobs)
     widths = f"--state-bytes {args.state_bytes}" if args.state_bytes is not None else f"--d-model {' '.join(map(str, args.d_model))}"
     command = f"recur bench recall --mixers {' '.join(args.mixers)} {widths} --seeds {args.seeds} --steps {args.steps}"
     out.write_text(render_recall(results, command, overrides))
@@ -446,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("--state-bytes", type=int, default=None,
                         help="instead of --d-model: each mixer at the width whose state is closest to this many bytes")
     recall.add_argument("--seeds", type=int, default=3, help="runs per mixer and width (mean ± std)")
+    recall.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     recall.add_argument("--steps", type=int, default=4000, help="most training steps per run (stops at 0.99 validation accuracy)")
     recall.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     recall.add_argument("--out", default="benchmarks/recall.md", help="table (results kept in the same name .json)")

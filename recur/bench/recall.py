@@ -96,21 +96,17 @@ def match_state(mixer: str, budget: int) -> int:
     return best
 
 
-def recall_one(mixer: str, d_model: int, seeds: int, overrides: dict, progress: bool = False) -> RecallResult:
-    """`seeds` runs of the `recall` recipe with `mixer` at width `d_model`."""
-    from ..train.experiments import run_seeds
+def recall_run(mixer: str, d_model: int, seed: int, overrides: dict) -> dict:
+    """One run of the `recall` recipe with `mixer` at width `d_model` and train.seed `seed`."""
+    from ..train import train
 
-    config = _config(mixer, d_model, overrides)
-    size, growing = state_bytes(mixer, d_model)
-    result = RecallResult(mixer=mixer, d_model=d_model, state_bytes=size, growing_state=growing, parameters=0)
-    metric, test_metric = "val/accuracy", "test/accuracy"
-    for record in run_seeds(config, seeds, None, progress=progress):
-        result.parameters = record["parameters"]
-        result.runs.append({
-            "seed": record["seed"], "val": record["metrics"][metric], "test": record["metrics"][test_metric],
-            "steps": record["steps"], "chosen_step": record["chosen_step"], "seconds": record["seconds"],
-        })
-    return result
+    config = _config(mixer, d_model, {**overrides, "train.seed": seed})
+    result = train(config, progress=False)
+    return {
+        "seed": seed, "val": result.metrics["val/accuracy"], "test": result.metrics["test/accuracy"],
+        "steps": result.steps, "chosen_step": result.chosen_step, "seconds": round(result.seconds, 1),
+        "parameters": result.num_parameters,
+    }
 
 
 def load_results(path: Path) -> dict[str, RecallResult]:
@@ -132,26 +128,47 @@ def run_recall_bench(
     seeds: int,
     overrides: dict,
     data_path: Path,
+    workers: int = 1,
     progress: Callable[[str], None] = print,
 ) -> dict[str, RecallResult]:
-    """Trains every (mixer, width) job over `seeds` seeds, saving the results after each."""
+    """Trains every (mixer, width) job over `seeds` seeds (train.seed 0, 1, …), `workers`
+    runs at a time in separate processes; each row is saved once its seeds are done."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     results = load_results(data_path)
-    jobs = list(jobs)
+    rows: dict[str, RecallResult] = {}
+    for mixer, d_model in jobs:
+        size, growing = state_bytes(mixer, d_model)
+        row = RecallResult(mixer=mixer, d_model=d_model, state_bytes=size, growing_state=growing, parameters=0)
+        rows[row.key] = row
+    runs = [(row, seed) for row in rows.values() for seed in range(seeds)]
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(jobs, desc="recall", unit="mixer", dynamic_ncols=True)
+        bar = tqdm(total=len(runs), desc="recall", unit="run", dynamic_ncols=True)
     except ImportError:
-        bar = jobs
-    for mixer, d_model in bar:
-        row = recall_one(mixer, d_model, seeds, overrides)
-        results[row.key] = row
-        save_results(data_path, results)
-        val, test = row.mean_std("val"), row.mean_std("test")
-        progress(
-            f"{mixer} d_model {d_model}: val {val[0]:.3f} ± {val[1]:.3f}, test {test[0]:.3f} ± {test[1]:.3f}, "
-            f"state {row.state_bytes} B, {row.seconds:.0f} s"
-        )
+        bar = None
+    # spawned workers: each run starts from a fresh interpreter, as a single run would
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(recall_run, row.mixer, row.d_model, seed, overrides): row for row, seed in runs}
+        for future in as_completed(pending):
+            row, record = pending[future], future.result()
+            row.parameters = record.pop("parameters")
+            row.runs.append(record)
+            row.runs.sort(key=lambda run: run["seed"])
+            if bar is not None:
+                bar.update(1)
+            if len(row.runs) == seeds:
+                results[row.key] = row
+                save_results(data_path, results)
+                val, test = row.mean_std("val"), row.mean_std("test")
+                progress(
+                    f"{row.mixer} d_model {row.d_model}: val {val[0]:.3f} ± {val[1]:.3f}, test {test[0]:.3f} ± "
+                    f"{test[1]:.3f}, state {row.state_bytes} B, {row.seconds:.0f} s"
+                )
+    if bar is not None:
+        bar.close()
     return results
 
 
