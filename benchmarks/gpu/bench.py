@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -113,7 +112,9 @@ def milliseconds(call, warmup=25, rep=100) -> float:
         import triton.testing
 
         return triton.testing.do_bench(call, warmup=warmup, rep=rep, return_mode="median")
-    return 1e3 * statistics.median(wall_time(call) for _ in range(3))
+    # on the CPU (--smoke) the times mean nothing: one call checks the code path, and keeps
+    # every variant of both families within the step's time limit
+    return 1e3 * wall_time(call)
 
 
 def write(row: dict, out_path: str) -> None:
