@@ -18,6 +18,11 @@ def pow2(n: int, least: int = 16) -> int:
     return max(least, triton.next_power_of_2(n))
 
 
+def padded_length(T: int, chunk: int) -> int:
+    """T rounded up to whole chunks, one chunk at least: the rows of the chunk buffers."""
+    return max(1, triton.cdiv(T, chunk)) * chunk
+
+
 def precision(dtype: torch.dtype, float32: str) -> str:
     """The input precision of tl.dot for inputs of `dtype`: `float32` ("ieee" or "tf32x3",
     the family's choice) for float32 inputs (float64 ones are rounded to float32 on the way

@@ -116,7 +116,7 @@ def _outputs(q, k, v, gc, U, states, scale, T_pad):
 class _ChunkDeltaRule(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, g, h0, scale, output_final_state, cu_chunks):
-        T_pad = max(1, triton.cdiv(q.shape[1], CHUNK)) * CHUNK
+        T_pad = launch.padded_length(q.shape[1], CHUNK)
         gc, W, U_v, _ = _prepare(k, v, beta, g, T_pad, store_t=False)
         fused = WALK_FUSES["outputs"]
         o, final, states, U = _walk(
@@ -135,7 +135,7 @@ class _ChunkDeltaRule(torch.autograd.Function):
         scale = ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
-        T_pad = max(1, triton.cdiv(T, CHUNK)) * CHUNK
+        T_pad = launch.padded_length(T, CHUNK)
         NC = T_pad // CHUNK
         device = q.device
         products = launch.precision(q.dtype, FLOAT32_PRODUCTS)

@@ -92,7 +92,7 @@ class _ChunkGLA(torch.autograd.Function):
     def forward(ctx, q, k, v, g, decay_sign, h0, scale, output_final_state, layout):
         B, T, H, K = q.shape
         V = v.shape[-1]
-        T_pad = max(1, triton.cdiv(T, CHUNK)) * CHUNK
+        T_pad = launch.padded_length(T, CHUNK)
         gc, sc, scalar_gate = _gate_cumsum(g, decay_sign, B, T, T_pad, H, q.device)
         has_sign = decay_sign is not None
         states, final = _chunk_states(
@@ -120,7 +120,7 @@ class _ChunkGLA(torch.autograd.Function):
         scale = ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
-        T_pad = max(1, triton.cdiv(T, CHUNK)) * CHUNK
+        T_pad = launch.padded_length(T, CHUNK)
         do = do.contiguous()
         gc, sc, scalar_gate = _gate_cumsum(g, decay_sign, B, T, T_pad, H, q.device)
         has_sign = decay_sign is not None
