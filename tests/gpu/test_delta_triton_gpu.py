@@ -114,10 +114,10 @@ def test_bfloat16_close_to_float64(T):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_intra_chunk_work_apart_from_the_walks(dtype, monkeypatch):
     """The other schedule of the walks (WALK_FUSES off), which bench.py --variants times."""
-    from recur.ops.delta import triton as kernels
+    from recur.ops.delta import triton as launch
 
-    monkeypatch.setitem(kernels.WALK_FUSES, "outputs", False)
-    monkeypatch.setitem(kernels.WALK_FUSES, "intra_gradient", False)
+    monkeypatch.setitem(launch.WALK_FUSES, "outputs", False)
+    monkeypatch.setitem(launch.WALK_FUSES, "intra_gradient", False)
     inputs = make_inputs(TOKENS // 2048, 2048)
     if dtype == torch.bfloat16:
         inputs = [x.bfloat16().double() for x in inputs]

@@ -37,8 +37,9 @@ triton_delta_rule_recurrent = DELTA_RULE.step_forms["triton"]
 
 
 @pytest.fixture(scope="module")
-def kernels():
-    """The kernel module in Triton's interpreter."""
+def launcher():
+    """The launch module (launch settings, autograd, forms), its kernels in Triton's
+    interpreter."""
     with interpreted_kernels("recur.ops.delta.triton") as module:
         yield module
 
@@ -99,13 +100,13 @@ def check_kernels(example, tol=TOL_FLOAT32, label="", dtype=torch.float32, **ove
 
 @pytest.mark.parametrize("case", ["gated", "ungated"])
 @pytest.mark.parametrize("T", [1, 63, 64, 65, 100])
-def test_chunk_kernels_match_naive(kernels, T, case):
+def test_chunk_kernels_match_naive(launcher, T, case):
     """Forward, final state and every gradient; 65 and 100 cross a chunk boundary."""
     example = make_inputs(T, heads=1 if T > 64 else 2, value_dim=32, case=case)
     check_kernels(example, label=f"T={T} {case}")
 
 
-def test_several_chunks_and_value_tiles(kernels):
+def test_several_chunks_and_value_tiles(launcher):
     """Three chunks, a batch of two, and value and key widths that are not powers of two
     (value tiles of 32 and key blocks of 64, each with a partial last one)."""
     check_kernels(make_inputs(150, batch=2, heads=1, key_dim=72, value_dim=40), label="T=150")
@@ -114,11 +115,11 @@ def test_several_chunks_and_value_tiles(kernels):
 @pytest.mark.parametrize(
     "apart", [["outputs"], ["intra_gradient"], ["outputs", "intra_gradient"]], ids="+".join
 )
-def test_intra_chunk_work_apart_from_the_walks(kernels, apart, monkeypatch):
+def test_intra_chunk_work_apart_from_the_walks(launcher, apart, monkeypatch):
     """The forward's outputs and the backward's (Q Kᵀ ⊙ e)ᵀ dO by their own per-chunk
     kernels instead of inside the walks over chunks: the same results."""
     for part in apart:
-        monkeypatch.setitem(kernels.WALK_FUSES, part, False)
+        monkeypatch.setitem(launcher.WALK_FUSES, part, False)
     check_kernels(
         make_inputs(150, batch=2, heads=1, key_dim=72, value_dim=40), label=f"apart={apart}"
     )
@@ -126,7 +127,7 @@ def test_intra_chunk_work_apart_from_the_walks(kernels, apart, monkeypatch):
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, 2.0])
-def test_beta_at_the_edges(kernels, value):
+def test_beta_at_the_edges(launcher, value):
     """β = 0 (no write), 1 (replace) and 2 (reflection: eigenvalue −1)."""
     example = make_inputs(70, heads=1)
     check_kernels(
@@ -136,7 +137,7 @@ def test_beta_at_the_edges(kernels, value):
 
 
 @pytest.mark.parametrize("value", [1.0, 2.0])
-def test_one_key_for_every_step(kernels, value):
+def test_one_key_for_every_step(launcher, value):
     """The same key at every step: the triangular system's coefficients are all β, the case
     where an inverse built from powers of A would cancel huge terms."""
     example = make_inputs(70, heads=1)
@@ -155,7 +156,7 @@ def with_resets(example, steps):
     return replaced(example, g=g)
 
 
-def test_strong_gates_and_resets(kernels):
+def test_strong_gates_and_resets(launcher):
     """About -16 per step, and -inf (a full reset) at the first step, inside chunks and at
     chunk edges."""
     example = with_resets(make_inputs(80, strength=20.0), [0, 15, 40, 63, 64, 79])
@@ -164,7 +165,7 @@ def test_strong_gates_and_resets(kernels):
         assert torch.isfinite(x).all(), f"{name} is not finite"
 
 
-def test_extreme_inputs_stay_finite(kernels):
+def test_extreme_inputs_stay_finite(launcher):
     """Gates of about -400 per step and values x100 with β = 2."""
     example = make_inputs(70, heads=1, strength=500.0)
     v = example.args[2]
@@ -175,7 +176,7 @@ def test_extreme_inputs_stay_finite(kernels):
 
 
 @pytest.mark.parametrize("strength", [4.0, 20.0])
-def test_decays_keep_float32_accuracy(kernels, strength):
+def test_decays_keep_float32_accuracy(launcher, strength):
     """About -3 and -16 per step (resets included at -16): the decays between steps are
     differences of running sums taken with the sums' rounding errors, and the gate's
     gradient is summed route by route, so nothing loses digits to the size of the sums
@@ -186,7 +187,7 @@ def test_decays_keep_float32_accuracy(kernels, strength):
     check_kernels(example, tol=1e-6, label=f"strength={strength}")
 
 
-def test_without_initial_or_final_state(kernels):
+def test_without_initial_or_final_state(launcher):
     """No initial state to read, no final state asked for (its gradient is then zero)."""
     example = make_inputs(70)
     q, k, v = example.args
@@ -206,11 +207,11 @@ def test_without_initial_or_final_state(kernels):
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused walks", "work apart"])
-def test_packed_sequences_on_chunk_boundaries(kernels, fused, monkeypatch):
+def test_packed_sequences_on_chunk_boundaries(launcher, fused, monkeypatch):
     """Lengths 0, 64, 1, 130, 0, 63 and 65: sequences of whole chunks, and empty ones first
     and last, each from its own state, with either schedule of the walks."""
-    monkeypatch.setitem(kernels.WALK_FUSES, "outputs", fused)
-    monkeypatch.setitem(kernels.WALK_FUSES, "intra_gradient", fused)
+    monkeypatch.setitem(launcher.WALK_FUSES, "outputs", fused)
+    monkeypatch.setitem(launcher.WALK_FUSES, "intra_gradient", fused)
     lengths = torch.tensor([0, 64, 1, 130, 0, 63, 65])
     cu_seqlens = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     example = make_inputs(int(cu_seqlens[-1]), heads=1)
@@ -220,7 +221,7 @@ def test_packed_sequences_on_chunk_boundaries(kernels, fused, monkeypatch):
     check_kernels(example, label=f"packed fused={fused}", cu_seqlens=cu_seqlens)
 
 
-def test_no_steps_pass_the_states_through(kernels):
+def test_no_steps_pass_the_states_through(launcher):
     """T = 0, and a packed batch of empty sequences: no launch, the states as they came."""
     example = cast(make_inputs(0, batch=2), torch.float32)
     q, k, v = example.args
@@ -244,7 +245,7 @@ def test_no_steps_pass_the_states_through(kernels):
 @pytest.mark.parametrize(
     "dtype, tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)], ids=["bf16", "fp16"]
 )
-def test_16_bit_inputs_close_to_float64(kernels, dtype, tol):
+def test_16_bit_inputs_close_to_float64(launcher, dtype, tol):
     """Results in the inputs' dtype (the final state in float32), within the inputs' rounding."""
     actual = check_kernels(make_inputs(70), tol=tol, label=str(dtype), dtype=dtype)
     for name, x in actual.items():
@@ -284,7 +285,7 @@ def tf32_products(monkeypatch):
     monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", create_dot)
 
 
-def test_tf32_products_keep_the_tolerances(kernels, tf32_products):
+def test_tf32_products_keep_the_tolerances(launcher, tf32_products):
     """With the device's roundings: TF32x3 keeps float32 inputs within the float32
     tolerance (plain TF32 would leave about 4e-4), and TF32 keeps bfloat16 inputs within 3e-2."""
     example = make_inputs(70, key_dim=32, value_dim=32)
@@ -292,7 +293,7 @@ def test_tf32_products_keep_the_tolerances(kernels, tf32_products):
     check_kernels(example, tol=3e-2, label="bf16 tf32", dtype=torch.bfloat16)
 
 
-def test_float64_inputs_give_float64_results(kernels):
+def test_float64_inputs_give_float64_results(launcher):
     """The kernels compute in float32: float64 inputs are rounded once on the way in."""
     example = make_inputs(20)
     o, ht = triton_delta_rule(*example.args, **example.kwargs, output_final_state=True)
@@ -302,7 +303,7 @@ def test_float64_inputs_give_float64_results(kernels):
     assert_close("final_state", ht, ref_ht, TOL_FLOAT32)
 
 
-def test_head_width_limit_named(kernels):
+def test_head_width_limit_named(launcher):
     wide = torch.randn(1, 2, 1, 512)
     for form in (triton_delta_rule, triton_delta_rule_recurrent):
         with pytest.raises(ValueError, match="head widths up to 256; got K = 512"):
@@ -317,7 +318,7 @@ def detached(example: Example, dtype=torch.float32) -> list:
 
 
 @pytest.mark.parametrize("case", ["gated", "ungated"])
-def test_recurrent_kernel_matches_naive(kernels, case):
+def test_recurrent_kernel_matches_naive(launcher, case):
     """Forty steps in one call, with a partial value tile (V = 48)."""
     example = make_inputs(40, batch=2, key_dim=32, value_dim=48, case=case)
     q, k, v, beta, g, h0 = detached(example)
@@ -330,7 +331,7 @@ def test_recurrent_kernel_matches_naive(kernels, case):
     assert_close("final_state", ht, ref_ht, TOL_FLOAT32)
 
 
-def test_recurrent_kernel_on_packed_sequences(kernels):
+def test_recurrent_kernel_on_packed_sequences(launcher):
     """Packed sequences (one of them empty) restart from their own states."""
     example = make_inputs(10, key_dim=32, value_dim=48)
     example.kwargs["initial_state"] = make_inputs(
@@ -356,7 +357,7 @@ def test_recurrent_kernel_on_packed_sequences(kernels):
     assert_close("packed state", ht, ref_ht, TOL_FLOAT32)
 
 
-def test_recurrent_float64_and_bfloat16(kernels):
+def test_recurrent_float64_and_bfloat16(launcher):
     example = make_inputs(16, batch=2, key_dim=32, value_dim=48)
     q, k, v, beta, g, h0 = detached(example, torch.float64)
     o, ht = triton_delta_rule_recurrent(
@@ -373,14 +374,14 @@ def test_recurrent_float64_and_bfloat16(kernels):
     assert_close("bf16 o", o, ref_o, 3e-2)
 
 
-def test_recurrent_kernel_refuses_gradients(kernels):
+def test_recurrent_kernel_refuses_gradients(launcher):
     q, k, v, beta, g, _ = detached(make_inputs(4))
     with pytest.raises(ValueError, match="computes no gradients"):
         triton_delta_rule_recurrent(q.requires_grad_(), k, v, beta=beta, g=g)
 
 
 @pytest.mark.parametrize("name", ["deltanet", "gated_deltanet", "mom"])
-def test_layers_run_the_kernels(kernels, name, monkeypatch):
+def test_layers_run_the_kernels(launcher, name, monkeypatch):
     """The delta layers with impl="triton" (float32) give the outputs, state and parameter
     gradients of the chunk form in float64 (MoM through packed sequences)."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
