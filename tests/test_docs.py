@@ -1,8 +1,8 @@
 """The code in the README and in docs/ runs as written.
 
 Each page's ```python blocks run in order, in one fresh interpreter per page, from the
-repository root (so a page may import the tests it shows). Blocks fenced as ```python
-skip-run are examples that need what a test machine lacks (a GPU, a long run).
+repository root (so a page may import the tests it shows). Blocks fenced as
+"```python skip-run" are examples that need what a test machine lacks (a GPU).
 """
 
 from __future__ import annotations
