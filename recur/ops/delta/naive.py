@@ -58,6 +58,7 @@ def householder_loop(q, k, v, beta, g, scale, initial_state):
     B, T, H, _ = q.shape
     # S: [B, H, K, V]
     scale, dtype, S = matrix_spec_start(q, v, scale, initial_state)
+    out_dtype = v.dtype
     q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     log_decay = q.new_zeros(B, T, H) if g is None else g.to(dtype)
     outputs = []
@@ -75,4 +76,4 @@ def householder_loop(q, k, v, beta, g, scale, initial_state):
         # read after the last step: o_t = scale · S_tᵀ q_t, [B, H, V]
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
     o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, v.shape[-1])
-    return o.to(v.dtype), S
+    return o.to(out_dtype), S

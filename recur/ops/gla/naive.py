@@ -48,6 +48,7 @@ def naive_gla(
     B, T, H, _ = q.shape
     # S: [B, H, K, V]
     scale, dtype, S = matrix_spec_start(q, v, scale, initial_state)
+    out_dtype = v.dtype
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     # one slice per step, taken once: indexing inside the loop would make backward quadratic in T
     steps = [x.unbind(1) if x is not None else [None] * T for x in (q, k, v, g, decay_sign)]
@@ -65,5 +66,5 @@ def naive_gla(
         # read: o_t = scale · S_tᵀ q_t, [B, H, V]
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
     o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, v.shape[-1])
-    return o.to(v.dtype), S
+    return o.to(out_dtype), S
 

@@ -77,7 +77,9 @@ TIME_INVARIANT_CASES = ("real", "complex")
 def _contracting(draw: RandomInputs, H: int, N: int, *, complex_: bool) -> torch.Tensor:
     """Dense transitions [H, N, N] of spectral norm 0.9, a leaf."""
     M = _vector(draw, H, N, N, complex_=complex_).detach()
-    return _leaf(0.9 * M / torch.linalg.matrix_norm(M, ord=2)[:, None, None])
+    # the norm in double precision: low-precision dtypes have no matrix norm
+    norm = torch.linalg.matrix_norm(M.to(torch.complex128 if M.is_complex() else torch.float64), ord=2)
+    return _leaf(0.9 * M / norm.to(M.real.dtype)[:, None, None])
 
 
 def _time_invariant_inputs(transition, T, batch, case, dtype, device, seed, H, N) -> Example:
