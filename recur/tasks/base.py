@@ -161,13 +161,7 @@ TASKS: Registry[type[Task]] = Registry("task")
 
 def register_task(name: str):
     """Class decorator: `@register_task("mqar")` makes the task available by name."""
-
-    def decorate(cls: type[Task]) -> type[Task]:
-        TASKS.register(name, cls)
-        cls.name = name
-        return cls
-
-    return decorate
+    return TASKS.named_class(name, Task)
 
 
 def get_task(name: str) -> type[Task]:
