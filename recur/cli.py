@@ -1,4 +1,4 @@
-"""The `recur` command: train | eval | generate | plot | bench | list.
+"""The `recur` command: train | sweep | eval | generate | plot | bench | list.
 
 `recur train` with no arguments trains the default recipe. Any run setting is a typed
 dotted override: `recur train --recipe mqar --model.mixer gla --train.steps 2000`.
@@ -32,6 +32,14 @@ def _dtype(name: str) -> torch.dtype:
     return dtypes[name]
 
 
+def _lookup(registry, name: str, option: str):
+    """`registry[name]`, or a UsageError that names the option and close matches."""
+    try:
+        return registry[name]
+    except KeyError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -44,11 +52,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
+    if args.family != "all":
+        _lookup(bench.OP_BENCHES, args.family, "--family")
     families = sorted(bench.OP_BENCHES) if args.family == "all" else [args.family]
-    for family in families:
-        if family not in bench.OP_BENCHES:
-            print(f"error: --family must be one of {sorted(bench.OP_BENCHES) + ['all']}; got {family!r}", file=sys.stderr)
-            return 2
     out = Path(args.out) if args.out else Path("benchmarks") / f"{'gpu' if device.type == 'cuda' else 'cpu'}-ops.md"
     if args.dtype is None:
         args.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -69,27 +75,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_recall(args: argparse.Namespace) -> int:
-    from .bench.recall import causal_mixers, render_recall, run_recall_bench
+    from .bench.recall import (
+        causal_mixers,
+        match_state,
+        plot_recall,
+        render_recall,
+        run_recall_bench,
+    )
+    from .layers import MIXERS
 
     known = causal_mixers()
     mixers = known if args.mixers == ["all"] else args.mixers
     for name in mixers:
-        if name not in known:
+        if not _lookup(MIXERS, name, "--mixers").causal:
             print(f"error: --mixers: {name!r} is not a causal mixer; known: {known}", file=sys.stderr)
             return 2
-    for name, value in (("--steps", args.steps), ("--threads", args.threads), *(("--d-model", d) for d in args.d_model)):
+    checks = [("--steps", args.steps), ("--threads", args.threads), ("--seeds", args.seeds), ("--jobs", args.jobs),
+              *(("--d-model", d) for d in args.d_model)]
+    if args.state_bytes is not None:
+        checks.append(("--state-bytes", args.state_bytes))
+    for name, value in checks:
         if value <= 0:
             print(f"error: {name} must be positive; got {value}", file=sys.stderr)
             return 2
+    overrides = {"train.steps": args.steps, "train.threads": args.threads}
+    if args.state_bytes is not None:
+        jobs = [(name, match_state(name, args.state_bytes)) for name in mixers]
+    else:
+        jobs = [(name, d) for name in mixers for d in args.d_model]
     out = Path(args.out)
     data = out.with_suffix(".json")
-    results = run_recall_bench(mixers, args.d_model, args.steps, args.threads, data)
-    command = (
-        f"recur bench recall --mixers {' '.join(args.mixers)} --d-model {' '.join(map(str, args.d_model))} "
-        f"--steps {args.steps}"
-    )
-    out.write_text(render_recall(results, command))
-    print(f"wrote {out} and {data}")
+    results = run_recall_bench(jobs, args.seeds, overrides, data, workers=args.jobs)
+    widths = f"--state-bytes {args.state_bytes}" if args.state_bytes is not None else f"--d-model {' '.join(map(str, args.d_model))}"
+    command = f"recur bench recall --mixers {' '.join(args.mixers)} {widths} --seeds {args.seeds} --steps {args.steps}"
+    out.write_text(render_recall(results, command, overrides))
+    written = [out, data]
+    try:
+        written.append(plot_recall(results, out.with_suffix(".png")))
+    except ImportError:
+        pass
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -160,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.seeds is not None:
+        return _train_seeds(args, config, run_dir)
     if args.resume and not args.run_dir:
         raise UsageError("--resume needs --run-dir (the run to continue)")
     if not args.resume and (run_dir / "checkpoints").exists():
@@ -184,6 +211,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    return "recur " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("recur", "cli.py", "__main__.py")) else (
+        f"recur {args.command} --recipe {args.recipe} " + " ".join(getattr(args, "overrides", []))
+    ).strip()
+
+
+def _train_seeds(args: argparse.Namespace, config, run_dir: Path) -> int:
+    """`recur train --seeds N`: N runs of the recipe, one table and plot of mean ± std."""
+    from .train.experiments import run_seeds, seeds_table, write_table
+
+    if args.resume or args.nproc > 1:
+        raise UsageError("--seeds runs fresh single-process runs; drop --resume and --nproc")
+    if args.seeds <= 0:
+        raise UsageError(f"--seeds must be a positive int; got {args.seeds}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir} is not empty; pick another --run-dir")
+    print(f"recur train --recipe {args.recipe} --seeds {args.seeds}: task {config.task_name}, run dir {run_dir}", flush=True)
+
+    def report(seed, result):
+        print(f"seed {seed}: {result.metric_name} {result.metric:.4f}, {result.test_metric_name} {result.test_metric:.4f} "
+              f"(step {result.chosen_step} of {result.steps})", flush=True)
+
+    records = run_seeds(config, args.seeds, run_dir, progress=not args.no_progress, on_run=report)
+    table = seeds_table(config, records, _command_line(args))
+    written = write_table(table, config, run_dir, "seeds", f"{args.recipe}: {args.seeds} seeds")
+    print(Path(written[0]).read_text())
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`recur sweep`: every combination of --grid values over --seeds seeds; the table marks
+    the configuration with the best validation mean and gives its test figures."""
+    from .recipes import recipe
+    from .train.experiments import grid_combinations, run_sweep, write_table
+
+    grid: dict[str, list[str]] = {}
+    for item in args.grid:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise UsageError(f"--grid takes KEY=V1,V2,...; got {item!r}")
+        grid[key.removeprefix("--")] = [v for v in values.split(",") if v]
+    config = recipe(args.recipe, parse_overrides(args.overrides))
+    if args.seeds <= 0:
+        raise UsageError(f"--seeds must be a positive int; got {args.seeds}")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"sweep-{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir} is not empty; pick another --run-dir")
+    print(f"recur sweep --recipe {args.recipe}: {len(grid_combinations(grid))} configurations × {args.seeds} seeds, "
+          f"run dir {run_dir}", flush=True)
+    table = run_sweep(config, grid, args.seeds, run_dir, _command_line(args), progress=not args.no_progress)
+    written = write_table(table, config, run_dir, "sweep", f"{args.recipe}: sweep")
+    print(Path(written[0]).read_text())
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
 def render_summary(s: dict) -> str:
     rows = [
         ("task", s["task"]),
@@ -194,9 +278,11 @@ def render_summary(s: dict) -> str:
         ("steps", f"{s['steps']}{' (target reached, stopped early)' if s['stopped_early'] else ''}"),
         ("time", f"{s['seconds']:.1f} s"),
         ("final train loss", f"{s['final_loss']:.4f}"),
+        ("chosen weights", f"step {s['chosen_step']} (train.select {s['select']})"),
         (s["metric"], f"{s['value']:.4f}"),
+        (s["test_metric"], f"{s['test_value']:.4f}"),
     ]
-    rows += [(k, f"{v:.4f}") for k, v in s["metrics"].items() if k != s["metric"]]
+    rows += [(k, f"{v:.4f}") for k, v in s["metrics"].items() if k not in (s["metric"], s["test_metric"])]
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k:<{width}} | {v}" for k, v in rows), line])
@@ -317,7 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nproc", type=int, default=1, help="processes (DDP, or FSDP2 with --train.distributed fsdp)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--print-config", action="store_true", help="print the run config as JSON and exit")
+    train.add_argument("--seeds", type=int, default=None,
+                       help="N runs with train.seed, +1, …; writes RUN_DIR/seeds.md, .json, .png (mean ± std)")
     train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="a grid of overrides × seeds, one table (chosen by validation)",
+                           epilog="example: recur sweep --recipe parity --grid model.mixer=deltanet,gla "
+                           "--grid train.lr=1e-3,3e-3 --seeds 3")
+    sweep.add_argument("--recipe", default="default", help="named run (recur list recipes)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="an override and its values (repeat)")
+    sweep.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
+    sweep.add_argument("--run-dir", default=None, help="folder of the runs and the table (default runs/sweep-<recipe>-<time>)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sweep.set_defaults(func=cmd_sweep)
 
     ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint")
     ev.add_argument("run", help="run dir or checkpoint dir")
@@ -352,7 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     recall = bench_sub.add_parser("recall", help="MQAR accuracy against state size, one mixer at a time")
     recall.add_argument("--mixers", nargs="+", default=["all"], help="mixer names, or 'all' (every causal mixer)")
     recall.add_argument("--d-model", type=int, nargs="+", default=[64], help="model widths")
-    recall.add_argument("--steps", type=int, default=1000, help="most training steps per run (stops at 0.99)")
+    recall.add_argument("--state-bytes", type=int, default=None,
+                        help="instead of --d-model: each mixer at the width whose state is closest to this many bytes")
+    recall.add_argument("--seeds", type=int, default=3, help="runs per mixer and width (mean ± std)")
+    recall.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
+    recall.add_argument("--steps", type=int, default=4000, help="most training steps per run (stops at 0.99 validation accuracy)")
     recall.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     recall.add_argument("--out", default="benchmarks/recall.md", help="table (results kept in the same name .json)")
     recall.set_defaults(func=cmd_bench_recall)
@@ -366,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("train", "eval"):
+    if args.command in ("train", "eval", "sweep"):
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

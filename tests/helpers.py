@@ -11,8 +11,14 @@ import torch
 
 # Triton reads TRITON_INTERPRET when a function is decorated, and a compiled kernel cannot
 # call an interpreted helper (nor the other way round): a kernel module is loaded together
-# with the shared pieces its kernels call.
-SHARED_KERNEL_MODULES = ("recur.ops.common.kernels",)
+# with every module of `@triton.jit` functions, the shared helpers first, then the
+# families' kernels that import them (the launch modules reach their kernels through the
+# module, `kernels.name`, so they always launch the ones loaded last).
+SHARED_KERNEL_MODULES = (
+    "recur.ops.common.kernels",
+    "recur.ops.gla.kernels",
+    "recur.ops.delta.kernels",
+)
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -88,8 +94,8 @@ def grads(loss: torch.Tensor, inputs: list[torch.Tensor | None]) -> list[torch.T
 
 
 def load_kernel_module(name: str, interpret: bool | None = None):
-    """The Triton kernel module `name` (with the shared kernel pieces) loaded afresh, in
-    Triton's interpreter or for compiling (None: as TRITON_INTERPRET says now)."""
+    """The Triton launch module `name` loaded afresh with every kernel module, in Triton's
+    interpreter or for compiling (None: as TRITON_INTERPRET says now)."""
     if interpret is True:
         os.environ["TRITON_INTERPRET"] = "1"
     elif interpret is False:
@@ -104,8 +110,8 @@ def load_kernel_module(name: str, interpret: bool | None = None):
 
 @contextlib.contextmanager
 def interpreted_kernels(name: str):
-    """The kernel module `name` in Triton's interpreter inside the block; loaded again on
-    the way out under the previous setting, so later users get what they expect."""
+    """The launch module `name`, its kernels in Triton's interpreter inside the block; loaded
+    again on the way out under the previous setting, so later users get what they expect."""
     previous = os.environ.get("TRITON_INTERPRET")
     try:
         yield load_kernel_module(name, interpret=True)

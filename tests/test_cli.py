@@ -34,9 +34,9 @@ def test_top_level_options_are_pinned():
     parser = build_parser()
     assert _options(parser) == {"-h", "--help", "--version"}
     commands = _subparsers(parser)
-    assert set(commands) == {"train", "eval", "generate", "plot", "bench", "list"}
+    assert set(commands) == {"train", "sweep", "eval", "generate", "plot", "bench", "list"}
     assert _options(commands["train"]) == {
-        "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config",
+        "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config", "--seeds",
     }
     assert _options(commands["generate"]) == {"-h", "--help", "--prompt", "--max-new-tokens", "--temperature", "--seed"}
     assert set(_subparsers(commands["bench"])) == {"ops", "recall"}
@@ -62,6 +62,11 @@ def test_bad_input_fails_before_work_with_a_clear_message(capsys, tmp_path):
         (["train", "--train.stepz", "5"], "unknown key 'train.stepz'; did you mean 'train.steps'"),
         (["train", "--train.steps", "five"], "train.steps expects int; got 'five'"),
         (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["train", "--recipe", "mqr"], "unknown recipe 'mqr'; did you mean 'mqar'"),
+        (["train", "--model.mixer", "glaa"], "unknown mixer 'glaa'; did you mean 'gla'"),
+        (["train", "--task.name", "parit"], "unknown task 'parit'; did you mean 'parity'"),
+        (["bench", "ops", "--family", "glaa"], "--family: unknown op benchmark 'glaa'; did you mean 'gla'"),
+        (["bench", "recall", "--mixers", "glaa"], "--mixers: unknown mixer 'glaa'; did you mean 'gla'"),
         (["train", "--task.vocab_size", "6"], "vocab_size = 6 is too small for num_kv_pairs = 4"),
         (["train", "--steps", "5"], "unrecognised argument '--steps'"),
         (["train", "--train.steps"], "override --train.steps needs a value"),
@@ -82,7 +87,7 @@ def test_train_eval_generate_plot(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--run-dir", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    for word in ("parameters", "state size", "steps", "valid/accuracy", "curves.png"):
+    for word in ("parameters", "state size", "steps", "val/accuracy", "curves.png"):
         assert word in out
     assert (run / "curves.png").stat().st_size > 10_000
     assert main(["train", *TINY, "--run-dir", str(run)]) == 2
@@ -90,8 +95,8 @@ def test_train_eval_generate_plot(tmp_path, capsys):
 
     assert main(["eval", str(run)]) == 0
     result = json.loads((run / "result.json").read_text())
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("valid/accuracy"))
-    assert float(line.split()[1]) == round(result["metrics"]["valid/accuracy"], 4)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("val/accuracy"))
+    assert float(line.split()[1]) == round(result["metrics"]["val/accuracy"], 4)
 
     assert main(["generate", str(run), "--prompt", "3 20 5", "--max-new-tokens", "4", "--temperature", "0"]) == 0
     tokens = capsys.readouterr().out.split()
@@ -110,7 +115,7 @@ def test_runs_with_no_stdin_under_ci(tmp_path):
         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert "valid/accuracy" in done.stdout and (tmp_path / "ci" / "curves.png").exists()
+    assert "val/accuracy" in done.stdout and (tmp_path / "ci" / "curves.png").exists()
 
 
 def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
@@ -119,11 +124,11 @@ def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
             "--model.n_layers", "1", "--train.steps", "2", "--train.eval_every", "2", "--train.batch_size", "4",
             "--train.threads", "1", "--run-dir", str(run), "--no-progress"]
     assert main(argv) == 0
-    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert "val/bits_per_byte" in capsys.readouterr().out
     assert main(["generate", str(run), "--prompt", "The for", "--max-new-tokens", "5", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.startswith("The for")
     assert main(["eval", str(run), "--task.seq_len", "32"]) == 0
-    assert "valid/bits_per_byte" in capsys.readouterr().out
+    assert "val/bits_per_byte" in capsys.readouterr().out
     assert main(["eval", str(run), "--train.steps", "3"]) == 2
     assert "eval takes task overrides only" in capsys.readouterr().err
 
@@ -141,16 +146,27 @@ def test_bench_ops_writes_ratios_and_first_call(tmp_path, capsys):
 
 def test_bench_recall_keeps_earlier_rows(tmp_path, capsys):
     out = tmp_path / "recall.md"
-    common = ["bench", "recall", "--d-model", "16", "--steps", "1", "--out", str(out)]
+    common = ["bench", "recall", "--d-model", "16", "--steps", "1", "--seeds", "1", "--out", str(out)]
     assert main([*common, "--mixers", "gla", "lstm"]) == 0
     assert main([*common, "--mixers", "lstm"]) == 0
     table = out.read_text()
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| gla") or line.startswith("| lstm")]
-    assert [row[0].strip("| ") for row in rows] == ["gla", "lstm"]
-    assert all(0 <= float(row[3]) <= 1 for row in rows)
+    assert sorted(row[0].strip("| ") for row in rows) == ["gla", "lstm"]
+    assert all(0 <= float(row[4].split(" ± ")[0]) <= 1 and 0 <= float(row[5].split(" ± ")[0]) <= 1 for row in rows)
     assert json.loads(out.with_suffix(".json").read_text())[0]["mixer"] == "gla"
+    assert out.with_suffix(".png").is_file()
     assert main([*common, "--mixers", "bidirectional"]) == 2
     assert "not a causal mixer" in capsys.readouterr().err
+
+
+def test_recall_widths_matched_to_a_state_budget():
+    from recur.bench.recall import match_state, state_bytes
+
+    for mixer in ("gla", "lstm", "deltanet"):
+        width = match_state(mixer, 16 * 1024)
+        size, _ = state_bytes(mixer, width)
+        # no candidate width lands closer to the budget
+        assert size > 0 and width in (16, 32, 48, 64, 96, 128, 192, 256)
 
 
 def test_sdpa_case_is_causal_attention_on_the_same_shapes():

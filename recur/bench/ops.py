@@ -1,6 +1,6 @@
 """Op benchmarks: each form of a family against its naive loop, in one process.
 
-A family registers a case builder with `@register_op_bench("gla")`; `run_op_bench`
+A family registers a case builder with `@register_op_bench("gla", shapes)`; `run_op_bench`
 times forward and forward+backward of every form and writes ratios to the naive form
 (and the autograd memory) into the family's section of `benchmarks/<device>-ops.md`.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..registry import Registry
 from .measure import cuda_peak_bytes, saved_for_backward_bytes, time_call
 
 
@@ -27,10 +28,16 @@ class OpCase:
     inputs: list[torch.Tensor]
 
 
-# family -> (T, device, dtype) -> cases; the first case is the baseline
-OP_BENCHES: dict[str, Callable[..., list[OpCase]]] = {}
-# family -> one line saying what shapes and gates its cases use
-OP_BENCH_SHAPES: dict[str, str] = {}
+@dataclass(frozen=True)
+class OpBench:
+    """A family's benchmark: `build(T=, device=, dtype=)` returns its cases, the first one
+    the baseline; `shapes` is one line saying what shapes and gates the cases use."""
+
+    build: Callable[..., list[OpCase]]
+    shapes: str
+
+
+OP_BENCHES: Registry[OpBench] = Registry("op benchmark")
 
 
 def sdpa_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> OpCase:
@@ -44,10 +51,11 @@ def sdpa_case(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> OpCase:
 
 
 def register_op_bench(family: str, shapes: str):
-    def decorate(builder):
-        OP_BENCHES[family] = builder
-        OP_BENCH_SHAPES[family] = shapes
-        return builder
+    """Decorator on a case builder: `@register_op_bench("gla", "B=4, H=16, ...")`."""
+
+    def decorate(build):
+        OP_BENCHES.register(family, OpBench(build, shapes))
+        return build
 
     return decorate
 
@@ -71,11 +79,10 @@ def run_op_bench(
     progress: Callable[[str], None] = print,
 ) -> list[dict]:
     """Rows of {T, form, fwd_s, fwdbwd_s, memory_bytes, fwd_ratio, fwdbwd_ratio}."""
-    if family not in OP_BENCHES:
-        raise ValueError(f"no op benchmark for family {family!r}; available: {sorted(OP_BENCHES)}")
+    build = OP_BENCHES[family].build
     rows = []
     for T in lengths:
-        cases = OP_BENCHES[family](T=T, device=device, dtype=dtype)
+        cases = build(T=T, device=device, dtype=dtype)
         baseline = {}
         for i, case in enumerate(cases):
             if case.form.startswith("naive") and T > skip_baseline_above:
@@ -127,7 +134,7 @@ def render_section(family: str, rows: list[dict], device: torch.device, dtype: t
         f"## {family}",
         "",
         f"Machine: {machine_description(device)}. dtype {str(dtype).removeprefix('torch.')}. "
-        f"{OP_BENCH_SHAPES[family]}",
+        f"{OP_BENCHES[family].shapes}",
         f"Command: `{command}`. Ratios are the first form's time over each form's time, "
         "measured in the same process (higher is faster). Memory: bytes autograd saves for "
         "backward" + (" (peak allocated on CUDA)." if device.type == "cuda" else ".")

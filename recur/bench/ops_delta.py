@@ -1,11 +1,11 @@
-"""Benchmark cases of the delta-rule family: the delta rule and DeltaProduct."""
+"""Benchmark cases of the delta-rule families: the delta rule and DeltaProduct."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..ops.delta import chunk_delta_product, chunk_delta_rule, naive_delta_product, naive_delta_rule
+from ..ops.delta import DELTA_PRODUCT, DELTA_RULE
+from ..ops.family import Example, triton_available
 from .ops import OpCase, register_op_bench, sdpa_case
 
 B, H, K, V = 2, 4, 64, 64
@@ -15,10 +15,17 @@ NUM_HOUSEHOLDER = 2
 GPU_TOKENS, GPU_H, GPU_K = 32768, 16, 128
 
 
-def _tensor(gen, device, dtype, *shape, transform=None):
-    x = torch.randn(*shape, generator=gen)
-    x = transform(x) if transform is not None else x
-    return x.to(device=device, dtype=dtype).requires_grad_()
+def _from_zeros(example: Example) -> tuple[tuple, dict, list[torch.Tensor]]:
+    """The example's arguments starting from a zero state, as the published comparisons do,
+    and its inputs that take gradients."""
+    kwargs = dict(example.kwargs, initial_state=None)
+    inputs = [*example.args, *(x for x in kwargs.values() if isinstance(x, torch.Tensor))]
+    return example.args, kwargs, inputs
+
+
+def _case(family, form: str, args: tuple, kwargs: dict, inputs: list[torch.Tensor]) -> OpCase:
+    run = family.forms[form]
+    return OpCase(form, lambda: run(*args, **kwargs)[0], inputs)
 
 
 @register_op_bench(
@@ -27,29 +34,21 @@ def _tensor(gen, device, dtype, *shape, transform=None):
     "On CUDA: B = 32768 / T, H = 16, K = V = 128, and the chunk form is the baseline.",
 )
 def delta_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
-    gen = torch.Generator(device="cpu").manual_seed(0)
     on_gpu = device.type == "cuda"
     b, h, d = (max(1, GPU_TOKENS // T), GPU_H, GPU_K) if on_gpu else (B, H, K)
-    q = _tensor(gen, device, dtype, b, T, h, d)
-    k = _tensor(gen, device, dtype, b, T, h, d, transform=lambda x: F.normalize(x, dim=-1))
-    v = _tensor(gen, device, dtype, b, T, h, d)
-    beta = _tensor(gen, device, dtype, b, T, h, transform=lambda x: 2 * torch.sigmoid(x))
-    g = _tensor(gen, device, dtype, b, T, h, transform=F.logsigmoid)
-    inputs = [q, k, v, beta, g]
-    cases = [] if on_gpu else [OpCase("naive", lambda: naive_delta_rule(q, k, v, beta=beta, g=g)[0], inputs)]
-    cases.append(OpCase("chunk", lambda: chunk_delta_rule(q, k, v, beta=beta, g=g)[0], inputs))
+    example = DELTA_RULE.example_inputs(
+        T, batch=b, case="neg_eigval", dtype=dtype, device=device, heads=h, key_dim=d, value_dim=d
+    )
+    args, kwargs, inputs = _from_zeros(example)
+    forms = ["chunk", "triton"] if on_gpu and triton_available() else ["chunk"]
+    cases = [] if on_gpu else [_case(DELTA_RULE, "naive", args, kwargs, inputs)]
+    cases += [_case(DELTA_RULE, form, args, kwargs, inputs) for form in forms]
     if on_gpu:
-        from ..ops.dispatch import triton_available
-
-        if triton_available():
-            from ..ops.delta import triton_delta_rule
-
-            cases.append(OpCase("triton", lambda: triton_delta_rule(q, k, v, beta=beta, g=g)[0], inputs))
-        cases.extend(_cuda_baselines(q, k, v, beta, g))
+        cases.extend(_cuda_baselines(*args, beta=kwargs["beta"], g=kwargs["g"]))
     return cases
 
 
-def _cuda_baselines(q, k, v, beta, g) -> list[OpCase]:
+def _cuda_baselines(q, k, v, *, beta, g) -> list[OpCase]:
     """FLA's chunk_gated_delta_rule (when installed) on the same inputs ([B, T, H, K] layout)
     and torch SDPA causal on the same shapes."""
     cases = [sdpa_case(q, k, v)]
@@ -67,18 +66,13 @@ def _cuda_baselines(q, k, v, beta, g) -> list[OpCase]:
 
 @register_op_bench(
     "delta_product",
-    f"B={B}, H={H}, K=V={K}, n_h={NUM_HOUSEHOLDER} Householder steps per token, β in [0, 2], per-head log decay.",
+    f"B={B}, H={H}, K=V={K}, n_h={NUM_HOUSEHOLDER} Householder steps per token, β in [0, 2], "
+    "per-head log decay.",
 )
 def delta_product_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    n = NUM_HOUSEHOLDER
-    q = _tensor(gen, device, dtype, B, T, H, K)
-    k = _tensor(gen, device, dtype, B, T, n, H, K, transform=lambda x: F.normalize(x, dim=-1))
-    v = _tensor(gen, device, dtype, B, T, n, H, V)
-    beta = _tensor(gen, device, dtype, B, T, n, H, transform=lambda x: 2 * torch.sigmoid(x))
-    g = _tensor(gen, device, dtype, B, T, H, transform=F.logsigmoid)
-    inputs = [q, k, v, beta, g]
-    return [
-        OpCase("naive", lambda: naive_delta_product(q, k, v, beta=beta, g=g)[0], inputs),
-        OpCase("chunk", lambda: chunk_delta_product(q, k, v, beta=beta, g=g)[0], inputs),
-    ]
+    example = DELTA_PRODUCT.example_inputs(
+        T, batch=B, case="neg_eigval", dtype=dtype, device=device, heads=H, key_dim=K, value_dim=V,
+        num_householder=NUM_HOUSEHOLDER,
+    )
+    args, kwargs, inputs = _from_zeros(example)
+    return [_case(DELTA_PRODUCT, form, args, kwargs, inputs) for form in ("naive", "chunk")]

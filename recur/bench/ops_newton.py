@@ -4,31 +4,27 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.newton import newton_solve
-from ..ops.rnn import CELLS, sequential_rnn
+from ..ops.newton import NEWTON
 from .ops import OpCase, register_op_bench
 
 B, HIDDEN = 1, 256
 
 
-def _cases(cell_name: str, T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
-    cell = CELLS[cell_name]
-    gen = torch.Generator(device="cpu").manual_seed(0)
+def _cases(cell: str, T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
+    example = NEWTON.example_inputs(T, batch=B, case=cell, dtype=dtype, device=device, heads=1, head_dim=HIDDEN)
+    x, R, b = example.args
+    # ParaRNN's init scale for the diagonal recurrent weights (the examples draw std 0.5)
+    R = (R.detach() * (2 / (5 * HIDDEN) ** 0.5 / 0.5)).requires_grad_()
+    example.args = (x, R, b)
+    leaves = list(example.leaves().values())
 
-    def tensor(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=gen) * scale).to(device=device, dtype=dtype).requires_grad_()
+    def run(impl: str, **options):
+        return lambda: NEWTON.call(impl, example.args, {**example.kwargs, **options})[0]
 
-    x = tensor(B, T, cell.input_gates, 1, HIDDEN)
-    # ParaRNN's init scale for the diagonal recurrent weights
-    R = tensor(cell.recurrent_gates, 1, HIDDEN, scale=2 / (5 * HIDDEN) ** 0.5)
-    b = tensor(cell.bias_gates, 1, HIDDEN, scale=0.1)
     return [
-        OpCase(f"sequential ({cell_name})", lambda: sequential_rnn(x, R, b, cell=cell)[0], [x, R, b]),
-        OpCase(f"newton ({cell_name})", lambda: newton_solve(x, R, b, cell=cell, on_failure="raise")[0], [x, R, b]),
-        OpCase(
-            f"newton, compiled ({cell_name})",
-            lambda: newton_solve(x, R, b, cell=cell, on_failure="raise", compile=True)[0], [x, R, b],
-        ),
+        OpCase(f"sequential ({cell})", run("sequential"), leaves),
+        OpCase(f"newton ({cell})", run("newton", on_failure="raise"), leaves),
+        OpCase(f"newton, compiled ({cell})", run("newton", on_failure="raise", compile=True), leaves),
     ]
 
 

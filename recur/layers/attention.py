@@ -55,7 +55,8 @@ class Attention(Mixer):
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         H, Dh = self.config.num_heads, self.head_dim
-        empty = torch.zeros(batch_size, 0, H, Dh, device=device)
+        # the cache holds past keys and values as they are computed, in the parameters' dtype
+        empty = torch.zeros(batch_size, 0, H, Dh, device=device, dtype=self.qkv_proj.weight.dtype)
         return {"k": empty, "v": empty.clone(), "position": torch.zeros(batch_size, dtype=torch.int64, device=device)}
 
     def state_size(self) -> int:

@@ -39,6 +39,18 @@ class MixerConfig:
             raise ValueError(f"{field} must be a positive divisor of d_model = {self.d_model}; got {num_heads}")
         return self.d_model // num_heads
 
+    def width(self, field: str, multiple_of: str | None = None) -> int:
+        """The width `field` · d_model (`field` is a width multiple such as expand or
+        expand_k), checked to be a positive int and a multiple of the field `multiple_of`."""
+        width = getattr(self, field) * self.d_model
+        divisor = 1 if multiple_of is None else getattr(self, multiple_of)
+        if multiple_of is not None and (not isinstance(divisor, int) or divisor <= 0):
+            raise ValueError(f"{multiple_of} must be a positive int; got {divisor!r}")
+        if width != int(width) or width <= 0 or int(width) % divisor:
+            multiple = "" if multiple_of is None else f" multiple of {multiple_of} = {divisor}"
+            raise ValueError(f"{field} * d_model = {width:g} must be a positive int{multiple}")
+        return int(width)
+
 
 class Mixer(nn.Module, abc.ABC):
     """Base class of the token mixers in `recur.layers`.
@@ -97,6 +109,20 @@ class Mixer(nn.Module, abc.ABC):
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         """The state before the first token."""
 
+    @classmethod
+    def shared_across_depth(cls, layers: list[Mixer]) -> nn.Module | None:
+        """Parameters the layers of this mixer in one model share (None: nothing). The
+        model keeps the module once and calls `attach_shared(module, depth)` on each layer."""
+        return None
+
+    def attach_shared(self, module: nn.Module, depth: int) -> None:
+        # a plain reference, not a submodule: the model owns the parameters, once
+        object.__setattr__(self, "_shared", (module, depth))
+
+    def shared(self) -> tuple[nn.Module, int] | None:
+        """The module from `shared_across_depth` and this layer's depth, inside a model."""
+        return self.__dict__.get("_shared")
+
     def state_size(self) -> int:
         """Bytes of recurrent state per sequence (for a growing cache: per token)."""
         state = self.init_state(1, device=torch.device("cpu"))
@@ -116,3 +142,20 @@ class Mixer(nn.Module, abc.ABC):
         the trainer's ssm_lr_scale, as the SSM papers recommend for A, Δ, B and C). The
         trainer applies the settings; the default is none."""
         return {}
+
+
+class RecurrentMixer(Mixer):
+    """A mixer written as one function of a chunk of tokens, `_mix(x, state, impl)`:
+    `forward` runs it in the configured form, `step` on one token in the naive form (the
+    recurrence itself, exact and O(1) per token)."""
+
+    @abc.abstractmethod
+    def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
+        """x [B, T, D] -> (y [B, T, D], state after the last token), with op form `impl`."""
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        return self._mix(x, state, self.config.impl)
+
+    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        y, state = self._mix(x.unsqueeze(1), state, "naive")
+        return y.squeeze(1), state

@@ -41,6 +41,8 @@ class BidirectionalConfig(MixerConfig):
 class Bidirectional(Mixer):
     Config = BidirectionalConfig
     causal = False
+    # the forms are the inner mixer's, known once the config names it
+    impls = ()
 
     def __init__(self, config: BidirectionalConfig) -> None:
         cls = get_mixer(config.mixer)

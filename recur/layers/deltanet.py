@@ -17,64 +17,54 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..ops.delta import delta_product, delta_rule
-from .base import Mixer, MixerConfig, State
-from .parts import RMSNorm, ShortConv, short_conv_projections
+from ..ops.delta import DELTA_RULE, delta_product, delta_rule
+from .base import RecurrentMixer, State
+from .parts import RMSNorm, ShortConvConfig, ShortConvs, merge_heads, state_dtype
 from .registry import register_mixer
 
 
 @dataclass(kw_only=True)
-class DeltaNetConfig(MixerConfig):
+class DeltaNetConfig(ShortConvConfig):
     num_heads: int = 4
-    # key and value widths as fractions of d_model
+    # key and value widths as multiples of d_model
     expand_k: float = 1.0
     expand_v: float = 1.0
-    # kernel of the short causal convolution on q, k and v; 0 drops it (SiLU only)
-    conv_size: int = 4
     # β = 2σ(·) instead of σ(·): eigenvalues of the transition in [−1, 1] instead of [0, 1]
     allow_neg_eigval: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_heads <= 0:
-            raise ValueError(f"num_heads must be positive; got {self.num_heads}")
-        for name in ("expand_k", "expand_v"):
-            width = getattr(self, name) * self.d_model
-            if width != int(width) or width <= 0 or int(width) % self.num_heads:
-                raise ValueError(
-                    f"{name} * d_model = {width} must be a positive multiple of num_heads = {self.num_heads}"
-                )
-        if self.conv_size < 0:
-            raise ValueError(f"conv_size must be >= 0; got {self.conv_size}")
+        self.width("expand_k", "num_heads")
+        self.width("expand_v", "num_heads")
 
 
 @register_mixer("deltanet")
-class DeltaNet(Mixer):
-    """DeltaNet; Gated DeltaNet and DeltaProduct extend it with a decay gate, an output
-    gate and several Householder steps per token."""
+class DeltaNet(RecurrentMixer):
+    """DeltaNet; Gated DeltaNet, DeltaProduct and MoM extend it with a decay gate, an
+    output gate, several keys per token (Householder steps or memories)."""
 
     Config = DeltaNetConfig
-    # one Householder step per token runs delta_rule, which has Triton kernels
-    has_triton_kernel = True
+    family = DELTA_RULE
 
     def __init__(self, config: DeltaNetConfig) -> None:
         super().__init__(config)
         D, H = config.d_model, config.num_heads
-        # Householder steps per token: 1 is the delta rule
-        self.num_householder = getattr(config, "num_householder", 1)
-        n_h = self.num_householder
-        self.key_dim, self.value_dim = int(D * config.expand_k), int(D * config.expand_v)
+        n = self.keys_per_token = self._keys_per_token()
+        self.key_dim, self.value_dim = config.width("expand_k", "num_heads"), config.width("expand_v", "num_heads")
         self.head_k, self.head_v = self.key_dim // H, self.value_dim // H
+        # the recurrent state per sequence, [H, K, V]
+        self.state_shape: tuple[int, ...] = (H, self.head_k, self.head_v)
         self.q_proj = nn.Linear(D, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(D, self.key_dim * n_h, bias=False)
-        self.v_proj = nn.Linear(D, self.value_dim * n_h, bias=False)
-        self.b_proj = nn.Linear(D, H * n_h, bias=True)
-        self.convs = nn.ModuleDict()
-        if config.conv_size > 0:
-            for name, width in (("q", self.key_dim), ("k", self.key_dim * n_h), ("v", self.value_dim * n_h)):
-                self.convs[name] = ShortConv(width, config.conv_size)
+        self.k_proj = nn.Linear(D, self.key_dim * n, bias=False)
+        self.v_proj = nn.Linear(D, self.value_dim * n, bias=False)
+        self.b_proj = nn.Linear(D, H * n, bias=True)
+        self.convs = ShortConvs({"q": self.key_dim, "k": self.key_dim * n, "v": self.value_dim * n}, config.conv_size)
         self.o_proj = nn.Linear(self.value_dim, D, bias=False)
         self._init_output()
+
+    def _keys_per_token(self) -> int:
+        """Keys, values and β per token: one for the delta rule."""
+        return 1
 
     def _init_output(self) -> None:
         self.norm = RMSNorm(self.head_v)
@@ -88,41 +78,31 @@ class DeltaNet(Mixer):
         return self.norm(o)
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        H = self.config.num_heads
-        dtype = self.o_proj.weight.dtype
-        state = {"S": torch.zeros(batch_size, H, self.head_k, self.head_v, device=device, dtype=torch.promote_types(dtype, torch.float32))}
-        for name, conv in self.convs.items():
-            state[f"conv_{name}"] = conv.init_state(batch_size, device, dtype)
-        return state
+        S = torch.zeros(batch_size, *self.state_shape, device=device, dtype=state_dtype(self))
+        return {"S": S, **self.convs.init_state(batch_size, device)}
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        # one token is one step of the recurrence: the naive form is exact and O(1)
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
-
-    def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
-        H, n_h = self.config.num_heads, self.num_householder
-        projected, new_state = short_conv_projections(
-            {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}, self.convs, state
-        )
+    def _project(self, x: torch.Tensor, state: State | None):
+        """The delta rule's inputs: q [B, T, H, K] and, for each of the n keys of a token,
+        k [B, T, n, H, K], v [B, T, n, H, V], β [B, T, n, H]; and the new conv states."""
+        H, n = self.config.num_heads, self.keys_per_token
+        projected, conv_state = self.convs({"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}, state)
         q = F.normalize(rearrange(projected["q"], "b t (h d) -> b t h d", h=H), dim=-1)
-        k = F.normalize(rearrange(projected["k"], "b t (n h d) -> b t n h d", n=n_h, h=H), dim=-1)
-        v = rearrange(projected["v"], "b t (n h d) -> b t n h d", n=n_h, h=H)
-        beta = rearrange(self.b_proj(x).sigmoid(), "b t (n h) -> b t n h", n=n_h)
+        k = F.normalize(rearrange(projected["k"], "b t (n h d) -> b t n h d", n=n, h=H), dim=-1)
+        v = rearrange(projected["v"], "b t (n h d) -> b t n h d", n=n, h=H)
+        beta = rearrange(self.b_proj(x).sigmoid(), "b t (n h) -> b t n h", n=n)
         if self.config.allow_neg_eigval:
             beta = 2 * beta
+        return q, k, v, beta, conv_state
+
+    def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
+        q, k, v, beta, conv_state = self._project(x, state)
         g = self._log_decay(x)
         initial = None if state is None else state["S"]
-        if n_h == 1:
+        if self.keys_per_token == 1:
             o, S = delta_rule(
                 q, k[:, :, 0], v[:, :, 0], beta=beta[:, :, 0], g=g, initial_state=initial,
                 output_final_state=True, impl=impl,
             )
         else:
             o, S = delta_product(q, k, v, beta=beta, g=g, initial_state=initial, output_final_state=True, impl=impl)
-        o = self._output(o, x)
-        new_state["S"] = S
-        return self.o_proj(rearrange(o, "b t h d -> b t (h d)")), new_state
+        return self.o_proj(merge_heads(self._output(o, x))), {"S": S, **conv_state}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ops.delta import DELTA_PRODUCT
 from .gated_deltanet import GatedDeltaNet, GatedDeltaNetConfig
 from .registry import register_mixer
 
@@ -34,5 +35,7 @@ class DeltaProductConfig(GatedDeltaNetConfig):
 @register_mixer("deltaproduct")
 class DeltaProduct(GatedDeltaNet):
     Config = DeltaProductConfig
-    # delta_product runs the PyTorch chunk form on every device
-    has_triton_kernel = False
+    family = DELTA_PRODUCT
+
+    def _keys_per_token(self) -> int:
+        return self.config.num_householder

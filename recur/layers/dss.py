@@ -14,23 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ops.ssm import DIAG_SSM
 from .registry import register_mixer
-from .s4d import ConvSSMMixer, DiagonalSSM, MixerConfig, check_ssm_options
+from .s4d import ConvSSMMixer, DiagonalSSM, DiagonalSSMConfig
 
 
 @dataclass(kw_only=True)
-class DSSConfig(MixerConfig):
-    # state size N per channel (N/2 conjugate pairs)
-    d_state: int = 64
+class DSSConfig(DiagonalSSMConfig):
     # the length L of the softmax normaliser (the training length in the paper)
     kernel_length: int = 1024
-    init: str = "legs"
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ssm_options(self)
         if self.kernel_length <= 0:
             raise ValueError(f"kernel_length must be positive; got {self.kernel_length}")
         if self.init == "real":
@@ -40,6 +35,7 @@ class DSSConfig(MixerConfig):
 @register_mixer("dss")
 class DSS(ConvSSMMixer):
     Config = DSSConfig
+    family = DIAG_SSM
 
     def __init__(self, config: DSSConfig) -> None:
         super().__init__(config)

@@ -17,15 +17,15 @@ from torch import nn
 
 from ..ops.gla import GLA as GLA_FAMILY
 from ..ops.gla import gla
-from .base import Mixer, MixerConfig, State
-from .parts import GatedRMSNorm, merge_heads, split_heads
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import GatedRMSNorm, merge_heads, split_heads, state_dtype
 from .registry import register_mixer
 
 
 @dataclass(kw_only=True)
 class GLAConfig(MixerConfig):
     num_heads: int = 4
-    # key width as a fraction of d_model (the paper halves it), value width likewise
+    # key and value widths as multiples of d_model (the paper halves the key width)
     expand_k: float = 0.5
     expand_v: float = 1.0
     # rank of the gate projection W_α1 W_α2
@@ -35,12 +35,8 @@ class GLAConfig(MixerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("expand_k", "expand_v"):
-            width = getattr(self, name) * self.d_model
-            if width != int(width) or int(width) % self.num_heads or width <= 0:
-                raise ValueError(
-                    f"{name} * d_model = {width} must be a positive multiple of num_heads = {self.num_heads}"
-                )
+        self.width("expand_k", "num_heads")
+        self.width("expand_v", "num_heads")
         if self.gate_rank <= 0:
             raise ValueError(f"gate_rank must be positive; got {self.gate_rank}")
         if self.gate_temperature <= 0:
@@ -48,14 +44,14 @@ class GLAConfig(MixerConfig):
 
 
 @register_mixer("gla")
-class GLA(Mixer):
+class GLA(RecurrentMixer):
     Config = GLAConfig
     family = GLA_FAMILY
 
     def __init__(self, config: GLAConfig) -> None:
         super().__init__(config)
         D, H = config.d_model, config.num_heads
-        self.key_dim, self.value_dim = int(D * config.expand_k), int(D * config.expand_v)
+        self.key_dim, self.value_dim = config.width("expand_k", "num_heads"), config.width("expand_v", "num_heads")
         self.head_k, self.head_v = self.key_dim // H, self.value_dim // H
         self.q_proj = nn.Linear(D, self.key_dim, bias=False)
         self.k_proj = nn.Linear(D, self.key_dim, bias=False)
@@ -68,15 +64,7 @@ class GLA(Mixer):
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         H = self.config.num_heads
-        return {"S": torch.zeros(batch_size, H, self.head_k, self.head_v, device=device)}
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        # one token is one step of the recurrence: the naive form is exact and O(1)
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        return {"S": torch.zeros(batch_size, H, self.head_k, self.head_v, device=device, dtype=state_dtype(self))}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         H = self.config.num_heads

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
 from ..ops.rnn import GRU as GRUCell
 from .registry import register_mixer
-from .rnn_common import RNNConfig, RNNLayer, load_torch_rnn
+from .rnn_common import RNNConfig, RNNLayer
 
 
 @dataclass(kw_only=True)
@@ -31,11 +29,5 @@ class GRU(RNNLayer):
     and float32 / float64 it runs torch's own fused kernel (impl "auto" or "native")."""
 
     Config = GRUConfig
-    impls = ("naive", "sequential", "native")
+    cell_type = GRUCell
     native = "gru"
-
-    def make_cell(self, config):
-        return GRUCell()
-
-    def load_torch(self, module: nn.GRU) -> None:
-        load_torch_rnn(self, module, gates=3)

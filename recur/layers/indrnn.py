@@ -5,7 +5,8 @@ Independently Recurrent Neural Network (IndRNN): Building A Longer and Deeper RN
 
     h_t = ReLU(W x_t + u ⊙ h_{t-1} + b)
 
-The Jacobian is diagonal, so the Newton form (ParaRNN) applies.
+The Jacobian is diagonal, so the layer runs the newton family: Newton's method (ParaRNN)
+by default, or the sequential loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..ops.newton import NEWTON
 from ..ops.rnn import IndRNN as IndRNNCell
 from .registry import register_mixer
 from .rnn_common import RNNConfig, RNNLayer
@@ -34,10 +36,8 @@ class IndRNNConfig(RNNConfig):
 @register_mixer("indrnn")
 class IndRNN(RNNLayer):
     Config = IndRNNConfig
-    impls = ("naive", "sequential", "newton")
-
-    def make_cell(self, config):
-        return IndRNNCell()
+    cell_type = IndRNNCell
+    family = NEWTON
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

@@ -18,8 +18,8 @@ from einops import rearrange
 from torch import nn
 
 from ..ops.gla import GLA, gla
-from .base import Mixer, MixerConfig, State
-from .parts import FEATURE_MAPS, RMSNorm, feature_map
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import FEATURE_MAPS, RMSNorm, feature_map, state_dtype
 from .registry import register_mixer
 
 
@@ -37,7 +37,7 @@ class LinearAttentionConfig(MixerConfig):
 
 
 @register_mixer("linear_attention")
-class LinearAttention(Mixer):
+class LinearAttention(RecurrentMixer):
     Config = LinearAttentionConfig
     family = GLA
 
@@ -52,14 +52,7 @@ class LinearAttention(Mixer):
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         H, Dh = self.config.num_heads, self.head_dim
-        return {"S": torch.zeros(batch_size, H, Dh, Dh, device=device)}
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        return {"S": torch.zeros(batch_size, H, Dh, Dh, device=device, dtype=state_dtype(self))}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         q, k, v = rearrange(self.qkv_proj(x), "b t (n h d) -> n b t h d", n=3, h=self.config.num_heads)

@@ -17,26 +17,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from ..ops.ssm import diag_ssm
+from ..ops.ssm import DIAG_SSM, diag_ssm
 from .base import State
 from .registry import register_mixer
-from .s4d import ConvSSMMixer, DiagonalSSM, MixerConfig, check_ssm_options
+from .s4d import ConvSSMMixer, DiagonalSSM, DiagonalSSMConfig
 
 
 @dataclass(kw_only=True)
-class LiquidS4Config(MixerConfig):
-    d_state: int = 64
+class LiquidS4Config(DiagonalSSMConfig):
     # highest correlation order P (1 is plain S4D)
     liquid_degree: int = 2
-    init: str = "legs"
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ssm_options(self)
         if self.liquid_degree < 1:
             raise ValueError(f"liquid_degree must be >= 1; got {self.liquid_degree}")
 
@@ -44,6 +38,7 @@ class LiquidS4Config(MixerConfig):
 @register_mixer("liquid_s4")
 class LiquidS4(ConvSSMMixer):
     Config = LiquidS4Config
+    family = DIAG_SSM
 
     def __init__(self, config: LiquidS4Config) -> None:
         super().__init__(config)
@@ -53,11 +48,9 @@ class LiquidS4(ConvSSMMixer):
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         P, H = self.config.liquid_degree, self.config.d_model
-        dtype = self.ssm.log_dt.dtype
-        return {
-            "x": self.ssm.init_state(batch_size, device),
-            "inputs": torch.zeros(batch_size, P - 1, H, dtype=dtype, device=device),
-        }
+        # past inputs, kept in the parameters' dtype like any cache of inputs
+        inputs = torch.zeros(batch_size, P - 1, H, dtype=self.D.dtype, device=device)
+        return {**super().init_state(batch_size, device), "inputs": inputs}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         P = self.config.liquid_degree
@@ -79,13 +72,9 @@ class LiquidS4(ConvSSMMixer):
         h0 = torch.cat([state["x"].to(zeros.dtype), zeros], dim=1)
         D = torch.cat([self.D, self.D.new_zeros((P - 1) * H)])
         y, h = diag_ssm(
-            U, A_bar=A_bar.repeat(P, 1), B_bar=B_stack, C=C.repeat(P, 1), D=D,
-            initial_state=h0, output_final_state=True, impl=impl,
+            U, A_bar.repeat(P, 1), B_stack, C.repeat(P, 1), D=D, initial_state=h0, output_final_state=True, impl=impl
         )
         y = y.view(batch, T, P, H).sum(2)
         h = h.view(batch, P, H, -1).sum(1)
         inputs = history[:, history.shape[1] - (P - 1) :]
         return self.output(y), {"x": h, "inputs": inputs}
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"ssm": self.ssm.ssm_parameters()}

@@ -7,8 +7,8 @@ Gulcehre, Pascanu, De; arXiv:2303.06349):
     x_t = Λ x_{t-1} + γ ⊙ (B u_t),  y_t = Re(C x_t) + D ⊙ u_t,  Λ = exp(−exp(ν) + i exp(θ)),  γ = exp(γ_log)
 
 |Λ| is drawn uniformly on the ring [r_min, r_max], its phase on [0, max_phase], and the
-normaliser starts at γ = √(1 − |Λ|²). `impl` "chunk" is the chunked scan (a loop inside
-chunks, an associative scan across them).
+normaliser starts at γ = √(1 − |Λ|²). `impl` picks the form of `linear_scan`: "scan" (a loop
+inside chunks, a log-depth scan across them), "parallel" or "naive".
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.common import linear_recurrence_loop
-from ..ops.ssm import chunked_linear_recurrence
-from .base import Mixer, MixerConfig, State
+from ..ops.ssm import LINEAR_SCAN, linear_scan
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import state_dtype
 from .registry import register_mixer
-from .s4d import compute_dtype
+from .s4d import complex_pair
 
 
 @dataclass(kw_only=True)
@@ -47,9 +47,9 @@ class LRUConfig(MixerConfig):
 
 
 @register_mixer("lru")
-class LRU(Mixer):
+class LRU(RecurrentMixer):
     Config = LRUConfig
-    impls = ("naive", "chunk")
+    family = LINEAR_SCAN
 
     def __init__(self, config: LRUConfig) -> None:
         super().__init__(config)
@@ -65,36 +65,25 @@ class LRU(Mixer):
         self.D = nn.Parameter(torch.randn(H))
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        cplx = compute_dtype(self.nu_log)[1]
-        return {"x": torch.zeros(batch_size, self.config.d_state, dtype=cplx, device=device)}
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        dtype = state_dtype(self, complex=True)
+        return {"x": torch.zeros(batch_size, self.config.d_state, dtype=dtype, device=device)}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
-        if impl not in ("auto", "naive", "chunk"):
-            raise ValueError(f"impl must be one of ['auto', 'chunk', 'naive'] for lru; got {impl!r}")
-        real, cplx = compute_dtype(self.nu_log)
+        real, cplx = state_dtype(self), state_dtype(self, complex=True)
         batch, T, _ = x.shape
         u = x.to(real)
         # Λ = exp(−exp(ν) + i exp(θ)), [N]
         Lambda = torch.exp(torch.complex(-torch.exp(self.nu_log.to(real)), torch.exp(self.theta_log.to(real))))
-        B = torch.complex(self.B[..., 0].to(real), self.B[..., 1].to(real)) * torch.exp(self.gamma_log.to(real))[:, None]
-        C = torch.complex(self.C[..., 0].to(real), self.C[..., 1].to(real))
+        B = complex_pair(self.B, real) * torch.exp(self.gamma_log.to(real))[:, None]
+        C = complex_pair(self.C, real)
         # γ ⊙ B u_t, [B, T, N]
         drive = torch.einsum("bth,nh->btn", u.to(cplx), B)
         h0 = None if state is None else state["x"].to(cplx)
-        solve = linear_recurrence_loop if impl == "naive" else chunked_linear_recurrence
-        if T == 0:
-            h = torch.zeros(batch, self.config.d_state, dtype=cplx, device=x.device) if h0 is None else h0
-            return x.clone(), {"x": h}
-        states = solve(Lambda.expand(batch, T, -1), drive, h0)
+        states, final = linear_scan(
+            Lambda.expand(batch, T, -1), drive, initial_state=h0, output_final_state=True, impl=impl
+        )
         y = torch.einsum("btn,hn->bth", states, C).real + u * self.D.to(real)
-        return y.to(x.dtype), {"x": states[:, -1]}
+        return y.to(x.dtype), {"x": final}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"ssm": [self.nu_log, self.theta_log, self.gamma_log]}

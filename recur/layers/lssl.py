@@ -16,19 +16,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.ssm import dense_ssm, discretize_dense, hippo
+from ..ops.ssm import DENSE_SSM, dense_ssm, discretize_dense, hippo
 from ..ops.ssm.hippo import MEASURES
+from .parts import StepSizeConfig, log_uniform, state_dtype
 from .registry import register_mixer
-from .s4d import ConvSSMMixer, MixerConfig, compute_dtype, log_uniform
+from .s4d import ConvSSMMixer
 
 
 @dataclass(kw_only=True)
-class LSSLConfig(MixerConfig):
+class LSSLConfig(StepSizeConfig):
     d_state: int = 64
     # the HiPPO measure: "legs" (scaled Legendre), "legt" (translated) or "fout" (Fourier)
     measure: str = "legs"
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -36,8 +35,6 @@ class LSSLConfig(MixerConfig):
             raise ValueError(f"measure must be one of {list(MEASURES)}; got {self.measure!r}")
         if self.d_state <= 0 or (self.measure == "fout" and self.d_state % 2):
             raise ValueError(f"d_state must be positive (and even for 'fout'); got {self.d_state}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={self.dt_min}, dt_max={self.dt_max}")
 
 
 class HiPPOSSM(nn.Module):
@@ -46,26 +43,28 @@ class HiPPOSSM(nn.Module):
         A, B = hippo(measure, d_state)
         self.register_buffer("A", A.float())
         self.register_buffer("B", B.float())
-        self.log_dt = nn.Parameter(log_uniform(channels, dt_min, dt_max))
+        self.log_step = nn.Parameter(log_uniform(channels, dt_min, dt_max))
         self.C = nn.Parameter(torch.randn(channels, d_state) * d_state**-0.5)
         self.channels, self.d_state = channels, d_state
 
     def ssm_parameters(self) -> list[nn.Parameter]:
-        return [self.log_dt]
+        return [self.log_step]
 
     def init_state(self, batch_size: int, device=None) -> torch.Tensor:
-        return torch.zeros(batch_size, self.channels, self.d_state, dtype=compute_dtype(self.log_dt)[0], device=device)
+        return torch.zeros(batch_size, self.channels, self.d_state, dtype=state_dtype(self), device=device)
 
     def forward(self, u: torch.Tensor, state: torch.Tensor | None, D: torch.Tensor, impl: str):
-        real, _ = compute_dtype(self.log_dt)
+        real = state_dtype(self)
         H, N = self.channels, self.d_state
-        A_bar, B_bar = discretize_dense(self.A.to(real).expand(H, N, N), torch.exp(self.log_dt.to(real)), self.B.to(real).expand(H, N))
-        return dense_ssm(u, A_bar=A_bar, B_bar=B_bar, C=self.C.to(real), D=D, initial_state=state, output_final_state=True, impl=impl)
+        step = torch.exp(self.log_step.to(real))
+        A_bar, B_bar = discretize_dense(self.A.to(real).expand(H, N, N), step, self.B.to(real).expand(H, N))
+        return dense_ssm(u, A_bar, B_bar, self.C.to(real), D=D, initial_state=state, output_final_state=True, impl=impl)
 
 
 @register_mixer("lssl")
 class LSSL(ConvSSMMixer):
     Config = LSSLConfig
+    family = DENSE_SSM
 
     def __init__(self, config: LSSLConfig) -> None:
         super().__init__(config)

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
 from ..ops.rnn import LSTM as LSTMCell
 from .registry import register_mixer
-from .rnn_common import RNNConfig, RNNLayer, load_torch_rnn
+from .rnn_common import RNNConfig, RNNLayer
 
 
 @dataclass(kw_only=True)
@@ -31,11 +29,5 @@ class LSTM(RNNLayer):
     and float32 / float64 it runs torch's own fused kernel (impl "auto" or "native")."""
 
     Config = LSTMConfig
-    impls = ("naive", "sequential", "native")
+    cell_type = LSTMCell
     native = "lstm"
-
-    def make_cell(self, config):
-        return LSTMCell()
-
-    def load_torch(self, module: nn.LSTM) -> None:
-        load_torch_rnn(self, module, gates=4)

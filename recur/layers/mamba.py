@@ -18,84 +18,69 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.ssm import selective_scan
-from .base import Mixer, MixerConfig, State
-from .parts import ShortConv
+from ..ops.ssm import SELECTIVE_SCAN, selective_scan
+from .base import RecurrentMixer, State
+from .parts import ShortConv, ShortConvConfig, StepSizeConfig, state_dtype, step_size_bias
 from .registry import register_mixer
 
 
 @dataclass(kw_only=True)
-class MambaConfig(MixerConfig):
+class MambaConfig(ShortConvConfig, StepSizeConfig):
     d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
+    # inner width = expand · d_model
+    expand: float = 2.0
     # rank of the Δ projection; 0 means ⌈d_model / 16⌉
     dt_rank: int = 0
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
+    # the initial Δ is at least this
     dt_init_floor: float = 1e-4
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("d_state", "d_conv", "expand"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        self.width("expand")
+        if self.d_state <= 0:
+            raise ValueError(f"d_state must be positive; got {self.d_state}")
         if self.dt_rank < 0:
             raise ValueError(f"dt_rank must be >= 0 (0: ⌈d_model / 16⌉); got {self.dt_rank}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={self.dt_min}, dt_max={self.dt_max}")
 
 
 @register_mixer("mamba")
-class Mamba(Mixer):
+class Mamba(RecurrentMixer):
     Config = MambaConfig
-    impls = ("naive", "chunk")
+    family = SELECTIVE_SCAN
 
     def __init__(self, config: MambaConfig) -> None:
         super().__init__(config)
         D, N = config.d_model, config.d_state
-        inner = config.expand * D
+        inner = config.width("expand")
         rank = config.dt_rank or math.ceil(D / 16)
         self.d_inner, self.dt_rank = inner, rank
         self.in_proj = nn.Linear(D, 2 * inner, bias=False)
-        self.conv = ShortConv(inner, config.d_conv, activation=True)
+        self.conv = ShortConv(inner, config.conv_size)
         self.x_proj = nn.Linear(inner, rank + 2 * N, bias=False)
         self.dt_proj = nn.Linear(rank, inner, bias=True)
         nn.init.uniform_(self.dt_proj.weight, -(rank**-0.5), rank**-0.5)
-        dt = torch.exp(torch.rand(inner) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min))
-        dt = dt.clamp(min=config.dt_init_floor)
         with torch.no_grad():
-            # the inverse of softplus, so that softplus(bias) = dt at initialisation
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            # softplus(bias) = Δ at initialisation
+            self.dt_proj.bias.copy_(step_size_bias(inner, config.dt_min, config.dt_max, config.dt_init_floor))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(inner, 1))
         self.D = nn.Parameter(torch.ones(inner))
         self.out_proj = nn.Linear(inner, D, bias=False)
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        dtype = self.A_log.dtype if self.A_log.dtype == torch.float64 else torch.float32
-        return {
-            "conv": self.conv.init_state(batch_size, device, self.in_proj.weight.dtype),
-            "ssm": torch.zeros(batch_size, self.d_inner, self.config.d_state, dtype=dtype, device=device),
-        }
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        ssm = torch.zeros(batch_size, self.d_inner, self.config.d_state, dtype=state_dtype(self), device=device)
+        return {"ssm": ssm, **self.conv.init_state(batch_size, device)}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         N = self.config.d_state
         u, z = self.in_proj(x).chunk(2, dim=-1)
-        u, conv_state = self.conv(u, None if state is None else state["conv"])
-        dt_low, B, C = self.x_proj(u).split([self.dt_rank, N, N], dim=-1)
+        u, conv_state = self.conv(u, state)
+        delta_low, B, C = self.x_proj(u).split([self.dt_rank, N, N], dim=-1)
         y, h = selective_scan(
-            u, F.linear(dt_low, self.dt_proj.weight), -torch.exp(self.A_log), B, C,
+            u, F.linear(delta_low, self.dt_proj.weight), -torch.exp(self.A_log), B, C,
             D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
             initial_state=None if state is None else state["ssm"], output_final_state=True, impl=impl,
         )
-        return self.out_proj(y), {"conv": conv_state, "ssm": h}
+        return self.out_proj(y), {"ssm": h, **conv_state}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"no_decay": [self.A_log, self.D, self.dt_proj.bias]}

@@ -23,6 +23,4 @@ class MGUConfig(RNNConfig):
 @register_mixer("mgu")
 class MGU(RNNLayer):
     Config = MGUConfig
-
-    def make_cell(self, config):
-        return MGUCell()
+    cell_type = MGUCell

@@ -14,45 +14,37 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.newton import newton_solve
+from ..ops.newton import NEWTON
 from ..ops.rnn import ParaGRU as ParaGRUCell
 from .registry import register_mixer
 from .rnn_common import RNNConfig, RNNLayer
 
 
-def pararnn_init(layer: RNNLayer, first_gate_bias: bool) -> None:
-    """ParaRNN's init: diagonal weights N(0, (2/√(5d))²), input projection Xavier-uniform,
-    biases zero except the first gate's, −linspace(0, 1) over the units."""
-    d = layer.hidden
-    with torch.no_grad():
-        for direction in layer.directions:
-            nn.init.normal_(direction.R, std=2 / (5 * d) ** 0.5)
-            nn.init.xavier_uniform_(direction.in_proj.weight)
-            direction.b.zero_()
-            if first_gate_bias:
-                direction.b[0] = -torch.linspace(0, 1, d).reshape(layer.heads, layer.head_dim)
-
-
 @dataclass(kw_only=True)
 class ParaRNNConfig(RNNConfig):
-    # with impl="newton": run the solver's whole-sequence work as torch.compile'd fused
-    # loops (`newton_solve(compile=True)`); each new sequence length compiles once
+    # with impl="newton" (or "auto"): run the solver's whole-sequence work as
+    # torch.compile'd fused loops (the op's `compile=True`); each new length compiles once
     compile: bool = False
 
 
 class ParaRNNLayer(RNNLayer):
     """An RNN layer whose cell has a diagonal Jacobian, so Newton can train it in parallel."""
 
-    impls = ("naive", "sequential", "newton")
+    family = NEWTON
 
-    def _run(self, direction, inputs: torch.Tensor, initial, impl: str):
-        if impl != "newton" or not self.config.compile:
-            return super()._run(direction, inputs, initial, impl)
-        h, final, _ = newton_solve(
-            self.input_gates(direction, inputs), direction.R, direction.b, cell=self.cell,
-            initial_state=initial, output_final_state=True, compile=True,
-        )
-        return h, final
+    def op_options(self) -> dict:
+        return {"compile": self.config.compile}
+
+    def reset_parameters(self) -> None:
+        """ParaRNN's init: diagonal weights N(0, (2/√(5d))²), input projection Xavier-uniform,
+        biases zero except the first gate's, −linspace(0, 1) over the units."""
+        d = self.hidden
+        with torch.no_grad():
+            for direction in self.directions:
+                nn.init.normal_(direction.R, std=2 / (5 * d) ** 0.5)
+                nn.init.xavier_uniform_(direction.in_proj.weight)
+                direction.b.zero_()
+                direction.b[0] = -torch.linspace(0, 1, d).reshape(self.heads, self.head_dim)
 
 
 @dataclass(kw_only=True)
@@ -63,9 +55,4 @@ class ParaGRUConfig(ParaRNNConfig):
 @register_mixer("paragru")
 class ParaGRU(ParaRNNLayer):
     Config = ParaGRUConfig
-
-    def make_cell(self, config):
-        return ParaGRUCell()
-
-    def reset_parameters(self) -> None:
-        pararnn_init(self, first_gate_bias=True)
+    cell_type = ParaGRUCell

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ops.rnn import ParaLSTM as ParaLSTMCell
-from .paragru import ParaRNNConfig, ParaRNNLayer, pararnn_init
+from .paragru import ParaRNNConfig, ParaRNNLayer
 from .registry import register_mixer
 
 
@@ -25,9 +25,4 @@ class ParaLSTMConfig(ParaRNNConfig):
 @register_mixer("paralstm")
 class ParaLSTM(ParaRNNLayer):
     Config = ParaLSTMConfig
-
-    def make_cell(self, config):
-        return ParaLSTMCell()
-
-    def reset_parameters(self) -> None:
-        pararnn_init(self, first_gate_bias=True)
+    cell_type = ParaLSTMCell

@@ -1,11 +1,97 @@
-"""Building blocks that several mixers share: norms, the short causal convolution,
-feature maps. Each keeps the step form next to the sequence form."""
+"""Building blocks that several mixers share: norms, the short causal convolution, the
+Mamba-2 decay gate, feature maps, the options that go with them, and the state dtype rule.
+Each block keeps the step form next to the sequence form."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .base import MixerConfig, State
+
+
+def state_dtype(module: nn.Module, complex: bool = False) -> torch.dtype:
+    """The dtype of a layer's recurrent state, the one its forward returns: float64 when
+    the layer's parameters are float64, else float32 (also for bf16 and fp16 layers: a
+    state sums over every step); complex64 / complex128 for a complex state.
+
+    Caches of past inputs (the short convolution's, attention's keys and values) are not
+    sums: they keep the activations' dtype, the parameters'."""
+    real = torch.float64 if next(module.parameters()).dtype == torch.float64 else torch.float32
+    return real.to_complex() if complex else real
+
+
+def log_uniform(shape, low: float, high: float) -> torch.Tensor:
+    """log u with u log-uniform in [low, high]."""
+    return torch.rand(shape) * (math.log(high) - math.log(low)) + math.log(low)
+
+
+def step_size_bias(num: int, dt_min: float, dt_max: float, floor: float = 1e-4) -> torch.Tensor:
+    """b [num] with softplus(b) = Δ, Δ log-uniform in [dt_min, dt_max] and at least `floor`:
+    the initial step sizes of Mamba and Mamba-2."""
+    step = log_uniform(num, dt_min, dt_max).exp().clamp(min=floor)
+    # softplus⁻¹(Δ) = Δ + log(1 − exp(−Δ))
+    return step + torch.log(-torch.expm1(-step))
+
+
+def check_range(config: MixerConfig, low: str, high: str) -> None:
+    """0 < config.low <= config.high."""
+    a, b = getattr(config, low), getattr(config, high)
+    if not 0 < a <= b:
+        raise ValueError(f"need 0 < {low} <= {high}; got {low}={a}, {high}={b}")
+
+
+@dataclass(kw_only=True)
+class ShortConvConfig(MixerConfig):
+    # kernel of the short causal convolution before the recurrence; 0 drops it (SiLU only)
+    conv_size: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.conv_size, int) or isinstance(self.conv_size, bool) or self.conv_size < 0:
+            raise ValueError(f"conv_size must be an int >= 0 (0: no convolution); got {self.conv_size!r}")
+
+
+@dataclass(kw_only=True)
+class StepSizeConfig(MixerConfig):
+    # the step sizes Δ start log-uniform in [dt_min, dt_max]
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self, "dt_min", "dt_max")
+
+
+@dataclass(kw_only=True)
+class DecayGateConfig(StepSizeConfig):
+    """Options of the Mamba-2 decay gate α = exp(−A Δ), Δ = softplus(a + dt_bias)."""
+
+    # the decay rate A of each gate starts uniform in [a_min, a_max]
+    a_min: float = 1.0
+    a_max: float = 16.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self, "a_min", "a_max")
+
+
+def decay_gate_parameters(num: int, config: DecayGateConfig) -> tuple[nn.Parameter, nn.Parameter]:
+    """A_log and dt_bias of `num` Mamba-2 decay gates, A ~ U(a_min, a_max)."""
+    A = torch.empty(num).uniform_(config.a_min, config.a_max)
+    return nn.Parameter(A.log()), nn.Parameter(step_size_bias(num, config.dt_min, config.dt_max))
+
+
+def decay_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Mamba-2 decay gate of pre-activations a [..., num]: (log α = −exp(A_log) Δ, Δ =
+    softplus(a + dt_bias)), in float32 or wider."""
+    wide = torch.promote_types(a.dtype, torch.float32)
+    step = F.softplus(a.to(wide) + dt_bias.to(wide))
+    return -A_log.to(wide).exp() * step, step
 
 
 class RMSNorm(nn.Module):
@@ -31,44 +117,43 @@ class GatedRMSNorm(RMSNorm):
 
 
 class ShortConv(nn.Module):
-    """Causal depthwise convolution over time with a small kernel (H3, Mamba).
+    """Causal depthwise convolution over time with a small kernel, then SiLU (H3, Mamba).
 
-    The state is the last `kernel_size - 1` inputs, [B, kernel_size - 1, D].
+    Its state is the last `size - 1` inputs, [B, size - 1, D], under `key` in the layer's
+    state. Size 0 drops the convolution: SiLU alone, and no state.
     """
 
-    def __init__(self, dim: int, kernel_size: int = 4, activation: bool = True) -> None:
+    def __init__(self, dim: int, size: int = 4, key: str = "conv") -> None:
         super().__init__()
-        if kernel_size < 1:
-            raise ValueError(f"kernel_size must be >= 1; got {kernel_size}")
-        self.kernel_size = kernel_size
-        self.activation = activation
-        self.weight = nn.Parameter(torch.empty(dim, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        nn.init.uniform_(self.weight, -(kernel_size**-0.5), kernel_size**-0.5)
+        if size < 0:
+            raise ValueError(f"size must be >= 0 (0: no convolution); got {size}")
+        self.size, self.key = size, key
+        if size:
+            self.weight = nn.Parameter(torch.empty(dim, size))
+            self.bias = nn.Parameter(torch.zeros(dim))
+            nn.init.uniform_(self.weight, -(size**-0.5), size**-0.5)
 
-    def init_state(self, batch_size: int, device=None, dtype=None) -> torch.Tensor:
-        return torch.zeros(batch_size, self.kernel_size - 1, self.weight.shape[0], device=device, dtype=dtype)
+    def init_state(self, batch_size: int, device=None) -> State:
+        if not self.size:
+            return {}
+        dim = self.weight.shape[0]
+        return {self.key: torch.zeros(batch_size, self.size - 1, dim, device=device, dtype=self.weight.dtype)}
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, D], state [B, kernel_size - 1, D] -> (y [B, T, D], new state)."""
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """x [B, T, D], the layer's state (or None) -> (y [B, T, D], {key: new state})."""
+        if not self.size:
+            return F.silu(x), {}
         B, T, D = x.shape
-        if state is None:
-            state = self.init_state(B, x.device, x.dtype)
-        # [B, kernel_size - 1 + T, D]: the previous inputs, then this chunk
-        padded = torch.cat([state.to(x.dtype), x], dim=1)
-        # y_t = b + Σ_j w_j x_{t - (kernel_size - 1) + j}: a few fused multiply-adds, which beat
+        previous = self.init_state(B, x.device)[self.key] if state is None else state[self.key]
+        # [B, size - 1 + T, D]: the previous inputs, then this chunk
+        padded = torch.cat([previous.to(x.dtype), x], dim=1)
+        # y_t = b + Σ_j w_j x_{t - (size - 1) + j}: a few fused multiply-adds, which beat
         # conv1d's grouped path on CPU (and in float64 by far)
         weight = self.weight.to(x.dtype)
         y = self.bias.to(x.dtype).expand(B, T, D)
-        for j in range(self.kernel_size):
+        for j in range(self.size):
             y = torch.addcmul(y, padded[:, j : j + T], weight[:, j])
-        new_state = padded[:, padded.shape[1] - (self.kernel_size - 1) :]
-        return (F.silu(y) if self.activation else y), new_state
-
-    def step(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, D] -> (y [B, D], new state)."""
-        y, state = self.forward(x.unsqueeze(1), state)
-        return y.squeeze(1), state
+        return F.silu(y), {self.key: padded[:, padded.shape[1] - (self.size - 1) :]}
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -81,22 +166,23 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(-2)
 
 
-def short_conv_projections(
-    projected: dict[str, torch.Tensor], convs: nn.ModuleDict, state: dict[str, torch.Tensor] | None
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Each projection through its ShortConv (carrying "conv_<name>" in the state), or
-    through SiLU when it has none: the input pipeline of DeltaNet-style layers.
+class ShortConvs(nn.ModuleDict):
+    """A ShortConv of one size per named input, input n's state under "conv_<n>": the
+    input pipeline of the DeltaNet-style layers."""
 
-    Returns (the activated projections, the new conv states).
-    """
-    activated, new_state = {}, {}
-    for name, value in projected.items():
-        if name in convs:
-            previous = None if state is None else state[f"conv_{name}"]
-            activated[name], new_state[f"conv_{name}"] = convs[name](value, previous)
-        else:
-            activated[name] = F.silu(value)
-    return activated, new_state
+    def __init__(self, widths: dict[str, int], size: int) -> None:
+        super().__init__({name: ShortConv(width, size, key=f"conv_{name}") for name, width in widths.items()})
+
+    def init_state(self, batch_size: int, device=None) -> State:
+        return {key: value for conv in self.values() for key, value in conv.init_state(batch_size, device).items()}
+
+    def forward(self, inputs: dict[str, torch.Tensor], state: State | None) -> tuple[dict[str, torch.Tensor], State]:
+        """Each input through its ShortConv: (the outputs by name, the new conv states)."""
+        outputs, new_state = {}, {}
+        for name, value in inputs.items():
+            outputs[name], conv_state = self[name](value, state)
+            new_state.update(conv_state)
+        return outputs, new_state
 
 
 FEATURE_MAPS = {

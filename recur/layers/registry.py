@@ -3,38 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
+import warnings
 from typing import Any
 
+from ..registry import Registry, did_you_mean
 from .base import Mixer, MixerConfig
 
-MIXERS: dict[str, type[Mixer]] = {}
+MIXERS: Registry[type[Mixer]] = Registry("mixer")
+
+# Option names before the layer configs took one vocabulary: mixer -> {old name: new name}.
+# Saved run configs may hold them; they still load, with a DeprecationWarning.
+RENAMED_OPTIONS: dict[str, dict[str, str]] = {
+    "mamba": {"d_conv": "conv_size"},
+    "mamba2": {"conv_kernel": "conv_size"},
+    "slstm": {"conv_kernel": "conv_size"},
+    "xlstm": {"proj_factor": "expand"},
+    "mlstm": {"qk_dim_factor": "expand_k", "v_dim_factor": "expand_v"},
+    "hgrn2": {"expand_ratio": "d_state"},
+    "gss": {"ssm_fraction": "expand_ssm"},
+}
 
 
 def register_mixer(name: str):
     """Class decorator: `@register_mixer("gla")` makes the layer available by name."""
-
-    def decorate(cls: type[Mixer]) -> type[Mixer]:
-        if name in MIXERS and MIXERS[name] is not cls:
-            raise ValueError(f"mixer {name!r} is already registered by {MIXERS[name].__qualname__}")
-        if not (isinstance(cls, type) and issubclass(cls, Mixer)):
-            raise TypeError(f"only Mixer subclasses can be registered; got {cls!r}")
-        cls.name = name
-        MIXERS[name] = cls
-        return cls
-
-    return decorate
-
-
-def _suggest(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=3)
-    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    return MIXERS.named_class(name, Mixer)
 
 
 def get_mixer(name: str) -> type[Mixer]:
-    if name not in MIXERS:
-        raise ValueError(f"unknown mixer {name!r}{_suggest(name, MIXERS)} Known: {sorted(MIXERS)}")
+    """The layer class registered as `name`; an unknown name fails with close matches."""
     return MIXERS[name]
 
 
@@ -42,10 +39,31 @@ def mixer_config(name: str, d_model: int, **options: Any) -> MixerConfig:
     """The typed config of mixer `name`; unknown option names fail with close matches."""
     cls = get_mixer(name)
     fields = {f.name for f in dataclasses.fields(cls.Config)} - {"d_model"}
+    options = _renamed(name, options)
     for key in options:
         if key not in fields:
-            raise ValueError(f"mixer {name!r} has no option {key!r}{_suggest(key, fields)} Options: {sorted(fields)}")
+            raise ValueError(f"mixer {name!r} has no option {key!r}{did_you_mean(key, fields)} Options: {sorted(fields)}")
     return cls.Config(d_model=d_model, **options)
+
+
+def _renamed(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with the mixer's old option names (RENAMED_OPTIONS) replaced by the new ones."""
+    renames = RENAMED_OPTIONS.get(name, {})
+    renamed = {}
+    for key, value in options.items():
+        new = renames.get(key)
+        if new is None:
+            renamed[key] = value
+            continue
+        if new in options:
+            raise ValueError(f"mixer {name!r} got both {key!r} and {new!r}; {key!r} is the old name of {new!r}: keep {new!r}")
+        warnings.warn(
+            f"mixer {name!r}: option {key!r} is now called {new!r}; {key!r} will stop working",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        renamed[new] = value
+    return renamed
 
 
 def build_mixer(name: str, d_model: int, **options: Any) -> Mixer:

@@ -19,15 +19,15 @@ import torch
 from torch import nn
 
 from ..ops.gla import GLA, gla
-from .base import Mixer, MixerConfig, State
-from .parts import GatedRMSNorm, merge_heads, positions_after, rotary, split_heads
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import GatedRMSNorm, merge_heads, positions_after, rotary, split_heads, state_dtype
 from .registry import register_mixer
 
 
 @dataclass(kw_only=True)
 class RetNetConfig(MixerConfig):
     num_heads: int = 4
-    # value width relative to d_model (the paper uses 2)
+    # value width as a multiple of d_model (the paper uses 2); the key width is d_model
     expand_v: float = 2.0
 
     def __post_init__(self) -> None:
@@ -35,13 +35,11 @@ class RetNetConfig(MixerConfig):
         head_k = self.heads(self.num_heads)
         if head_k % 2:
             raise ValueError(f"d_model / num_heads = {head_k} must be even for the rotation")
-        width = self.expand_v * self.d_model
-        if width != int(width) or int(width) % self.num_heads:
-            raise ValueError(f"expand_v * d_model = {width} must be a multiple of num_heads = {self.num_heads}")
+        self.width("expand_v", "num_heads")
 
 
 @register_mixer("retnet")
-class RetNet(Mixer):
+class RetNet(RecurrentMixer):
     Config = RetNetConfig
     family = GLA
 
@@ -49,7 +47,7 @@ class RetNet(Mixer):
         super().__init__(config)
         D, H = config.d_model, config.num_heads
         self.head_k = D // H
-        self.value_dim = int(config.expand_v * D)
+        self.value_dim = config.width("expand_v", "num_heads")
         self.q_proj = nn.Linear(D, D, bias=False)
         self.k_proj = nn.Linear(D, D, bias=False)
         self.v_proj = nn.Linear(D, self.value_dim, bias=False)
@@ -63,16 +61,9 @@ class RetNet(Mixer):
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         H = self.config.num_heads
         return {
-            "S": torch.zeros(batch_size, H, self.head_k, self.value_dim // H, device=device),
+            "S": torch.zeros(batch_size, H, self.head_k, self.value_dim // H, device=device, dtype=state_dtype(self)),
             "position": torch.zeros(batch_size, dtype=torch.int64, device=device),
         }
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         B, T, _ = x.shape

@@ -34,9 +34,7 @@ class RHNConfig(RNNConfig):
 @register_mixer("rhn")
 class RHN(RNNLayer):
     Config = RHNConfig
-
-    def make_cell(self, config):
-        return RHNCell()
+    cell_type = RHNCell
 
     def gate_counts(self, config):
         return 2 * config.depth, 2 * config.depth

@@ -5,12 +5,17 @@ A layer is a cell from `recur.ops.rnn` with its weights: `in_proj` (x → the Gx
 laid out gate-major like torch.nn.LSTM's weight_ih), `R` and `b` per direction. With
 `bidirectional=True` each direction has d_model / 2 units and their outputs are
 concatenated (torch.nn.LSTM's layout); such a layer is not causal and has no `step`.
+`impl` picks a form of the layer's op family (`rnn`, or `newton` for cells that Newton
+solves); the layer's state {"h": [B, H, Dh], ...} is the op's [B, S, H, Dh], by name.
 
-Layers whose recurrence torch itself has (LSTM, GRU: `native` names it) run torch's fused
-kernel (`torch._VF.lstm` / `torch._VF.gru`, what torch.nn.LSTM / GRU call; cuDNN on CUDA)
-with their own parameters when the configuration allows it: one head (a dense R), inputs
-and parameters of one dtype, float32 or float64. `impl="auto"` picks it then, else the
-`sequential` op; `impl="native"` insists on it; "naive" and "sequential" force the op.
+Layers whose recurrence torch itself has (LSTM, GRU: `native` names it) may also run
+torch's fused kernel (`torch._VF.lstm` / `torch._VF.gru`, what torch.nn.LSTM / GRU call;
+cuDNN on CUDA) with their own parameters when the configuration allows it: one head (a
+dense R), inputs and parameters of one dtype, float32 or float64. `impl="auto"` picks it
+then, else the family's default; `impl="native"` insists on it. It is the layer's, not an
+op form: torch's kernel projects the inputs itself (its weight_ih is the layer's in_proj),
+so it cannot take the op's already projected x_proj without a second, identity projection
+(about 3× the time of the fused call, measured).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..ops.common import state_dtype
-from ..ops.rnn import Cell, rnn
-from .base import Mixer, MixerConfig, State
+from ..ops.family import Family
+from ..ops.rnn import RNN, Cell
+from .base import MixerConfig, RecurrentMixer, State
+from .parts import state_dtype
 
 
 @dataclass(kw_only=True)
@@ -59,14 +65,23 @@ class Direction(nn.Module):
         self.b = nn.Parameter(torch.zeros(bias_gates, heads, head_dim))
 
 
-class RNNLayer(Mixer):
-    """Base of the RNN mixers. Subclasses set `Config`, `make_cell`, and `reset_parameters`;
-    they may override `gate_inputs` (what the input projection sees) and `readout`."""
+class RNNLayer(RecurrentMixer):
+    """Base of the RNN mixers. Subclasses set `Config` and `cell_type` (or `make_cell`), and
+    may override `reset_parameters`, `gate_inputs` (what the input projection sees) and
+    `readout`."""
 
     Config: ClassVar[type[RNNConfig]] = RNNConfig
-    impls: ClassVar[tuple[str, ...]] = ("naive", "sequential")
+    family: ClassVar[Family] = RNN
+    # the cell of `recur.ops.rnn`, built without arguments by the default `make_cell`
+    cell_type: ClassVar[type[Cell] | None] = None
     # "lstm" or "gru" where the cell is torch.nn.LSTM's / GRU's, which torch runs fused
     native: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("native") and "native" not in cls.impls:
+            # torch's fused kernel, beside the family's forms
+            cls.impls = (*cls.impls, "native")
 
     def __init__(self, config: RNNConfig) -> None:
         super().__init__(config)
@@ -82,7 +97,9 @@ class RNNLayer(Mixer):
         self.reset_parameters()
 
     def make_cell(self, config) -> Cell:
-        raise TypeError(f"{type(self).__name__} must define make_cell(config)")
+        if self.cell_type is None:
+            raise TypeError(f"{type(self).__name__} must set cell_type or define make_cell(config)")
+        return self.cell_type()
 
     def gate_counts(self, config) -> tuple[int, int]:
         """(recurrent gates Gr, bias gates Gb)."""
@@ -107,14 +124,11 @@ class RNNLayer(Mixer):
         return h
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        dtype = state_dtype(*self.parameters())
+        dtype = state_dtype(self)
         return {
             name: torch.zeros(batch_size, self.heads, self.head_dim, device=device, dtype=dtype)
             for name in self.cell.state_names
         }
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
 
     def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         if not self.causal:
@@ -152,12 +166,14 @@ class RNNLayer(Mixer):
             self.project(direction, inputs), "b t (g h d) -> b t g h d", g=self.cell.input_gates, h=self.heads
         )
 
+    def op_options(self) -> dict:
+        """Keyword arguments of the op beyond the cell and the state (e.g. Newton's)."""
+        return {}
+
     def _run(self, direction: Direction, inputs: torch.Tensor, initial, impl: str):
         x_proj = self.input_gates(direction, inputs)
-        return rnn(
-            x_proj, direction.R, direction.b, cell=self.cell, initial_state=initial,
-            output_final_state=True, impl=impl,
-        )
+        options = {"cell": self.cell, "initial_state": initial, "output_final_state": True, **self.op_options()}
+        return self.family.call(impl, (x_proj, direction.R, direction.b), options)
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         if x.dim() != 3 or x.shape[-1] != self.config.d_model:
@@ -170,7 +186,7 @@ class RNNLayer(Mixer):
             missing = [n for n in self.cell.state_names if n not in state]
             if missing:
                 raise ValueError(f"state lacks {missing}; expected the keys {list(self.cell.state_names)}")
-            initial = torch.stack([state[name] for name in self.cell.state_names])
+            initial = torch.stack([state[name] for name in self.cell.state_names], dim=1)
         if impl in ("auto", "native"):
             why = self.native_unavailable(x, state)
             if why is None:
@@ -183,14 +199,49 @@ class RNNLayer(Mixer):
             h_back, _ = self._run(self.directions[1], inputs.flip(1), None, impl)
             outputs.append(h_back.flip(1))
         h = torch.cat([rearrange(o, "b t h d -> b t (h d)") for o in outputs], dim=-1)
-        new_state = dict(zip(self.cell.state_names, final.unbind(0), strict=True))
+        new_state = dict(zip(self.cell.state_names, final.unbind(1), strict=True))
         new_state.update(extra)
         return self.readout(h, x), new_state
 
+    def load_torch(self, module: nn.Module) -> None:
+        """Copies a one-layer torch.nn.LSTM or torch.nn.GRU, the layer's `native`
+        counterpart (hidden d_model / 2 when bidirectional); the outputs are then identical."""
+        if self.native is None:
+            raise TypeError(f"{self.name} has no torch counterpart to load; only lstm and gru do")
+        gates = {"lstm": 4, "gru": 3}[self.native]
+        kind = type(module).__name__
+        if module.num_layers != 1 or getattr(module, "proj_size", 0):
+            raise ValueError(f"only a one-layer {kind} without proj_size can be loaded; got {module}")
+        if module.bidirectional != (len(self.directions) == 2):
+            raise ValueError(f"{kind}.bidirectional = {module.bidirectional} but the layer has bidirectional = {not self.causal}")
+        if module.input_size != self.config.d_model or module.hidden_size != self.hidden:
+            raise ValueError(
+                f"{kind} has input_size {module.input_size}, hidden_size {module.hidden_size}; expected "
+                f"{self.config.d_model} and {self.hidden}"
+            )
+        if self.heads != 1:
+            raise ValueError(f"a {kind} has a dense recurrence: build the layer with num_heads=1; got {self.heads}")
+        n = self.hidden
+        with torch.no_grad():
+            for direction, suffix in zip(self.directions, ("", "_reverse"), strict=False):
+                w_ih = getattr(module, f"weight_ih_l0{suffix}")
+                w_hh = getattr(module, f"weight_hh_l0{suffix}")
+                b_ih = getattr(module, f"bias_ih_l0{suffix}", None)
+                b_hh = getattr(module, f"bias_hh_l0{suffix}", None)
+                b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
+                b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
+                direction.in_proj.weight.copy_(w_ih)
+                direction.R.copy_(w_hh.reshape(gates, 1, n, n))
+                if gates == 4:
+                    direction.b.copy_((b_ih + b_hh).reshape(4, 1, n))
+                else:
+                    # GRU: the reset gate multiplies the recurrent n-gate bias, so it stays apart
+                    r, z = (b_ih + b_hh)[: 2 * n].reshape(2, n).unbind(0)
+                    direction.b.copy_(torch.stack([r, z, b_ih[2 * n :], b_hh[2 * n :]]).reshape(4, 1, n))
 
     def _native(self, x: torch.Tensor, initial: torch.Tensor | None) -> tuple[torch.Tensor, State]:
         """torch._VF.lstm / gru with this layer's parameters (views, no copies); initial
-        [S, B, 1, hidden] or None."""
+        [B, S, 1, hidden] or None."""
         B, n = x.shape[0], self.hidden
         weights = []
         for direction in self.directions:
@@ -204,10 +255,10 @@ class RNNLayer(Mixer):
                 biases = [b[:3].reshape(-1), torch.cat([zeros[:2], b[3:]]).reshape(-1)]
             weights += [direction.in_proj.weight, direction.R.reshape(-1, n), *biases]
         directions = len(self.directions)
-        if initial is None:
-            initial = x.new_zeros(self.cell.num_states, B, 1, n)
+        S = self.cell.num_states
+        initial = x.new_zeros(S, 1, B, n) if initial is None else initial.transpose(0, 1).reshape(S, 1, B, n)
         # [S, directions, B, n]: the backward direction starts from zeros, as in the op
-        hx = torch.cat([initial.reshape(-1, 1, B, n), x.new_zeros(initial.shape[0], directions - 1, B, n)], 1)
+        hx = torch.cat([initial, x.new_zeros(S, directions - 1, B, n)], 1)
         with warnings.catch_warnings():
             # cuDNN copies weights that are not one flat buffer into one on every call and
             # says so; ours are the layer's parameters, by design
@@ -220,36 +271,3 @@ class RNNLayer(Mixer):
                 final = (h_n[0],)
         state = {name: s.reshape(B, 1, n) for name, s in zip(self.cell.state_names, final, strict=True)}
         return self.readout(h, x), state
-
-
-def load_torch_rnn(layer: RNNLayer, module: nn.Module, gates: int) -> None:
-    """Copies a one-layer torch.nn.LSTM (gates = 4) or torch.nn.GRU (gates = 3) into `layer`."""
-    kind = type(module).__name__
-    if module.num_layers != 1 or getattr(module, "proj_size", 0):
-        raise ValueError(f"only a one-layer {kind} without proj_size can be loaded; got {module}")
-    if module.bidirectional != (len(layer.directions) == 2):
-        raise ValueError(f"{kind}.bidirectional = {module.bidirectional} but the layer has bidirectional = {not layer.causal}")
-    if module.input_size != layer.config.d_model or module.hidden_size != layer.hidden:
-        raise ValueError(
-            f"{kind} has input_size {module.input_size}, hidden_size {module.hidden_size}; expected "
-            f"{layer.config.d_model} and {layer.hidden}"
-        )
-    if layer.heads != 1:
-        raise ValueError(f"a {kind} has a dense recurrence: build the layer with num_heads=1; got {layer.heads}")
-    n = layer.hidden
-    with torch.no_grad():
-        for direction, suffix in zip(layer.directions, ("", "_reverse"), strict=False):
-            w_ih = getattr(module, f"weight_ih_l0{suffix}")
-            w_hh = getattr(module, f"weight_hh_l0{suffix}")
-            b_ih = getattr(module, f"bias_ih_l0{suffix}", None)
-            b_hh = getattr(module, f"bias_hh_l0{suffix}", None)
-            b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
-            b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
-            direction.in_proj.weight.copy_(w_ih)
-            direction.R.copy_(w_hh.reshape(gates, 1, n, n))
-            if gates == 4:
-                direction.b.copy_((b_ih + b_hh).reshape(4, 1, n))
-            else:
-                # GRU: the reset gate multiplies the recurrent n-gate bias, so it stays apart
-                r, z = (b_ih + b_hh)[: 2 * n].reshape(2, n).unbind(0)
-                direction.b.copy_(torch.stack([r, z, b_ih[2 * n :], b_hh[2 * n :]]).reshape(4, 1, n))

@@ -7,8 +7,8 @@ arXiv:2208.04933):
 
 x holds P/2 complex states (one per conjugate pair), u and y all H channels. Λ comes from
 block-diagonal HiPPO-N (J blocks), B̃ = V⁻¹ B and C̃ = C V in its eigenbasis, one Δ per
-state. `impl` "chunk" is the chunked scan of (Λ̄, B̄ u_t) (a loop in chunks, an associative scan
-across them).
+state. `impl` picks the form of `linear_scan` on (Λ̄, B̄ u_t): "scan" (a loop inside chunks,
+a log-depth scan across them), "parallel" or "naive".
 """
 
 from __future__ import annotations
@@ -19,34 +19,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops.common import linear_recurrence_loop
-from ..ops.ssm import chunked_linear_recurrence, discretize, nplr
-from .base import Mixer, MixerConfig, State
+from ..ops.ssm import LINEAR_SCAN, discretize, linear_scan, nplr
+from .base import RecurrentMixer, State
+from .parts import StepSizeConfig, log_uniform, state_dtype
 from .registry import register_mixer
-from .s4d import compute_dtype, log_uniform
+from .s4d import complex_pair
 
 
 @dataclass(kw_only=True)
-class S5Config(MixerConfig):
+class S5Config(StepSizeConfig):
     # latent size P (P/2 complex states are kept, one per conjugate pair)
     d_state: int = 64
     # J: HiPPO-N blocks on the diagonal of the initial Λ
     blocks: int = 4
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.blocks <= 0 or self.d_state <= 0 or self.d_state % (2 * self.blocks):
             raise ValueError(f"d_state must be a positive multiple of 2 * blocks = {2 * self.blocks}; got {self.d_state}")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max; got dt_min={self.dt_min}, dt_max={self.dt_max}")
 
 
 @register_mixer("s5")
-class S5(Mixer):
+class S5(RecurrentMixer):
     Config = S5Config
-    impls = ("naive", "chunk")
+    family = LINEAR_SCAN
 
     def __init__(self, config: S5Config) -> None:
         super().__init__(config)
@@ -69,37 +65,25 @@ class S5(Mixer):
         self.log_step = nn.Parameter(log_uniform(P // 2, config.dt_min, config.dt_max))
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        cplx = compute_dtype(self.log_step)[1]
-        return {"x": torch.zeros(batch_size, self.config.d_state // 2, dtype=cplx, device=device)}
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self._mix(x, state, self.config.impl)
-
-    def step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        y, state = self._mix(x.unsqueeze(1), state, "naive")
-        return y.squeeze(1), state
+        dtype = state_dtype(self, complex=True)
+        return {"x": torch.zeros(batch_size, self.config.d_state // 2, dtype=dtype, device=device)}
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
-        if impl not in ("auto", "naive", "chunk"):
-            raise ValueError(f"impl must be one of ['auto', 'chunk', 'naive'] for s5; got {impl!r}")
-        real, cplx = compute_dtype(self.log_step)
+        real, cplx = state_dtype(self), state_dtype(self, complex=True)
         batch, T, _ = x.shape
         u = x.to(real)
         Lambda = torch.complex(-torch.exp(self.log_Lambda_real.to(real)), self.Lambda_imag.to(real))
-        B = torch.complex(self.B[..., 0].to(real), self.B[..., 1].to(real))
-        C = torch.complex(self.C[..., 0].to(real), self.C[..., 1].to(real))
+        B, C = complex_pair(self.B, real), complex_pair(self.C, real)
         # ZOH with one step per state: Λ̄ [P/2], B̄ [P/2, H]
         Lambda_bar, scale = discretize(Lambda[None], torch.exp(self.log_step.to(real))[None, :])
         B_bar = scale[0, :, None] * B
         drive = torch.einsum("bth,ph->btp", u.to(cplx), B_bar)
         h0 = None if state is None else state["x"].to(cplx)
-        if T == 0:
-            h = torch.zeros(batch, self.config.d_state // 2, dtype=cplx, device=x.device) if h0 is None else h0
-            return x.clone(), {"x": h}
-        solve = linear_recurrence_loop if impl == "naive" else chunked_linear_recurrence
-        states = solve(Lambda_bar[0].expand(batch, T, -1), drive, h0)
+        states, final = linear_scan(
+            Lambda_bar[0].expand(batch, T, -1), drive, initial_state=h0, output_final_state=True, impl=impl
+        )
         y = 2 * torch.einsum("btp,hp->bth", states, C).real + u * self.D.to(real)
-        return y.to(x.dtype), {"x": states[:, -1]}
+        return y.to(x.dtype), {"x": final}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"ssm": [self.log_Lambda_real, self.Lambda_imag, self.log_step, self.B]}

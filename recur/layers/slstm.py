@@ -20,33 +20,33 @@ from torch import nn
 
 from ..ops.rnn import SLSTM as SLSTMCell
 from .base import State
-from .parts import ShortConv
+from .parts import ShortConv, ShortConvConfig
 from .registry import register_mixer
 from .rnn_common import RNNConfig, RNNLayer
 
 
 @dataclass(kw_only=True)
-class SLSTMConfig(RNNConfig):
+class SLSTMConfig(RNNConfig, ShortConvConfig):
+    """RNNConfig's options and `conv_size`, the causal convolution feeding the input and
+    forget gates."""
+
     num_heads: int = 4
-    # causal convolution feeding the input and forget gates
-    conv_kernel: int = 4
 
     def __post_init__(self) -> None:
         if self.bidirectional:
             raise ValueError("slstm has no bidirectional form (its gate convolution is causal); got bidirectional=True")
         super().__post_init__()
-        if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1:
-            raise ValueError(f"conv_kernel must be a positive int; got {self.conv_kernel!r}")
 
 
 @register_mixer("slstm")
 class SLSTM(RNNLayer):
     Config = SLSTMConfig
+    cell_type = SLSTMCell
 
     def __init__(self, config: SLSTMConfig) -> None:
         super().__init__(config)
         D = config.d_model
-        self.conv = ShortConv(D, config.conv_kernel)
+        self.conv = ShortConv(D, config.conv_size)
         direction = self.directions[0]
         # z and o from x; i and f from the convolution
         direction.in_proj = nn.Linear(D, 2 * self.hidden, bias=False)
@@ -54,9 +54,6 @@ class SLSTM(RNNLayer):
         self.norm = nn.GroupNorm(self.heads, self.hidden)
         self.out_proj = nn.Linear(self.hidden, D, bias=False)
         self.reset_parameters()
-
-    def make_cell(self, config):
-        return SLSTMCell()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -67,13 +64,11 @@ class SLSTM(RNNLayer):
             direction.b[0].zero_()
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        state = super().init_state(batch_size, device)
-        state["conv"] = self.conv.init_state(batch_size, device, self.out_proj.weight.dtype)
-        return state
+        return {**super().init_state(batch_size, device), **self.conv.init_state(batch_size, device)}
 
     def gate_inputs(self, x: torch.Tensor, state: State | None):
-        conv, conv_state = self.conv(x, None if state is None else state.get("conv"))
-        return torch.cat([conv, x], dim=-1), {"conv": conv_state}
+        conv, conv_state = self.conv(x, state)
+        return torch.cat([conv, x], dim=-1), conv_state
 
     def project(self, direction, inputs):
         conv, x = inputs.chunk(2, dim=-1)

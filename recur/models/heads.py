@@ -1,11 +1,19 @@
-"""Heads over the generic backbone: sequence classification and regression.
+"""Heads: what turns the backbone's hidden states [B, T, D] into a task's outputs and loss.
 
-`SequenceClassifier` and `SequenceRegressor` embed token ids, run the same `Backbone` as
-`LM` (any mixer or pattern) and pool the hidden states into one vector per sequence:
-the last position (causal models have read everything there) or the mean. The
-classifier trains with softmax cross-entropy or the multi-class hinge loss of
-Crammer and Singer (the GRU-SVM of Agarap, arXiv:1709.03082, uses an L2-SVM); the
-regressor with mean squared error.
+| kind | output | labels | losses |
+|---|---|---|---|
+| "lm" | [B, T, V] next-token logits | [B, T] ids, -100 ignored | cross_entropy |
+| "classify" | [B, C] class scores (pooled) | [B] class ids | cross_entropy, hinge, squared_hinge |
+| "regress" | [B, C] (pooled) | [B, C] | mse, gaussian_nll |
+| "step_regress" | [B, T, C] per step | [B, T, C], NaN ignored | mse, gaussian_nll |
+| "forecast" | [B, H, C]: the next H steps from the last position | [B, H, C] | mse, gaussian_nll |
+| "dense" | [B, T, C] per-position class scores | [B, T] ids, -100 ignored | cross_entropy |
+
+Pooling (classify, regress) reads the last position (a causal model has read everything
+there), the mean over positions, or a learned class token appended after the sequence
+("cls"). The hinge losses are the multi-class SVM of Crammer and Singer (the GRU-SVM of
+Agarap, arXiv:1709.03082, uses the squared one). Gaussian NLL predicts a mean and a
+log-variance per output.
 """
 
 from __future__ import annotations
@@ -16,19 +24,59 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import State
-from .lm import Backbone, LMConfig
+HEAD_KINDS = ("lm", "classify", "regress", "step_regress", "forecast", "dense")
+POOLINGS = ("last", "mean", "cls")
+LOSSES = {
+    "lm": ("cross_entropy",),
+    "classify": ("cross_entropy", "hinge", "squared_hinge"),
+    "regress": ("mse", "gaussian_nll"),
+    "step_regress": ("mse", "gaussian_nll"),
+    "forecast": ("mse", "gaussian_nll"),
+    "dense": ("cross_entropy",),
+}
+IGNORE = -100
 
-POOLINGS = ("last", "mean")
-CLASSIFY_LOSSES = ("cross_entropy", "hinge", "squared_hinge")
 
+@dataclass(kw_only=True)
+class HeadConfig:
+    """The head a task needs (`kind`, `num_outputs`, `horizon` are set by the task) and the
+    choices left to the user: pooling and loss ("" = the kind's first loss)."""
 
-@dataclass
-class HeadOutput:
-    # [B, num_outputs]: class scores or regression predictions
-    logits: torch.Tensor
-    loss: torch.Tensor | None
-    state: list[State]
+    kind: str = "lm"
+    # classes, or real-valued outputs per prediction; set by the task
+    num_outputs: int = 0
+    # forecast: how many steps ahead; set by the task
+    horizon: int = 0
+    # classify / regress: "last", "mean" or "cls" (a learned token appended to the sequence)
+    pooling: str = "last"
+    loss: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"head.kind must be one of {list(HEAD_KINDS)}; got {self.kind!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"head.pooling must be one of {list(POOLINGS)}; got {self.pooling!r}")
+        known = sorted({loss for losses in LOSSES.values() for loss in losses})
+        if self.loss and self.loss not in known:
+            raise ValueError(f"head.loss must be one of {known} (or '' for the head's default); got {self.loss!r}")
+        for name in ("num_outputs", "horizon"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"head.{name} must be a non-negative int; got {value!r}")
+
+    def check_loss(self) -> None:
+        """The loss suits the head's kind."""
+        allowed = LOSSES[self.kind]
+        if self.loss and self.loss not in allowed:
+            raise ValueError(f"head.loss for a {self.kind!r} head must be one of {list(allowed)}; got {self.loss!r}")
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss or LOSSES[self.kind][0]
+
+    @property
+    def pooled(self) -> bool:
+        return self.kind in ("classify", "regress")
 
 
 def multiclass_hinge(scores: torch.Tensor, labels: torch.Tensor, margin: float = 1.0, squared: bool = False) -> torch.Tensor:
@@ -40,63 +88,59 @@ def multiclass_hinge(scores: torch.Tensor, labels: torch.Tensor, margin: float =
     return (violation.square() if squared else violation).mean()
 
 
-class _PooledModel(nn.Module):
-    def __init__(self, config: LMConfig, num_outputs: int, pooling: str) -> None:
+class Head(nn.Module):
+    """hidden [B, T, D] -> (outputs, variance or None); `loss(outputs, variance, labels)`."""
+
+    def __init__(self, config: HeadConfig, d_model: int) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {list(POOLINGS)}; got {pooling!r}")
-        if not isinstance(num_outputs, int) or num_outputs <= 0:
-            raise ValueError(f"num_outputs must be a positive int; got {num_outputs!r}")
-        self.config, self.pooling, self.num_outputs = config, pooling, num_outputs
-        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.backbone = Backbone(config)
-        self.head = nn.Linear(config.d_model, num_outputs)
-        nn.init.normal_(self.embedding.weight, std=0.02)
+        config.check_loss()
+        if config.kind != "lm" and config.num_outputs <= 0:
+            raise ValueError(f"head.num_outputs must be positive for a {config.kind!r} head; got {config.num_outputs}")
+        if config.kind == "forecast" and config.horizon <= 0:
+            raise ValueError(f"head.horizon must be positive for a forecast head; got {config.horizon}")
+        self.config = config
+        per_prediction = config.num_outputs * (2 if config.loss_name == "gaussian_nll" else 1)
+        steps = config.horizon if config.kind == "forecast" else 1
+        self.projection = nn.Linear(d_model, per_prediction * steps)
+        # "cls" pooling: a learned token the model appends after the inputs
+        self.cls = nn.Parameter(torch.zeros(d_model)) if config.pooled and config.pooling == "cls" else None
 
-    def pooled(self, ids: torch.Tensor, state: list[State] | None) -> tuple[torch.Tensor, list[State]]:
-        if ids.dim() != 2:
-            raise ValueError(f"ids must have shape [B, T]; got {list(ids.shape)}")
-        hidden, state = self.backbone(self.embedding(ids), state)
-        pooled = hidden[:, -1] if self.pooling == "last" else hidden.mean(1)
-        return self.head(pooled), state
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        config = self.config
+        if config.pooled:
+            hidden = hidden.mean(1) if config.pooling == "mean" else hidden[:, -1]
+        elif config.kind == "forecast":
+            hidden = hidden[:, -1]
+        out = self.projection(hidden)
+        if config.kind == "forecast":
+            out = out.unflatten(-1, (config.horizon, -1))
+        if config.loss_name != "gaussian_nll":
+            return out, None
+        mean, log_variance = out.chunk(2, dim=-1)
+        # variances below e^-10 would let the loss run off to -inf on a fitted point
+        return mean, log_variance.clamp(min=-10.0).exp()
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def state_size(self) -> int:
-        return sum(block.mixer.state_size() for block in self.backbone.blocks)
-
-
-class SequenceClassifier(_PooledModel):
-    """ids [B, T] -> class scores [B, num_classes]; with labels [B], also the loss."""
-
-    def __init__(self, config: LMConfig, num_classes: int, pooling: str = "last", loss: str = "cross_entropy") -> None:
-        super().__init__(config, num_classes, pooling)
-        if loss not in CLASSIFY_LOSSES:
-            raise ValueError(f"classification loss must be one of {list(CLASSIFY_LOSSES)}; got {loss!r}")
-        self.loss = loss
-
-    def forward(self, ids: torch.Tensor, state: list[State] | None = None, labels: torch.Tensor | None = None) -> HeadOutput:
-        scores, state = self.pooled(ids, state)
-        loss = None
-        if labels is not None:
-            if labels.shape != ids.shape[:1]:
-                raise ValueError(f"labels has shape {list(labels.shape)}; expected [{ids.shape[0]}] (one class per sequence)")
-            if self.loss == "cross_entropy":
-                loss = F.cross_entropy(scores.float(), labels)
-            else:
-                loss = multiclass_hinge(scores.float(), labels, squared=self.loss == "squared_hinge")
-        return HeadOutput(scores, loss, state)
-
-
-class SequenceRegressor(_PooledModel):
-    """ids [B, T] -> predictions [B, num_outputs]; with float targets [B, num_outputs], the MSE."""
-
-    def forward(self, ids: torch.Tensor, state: list[State] | None = None, labels: torch.Tensor | None = None) -> HeadOutput:
-        predictions, state = self.pooled(ids, state)
-        loss = None
-        if labels is not None:
-            if labels.shape != predictions.shape:
-                raise ValueError(f"labels has shape {list(labels.shape)}; expected {list(predictions.shape)}")
-            loss = F.mse_loss(predictions.float(), labels.float())
-        return HeadOutput(predictions, loss, state)
+    def loss(self, outputs: torch.Tensor, variance: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        config, name = self.config, self.config.loss_name
+        # losses are taken in at least float32 whatever the compute dtype
+        outputs = outputs if outputs.dtype in (torch.float32, torch.float64) else outputs.float()
+        if config.kind in ("lm", "dense"):
+            if labels.shape != outputs.shape[:-1]:
+                raise ValueError(f"labels has shape {list(labels.shape)}; expected {list(outputs.shape[:-1])}")
+            return F.cross_entropy(outputs.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        if config.kind == "classify":
+            if labels.shape != outputs.shape[:1]:
+                raise ValueError(f"labels has shape {list(labels.shape)}; expected [{outputs.shape[0]}] (one class per sequence)")
+            if name == "cross_entropy":
+                return F.cross_entropy(outputs, labels)
+            return multiclass_hinge(outputs, labels, squared=name == "squared_hinge")
+        if labels.shape != outputs.shape:
+            raise ValueError(f"labels has shape {list(labels.shape)}; expected {list(outputs.shape)}")
+        # NaN targets (missing values, padding) are not scored
+        scored = ~torch.isnan(labels)
+        target = torch.where(scored, labels, torch.zeros_like(labels)).to(outputs.dtype)
+        if name == "mse":
+            error = (outputs - target).square()
+        else:
+            error = F.gaussian_nll_loss(outputs, target, variance.to(outputs.dtype), reduction="none", full=True)
+        return (error * scored).sum() / scored.sum().clamp_min(1)

@@ -15,13 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MIXERS, State, mixer_config
+from ..layers import State, get_mixer, mixer_config
 from ..layers.parts import RMSNorm
 from .block import Block
 
 
 @dataclass(kw_only=True)
 class LMConfig:
+    """The backbone (and, for token inputs, the vocabulary) of every model."""
+
+    # token ids the model embeds; 0 when the inputs are not tokens (vectors, images)
     vocab_size: int
     d_model: int = 128
     n_layers: int = 4
@@ -29,7 +32,9 @@ class LMConfig:
     mixer: str = "gla"
     # mixer names repeated over the layers, e.g. ("gla", "gla", "gla", "attention") for 3:1
     pattern: tuple[str, ...] = ()
-    # per mixer name, options for its typed config: {"gla": {"num_heads": 4}}
+    # per mixer name, options for its typed config: {"gla": {"num_heads": 4}}. A value may
+    # depend on depth: {"per_layer": [v_0, v_1, ...]} (one per layer of that mixer, in order)
+    # or {"linspace": [first, last]} (evenly spaced from its first layer to its last)
     mixer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # SwiGLU size relative to d_model; 0 drops the MLP (mixer-only blocks)
     mlp_ratio: float = 4.0
@@ -40,15 +45,13 @@ class LMConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "vocab_size" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'vocab_size' else 'positive'} int; got {value!r}")
         self.pattern = tuple(self.pattern)
-        for name in self.layer_mixers():
-            if name not in MIXERS:
-                raise ValueError(f"unknown mixer {name!r} in the model config; known: {sorted(MIXERS)}")
-        for name, options in self.mixer_options.items():
-            if name not in MIXERS:
-                raise ValueError(f"mixer_options names unknown mixer {name!r}; known: {sorted(MIXERS)}")
+        # an unknown mixer name fails here, with close matches, before any layer is built
+        for name in (*self.layer_mixers(), *self.mixer_options):
+            get_mixer(name)
+        for name, options in self.layer_options():
             mixer_config(name, self.d_model, **options)
         if self.mlp_ratio < 0:
             raise ValueError(f"mlp_ratio must be >= 0; got {self.mlp_ratio}")
@@ -59,6 +62,37 @@ class LMConfig:
         if not self.pattern:
             return [self.mixer] * self.n_layers
         return [self.pattern[i % len(self.pattern)] for i in range(self.n_layers)]
+
+    def layer_options(self) -> list[tuple[str, dict[str, Any]]]:
+        """(mixer, options) of every layer, with depth-dependent values resolved: the k-th
+        layer of a mixer gets entry k of a "per_layer" list, or point k of a "linspace"."""
+        mixers = self.layer_mixers()
+        counts = {name: mixers.count(name) for name in mixers}
+        seen: dict[str, int] = {}
+        layers = []
+        for name in mixers:
+            k = seen[name] = seen.get(name, -1) + 1
+            options = {
+                key: depth_value(value, k, counts[name], f"mixer_options.{name}.{key}")
+                for key, value in self.mixer_options.get(name, {}).items()
+            }
+            layers.append((name, options))
+        return layers
+
+
+def depth_value(value: Any, k: int, count: int, where: str) -> Any:
+    """The value of an option at the k-th of `count` layers (see LMConfig.mixer_options)."""
+    if not (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("per_layer", "linspace")):
+        return value
+    (rule, spec), = value.items()
+    if rule == "per_layer":
+        if not isinstance(spec, (list, tuple)) or len(spec) != count:
+            raise ValueError(f"{where}: per_layer needs one value for each of the {count} layers of that mixer; got {spec!r}")
+        return spec[k]
+    if not (isinstance(spec, (list, tuple)) and len(spec) == 2 and all(isinstance(x, (int, float)) for x in spec)):
+        raise ValueError(f"{where}: linspace needs [first, last] numbers; got {spec!r}")
+    first, last = spec
+    return first if count == 1 else first + (last - first) * k / (count - 1)
 
 
 @dataclass
@@ -74,13 +108,20 @@ class Backbone(nn.Module):
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            Block(
-                config.d_model, name, config.mixer_options.get(name), config.mlp_ratio,
-                config.norm_eps, config.dropout,
-            )
-            for name in config.layer_mixers()
+            Block(config.d_model, name, options, config.mlp_ratio, config.norm_eps, config.dropout)
+            for name, options in config.layer_options()
         )
         self.norm = RMSNorm(config.d_model, config.norm_eps)
+        # parameters one mixer type shares across its layers (HGRN's depth-increasing lower
+        # bounds): kept here, once, and handed to each of those layers with its depth
+        self.shared = nn.ModuleDict()
+        for name in dict.fromkeys(config.layer_mixers()):
+            layers = [block.mixer for block in self.blocks if block.mixer.name == name]
+            module = type(layers[0]).shared_across_depth(layers)
+            if module is not None:
+                self.shared[name] = module
+                for depth, layer in enumerate(layers):
+                    layer.attach_shared(module, depth)
 
     def _states(self, state: list[State] | None) -> list[State | None]:
         if state is None:
@@ -107,6 +148,8 @@ class Backbone(nn.Module):
 class LM(nn.Module):
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError(f"a language model needs a vocabulary: vocab_size must be positive; got {config.vocab_size}")
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.backbone = Backbone(config)

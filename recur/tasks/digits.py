@@ -3,7 +3,7 @@
 An offline stand-in for sequential (and permuted) MNIST (Le, Jaitly, Hinton,
 arXiv:1504.00941): each image is read as 64 tokens, the pixel intensities 0..16 in
 raster order, or in one fixed random order when `permuted`; the model classifies the
-sequence into 10 classes. 1797 images, a fixed 80/20 train/test split.
+sequence into 10 classes. 1797 images in one fixed split: 80% train, 10% val, 10% test.
 """
 
 from __future__ import annotations
@@ -28,50 +28,74 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass(kw_only=True)
-class DigitsConfig(TaskConfig):
-    # read the pixels in one fixed random order instead of row by row
-    permuted: bool = False
-    # fraction of the images held out for testing
-    test_fraction: float = 0.2
-    # the seed of the split and of the pixel order (fixed, independent of the run's seed)
+class DigitsSplitConfig(TaskConfig):
+    """The fixed split of the digits images, shared by the tasks that read them."""
+
+    # fraction of the images held out, half for validation and half for testing
+    held_out_fraction: float = 0.2
+    # the seed of the split and of a permuted pixel order (fixed, independent of the run's seed)
     data_seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"task.test_fraction must be in (0, 1); got {self.test_fraction}")
+        if not 0 < self.held_out_fraction < 1:
+            raise ValueError(f"task.held_out_fraction must be in (0, 1); got {self.held_out_fraction}")
 
 
-@register_task("digits")
-class Digits(Task):
-    """Sequential (optionally permuted) 8×8 digits: 64 pixel tokens -> 10 classes."""
+@dataclass(kw_only=True)
+class DigitsConfig(DigitsSplitConfig):
+    # read the pixels in one fixed random order instead of row by row
+    permuted: bool = False
 
-    Config = DigitsConfig
+
+class DigitsTask(Task):
+    """The 1797 images in one fixed split, whatever form the model reads them in (`images`):
+    training batches drawn from the train split, each evaluation split read whole, in order;
+    10 classes, scored by accuracy."""
+
     head = "classify"
-    eval_splits = ("test",)
-    metric = "test/accuracy"
+    num_outputs = 10
 
-    def __init__(self, config: DigitsConfig) -> None:
+    def __init__(self, config: DigitsSplitConfig) -> None:
         super().__init__(config)
-        self.vocab_size, self.num_outputs = LEVELS, 10
         pixels, labels = load_digits()
-        # the split does not depend on `permuted`: both variants test on the same images
+        # the split does not depend on the form of the images: every variant tests on the same ones
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.data_seed))
-        if config.permuted:
-            pixels = pixels[:, torch.randperm(64, generator=torch.Generator().manual_seed(config.data_seed + 1))]
-        n_test = int(round(len(labels) * config.test_fraction))
-        self.split_data = {
-            "train": (pixels[order[n_test:]], labels[order[n_test:]]),
-            "test": (pixels[order[:n_test]], labels[order[:n_test]]),
-        }
+        self.split_data = split_images(self.images(pixels), labels, order, config.held_out_fraction)
+
+    def images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's inputs from the pixels [1797, 64] (long, 0..16, raster order)."""
+        raise TypeError(f"{type(self).__name__} must define images()")
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        pixels, labels = self.split_data["test" if split == "test" else "train"]
-        if split == "test":
-            # evaluation reads the whole test set, in order
-            return {"inputs": pixels, "labels": labels}
+        images, labels = self.split_data[split]
+        if split != "train":
+            # evaluation reads the whole split, in order
+            return {"inputs": images, "labels": labels}
         index = torch.randint(0, len(labels), (n,), generator=generator)
-        return {"inputs": pixels[index], "labels": labels[index]}
+        return {"inputs": images[index], "labels": labels[index]}
 
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         return {"accuracy": float((logits.argmax(-1) == labels).float().mean())}
+
+
+@register_task("digits")
+class Digits(DigitsTask):
+    """Sequential (optionally permuted) 8×8 digits: 64 pixel tokens -> 10 classes."""
+
+    Config = DigitsConfig
+    vocab_size = LEVELS
+
+    def images(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not self.config.permuted:
+            return pixels
+        return pixels[:, torch.randperm(64, generator=torch.Generator().manual_seed(self.config.data_seed + 1))]
+
+
+def split_images(images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, held_out: float) -> dict:
+    """train / val / test by one fixed permutation `order`: the first `held_out` of it split
+    evenly between test and val, the rest for training."""
+    n_held = int(round(len(labels) * held_out))
+    n_test = n_held // 2
+    parts = {"test": order[:n_test], "val": order[n_test:n_held], "train": order[n_held:]}
+    return {split: (images[index], labels[index]) for split, index in parts.items()}

@@ -38,15 +38,13 @@ class InductionHeads(Task):
     """Induction heads: after the special token comes back, emit the token that followed it."""
 
     Config = InductionHeadsConfig
-    eval_splits = ("valid", "test")
-    metric = "valid/accuracy"
 
     def __init__(self, config: InductionHeadsConfig) -> None:
         super().__init__(config)
         self.vocab_size = config.vocab_size
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        T = self.config.test_seq_len if split == "test" else self.config.seq_len
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
+        T = self.config.seq_len if split == "train" else self.config.test_seq_len
         inputs = torch.randint(1, self.vocab_size, (n, T), generator=generator)
         # the first special token anywhere before the last two positions, its answer after it
         where = torch.randint(0, T - 2, (n,), generator=generator)

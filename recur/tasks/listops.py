@@ -61,14 +61,13 @@ class ListOps(Task):
 
     Config = ListOpsConfig
     head = "classify"
-    metric = "valid/accuracy"
 
     def __init__(self, config: ListOpsConfig) -> None:
         super().__init__(config)
         self.vocab_size, self.num_outputs = len(TOKENS), 10
         self.index = {token: i for i, token in enumerate(TOKENS)}
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
         c = self.config
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
         inputs = torch.zeros(n, c.max_len, dtype=torch.long)

@@ -3,8 +3,10 @@
 The corpus is a UTF-8 file, or every file under a folder (sorted, joined by newlines);
 without a path it is the text of Python's own `pydoc_data` topics (the reference pages
 behind `help()`, about 0.75 MB of English on every Python install), so the task needs no
-download. The last `valid_fraction` of the bytes is held out; examples are random
-windows of `seq_len + 1` bytes, and the metric is bits per byte, mean cross-entropy / ln 2.
+download. The last `held_out_fraction` of the bytes is held out, its first half for
+validation and its second for testing, so no window of one split overlaps another's;
+examples are random windows of `seq_len + 1` bytes, and the metric is bits per byte, mean
+cross-entropy / ln 2.
 """
 
 from __future__ import annotations
@@ -41,25 +43,26 @@ class LMTaskConfig(TaskConfig):
     # a text file or folder; "" = Python's pydoc_data topics
     path: str = ""
     seq_len: int = 128
-    valid_fraction: float = 0.1
+    held_out_fraction: float = 0.1
     eval_examples: int = 64
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.seq_len <= 0:
             raise ValueError(f"task.seq_len must be positive; got {self.seq_len}")
-        if not 0 < self.valid_fraction < 1:
-            raise ValueError(f"task.valid_fraction must be in (0, 1); got {self.valid_fraction}")
+        if not 0 < self.held_out_fraction < 1:
+            raise ValueError(f"task.held_out_fraction must be in (0, 1); got {self.held_out_fraction}")
         if self.path:
             files = corpus_files(Path(self.path))
             size = sum(os.path.getsize(p) for p in files)
             if size == 0:
                 raise ValueError(f"task.path {self.path!r} holds an empty corpus ({len(files)} files, 0 bytes)")
-            needed = math.ceil((self.seq_len + 1) / self.valid_fraction)
+            # val and test each hold half the held-out bytes, at least one window
+            needed = math.ceil(2 * (self.seq_len + 1) / self.held_out_fraction)
             if size < needed:
                 raise ValueError(
-                    f"task.path {self.path!r} holds {size} bytes; seq_len = {self.seq_len} with valid_fraction = "
-                    f"{self.valid_fraction} needs at least {needed}"
+                    f"task.path {self.path!r} holds {size} bytes; seq_len = {self.seq_len} with held_out_fraction = "
+                    f"{self.held_out_fraction} needs at least {needed}"
                 )
 
 
@@ -68,7 +71,7 @@ class ByteLM(Task):
     """Byte-level language modelling on a text file or folder (default: Python's pydoc topics)."""
 
     Config = LMTaskConfig
-    metric = "valid/bits_per_byte"
+    metric = "val/bits_per_byte"
     higher_is_better = False
 
     def __init__(self, config: LMTaskConfig) -> None:
@@ -84,12 +87,13 @@ class ByteLM(Task):
             else:
                 data = default_corpus()
             tokens = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            cut = int(len(tokens) * (1 - self.config.valid_fraction))
-            self._splits = {"train": tokens[:cut], "valid": tokens[cut:]}
+            cut = int(len(tokens) * (1 - self.config.held_out_fraction))
+            middle = (cut + len(tokens)) // 2
+            self._splits = {"train": tokens[:cut], "val": tokens[cut:middle], "test": tokens[middle:]}
         return self._splits
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        tokens = self.splits()["valid" if split == "valid" else "train"]
+        tokens = self.splits()[split]
         T = self.config.seq_len
         starts = torch.randint(0, len(tokens) - T, (n,), generator=generator)
         windows = tokens[starts[:, None] + torch.arange(T + 1)].long()

@@ -16,16 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (
-    IGNORE,
-    Batch,
-    Task,
-    TaskConfig,
-    check_range,
-    register_task,
-    scaled,
-    token_accuracy,
-)
+from .base import IGNORE, Batch, ScaledAccuracyTask, TaskConfig, check_range, register_task
 
 MODULUS = 5
 # without brackets
@@ -114,25 +105,26 @@ def bracket_expression(length: int, rng: random.Random) -> tuple[list[int], int]
 
 
 @register_task("mod_arith")
-class ModArith(Task):
-    """Expressions mod 5, with or without brackets; train short, test long (scaled accuracy)."""
+class ModArith(ScaledAccuracyTask):
+    """Expressions mod 5, with or without brackets; train short, validate and test long (scaled accuracy)."""
 
     Config = ModArithConfig
-    eval_splits = ("valid", "test")
-    metric = "test/scaled_accuracy"
+    answers = MODULUS
 
     def __init__(self, config: ModArithConfig) -> None:
         super().__init__(config)
         self.tokens = BRACKETS if config.brackets else PLAIN
         self.vocab_size = 12 if config.brackets else 10
+        self.pad_token = self.tokens["pad"]
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        lengths = self.config.test_lengths if split == "test" else self.config.train_lengths
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
+        lengths = self.config.train_lengths if split == "train" else self.config.test_lengths
         return self.expressions(n, generator, lengths)
 
     def train_batch(self, n: int, generator: torch.Generator, step: int) -> Batch:
         # padded to the step's longest length, so the short early batches are cheap
-        return self.expressions(n, generator, self.config.lengths_at(step))
+        lengths = self.config.lengths_at(step)
+        return self.disjoint(n, generator, "train", lambda m: self.expressions(m, generator, lengths))
 
     def expressions(self, n: int, generator: torch.Generator, lengths: tuple[int, int]) -> Batch:
         """n expressions with lengths uniform in `lengths`, padded to its upper end."""
@@ -151,8 +143,3 @@ class ModArith(Task):
             inputs[i, : len(tokens)] = torch.tensor(tokens)
             labels[i, len(tokens) - 1] = self.tokens["number"] + value
         return {"inputs": inputs, "labels": labels}
-
-    def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        correct, scored = token_accuracy(logits, labels)
-        accuracy = float(correct.sum() / scored.sum())
-        return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, MODULUS)}

@@ -51,13 +51,12 @@ class MQAR(Task):
     """Multi-query associative recall (Zoology): emit the value of every repeated key."""
 
     Config = MQARConfig
-    metric = "valid/accuracy"
 
     def __init__(self, config: MQARConfig) -> None:
         super().__init__(config)
         self.vocab_size = config.vocab_size
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
         c = self.config
         N, V, T = c.num_kv_pairs, c.vocab_size, c.seq_len
         half = V // 2

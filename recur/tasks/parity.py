@@ -16,12 +16,10 @@ import torch
 from .base import (
     IGNORE,
     Batch,
-    Task,
+    ScaledAccuracyTask,
     TaskConfig,
     check_range,
     register_task,
-    scaled,
-    token_accuracy,
     uniform_lengths,
 )
 
@@ -41,19 +39,19 @@ class ParityConfig(TaskConfig):
 
 
 @register_task("parity")
-class Parity(Task):
-    """Parity of a bit string; train on short strings, test on longer (scaled accuracy)."""
+class Parity(ScaledAccuracyTask):
+    """Parity of a bit string; train on short strings, validate and test on longer ones (scaled accuracy)."""
 
     Config = ParityConfig
-    eval_splits = ("valid", "test")
-    metric = "test/scaled_accuracy"
+    answers = 2
 
     def __init__(self, config: ParityConfig) -> None:
         super().__init__(config)
         self.vocab_size = 3
+        self.pad_token = PAD
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        lengths_range = self.config.test_lengths if split == "test" else self.config.train_lengths
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
+        lengths_range = self.config.train_lengths if split == "train" else self.config.test_lengths
         lengths = uniform_lengths(n, lengths_range, generator)
         T = lengths_range[1]
         bits = torch.randint(0, 2, (n, T), generator=generator)
@@ -65,8 +63,3 @@ class Parity(Task):
         labels = torch.full((n, T), IGNORE)
         labels[torch.arange(n), lengths - 1] = answer
         return {"inputs": inputs, "labels": labels}
-
-    def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        correct, scored = token_accuracy(logits, labels)
-        accuracy = float(correct.sum() / scored.sum())
-        return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, 2)}

@@ -69,8 +69,6 @@ class Permutation(Task):
     """Word problems of S3, S4, A5, S5: label every prefix with its product."""
 
     Config = PermutationConfig
-    eval_splits = ("valid", "test")
-    metric = "valid/accuracy"
 
     def __init__(self, config: PermutationConfig) -> None:
         super().__init__(config)
@@ -82,8 +80,8 @@ class Permutation(Task):
             [i for i, p in enumerate(self.elements) if allowed is None or _moved(p) <= allowed]
         )
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        T = self.config.test_length if split == "test" else self.config.train_length
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
+        T = self.config.train_length if split == "train" else self.config.test_length
         choice = torch.randint(0, len(self.inputs_allowed), (n, T), generator=generator)
         inputs = self.inputs_allowed[choice]
         labels = torch.empty_like(inputs)

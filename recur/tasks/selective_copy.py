@@ -37,13 +37,12 @@ class SelectiveCopy(Task):
     """Selective copying (Mamba): emit the scattered data tokens in order after the markers."""
 
     Config = SelectiveCopyConfig
-    metric = "valid/accuracy"
 
     def __init__(self, config: SelectiveCopyConfig) -> None:
         super().__init__(config)
         self.vocab_size = config.vocab_size
 
-    def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
+    def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
         c = self.config
         M, L = c.num_tokens, c.seq_len
         data = torch.randint(FIRST_DATA, c.vocab_size, (n, M), generator=generator)

@@ -1,8 +1,10 @@
 """The typed run configuration and its dotted overrides.
 
-A run is one `RunConfig`: the task (a task's typed config; its name picks the task),
-the model (`recur.models.LMConfig`), the head options for classification and regression
-tasks, and the training options. Recipes (`recur.recipes`) are functions returning a
+A run is one `RunConfig`: the task (a task's typed config; its name picks the task), the
+model's backbone (`recur.models.LMConfig`), how inputs become tokens (`InputConfig`), the
+head (`HeadConfig`), the decoder of encoder–decoder tasks (`Seq2SeqConfig`) and the
+training options. What the task decides (its vocabulary, input kind and sizes, head kind,
+number of outputs) is filled in from the task and cannot be overridden. Recipes (`recur.recipes`) are functions returning a
 RunConfig; the command line changes it with typed dotted overrides such as
 `--model.mixer gla --train.steps 2000 --task.num_kv_pairs 16`, checked against the field
 types before any work starts.
@@ -11,19 +13,25 @@ types before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layers import MIXERS, option_types
-from ..models import LMConfig
+from ..layers import option_types
+from ..models import HeadConfig, InputConfig, LMConfig, Seq2SeqConfig
+from ..registry import UnknownName, did_you_mean
 from ..tasks import TASKS, TaskConfig, get_task
 
 PRECISIONS = ("auto", "fp32", "bf16")
-HEAD_LOSSES = ("cross_entropy", "hinge", "squared_hinge", "mse")
+# the fields a task fills in, per section: overrides cannot set them
+TASK_FIELDS = {
+    "model": ("vocab_size",),
+    "input": ("kind", "features", "channels", "height", "width"),
+    "head": ("kind", "num_outputs", "horizon"),
+}
+SECTIONS = ("task", "model", "input", "head", "seq2seq", "train")
 
 
 @dataclass(kw_only=True)
@@ -45,8 +53,11 @@ class TrainConfig:
     # learning-rate multiplier of the parameters a mixer puts in its "ssm" group
     ssm_lr_scale: float = 1.0
     eval_every: int = 100
-    # stop early once the task's metric reaches this value (None = run all steps)
+    # stop early once the task's validation metric reaches this value (None = run all steps)
     target: float | None = None
+    # the weights the run ends with, and the test split is evaluated on: "best" (the
+    # evaluation with the best validation metric) or "last"
+    select: str = "best"
     seed: int = 0
     # "auto" = cuda when available, else cpu
     device: str = "auto"
@@ -81,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
         if self.distributed not in ("ddp", "fsdp"):
             raise ValueError(f"train.distributed must be 'ddp' or 'fsdp'; got {self.distributed!r}")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"train.select must be 'best' or 'last'; got {self.select!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {list(PRECISIONS)}; got {self.precision!r}")
         for name in ("beta1", "beta2"):
@@ -89,37 +102,28 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
-class HeadConfig:
-    """For classification and regression tasks: how to pool the sequence and the loss."""
-
-    # "last" position (causal models have read the whole sequence there) or "mean"
-    pooling: str = "last"
-    # classification: cross_entropy, hinge or squared_hinge (multi-class SVM); regression: mse
-    loss: str = "cross_entropy"
-
-    def __post_init__(self) -> None:
-        if self.pooling not in ("last", "mean"):
-            raise ValueError(f"head.pooling must be 'last' or 'mean'; got {self.pooling!r}")
-        if self.loss not in HEAD_LOSSES:
-            raise ValueError(f"head.loss must be one of {list(HEAD_LOSSES)}; got {self.loss!r}")
-
-
-@dataclass(kw_only=True)
 class RunConfig:
     task: TaskConfig
     model: LMConfig
-    train: TrainConfig = field(default_factory=TrainConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         task = get_task(self.task_name)(self.task)
-        # the vocabulary belongs to the task: the model always matches it
-        if self.model.vocab_size != task.vocab_size:
-            self.model = dataclasses.replace(self.model, vocab_size=task.vocab_size)
-        if task.head == "classify" and self.head.loss == "mse":
-            raise ValueError(f"task {self.task_name!r} is a classification task; head.loss 'mse' is for regression")
-        if task.head == "regress" and self.head.loss != "mse":
-            raise ValueError(f"task {self.task_name!r} is a regression task; head.loss must be 'mse'")
+        # what the task decides, the model always matches
+        channels, height, width = task.image_shape
+        self.model = dataclasses.replace(self.model, vocab_size=task.vocab_size)
+        self.input = dataclasses.replace(
+            self.input, kind=task.input, features=task.features, channels=channels, height=height, width=width
+        )
+        if task.head != "seq2seq":
+            self.head = dataclasses.replace(self.head, kind=task.head, num_outputs=task.num_outputs, horizon=task.horizon)
+            try:
+                self.head.check_loss()
+            except ValueError as error:
+                raise ValueError(f"task {self.task_name!r} needs a {task.head!r} head: {error}") from None
 
     @property
     def task_name(self) -> str:
@@ -139,9 +143,9 @@ def to_dict(run: RunConfig) -> dict[str, Any]:
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """A RunConfig from `to_dict` output (e.g. a checkpoint's JSON), every value type-checked."""
     data = dict(data)
-    unknown = set(data) - {"task", "model", "train", "head"}
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ValueError(f"unknown run config sections {sorted(unknown)}; expected task, model, train, head")
+        raise ValueError(f"unknown run config sections {sorted(unknown)}; expected {', '.join(SECTIONS)}")
     task = dict(data.get("task") or {})
     name = task.pop("name", None)
     if name is None:
@@ -151,9 +155,15 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     return RunConfig(
         task=build_section(task_cls, task, "task"),
         model=build_section(LMConfig, model, "model"),
-        train=build_section(TrainConfig, dict(data.get("train") or {}), "train"),
-        head=build_section(HeadConfig, dict(data.get("head") or {}), "head"),
+        **{
+            section: build_section(SECTION_TYPES[section], dict(data.get(section) or {}), section)
+            for section in ("input", "head", "seq2seq", "train")
+        },
     )
+
+
+# the config class of every section but the task's (which the task names)
+SECTION_TYPES = {"model": LMConfig, "input": InputConfig, "head": HeadConfig, "seq2seq": Seq2SeqConfig, "train": TrainConfig}
 
 
 def build_section(cls, values: dict[str, Any], section: str):
@@ -164,14 +174,9 @@ def build_section(cls, values: dict[str, Any], section: str):
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise ValueError(f"unknown key {section}.{key}{_suggest(key, names)}")
+            raise ValueError(f"unknown key {section}.{key}{did_you_mean(key, names)}")
         kwargs[key] = coerce(value, hints[key], f"{section}.{key}")
     return cls(**kwargs)
-
-
-def _suggest(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def type_name(tp) -> str:
@@ -260,11 +265,11 @@ def override_keys(run: RunConfig | None = None, task_name: str | None = None) ->
     included when a run is given)."""
     task_name = task_name or (run.task_name if run is not None else "mqar")
     keys: dict[str, Any] = {"task.name": str}
-    sections = {"task": get_task(task_name).Config, "model": LMConfig, "train": TrainConfig, "head": HeadConfig}
+    sections = {"task": get_task(task_name).Config, **SECTION_TYPES}
     for section, cls in sections.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if f.init and not (section == "model" and f.name == "vocab_size"):
+            if f.init and f.name not in TASK_FIELDS.get(section, ()):
                 keys[f"{section}.{f.name}"] = hints[f.name]
     if run is not None:
         for mixer in sorted(set(run.model.layer_mixers())):
@@ -277,14 +282,11 @@ def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, 
     """A new RunConfig with `{"train.steps": "2000", ...}` applied, every key and value
     checked first. `task.name` starts from that task's defaults; `model.mixer` without
     `model.pattern` replaces the pattern (every layer that mixer); the key
-    `model.mixer_options.<mixer>.<option>` sets one option of one mixer."""
+    `model.mixer_options.<mixer>.<option>` sets one option of one mixer, for every layer of
+    it, or by depth: `per_layer:2,4,4` (one value per layer of that mixer) or
+    `linspace:0,0.9` (evenly spaced from its first layer to its last)."""
     items = list(overrides.items() if isinstance(overrides, dict) else overrides)
-    sections = {
-        "task": dataclasses.asdict(run.task),
-        "model": dataclasses.asdict(run.model),
-        "train": dataclasses.asdict(run.train),
-        "head": dataclasses.asdict(run.head),
-    }
+    sections = {section: dataclasses.asdict(getattr(run, section)) for section in SECTIONS}
     task_name = run.task_name
     for key, value in items:
         if key == "task.name":
@@ -299,27 +301,36 @@ def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, 
     for key, value in items:
         if key == "task.name":
             continue
-        if key == "model.vocab_size":
-            raise ValueError("model.vocab_size is set by the task; change the task's vocabulary instead (e.g. task.vocab_size)")
+        section_name, _, field_name = key.partition(".")
+        if field_name in TASK_FIELDS.get(section_name, ()):
+            raise ValueError(f"{key} is set by the task; change the task's options instead (e.g. task.vocab_size)")
         if key.startswith("model.mixer_options."):
             parts = key.split(".")
             if len(parts) != 4:
                 raise ValueError(f"{key}: expected model.mixer_options.<mixer>.<option>")
             mixer, option = parts[2], parts[3]
-            if mixer not in MIXERS:
-                raise ValueError(f"{key}: unknown mixer {mixer!r}{_suggest(mixer, MIXERS)} Known: {sorted(MIXERS)}")
-            option_type = option_types(mixer)
+            try:
+                option_type = option_types(mixer)
+            except UnknownName as error:
+                raise ValueError(f"{key}: {error}") from None
             if option not in option_type:
-                raise ValueError(f"unknown key {key}{_suggest(option, option_type)} Options of {mixer}: {sorted(option_type)}")
-            sections["model"]["mixer_options"].setdefault(mixer, {})[option] = coerce(value, option_type[option], key)
+                raise ValueError(f"unknown key {key}{did_you_mean(option, option_type)} Options of {mixer}: {sorted(option_type)}")
+            sections["model"]["mixer_options"].setdefault(mixer, {})[option] = _option_value(value, option_type[option], key)
             continue
         if key not in known:
-            raise ValueError(f"unknown key {key!r}{_suggest(key, known)}")
+            raise ValueError(f"unknown key {key!r}{did_you_mean(key, known)}")
         section, name = key.split(".", 1)
         sections[section][name] = coerce(value, known[key], key)
     return RunConfig(
         task=build_section(get_task(task_name).Config, sections["task"], "task"),
-        model=build_section(LMConfig, sections["model"], "model"),
-        train=build_section(TrainConfig, sections["train"], "train"),
-        head=build_section(HeadConfig, sections["head"], "head"),
+        **{section: build_section(cls, sections[section], section) for section, cls in SECTION_TYPES.items()},
     )
+
+
+def _option_value(value: Any, tp, key: str) -> Any:
+    """A mixer option's value: one for every layer, or `per_layer:a,b,...` / `linspace:a,b`."""
+    if isinstance(value, str) and value.split(":", 1)[0] in ("per_layer", "linspace"):
+        rule, _, items = value.partition(":")
+        parts = [coerce(item.strip(), float if rule == "linspace" else tp, key) for item in items.split(",") if item.strip()]
+        return {rule: parts}
+    return coerce(value, tp, key)

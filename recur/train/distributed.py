@@ -86,6 +86,15 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer, context: Cont
     return unwrap(model).state_dict(), optimizer.state_dict()
 
 
+def full_model_state(model: nn.Module, context: Context, strategy: str) -> dict:
+    """The model's weights as full unsharded tensors on the CPU (every process takes part)."""
+    if context.enabled and strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return unwrap(model).state_dict()
+
+
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state, optimizer_state,
                     context: Context, strategy: str) -> None:
     if context.enabled and strategy == "fsdp":

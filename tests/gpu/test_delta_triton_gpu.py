@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from recur.ops.delta import chunk_delta_rule, delta_rule, naive_delta_rule
+from recur.ops.delta import (
+    DELTA_RULE,
+    chunk_delta_rule,
+    delta_rule,
+    naive_delta_rule,
+    triton_delta_rule,
+)
 from tests.helpers import assert_close, grads, relative_error
 from tests.ops.test_gla_triton import poisoned_allocations
 
@@ -33,18 +38,14 @@ TOL_FLOAT32 = 1e-4
 
 
 def make_inputs(B, T, H=H, gated=True, strength=1.0, seed=0):
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen, device="cuda", dtype=torch.float64)
-
-    q = F.normalize(randn(B, T, H, K), dim=-1)
-    k = F.normalize(randn(B, T, H, K), dim=-1)
-    v = randn(B, T, H, V)
-    beta = 2 * torch.rand(B, T, H, generator=gen, device="cuda", dtype=torch.float64)
-    g = F.logsigmoid(randn(B, T, H)) * strength if gated else None
-    h0 = randn(B, H, K, V)
-    return [q, k, v, beta, g, h0]
+    """The family's example inputs on the device in float64, β in [0, 2], as
+    [q, k, v, β, g (None when not `gated`), h0], the log decay scaled by `strength`."""
+    example = DELTA_RULE.example_inputs(
+        T, batch=B, case="neg_eigval", device="cuda", seed=seed, heads=H, key_dim=K, value_dim=V
+    )
+    q, k, v = (x.detach() for x in example.args)
+    beta, g, h0 = (example.kwargs[name].detach() for name in ("beta", "g", "initial_state"))
+    return [q, k, v, beta, g * strength if gated else None, h0]
 
 
 def run(form, inputs, weights, dtype, rows=None, **kwargs):
@@ -58,8 +59,6 @@ def run(form, inputs, weights, dtype, rows=None, **kwargs):
 
 
 def kernel_run(inputs, weights, dtype, **kwargs):
-    from recur.ops.delta.triton import triton_delta_rule
-
     with poisoned_allocations():
         out = run(triton_delta_rule, inputs, weights, dtype, **kwargs)
     torch.cuda.synchronize()
@@ -115,10 +114,10 @@ def test_bfloat16_close_to_float64(T):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_intra_chunk_work_apart_from_the_walks(dtype, monkeypatch):
     """The other schedule of the walks (WALK_FUSES off), which bench.py --variants times."""
-    from recur.ops.delta import triton as kernels
+    from recur.ops.delta import triton as launch
 
-    monkeypatch.setitem(kernels.WALK_FUSES, "outputs", False)
-    monkeypatch.setitem(kernels.WALK_FUSES, "intra_gradient", False)
+    monkeypatch.setitem(launch.WALK_FUSES, "outputs", False)
+    monkeypatch.setitem(launch.WALK_FUSES, "intra_gradient", False)
     inputs = make_inputs(TOKENS // 2048, 2048)
     if dtype == torch.bfloat16:
         inputs = [x.bfloat16().double() for x in inputs]
@@ -160,8 +159,6 @@ def test_strong_gates_and_resets():
 
 
 def test_auto_picks_triton_on_cuda():
-    from recur.ops.delta.triton import triton_delta_rule
-
     q, k, v, beta, g, _ = (x.float() for x in make_inputs(1, 300, H=4))
     o_auto, _ = delta_rule(q, k, v, beta=beta, g=g)
     o_triton, _ = triton_delta_rule(q, k, v, beta=beta, g=g)
@@ -171,8 +168,7 @@ def test_auto_picks_triton_on_cuda():
 
 @pytest.mark.parametrize("gated", [True, False])
 def test_recurrent_kernel_matches_naive(gated):
-    from recur.ops.delta.triton import triton_delta_rule_recurrent
-
+    triton_delta_rule_recurrent = DELTA_RULE.step_forms["triton"]
     q, k, v, beta, g, h0 = make_inputs(3, 500, gated=gated)
     f32 = lambda x: None if x is None else x.float()  # noqa: E731
     with torch.no_grad(), poisoned_allocations():

@@ -12,7 +12,7 @@ import functools
 import pytest
 import torch
 
-from recur.ops.gla import naive_gla
+from recur.ops.gla import GLA, naive_gla
 from tests.helpers import assert_close, relative_error
 from tests.ops.test_gla_triton import NAMES, compare, make_inputs, poisoned_allocations, run
 
@@ -31,10 +31,8 @@ def cuda(inputs):
 
 
 def kernel_run(*inputs, dtype=torch.float32, **kwargs):
-    from recur.ops.gla.triton import triton_gla
-
     with poisoned_allocations():
-        out = run(triton_gla, *inputs, dtype=dtype, **kwargs)
+        out = run(GLA.forms["triton"], *inputs, dtype=dtype, **kwargs)
     torch.cuda.synchronize()
     return out
 
@@ -122,11 +120,9 @@ def test_strong_gates_and_resets(gate):
 
 
 def test_recurrent_kernel_matches_naive():
-    from recur.ops.gla.triton import triton_gla_recurrent
-
     q, k, v, g, h0 = cuda(make_inputs(300, "vector", B=4, H=H, K=K, V=V))
     with torch.no_grad(), poisoned_allocations():
-        o, ht = triton_gla_recurrent(q.float(), k.float(), v.float(), g=g.float(), initial_state=h0.float(), output_final_state=True)
+        o, ht = GLA.step_forms["triton"](q.float(), k.float(), v.float(), g=g.float(), initial_state=h0.float(), output_final_state=True)
     ref_o, ref_ht = naive_gla(q, k, v, g=g, initial_state=h0, output_final_state=True)
     assert_close("recurrent o", o, ref_o, TOL_FLOAT32)
     assert_close("recurrent state", ht, ref_ht, TOL_FLOAT32)

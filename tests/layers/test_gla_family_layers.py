@@ -26,7 +26,7 @@ def make(name, **options):
         ("mamba2", {"allow_neg_eigval": True}),
         ("linear_attention", {"feature_map": "relu"}),
         ("linear_attention", {"feature_map": "identity"}),
-        ("hgrn2", {"forget_lower_bound": 0.5}),
+        ("hgrn2", {"lower_bound": "fixed", "forget_lower_bound": 0.5}),
         ("gla", {"num_heads": 2, "expand_k": 1.0}),
     ],
 )
@@ -86,7 +86,7 @@ def test_bad_options_name_the_field():
     with pytest.raises(ValueError, match="num_heads must be a positive divisor of d_model = 32; got 5"):
         build_mixer("attention", D, num_heads=5)
     with pytest.raises(ValueError, match="forget_lower_bound must be in"):
-        build_mixer("hgrn2", D, forget_lower_bound=1.0)
+        build_mixer("hgrn2", D, lower_bound="fixed", forget_lower_bound=1.0)
     with pytest.raises(ValueError, match="head_dim"):
         build_mixer("mamba2", D, head_dim=7)
     with pytest.raises(ValueError, match="impl must be one of"):

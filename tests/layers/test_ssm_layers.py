@@ -4,14 +4,22 @@ bidirectional wrapper and long sequences."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
 from recur.layers import MIXERS, build_mixer
+from recur.ops.ssm import DENSE_SSM, DIAG_SSM, DPLR_SSM, LINEAR_SCAN, SELECTIVE_SCAN
 from tests.helpers import assert_close
 
 SSM_LAYERS = ["s4", "s4d", "dss", "lssl", "s5", "lru", "liquid_s4", "mamba", "gss"]
+
+
+FAMILY = {
+    "s4": DPLR_SSM, "s4d": DIAG_SSM, "dss": DIAG_SSM, "lssl": DENSE_SSM, "s5": LINEAR_SCAN, "lru": LINEAR_SCAN,
+    "liquid_s4": DIAG_SSM, "mamba": SELECTIVE_SCAN, "gss": DIAG_SSM,
+}
 
 
 def make(name, d_model=16, dtype=torch.float64, **options):
@@ -24,6 +32,14 @@ def inputs(T=50, d_model=16, dtype=torch.float64, B=2):
     return torch.randn(B, T, d_model, dtype=dtype)
 
 
+@pytest.mark.parametrize("name", SSM_LAYERS)
+def test_impl_picks_a_form_of_the_layers_family(name):
+    family = FAMILY[name]
+    assert MIXERS[name].family is family and MIXERS[name].impls == family.impls[1:]
+    with pytest.raises(ValueError, match=re.escape(f"{name}: impl must be one of {list(family.impls)}")):
+        build_mixer(name, 16, impl="chunk")
+
+
 @pytest.mark.parametrize("options", [
     {"init": "lin"}, {"init": "inv"}, {"init": "legs"}, {"init": "real"},
     {"init": "lin", "discretization": "bilinear"},
@@ -32,12 +48,12 @@ def test_s4d_convolution_equals_recurrence(options):
     """The FFT convolution and the recurrence agree to < 1e-8, from a carried state too."""
     layer = make("s4d", **options)
     x = inputs(T=90)
-    y_conv, s_conv = layer.with_impl("chunk")(x)
+    y_conv, s_conv = layer.with_impl("conv")(x)
     y_rec, s_rec = layer.with_impl("naive")(x)
     assert_close("conv vs recurrence", y_conv, y_rec, 1e-8)
     assert_close("final state", s_conv["x"], s_rec["x"], 1e-8)
-    y1, s1 = layer.with_impl("chunk")(x[:, :31])
-    y2, s2 = layer.with_impl("chunk")(x[:, 31:], s1)
+    y1, s1 = layer.with_impl("conv")(x[:, :31])
+    y2, s2 = layer.with_impl("conv")(x[:, 31:], s1)
     assert_close("carried conv", torch.cat([y1, y2], 1), y_rec, 1e-10)
     assert_close("carried state", s2["x"], s_rec["x"], 1e-10)
     assert s_conv["x"].is_complex() == (options["init"] != "real")
@@ -47,8 +63,8 @@ def test_s4d_convolution_equals_recurrence(options):
 def test_long_range_layers_convolution_equals_recurrence(name):
     layer = make(name)
     x = inputs(T=64)
-    y1, s1 = layer.with_impl("chunk")(x[:, :40])
-    y2, s2 = layer.with_impl("chunk")(x[:, 40:], s1)
+    y1, s1 = layer.with_impl("conv")(x[:, :40])
+    y2, s2 = layer.with_impl("conv")(x[:, 40:], s1)
     y_rec, s_rec = layer.with_impl("naive")(x)
     assert_close(f"{name} carried conv vs recurrence", torch.cat([y1, y2], 1), y_rec, 1e-8)
     for key in s_rec:

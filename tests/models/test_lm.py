@@ -70,8 +70,10 @@ def test_config_errors_name_the_field():
         LMConfig(vocab_size=10, mixer="glaa")
     with pytest.raises(ValueError, match="mixer 'gla' has no option 'heads'"):
         LMConfig(vocab_size=10, mixer_options={"gla": {"heads": 2}})
-    with pytest.raises(ValueError, match="vocab_size must be a positive int"):
-        LMConfig(vocab_size=0)
+    with pytest.raises(ValueError, match="vocab_size must be a non-negative int"):
+        LMConfig(vocab_size=-1)
+    with pytest.raises(ValueError, match="a language model needs a vocabulary"):
+        LM(LMConfig(vocab_size=0))
     lm = model()
     with pytest.raises(ValueError, match="ids must have shape"):
         lm(torch.zeros(3, dtype=torch.long))
@@ -85,3 +87,52 @@ def test_mixer_only_blocks_and_state_size():
     lm = model(pattern=("mamba2",), mlp_ratio=0)
     assert all(block.mlp is None for block in lm.backbone.blocks)
     assert lm.state_size() == sum(b.mixer.state_size() for b in lm.backbone.blocks) > 0
+
+
+def test_options_that_depend_on_depth():
+    config = LMConfig(
+        vocab_size=16, d_model=32, n_layers=5, pattern=("hgrn2", "hgrn2", "attention"),
+        mixer_options={
+            "hgrn2": {"lower_bound": "fixed", "forget_lower_bound": {"linspace": [0.0, 0.6]}, "num_heads": {"per_layer": [2, 4, 2, 4]}},
+        },
+    )
+    layers = [(name, options) for name, options in config.layer_options() if name == "hgrn2"]
+    assert [o["forget_lower_bound"] for _, o in layers] == pytest.approx([0.0, 0.2, 0.4, 0.6])
+    assert [o["num_heads"] for _, o in layers] == [2, 4, 2, 4]
+    model = LM(config)
+    bounds = [b.mixer.config.forget_lower_bound for b in model.backbone.blocks if b.mixer.name == "hgrn2"]
+    assert bounds == pytest.approx([0.0, 0.2, 0.4, 0.6])
+    with pytest.raises(ValueError, match=r"mixer_options.hgrn2.num_heads: per_layer needs one value for each of the 4 layers"):
+        LMConfig(vocab_size=16, d_model=32, n_layers=5, pattern=("hgrn2", "hgrn2", "attention"),
+                 mixer_options={"hgrn2": {"num_heads": {"per_layer": [2, 4]}}})
+    with pytest.raises(ValueError, match=r"linspace needs \[first, last\] numbers"):
+        LMConfig(vocab_size=16, d_model=32, n_layers=2, mixer="hgrn2",
+                 mixer_options={"hgrn2": {"lower_bound": "fixed", "forget_lower_bound": {"linspace": [0.1]}}})
+
+
+def test_hgrn2_learns_lower_bounds_that_rise_with_depth():
+    """HGRN's lower bounds: one parameter for the model, β = 0 at the first layer, rising."""
+    torch.manual_seed(0)
+    model = LM(LMConfig(vocab_size=16, d_model=32, n_layers=4, mixer="hgrn2", mixer_options={"hgrn2": {"num_heads": 2}}))
+    shared = [k for k in model.state_dict() if k.startswith("backbone.shared.")]
+    assert shared == ["backbone.shared.hgrn2.logits"]
+    bounds = [b.mixer.lower_bound() for b in model.backbone.blocks]
+    assert bounds[0] == 0.0
+    means = [float(b.mean()) for b in bounds[1:]]
+    assert means == pytest.approx([0.25, 0.5, 0.75]) and all(float(b.max()) < 1 for b in bounds[1:])
+    ids = torch.randint(0, 16, (2, 12))
+    model(ids, labels=ids).loss.backward()
+    assert model.backbone.shared["hgrn2"].logits.grad.abs().sum() > 0
+    # stays monotone whatever the logits: each bound adds a positive softmax weight
+    with torch.no_grad():
+        model.backbone.shared["hgrn2"].logits.normal_(std=3.0)
+    values = torch.stack([b.mixer.lower_bound() for b in model.backbone.blocks[1:]])
+    assert bool((values[1:] >= values[:-1]).all())
+    # decoding step by step agrees with the forward, learned bounds included
+    model.eval()
+    logits = model(ids).logits
+    state, steps = None, []
+    for t in range(ids.shape[1]):
+        step_logits, state = model.step(ids[:, t], state)
+        steps.append(step_logits)
+    assert torch.allclose(torch.stack(steps, 1), logits, atol=1e-4)

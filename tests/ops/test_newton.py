@@ -1,5 +1,10 @@
-"""ParaRNN Newton solves against the sequential loop: values, gradients, iteration counts,
-the block scans, user cells, and the loud fallback when Newton does not converge."""
+"""newton family: what is specific to it. Every form against the spec, packed batches, state
+carry, single steps and argument names are tested for every family in test_families.py.
+
+Here: Newton's convergence (iterations, residuals, `NewtonInfo`), long sequences, the
+compiled solve, float32, strong and expanding recurrences, the loud fallback, a packed
+batch as one solve, a user cell, the block scans and the closed-form Jacobians.
+"""
 
 from __future__ import annotations
 
@@ -9,120 +14,143 @@ import pytest
 import torch
 
 from recur.ops.newton import (
+    NEWTON,
     NewtonFallbackWarning,
+    NewtonInfo,
     block_linear_recurrence,
-    newton_rnn,
+    newton,
     newton_solve,
     reverse_block_linear_recurrence,
 )
 from recur.ops.newton.scan import chunked_block_recurrence
-from recur.ops.rnn import Cell, naive_rnn, rnn, sequential_rnn
-from tests.helpers import assert_close, grads, weighted_sum
-from tests.ops.test_rnn import compare, make_inputs, run
-
-NEWTON_CELLS = ["paragru", "paralstm", "indrnn"]
+from recur.ops.rnn import Cell
+from tests.helpers import assert_close, compare_results, family_results
 
 
-def solve_and_report(cell, x, R, b, h0, **options):
-    leaves = [t.detach().clone().requires_grad_() for t in (x, R, b, h0)]
-    h, final, info = newton_solve(*leaves[:3], cell=cell, initial_state=leaves[3], output_final_state=True, **options)
-    return [h, final, *grads(weighted_sum(h, final), leaves)], info
+def inputs(T, case="paragru", recurrent_scale=1.0, **sizes):
+    """The family's example inputs with the recurrent weights times `recurrent_scale`."""
+    example = NEWTON.example_inputs(T, case=case, **sizes)
+    x, R, b = example.args
+    example.args = (x, (R.detach() * recurrent_scale).requires_grad_(), b)
+    return example
 
 
-@pytest.mark.parametrize("name", NEWTON_CELLS)
+def solve(example, tol=1e-10, label="", reference="naive", **options):
+    """The Newton form's results against the `reference` form's; returns the info."""
+    info = NewtonInfo()
+    compare_results(
+        family_results(NEWTON, "newton", example, info=info, **options),
+        family_results(NEWTON, reference, example), tol, label,
+    )
+    return info
+
+
+@pytest.mark.parametrize("case", NEWTON.cases)
 @pytest.mark.parametrize("T", [1, 65, 300])
-def test_newton_matches_naive_float64(name, T):
-    inputs = make_inputs(name, T, H=2, Dh=6)
-    result, info = solve_and_report(*inputs)
-    print(f"{name} T={T}: {info.iterations} Newton iterations, residuals {info.residuals}")
+def test_newton_converges_in_few_iterations(case, T):
+    info = solve(inputs(T, case, heads=2, head_dim=6), label=f"{case} T={T}")
+    print(f"{case} T={T}: {info.iterations} Newton iterations, residuals {info.residuals}")
     assert info.converged and not info.fell_back
-    assert info.residual <= info.tol
-    assert info.iterations <= 8, f"{name}: {info.iterations} iterations"
-    compare(result, run(naive_rnn, *inputs), 1e-10, f"{name} T={T}")
+    assert info.residual <= info.tol == 1e-12
+    assert info.iterations <= 8, f"{case}: {info.iterations} iterations"
+    assert len(info.residuals) == info.iterations + 1
 
 
-@pytest.mark.parametrize("name", ["paragru", "paralstm"])
-def test_newton_long_sequence_float64(name):
-    """T = 1024 at ParaRNN's init scale: < 1e-8 against the sequential loop after convergence."""
-    cell, x, R, b, h0 = make_inputs(name, 1024, H=2, Dh=8)
-    R = R * (2 / (5 * 16) ** 0.5) / 0.5
-    result, info = solve_and_report(cell, x, R, b, h0)
-    print(f"{name} T=1024: {info.iterations} iterations, residual {info.residual:.2e}")
+@pytest.mark.parametrize("case", ["paragru", "paralstm"])
+def test_newton_long_sequence_float64(case):
+    """T = 1024 at ParaRNN's init scale: < 1e-8 against the sequential loop."""
+    info = solve(inputs(1024, case, 2 / (5 * 16) ** 0.5 / 0.5, head_dim=8), 1e-8, case, reference="sequential")
+    print(f"{case} T=1024: {info.iterations} iterations, residual {info.residual:.2e}")
     assert info.converged and info.iterations <= 6
-    compare(result, run(sequential_rnn, cell, x, R, b, h0), 1e-8, name)
 
 
-@pytest.mark.parametrize("name", ["paragru", "paralstm"])
-def test_compiled_newton_matches_naive_float64(name):
-    """compile=True runs the step, the step with its Jacobian and the backward's
+@pytest.mark.parametrize("case", ["paragru", "paralstm"])
+def test_compiled_newton_matches_naive_float64(case):
+    """compile=True runs the step, the Newton step, the scans and the backward's
     vector-Jacobian product as compiled functions: same results, forward and gradients."""
-    inputs = make_inputs(name, 65, H=2, Dh=6)
     with warnings.catch_warnings():
         # the eager fallback announces itself with a RuntimeWarning
         warnings.simplefilter("error", RuntimeWarning)
-        result, info = solve_and_report(*inputs, compile=True)
+        info = solve(inputs(65, case, heads=2, head_dim=6), label=f"{case} compiled", compile=True)
     assert info.converged and not info.fell_back
-    compare(result, run(naive_rnn, *inputs), 1e-10, f"{name} compiled")
 
 
-def test_newton_float32_converges_close_to_float64():
-    cell, x, R, b, h0 = make_inputs("paragru", 500, H=2, Dh=16)
-    h64, _ = sequential_rnn(x, R, b, cell=cell, initial_state=h0)
-    h32, _, info = newton_solve(x.float(), R.float(), b.float(), cell=cell, initial_state=h0.float())
-    assert info.converged and not info.fell_back
-    assert_close("float32 Newton", h32, h64, 1e-5)
+def test_float32_converges_close_to_float64():
+    example = inputs(500, heads=2, head_dim=16)
+    expected, _ = NEWTON.call("sequential", example.args, example.kwargs)
+    info = NewtonInfo()
+    args = tuple(t.detach().float() for t in example.args)
+    h32, _ = newton_solve(*args, cell="paragru", initial_state=example.kwargs["initial_state"].float(), info=info)
+    assert info.converged and not info.fell_back and info.tol == 1e-5
+    assert_close("float32 Newton", h32, expected, 1e-5)
 
 
 def test_strong_recurrence_needs_more_iterations_but_converges():
-    cell, x, R, b, h0 = make_inputs("paragru", 400, H=1, Dh=8)
-    result, info = solve_and_report(cell, x, R * 3, b, h0)
+    info = solve(inputs(400, recurrent_scale=3.0, heads=1, head_dim=8), label="strong recurrence")
     assert info.converged and info.iterations > 6
-    compare(result, run(naive_rnn, cell, x, R * 3, b, h0), 1e-10, "strong recurrence")
 
 
 def test_expanding_recurrence_does_not_converge_and_falls_back():
     """|a| ~ 3: the Jacobian products grow along time and Newton stalls; the documented
     fallback (a warning and the sequential result) applies, never a wrong answer."""
-    cell, x, R, b, h0 = make_inputs("paragru", 400, H=1, Dh=8)
     with pytest.warns(NewtonFallbackWarning, match="did not converge"):
-        result, info = solve_and_report(cell, x, R * 6, b, h0, max_iterations=10)
+        info = solve(inputs(400, recurrent_scale=6.0, heads=1, head_dim=8), label="stalled", max_iterations=10)
     assert info.fell_back and info.residual > 1e-3
-    compare(result, run(naive_rnn, cell, x, R * 6, b, h0), 1e-10, "fallback after stalling")
 
 
 def test_non_convergence_falls_back_loudly():
-    cell, x, R, b, h0 = make_inputs("paralstm", 200)
-    reference = run(naive_rnn, cell, x, R, b, h0)
+    example = inputs(200, "paralstm")
     with pytest.warns(NewtonFallbackWarning, match=r"did not converge.*after 1 iterations"):
-        result, info = solve_and_report(cell, x, R, b, h0, max_iterations=1)
+        # the fallback result is the sequential one, gradients included
+        info = solve(example, label="fallback", max_iterations=1)
     assert info.fell_back and not info.converged and info.iterations == 1
     assert info.residual > info.tol
-    # the fallback result is the sequential one, gradients included
-    compare(result, reference, 1e-10, "fallback")
+    args, kwargs = example.args, {**example.kwargs, "max_iterations": 1}
     with pytest.raises(RuntimeError, match="did not converge"):
-        newton_solve(x, R, b, cell=cell, max_iterations=1, on_failure="raise")
+        newton(*args, **kwargs, on_failure="raise")
     with warnings.catch_warnings():
         warnings.simplefilter("error", NewtonFallbackWarning)
         with pytest.raises(NewtonFallbackWarning):
-            newton_solve(x, R, b, cell=cell, max_iterations=1)
+            newton(*args, **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, _, info = newton_solve(x, R, b, cell=cell, max_iterations=1, on_failure="fallback")
+        info = NewtonInfo()
+        newton(*args, **kwargs, on_failure="fallback", info=info)
     assert info.fell_back
 
 
-def test_dispatch_and_dense_cells():
-    cell, x, R, b, h0 = make_inputs("paragru", 50)
-    assert_close("impl=newton", rnn(x, R, b, cell=cell, impl="newton")[0], naive_rnn(x, R, b, cell=cell)[0], 1e-10)
-    lstm_inputs = make_inputs("lstm", 10)
-    with pytest.raises(ValueError, match="needs a cell whose Jacobian is diagonal.*impl='sequential'"):
-        newton_rnn(*lstm_inputs[1:4], cell=lstm_inputs[0])
+def test_packed_batch_is_one_solve():
+    """cu_seqlens: one Newton solve for the whole batch (one info), empty sequences pass
+    their state through; results equal separate solves."""
+    lengths = [40, 0, 90, 1, 33]
+    bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    example = NEWTON.example_inputs(sum(lengths), batch=1, case="paralstm")
+    example.kwargs["initial_state"] = NEWTON.example_inputs(1, batch=len(lengths), case="paralstm", seed=1).kwargs["initial_state"]
+    info = NewtonInfo()
+    compare_results(
+        family_results(NEWTON, "newton", example, cu_seqlens=bounds, info=info),
+        family_results(NEWTON, "sequential", example, cu_seqlens=bounds), 1e-10, "packed",
+    )
+    assert info.converged and 0 < info.iterations <= 8
+
+
+def test_dense_cells_and_bad_options_are_refused():
+    example = NEWTON.example_inputs(10)
+    args, kwargs = example.args, example.kwargs
+    with pytest.raises(ValueError, match=r"needs a cell whose Jacobian is diagonal.*impl='sequential'"):
+        newton(torch.zeros(2, 10, 4, 2, 4), torch.zeros(4, 2, 4, 4), torch.zeros(4, 2, 4), cell="lstm")
     with pytest.raises(ValueError, match="x_proj contains NaN"):
-        newton_rnn(x * float("nan"), R, b, cell=cell)
-    with pytest.raises(ValueError, match="on_failure must be"):
-        newton_solve(x, R, b, cell=cell, on_failure="ignore")
-    h, final, info = newton_solve(x[:, :0], R, b, cell=cell, output_final_state=True)
-    assert h.shape[1] == 0 and info.converged and final.abs().sum() == 0
+        newton(args[0] * float("nan"), *args[1:], cell="paragru")
+    with pytest.raises(ValueError, match="on_failure must be one of"):
+        newton(*args, **kwargs, on_failure="ignore")
+    with pytest.raises(ValueError, match="tol must be a positive float or None; got -1"):
+        newton(*args, **kwargs, tol=-1)
+    with pytest.raises(ValueError, match="max_iterations must be a non-negative int; got 2.5"):
+        newton(*args, **kwargs, max_iterations=2.5)
+    with pytest.raises(TypeError, match="info must be a NewtonInfo or None; got dict"):
+        newton(*args, **kwargs, info={})
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        newton(*args, **kwargs, compile="yes")
 
 
 class LeakyTanh(Cell):
@@ -132,21 +160,19 @@ class LeakyTanh(Cell):
     recurrence = "diagonal"
     jacobian_structure = "diagonal"
 
-    def step(self, x, R, b, state):
+    def tape_step(self, x, P, b, state):
         (h,) = state
-        return ((1 - b[0]) * h + b[0] * torch.tanh(R[0] * h + x[..., 0, :, :]),)
+        return ((1 - b[0]) * h + b[0] * torch.tanh(P[0] * h + x[..., 0, :, :]),), ()
 
 
 def test_user_cell():
-    cell = LeakyTanh()
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 150, 1, 2, 4, generator=gen, dtype=torch.float64)
-    R = torch.randn(1, 2, 4, generator=gen, dtype=torch.float64)
-    b = torch.rand(1, 2, 4, generator=gen, dtype=torch.float64)
-    h0 = torch.randn(1, 2, 2, 4, generator=gen, dtype=torch.float64)
-    result, info = solve_and_report(cell, x, R, b, h0)
+    example = NEWTON.example_inputs(150, case="indrnn")
+    x, R, b = example.args
+    # λ in (0, 1)
+    example.args = (x, R, b.detach().sigmoid().requires_grad_())
+    example.kwargs["cell"] = LeakyTanh()
+    info = solve(example, label="user cell")
     assert info.converged
-    compare(result, run(naive_rnn, cell, x, R, b, h0), 1e-10, "user cell")
 
 
 def loop(J, r):
@@ -177,14 +203,16 @@ def test_block_scans_match_loop(S, T):
         assert_close(f"reverse S={S} T={T} component {i}", got[i], expected[i], 1e-12)
 
 
-@pytest.mark.parametrize("name", ["paragru", "paralstm"])
-def test_closed_form_jacobians_match_autograd(name):
-    cell, x, R, b, h0 = make_inputs(name, 9)
+@pytest.mark.parametrize("case", ["paragru", "paralstm"])
+def test_closed_form_jacobians_match_autograd(case):
+    example = NEWTON.example_inputs(9, case=case)
+    x, R, b = (t.detach() for t in example.args)
+    cell = example.kwargs["cell"]
     gen = torch.Generator().manual_seed(5)
-    state = tuple(torch.randn(2, 9, 2, 5, generator=gen, dtype=torch.float64) for _ in range(cell.num_states))
+    state = tuple(torch.randn(2, 9, 2, 4, generator=gen, dtype=torch.float64) for _ in cell.state_names)
     new, J = cell.step_and_jacobian(x, R, b, state)
     new_ref, J_ref = Cell.step_and_jacobian(cell, x, R, b, state)
     for i in range(cell.num_states):
-        assert_close(f"{name} state {i}", new[i], new_ref[i], 1e-14)
+        assert_close(f"{case} state {i}", new[i], new_ref[i], 1e-14)
         for j in range(cell.num_states):
-            assert_close(f"{name} J[{i}][{j}]", J[i][j], J_ref[i][j], 1e-12)
+            assert_close(f"{case} J[{i}][{j}]", J[i][j], J_ref[i][j], 1e-12)

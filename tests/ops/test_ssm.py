@@ -1,21 +1,26 @@
-"""SSM family: every form against the float64 recurrence, forward and gradients."""
+"""SSM families: what is specific to them. Every form against the spec, packed batches,
+state carry, single steps and argument names are tested for every family in
+test_families.py; here: chunk boundaries and extreme steps of the scans, discretisations,
+HiPPO and S4's kernel, conjugate pairs, long sequences, float32 and dtypes."""
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
 import torch
 
 from recur.ops.common import linear_recurrence
+from recur.ops.family import Example
 from recur.ops.ssm import (
-    DENSE_FORMS,
-    DIAG_FORMS,
-    FORMS,
-    chunk_selective_scan,
-    conv_dense_ssm,
+    CHUNK_SIZE,
+    DENSE_SSM,
+    DIAG_SSM,
+    DPLR_SSM,
+    LINEAR_SCAN,
+    SELECTIVE_SCAN,
     conv_diag_ssm,
+    dense_ssm,
     diag_ssm,
     diagonal_init,
     discretize,
@@ -24,217 +29,218 @@ from recur.ops.ssm import (
     dplr_kernel,
     hippo,
     krylov,
-    naive_dense_ssm,
-    naive_diag_ssm,
     naive_selective_scan,
     nplr,
     rank_correction,
+    scan_selective_scan,
     selective_scan,
 )
-from tests.helpers import assert_close, grads, weighted_sum
+from tests.helpers import assert_close, compare_results, family_results
 
-BATCH, CHANNELS, N = 2, 6, 4
-
-
-def scan_inputs(T, complex_state=False, groups=None, delta_scale=1.0, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    rand = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
-    u, delta, z = rand(BATCH, T, CHANNELS), rand(BATCH, T, CHANNELS) * delta_scale, rand(BATCH, T, CHANNELS)
-    bc_shape = (BATCH, T, N) if groups is None else (BATCH, T, groups, N)
-    A = -torch.rand(CHANNELS, N, generator=gen, dtype=dtype) - 0.05
-    B, C, h0 = rand(*bc_shape), rand(*bc_shape), rand(BATCH, CHANNELS, N)
-    if complex_state:
-        A = torch.complex(A, rand(CHANNELS, N) * 3)
-        B, C = torch.complex(B, rand(*bc_shape)), torch.complex(C, rand(*bc_shape))
-        h0 = torch.complex(h0, rand(BATCH, CHANNELS, N))
-    D, bias = rand(CHANNELS), rand(CHANNELS)
-    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias, initial_state=h0)
+EXACT = 1e-10
 
 
-SCAN_ARGS = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
+def check(family, example, form, tol=EXACT, label=""):
+    """`form` against the spec on `example`: outputs, final states and every gradient."""
+    compare_results(family_results(family, form, example), family_results(family, "naive", example), tol, label)
 
 
-def run_scan(form, inputs):
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
-    y, h = form(
-        leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"], D=leaves["D"], z=leaves["z"],
-        delta_bias=leaves["delta_bias"], delta_softplus=True, initial_state=leaves["initial_state"],
-        output_final_state=True,
-    )
-    return [y, h, *grads(loss(y, h), [leaves[k] for k in SCAN_ARGS])]
+def leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().clone().requires_grad_()
 
 
-def loss(y, h):
-    """A real scalar depending on every element of y and of h (real and imaginary parts)."""
-    return weighted_sum(y, torch.view_as_real(h) if h.is_complex() else h)
+@pytest.mark.parametrize("case", ["real", "complex"])
+@pytest.mark.parametrize("T", [CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 1])
+def test_scans_across_chunk_boundaries(T, case):
+    check(SELECTIVE_SCAN, SELECTIVE_SCAN.example_inputs(T, case=case), "scan", label=f"selective T={T}")
+    for form in ("scan", "parallel"):
+        check(LINEAR_SCAN, LINEAR_SCAN.example_inputs(T, case=case), form, label=f"linear {form} T={T}")
 
 
-def compare(actual, expected, names, tol, label):
-    for name, a, e in zip(names, actual, expected, strict=True):
-        assert_close(f"{label} {name}", a, e, tol)
+@pytest.mark.parametrize("delta_scale", [1e-3, 60.0])
+def test_selective_scan_extreme_steps(delta_scale):
+    """Δ from near 0 (Ā ≈ 1) to about 60 (exp(ΔA) ≈ 0), with grouped B and C."""
+    example = SELECTIVE_SCAN.example_inputs(130, case="grouped", seed=1)
+    u, delta, *rest = example.args
+    example.args = (u, leaf(delta * delta_scale), *rest)
+    check(SELECTIVE_SCAN, example, "scan", label=f"Δ × {delta_scale}")
 
 
-@pytest.mark.parametrize("complex_state", [False, True])
-@pytest.mark.parametrize("T", [1, 63, 64, 65, 100, 200])
-def test_scan_matches_naive_float64(T, complex_state):
-    inputs = scan_inputs(T, complex_state)
-    names = ["y", "final_state"] + [f"d{k}" for k in SCAN_ARGS]
-    compare(run_scan(chunk_selective_scan, inputs), run_scan(naive_selective_scan, inputs), names, 1e-10, f"T={T}")
+def test_linear_scan_resets():
+    """a = 0 forgets the state: exact in the chunked and the parallel scan, and nothing
+    before a reset reaches the outputs after it."""
+    example = LINEAR_SCAN.example_inputs(150, case="complex")
+    a, b = example.args
+    a = a.detach().clone()
+    a[:, [0, 17, 64, 65, 149]] = 0
+    example.args = (leaf(a), b)
+    for form in ("scan", "parallel"):
+        check(LINEAR_SCAN, example, form, label=f"resets {form}")
+    h, _ = LINEAR_SCAN.function(a, b, initial_state=example.kwargs["initial_state"])
+    after, _ = LINEAR_SCAN.function(a[:, 17:], b[:, 17:])
+    assert_close("after the reset", h[:, 17:], after, 1e-12)
 
 
-def test_scan_groups_and_extreme_steps():
-    """B and C shared by groups of channels; Δ from near 0 to about 60 (exp(ΔA) ≈ 0)."""
-    names = ["y", "final_state"] + [f"d{k}" for k in SCAN_ARGS]
-    for delta_scale in (1e-3, 60.0):
-        inputs = scan_inputs(70, groups=3, delta_scale=delta_scale, seed=1)
-        compare(run_scan(chunk_selective_scan, inputs), run_scan(naive_selective_scan, inputs), names, 1e-10, f"Δ scale {delta_scale}")
-
-
-def test_scan_complex_gradients_gradcheck():
-    """Wirtinger gradients of the complex scan against finite differences."""
-    inputs = scan_inputs(9, complex_state=True, seed=2)
+def test_selective_scan_complex_gradients_gradcheck():
+    """Wirtinger gradients of the complex chunked scan against finite differences."""
+    example = SELECTIVE_SCAN.example_inputs(9, case="complex", seed=2)
+    u, delta, A, B, C = example.args
 
     def f(A, B, C, h0, u):
-        y, h = chunk_selective_scan(u, inputs["delta"], A, B, C, delta_softplus=True, initial_state=h0, output_final_state=True)
-        return y, h
+        return scan_selective_scan(u, delta.detach(), A, B, C, delta_softplus=True, initial_state=h0, output_final_state=True)
 
-    args = [inputs[k].clone().requires_grad_() for k in ("A", "B", "C", "initial_state", "u")]
-    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradcheck(f, [A, B, C, example.kwargs["initial_state"], u])
 
 
-def test_scan_carry_equals_one_pass():
-    inputs = scan_inputs(80, complex_state=True, seed=3)
-    kw = {k: inputs[k] for k in ("D", "delta_bias")}
-    full, h_full = chunk_selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], delta_softplus=True, output_final_state=True, **kw)
-    y1, h1 = chunk_selective_scan(*(inputs[k][:, :33] for k in ("u", "delta")), inputs["A"], *(inputs[k][:, :33] for k in ("B", "C")), delta_softplus=True, output_final_state=True, **kw)
-    y2, h2 = chunk_selective_scan(*(inputs[k][:, 33:] for k in ("u", "delta")), inputs["A"], *(inputs[k][:, 33:] for k in ("B", "C")), delta_softplus=True, initial_state=h1, output_final_state=True, **kw)
-    assert_close("carried output", torch.cat([y1, y2], 1), full, 1e-12)
-    assert_close("carried state", h2, h_full, 1e-12)
+@pytest.mark.parametrize(
+    ("family", "form", "case"),
+    [
+        (SELECTIVE_SCAN, "scan", "gated"),
+        (SELECTIVE_SCAN, "scan", "complex"),
+        (DIAG_SSM, "conv", "complex"),
+        (DENSE_SSM, "conv", "real"),
+        (DPLR_SSM, "conv", "complex"),
+        (LINEAR_SCAN, "scan", "complex"),
+        (LINEAR_SCAN, "parallel", "complex"),
+    ],
+    ids=lambda x: getattr(x, "name", x),
+)
+def test_float32_matches_float64_spec(family, form, case):
+    expected = family_results(family, "naive", family.example_inputs(300, case=case))
+    actual = family_results(family, form, family.example_inputs(300, case=case, dtype=torch.float32))
+    # S4's discretisation, (I − ΔA/2)⁻¹ by Woodbury, leaves even the float32 spec about 2e-5 off
+    compare_results(actual, expected, 1e-4 if family is DPLR_SSM else 1e-5, f"{family.name} float32")
 
 
-def test_scan_long_sequence_stable():
-    """T = 65536 in float32: finite, and equal to the float64 scan."""
-    gen = torch.Generator().manual_seed(4)
-    T, D, n = 65536, 2, 2
-    u = torch.randn(1, T, D, generator=gen)
-    delta = torch.randn(1, T, D, generator=gen)
-    A = -torch.rand(D, n, generator=gen) - 0.01
-    B, C = torch.randn(1, T, n, generator=gen), torch.randn(1, T, n, generator=gen)
-    y, h = chunk_selective_scan(u, delta, A, B, C, delta_softplus=True, output_final_state=True)
-    y64, _ = chunk_selective_scan(u.double(), delta.double(), A.double(), B.double(), C.double(), delta_softplus=True)
-    assert torch.isfinite(y).all() and torch.isfinite(h).all()
-    assert_close("float32 vs float64 at T=65536", y, y64, 1e-5)
-
-
-def test_scan_dtypes():
-    inputs = scan_inputs(10, dtype=torch.float32)
-    y, h = chunk_selective_scan(inputs["u"].bfloat16(), inputs["delta"], inputs["A"], inputs["B"], inputs["C"], output_final_state=True)
+def test_dtypes_of_outputs_and_states():
+    example = SELECTIVE_SCAN.example_inputs(10, case="gated", dtype=torch.float32)
+    u, *rest = example.args
+    y, h = selective_scan(u.bfloat16(), *rest, **example.kwargs, output_final_state=True)
     assert y.dtype == torch.bfloat16 and h.dtype == torch.float32
-    inputs = scan_inputs(10, complex_state=True)
-    _, h = naive_selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], output_final_state=True)
+    example = SELECTIVE_SCAN.example_inputs(10, case="complex")
+    _, h = naive_selective_scan(*example.args, **example.kwargs, output_final_state=True)
     assert h.dtype == torch.complex128
+    example = DIAG_SSM.example_inputs(10, case="real")
+    y, h = diag_ssm(*example.args, **example.kwargs, output_final_state=True, impl="conv")
+    assert y.dtype == torch.float64 and not h.is_complex()
+    a, b = LINEAR_SCAN.example_inputs(10, case="real", dtype=torch.bfloat16).args
+    h, final = LINEAR_SCAN.function(a, b, output_final_state=True)
+    assert h.dtype == torch.bfloat16 and final.dtype == torch.float32
 
 
-def test_forms_share_signatures_and_dispatch():
-    for forms, reference in ((FORMS, naive_selective_scan), (DIAG_FORMS, naive_diag_ssm), (DENSE_FORMS, naive_dense_ssm)):
-        for name, form in forms.items():
-            assert inspect.signature(form) == inspect.signature(reference), f"{name} differs from {reference.__name__}"
-    inputs = scan_inputs(20)
-    args = (inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"])
-    assert_close("auto", selective_scan(*args)[0], naive_selective_scan(*args)[0], 1e-12)
-    with pytest.raises(ValueError, match="no 'triton' form"):
-        selective_scan(*args, impl="triton")
+def test_messages_name_the_argument_and_the_expected_value():
+    u, delta, A, B, C = SELECTIVE_SCAN.example_inputs(5).args
+    with pytest.raises(ValueError, match=r"delta has shape \[2, 4, 6\]; expected \[B, T, D\] = \[2, 5, 6\]"):
+        selective_scan(u, delta[:, :4], A, B, C)
+    with pytest.raises(ValueError, match=r"A has shape \[3, 4\]; expected \[D, N\] with D = 6"):
+        selective_scan(u, delta, A[:3], B, C)
+    with pytest.raises(ValueError, match=r"initial_state has shape \[2, 6, 3\]; expected \[B, D, N\] = \[2, 6, 4\]"):
+        selective_scan(u, delta, A, B, C, initial_state=torch.zeros(2, 6, 3, dtype=torch.float64))
+    grouped = torch.zeros(2, 5, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="G = 4 groups; expected a divisor of D = 6"):
+        selective_scan(u, delta, A, grouped, grouped)
+    u, A_bar, B_bar, C = DIAG_SSM.example_inputs(5).args
+    with pytest.raises(ValueError, match=r"B_bar has shape \[6, 2\]; expected \[H, N\] = \[6, 4\]"):
+        diag_ssm(u, A_bar, B_bar[:, :2], C)
+    with pytest.raises(ValueError, match=r"impl must be one of \['auto', 'naive', 'conv'\]"):
+        diag_ssm(u, A_bar, B_bar, C, impl="chunk")
+    a, b = LINEAR_SCAN.example_inputs(5).args
+    with pytest.raises(ValueError, match=r"a has shape \[2, 4, 6\] but b has \[2, 5, 6\]; expected equal"):
+        LINEAR_SCAN.function(a[:, :4], b)
 
 
-def test_bad_inputs_name_the_argument():
-    inputs = scan_inputs(5)
-    args = dict(u=inputs["u"], delta=inputs["delta"], A=inputs["A"], B=inputs["B"], C=inputs["C"])
-    with pytest.raises(ValueError, match=r"delta has shape \[2, 4, 6\]; expected \[2, 5, 6\]"):
-        selective_scan(**{**args, "delta": inputs["delta"][:, :4]})
-    with pytest.raises(ValueError, match="A must have shape"):
-        selective_scan(**{**args, "A": inputs["A"][:3]})
-    with pytest.raises(ValueError, match="initial_state has shape"):
-        selective_scan(**args, initial_state=torch.zeros(2, 6, 3, dtype=torch.float64))
-    with pytest.raises(ValueError, match="groups"):
-        selective_scan(**{**args, "B": torch.zeros(2, 5, 4, 4, dtype=torch.float64), "C": torch.zeros(2, 5, 4, 4, dtype=torch.float64)})
-    with pytest.raises(ValueError, match="B_bar has shape"):
-        diag_ssm(inputs["u"], A_bar=inputs["A"], B_bar=inputs["A"][:, :2], C=inputs["A"])
-
-
-def lti_inputs(T, method, seed=0, real=False):
-    gen = torch.Generator().manual_seed(seed)
-    H = 3
-    A = torch.complex(-torch.rand(H, N, generator=gen, dtype=torch.float64) - 0.1, torch.randn(H, N, generator=gen, dtype=torch.float64) * 5)
-    if real:
-        A = A.real
-    dt = torch.rand(H, generator=gen, dtype=torch.float64) * 0.1 + 1e-3
-    A_bar, B_bar = discretize(A, dt, method=method, length=64)
-    C = torch.randn(H, N, generator=gen, dtype=A.dtype)
-    u = torch.randn(BATCH, T, H, generator=gen, dtype=torch.float64)
-    h0 = torch.randn(BATCH, H, N, generator=gen, dtype=A.dtype)
-    D = torch.randn(H, generator=gen, dtype=torch.float64)
-    return dict(u=u, A_bar=A_bar, B_bar=B_bar, C=C, D=D, initial_state=h0)
-
-
-LTI_ARGS = ["u", "A_bar", "B_bar", "C", "D", "initial_state"]
-
-
-def run_lti(form, inputs):
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
-    y, h = form(leaves["u"], **{k: leaves[k] for k in LTI_ARGS[1:]}, output_final_state=True)
-    return [y, h, *grads(loss(y, h), [leaves[k] for k in LTI_ARGS])]
+def discretised_diag_inputs(T: int, method: str, real: bool = False) -> Example:
+    """The diagonal family's example with Ā, B̄ from continuous A, Δ and `method`."""
+    example = DIAG_SSM.example_inputs(T, case="real" if real else "complex")
+    gen = torch.Generator().manual_seed(3)
+    H, N = example.args[1].shape
+    A = -torch.rand(H, N, generator=gen, dtype=torch.float64) - 0.1
+    if not real:
+        A = torch.complex(A, torch.randn(H, N, generator=gen, dtype=torch.float64) * 5)
+    step = torch.rand(H, generator=gen, dtype=torch.float64) * 0.1 + 1e-3
+    A_bar, B_bar = discretize(A, step, method=method, length=64)
+    u, _, _, C = example.args
+    example.args = (u, leaf(A_bar), leaf(B_bar), C)
+    return example
 
 
 @pytest.mark.parametrize("method", ["zoh", "bilinear", "dss"])
-@pytest.mark.parametrize("T", [1, 63, 100])
-def test_convolution_matches_recurrence(T, method):
-    """FFT convolution (with the initial state's exact free response) == the recurrence."""
-    inputs = lti_inputs(T, method)
-    names = ["y", "final_state"] + [f"d{k}" for k in LTI_ARGS]
-    compare(run_lti(conv_diag_ssm, inputs), run_lti(naive_diag_ssm, inputs), names, 1e-10, f"{method} T={T}")
+@pytest.mark.parametrize("real", [False, True])
+def test_convolution_of_discretised_systems(method, real):
+    """Ā, B̄ as each discretisation makes them (small steps, |Ā| near 1)."""
+    check(DIAG_SSM, discretised_diag_inputs(100, method, real), "conv", label=method)
 
 
-def test_convolution_real_state():
-    inputs = lti_inputs(65, "zoh", real=True)
-    names = ["y", "final_state"] + [f"d{k}" for k in LTI_ARGS]
-    out, ref = run_lti(conv_diag_ssm, inputs), run_lti(naive_diag_ssm, inputs)
-    assert not out[1].is_complex()
-    compare(out, ref, names, 1e-10, "real state")
+def test_zoh_small_steps_and_bilinear():
+    """ZOH's B̄ = (exp(ΔA) − 1)/A · B keeps its digits for tiny Δ (expm1), and bilinear
+    is (1 + ΔA/2)/(1 − ΔA/2)."""
+    A = torch.tensor([[-0.5 + 3j, -2.0 + 0j]], dtype=torch.complex128)
+    step = torch.tensor([1e-12], dtype=torch.float64)
+    A_bar, B_bar = discretize(A, step)
+    assert_close("ZOH B̄ at Δ = 1e-12", B_bar, torch.full_like(B_bar, 1e-12) * (1 + step * A / 2), 1e-15)
+    assert_close("ZOH Ā", A_bar, torch.exp(step * A), 1e-15)
+    step = torch.tensor([0.3], dtype=torch.float64)
+    A_bar, B_bar = discretize(A, step, method="bilinear")
+    assert_close("bilinear Ā", A_bar, (1 + 0.15 * A) / (1 - 0.15 * A), 1e-15)
+    assert_close("bilinear B̄", B_bar, 0.3 / (1 - 0.15 * A), 1e-15)
 
 
-def test_convolution_long_sequence():
-    """T = 65536: the convolution equals the parallel-scan recurrence in float64 and is
-    finite in float32."""
-    gen = torch.Generator().manual_seed(5)
-    T, H, n = 65536, 2, 4
-    A = diagonal_init("lin", n)[None].expand(H, n)
-    dt = torch.tensor([1e-3, 0.1], dtype=torch.float64)
-    A_bar, B_bar = discretize(A, dt)
-    C = torch.randn(H, n, generator=gen, dtype=torch.complex128)
-    u = torch.randn(1, T, H, generator=gen, dtype=torch.float64)
-    y, h = conv_diag_ssm(u, A_bar=A_bar, B_bar=B_bar, C=C, output_final_state=True)
-    states = linear_recurrence(A_bar.expand(1, T, H, n), B_bar * u[..., None].to(B_bar.dtype))
-    assert_close("conv vs scan at T=65536", y, (states * C).sum(-1).real, 1e-8)
-    assert_close("final state", h, states[:, -1], 1e-8)
-    y32, _ = conv_diag_ssm(u.float(), A_bar=A_bar.to(torch.complex64), B_bar=B_bar.to(torch.complex64), C=C.to(torch.complex64))
-    assert torch.isfinite(y32).all()
-    assert_close("float32 conv", y32, y, 1e-4)
+def test_conjugate_pairs_fold_into_twice_the_readout():
+    """A real signal through N/2 complex states with 2C equals it through all N states of
+    the conjugate pairs, and the full pair set gives a real final-state response."""
+    example = DIAG_SSM.example_inputs(50, case="complex")
+    u, A_bar, B_bar, C = (x.detach() for x in example.args)
+    h0 = example.kwargs["initial_state"].detach()
+    half, _ = diag_ssm(u, A_bar, B_bar, 2 * C, initial_state=h0)
+    pairs = [torch.cat([x, x.conj()], dim=-1) for x in (A_bar, B_bar, C, h0)]
+    full, final = diag_ssm(u, *pairs[:3], initial_state=pairs[3], output_final_state=True)
+    assert_close("half with 2C vs the full conjugate set", half, full, 1e-12)
+    assert_close("conjugate halves of the state", final[..., 4:], final[..., :4].conj(), 1e-12)
 
 
 @pytest.mark.parametrize("measure", ["legs", "legt", "fout"])
-def test_dense_convolution_matches_recurrence(measure):
-    gen = torch.Generator().manual_seed(6)
-    H, n, T = 3, 8, 70
-    A, B = hippo(measure, n)
-    dt = torch.rand(H, generator=gen, dtype=torch.float64) * 0.1 + 1e-3
-    A_bar, B_bar = discretize_dense(A.expand(H, n, n), dt, B.expand(H, n))
-    inputs = dict(
-        u=torch.randn(BATCH, T, H, generator=gen, dtype=torch.float64), A_bar=A_bar, B_bar=B_bar,
-        C=torch.randn(H, n, generator=gen, dtype=torch.float64), D=torch.randn(H, generator=gen, dtype=torch.float64),
-        initial_state=torch.randn(BATCH, H, n, generator=gen, dtype=torch.float64),
-    )
-    names = ["y", "final_state"] + [f"d{k}" for k in LTI_ARGS]
-    compare(run_lti(conv_dense_ssm, inputs), run_lti(naive_dense_ssm, inputs), names, 1e-10, measure)
+def test_dense_convolution_of_hippo_systems(measure):
+    """LSSL's systems: HiPPO A, B bilinear with small steps."""
+    example = DENSE_SSM.example_inputs(70, case="real", states=8)
+    u, _, _, C = example.args
+    H, N = C.shape
+    A, B = hippo(measure, N)
+    step = torch.rand(H, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * 0.1 + 1e-3
+    A_bar, B_bar = discretize_dense(A.expand(H, N, N), step, B.expand(H, N))
+    example.args = (u, leaf(A_bar), leaf(B_bar), C)
+    check(DENSE_SSM, example, "conv", label=measure)
+
+
+def test_dplr_family_on_hippo_legs():
+    """S4's own system, HiPPO-LegS in its NPLR basis (N = 16), by the Cauchy kernel."""
+    N = 16
+    Lambda, P, B, _ = nplr("legs", N)
+    example = DPLR_SSM.example_inputs(100, states=N)
+    u, _, _, _, C, step = example.args
+    H = C.shape[0]
+    example.args = (u, leaf(Lambda.expand(H, N)), leaf(P.expand(H, 1, N)), leaf(B.expand(H, N)), C, step)
+    check(DPLR_SSM, example, "conv", label="HiPPO-LegS")
+
+
+@pytest.mark.parametrize("impl", ["naive", "conv"])
+def test_a_diagonal_transition_is_the_dense_one_with_that_diagonal(impl):
+    """diag_ssm and dense_ssm share one spec: Ā [H, N] stands for the matrix diag(Ā)."""
+    example = DIAG_SSM.example_inputs(30, case="complex")
+    u, A_bar, B_bar, C = (x.detach() for x in example.args)
+    kwargs = {name: x.detach() for name, x in example.kwargs.items()}
+    y, x = diag_ssm(u, A_bar, B_bar, C, **kwargs, output_final_state=True, impl=impl)
+    y_dense, x_dense = dense_ssm(u, torch.diag_embed(A_bar), B_bar, C, **kwargs, output_final_state=True, impl=impl)
+    assert_close("y", y, y_dense, 1e-12)
+    assert_close("final state", x, x_dense, 1e-12)
+
+
+def test_each_form_is_exported_under_its_name():
+    import recur.ops.ssm as ssm
+
+    for family in (SELECTIVE_SCAN, DIAG_SSM, DENSE_SSM, DPLR_SSM, LINEAR_SCAN):
+        assert getattr(ssm, family.name) is family.function
+        for form, function in family.forms.items():
+            assert getattr(ssm, f"{form}_{family.name}") is function and form in function.__name__
 
 
 def test_hippo_entries():
@@ -274,10 +280,10 @@ def test_dplr_kernel_equals_krylov_kernel(rank_measure):
     Lambda, P, B, _ = nplr(rank_measure, n)
     r = P.shape[0]
     C = torch.randn(H, n, generator=gen, dtype=torch.complex128)
-    dt = torch.rand(H, generator=gen, dtype=torch.float64) * 0.1 + 1e-3
-    K = dplr_kernel(Lambda.expand(H, n), P.expand(H, r, n), P.expand(H, r, n), B.expand(H, n), C, dt, L)
+    step = torch.rand(H, generator=gen, dtype=torch.float64) * 0.1 + 1e-3
+    K = dplr_kernel(Lambda.expand(H, n), P.expand(H, r, n), P.expand(H, r, n), B.expand(H, n), C, step, L)
     A = torch.diag(Lambda) - P.T @ P.conj()
-    A_bar, B_bar = discretize_dense(A.expand(H, n, n), dt, B.expand(H, n))
+    A_bar, B_bar = discretize_dense(A.expand(H, n, n), step, B.expand(H, n))
     K_ref = torch.einsum("hnl,hn->hl", krylov(A_bar.transpose(-1, -2), C, L), B_bar).real
     assert_close("DPLR kernel", K, K_ref, 1e-10)
 
@@ -296,9 +302,42 @@ def test_dplr_discretisation_equals_dense():
     H, n = 3, 8
     Lambda, P, B, _ = nplr("legt", n)
     r = P.shape[0]
-    dt = torch.rand(H, generator=gen, dtype=torch.float64) * 0.5 + 1e-3
+    step = torch.rand(H, generator=gen, dtype=torch.float64) * 0.5 + 1e-3
     A = torch.diag(Lambda) - P.T @ P.conj()
-    A_bar, B_bar = discretize_dplr(Lambda.expand(H, n), P.expand(H, r, n), P.expand(H, r, n), B.expand(H, n), dt)
-    A_ref, B_ref = discretize_dense(A.expand(H, n, n), dt, B.expand(H, n))
+    A_bar, B_bar = discretize_dplr(Lambda.expand(H, n), P.expand(H, r, n), P.expand(H, r, n), B.expand(H, n), step)
+    A_ref, B_ref = discretize_dense(A.expand(H, n, n), step, B.expand(H, n))
     assert_close("Woodbury Ā", A_bar, A_ref, 1e-12)
     assert_close("Woodbury B̄", B_bar, B_ref, 1e-12)
+
+
+def test_selective_scan_long_sequence_stable():
+    """T = 65536 in float32: finite, and equal to the float64 scan."""
+    def inputs(dtype):
+        example = SELECTIVE_SCAN.example_inputs(65536, batch=1, case="gated", dtype=dtype, channels=2, states=2, seed=4)
+        return example.args, example.kwargs
+
+    with torch.no_grad():
+        args, kwargs = inputs(torch.float64)
+        y64, _ = selective_scan(*args, **kwargs)
+        args, kwargs = inputs(torch.float32)
+        y, h = selective_scan(*args, **kwargs, output_final_state=True)
+    assert torch.isfinite(y).all() and torch.isfinite(h).all()
+    assert_close("float32 vs float64 at T=65536", y, y64, 1e-5)
+
+
+def test_convolution_long_sequence():
+    """T = 65536: the convolution equals the parallel-scan recurrence in float64 and is
+    finite in float32."""
+    gen = torch.Generator().manual_seed(5)
+    T, H, n = 65536, 2, 4
+    A = diagonal_init("lin", n)[None].expand(H, n)
+    A_bar, B_bar = discretize(A, torch.tensor([1e-3, 0.1], dtype=torch.float64))
+    C = torch.randn(H, n, generator=gen, dtype=torch.complex128)
+    u = torch.randn(1, T, H, generator=gen, dtype=torch.float64)
+    y, h = conv_diag_ssm(u, A_bar, B_bar, C, output_final_state=True)
+    states = linear_recurrence(A_bar.expand(1, T, H, n), B_bar * u[..., None].to(B_bar.dtype))
+    assert_close("conv vs scan at T=65536", y, (states * C).sum(-1).real, 1e-8)
+    assert_close("final state", h, states[:, -1], 1e-8)
+    y32, _ = conv_diag_ssm(u.float(), A_bar.to(torch.complex64), B_bar.to(torch.complex64), C.to(torch.complex64))
+    assert torch.isfinite(y32).all()
+    assert_close("float32 conv", y32, y, 1e-4)

@@ -1,8 +1,8 @@
 """The Triton kernels compiled ahead of time for an H100 (sm_90), without a device.
 
-Every kernel of the GLA and delta-rule families compiles with the tiles, warps and stages
-its launcher uses and fits the 227 KiB of shared memory a program may have there (a launch
-that asks for more fails). The machine code is then read with the CUDA tools Triton ships:
+Every kernel of the GLA and delta-rule families (their kernels.py) compiles with the tiles,
+warps and stages its launcher (their triton.py) uses and fits the 227 KiB of shared memory a
+program may have there (a launch that asks for more fails). The machine code is then read with the CUDA tools Triton ships:
 the whole-chunk GLA kernels must multiply on the tensor cores with warpgroup instructions
 (HGMMA) and keep their registers without spilling, the two things that made the sub-chunk
 kernels they replace slow.
@@ -30,6 +30,7 @@ triton = pytest.importorskip("triton")
 pytestmark = pytest.mark.slow
 
 SM90_SHARED_BYTES = 232448
+# the launch modules: launch settings, and their kernels as `.kernels`
 FAMILIES = {"gla": "recur.ops.gla.triton", "delta": "recur.ops.delta.triton"}
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # pointers to tensors in the inputs' dtype; every other pointer is a float32 buffer
@@ -42,7 +43,7 @@ INDEX_POINTERS = {"cu_ptr": "*i32", "last_ptr": "*i32"}
 
 
 def load_compiled(name):
-    """The kernel module loaded for compilation (not the interpreter)."""
+    """The launch module, its kernels loaded for compilation (not the interpreter)."""
     return load_kernel_module(name, interpret=False)
 
 
@@ -60,65 +61,85 @@ def modules():
             load_kernel_module(name)
 
 
-def delta_launches(m, K, V, dtype_name):
-    """(kernel, constexprs, warps, stages) for every launch of a forward and backward."""
+def launch_precision(m, dtype_name):
+    """The products' input precision the launcher `m` asks for with inputs of `dtype_name`."""
     import torch
 
-    precision = m._precision(getattr(torch, DTYPES[dtype_name]))
-    cfg = m._launch(K, V)
+    from recur.ops.common.launch import precision
+
+    return precision(getattr(torch, DTYPES[dtype_name]), m.FLOAT32_PRODUCTS)
+
+
+def delta_launches(m, K, V, dtype_name):
+    """(kernel, constexprs, warps, stages) for every launch of a forward and backward, and
+    of decoding."""
+    from recur.ops.common.launch import pow2
+
+    kernels = m.kernels
+    precision = launch_precision(m, dtype_name)
+    cfg = m._launch_config(K, V)
     common = dict(H=16, K=K, V=V, C=m.CHUNK)
     walk = dict(common, BK=cfg["BK"], BV=cfg["BV"], HAS_H0=True, VARLEN=False, PRECISION=precision)
     out = []
     for store_t in (False, True):
-        out.append((m._prepare_kernel, dict(
-            common, BK=cfg["BK"], BV=m._pow2(min(V, 2 * m.VALUE_TILE)), LOG2_C=m.CHUNK.bit_length() - 1,
+        out.append((kernels.prepare, dict(
+            common, BK=cfg["BK"], BV=pow2(min(V, 2 * m.VALUE_TILE)), LOG2_C=m.CHUNK.bit_length() - 1,
             HAS_G=True, STORE_T=store_t, PRECISION=precision,
         ), m.WARPS["prepare"], m.STAGES))
-    out.append((m._walk_kernel, dict(walk, OUTPUT=True, STORE_U=False, STORE_STATES=False, STORE_FINAL=True), m.WARPS["walk"], m.STAGES))
-    out.append((m._walk_kernel, dict(walk, OUTPUT=False, STORE_U=True, STORE_STATES=True, STORE_FINAL=False), m.WARPS["walk"], m.STAGES))
-    out.append((m._walk_kernel, dict(
+    out.append((kernels.walk, dict(walk, OUTPUT=True, STORE_U=False, STORE_STATES=False, STORE_FINAL=True), m.WARPS["walk"], m.STAGES))
+    out.append((kernels.walk, dict(walk, OUTPUT=False, STORE_U=True, STORE_STATES=True, STORE_FINAL=False), m.WARPS["walk"], m.STAGES))
+    out.append((kernels.walk, dict(
         walk, OUTPUT=True, STORE_U=False, STORE_STATES=False, STORE_FINAL=True, VARLEN=True,
     ), m.WARPS["walk"], m.STAGES))
     for intra_given, varlen in ((False, False), (True, False), (False, True)):
-        out.append((m._reverse_walk_kernel, dict(
+        out.append((kernels.reverse_walk, dict(
             common, BK=cfg["BK"], BV=cfg["BV"], HAS_DHT=True, INTRA_GIVEN=intra_given, VARLEN=varlen,
             PRECISION=precision,
         ), m.WARPS["walk"], m.STAGES))
     per_chunk = dict(common, BK=cfg["BK"], BV=cfg["BV"], PRECISION=precision)
-    out.append((m._outputs_kernel, per_chunk, m.WARPS["gradient"], m.STAGES))
-    out.append((m._intra_gradient_kernel, per_chunk, m.WARPS["gradient"], m.STAGES))
-    out.append((m._gradient_values_kernel, dict(common, BK=cfg["BK"], BV=cfg["BV"], PRECISION=precision), m.WARPS["gradient"], m.STAGES))
-    keys = dict(H=16, K=K, C=m.CHUNK, BK=m._pow2(min(K, m.KEY_BLOCK)), HAS_G=True, PRECISION=precision)
-    out.append((m._gradient_keys_kernel, keys, m.WARPS["gradient"], m.STAGES))
+    out.append((kernels.outputs, per_chunk, m.WARPS["gradient"], m.STAGES))
+    out.append((kernels.intra_gradient, per_chunk, m.WARPS["gradient"], m.STAGES))
+    out.append((kernels.gradient_values, dict(common, BK=cfg["BK"], BV=cfg["BV"], PRECISION=precision), m.WARPS["gradient"], m.STAGES))
+    keys = dict(H=16, K=K, C=m.CHUNK, BK=pow2(min(K, m.KEY_BLOCK)), HAS_G=True, PRECISION=precision)
+    out.append((kernels.gradient_keys, keys, m.WARPS["gradient"], m.STAGES))
+    out.append((kernels.recurrent, dict(
+        H=16, K=K, V=V, BK=pow2(K, 1), BV=min(pow2(V, 1), 32), HAS_G=True, HAS_H0=True, STORE_FINAL=True, VARLEN=True,
+    ), 4, 3))
     return out
 
 
 def gla_launches(m, K, V, dtype_name, scalar_gate=False):
-    """(kernel, constexprs, warps, stages) for every launch of a forward and backward."""
-    import torch
+    """(kernel, constexprs, warps, stages) for every launch of a forward and backward, and
+    of decoding."""
+    from recur.ops.common.launch import pow2
 
-    precision = m._precision(getattr(torch, DTYPES[dtype_name]))
+    kernels = m.kernels
+    precision = launch_precision(m, dtype_name)
     cfg = m._launch_config(K, V)
     gates = dict(SCALAR_GATE=scalar_gate, HAS_SIGN=scalar_gate)
     chunk = dict(H=16, K=K, V=V, C=m.CHUNK, KP=cfg["KP"], PRECISION=precision, **gates)
-    out = [(m._gate_cumsum_kernel, dict(
+    out = [(kernels.gate_cumsum, dict(
         H=16, KG=1 if scalar_gate else K, BKG=1 if scalar_gate else cfg["KP"], C=m.CHUNK, HAS_G=True, HAS_SIGN=scalar_gate,
     ), 4, 1)]
     for reverse, varlen in ((False, False), (True, False), (False, True)):
-        out.append((m._chunk_state_kernel, dict(
+        out.append((kernels.chunk_states, dict(
             H=16, K=K, V=V, BK=cfg["BKS"], BV=cfg["BVS"], C=m.CHUNK, REVERSE=reverse, HAS_H0=True,
             STORE_FINAL=True, VARLEN=varlen, PRECISION=precision, **gates,
         ), m.WARPS["states"], m.STAGES["packed_states" if varlen else "states"]))
-    out.append((m._chunk_output_kernel, dict(
+    out.append((kernels.chunk_outputs, dict(
         chunk, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], c=m.SUB_CHUNK,
     ), m.WARPS["output"], m.STAGES["output"]))
     for varlen in (False, True):
-        out.append((m._chunk_backward_kernel, dict(
+        out.append((kernels.chunk_backward, dict(
             chunk, BK=cfg["BK"], BV=cfg["BV"], BKD=cfg["BKD"], c=m.SUB_CHUNK, NEED_DG=True, VARLEN=varlen,
         ), m.WARPS["backward"], m.STAGES["backward"]))
-    out.append((m._chunk_values_backward_kernel, dict(
+    out.append((kernels.chunk_values_backward, dict(
         chunk, BK=cfg["BK"], BV=cfg["BVD"], BKD=cfg["BKD"], c=m.SUB_CHUNK,
     ), m.WARPS["values"], m.STAGES["values"]))
+    out.append((kernels.recurrent, dict(
+        H=16, K=K, V=V, BK=pow2(K, 1), BV=min(pow2(V, 1), 64), HAS_G=True, SCALAR_GATE=scalar_gate, HAS_SIGN=scalar_gate,
+        HAS_H0=True, STORE_FINAL=True, VARLEN=True,
+    ), 4, 3))
     return out
 
 
@@ -190,11 +211,11 @@ def test_gla_whole_chunk_kernels_use_warpgroup_products_without_spills(modules, 
     m = modules["gla"]
     for kernel, constexprs, warps, stages in gla_launches(m, 128, 128, "bf16", scalar_gate):
         name = kernel.__name__
-        if name not in ("_chunk_output_kernel", "_chunk_backward_kernel", "_chunk_values_backward_kernel"):
+        if name not in ("chunk_outputs", "chunk_backward", "chunk_values_backward"):
             continue
         code = machine_code(compile_sm90(kernel, constexprs, warps, stages, "bf16"))
         assert code["HGMMA"] > 0, f"{name}: no warpgroup matrix products: {code}"
-        if scalar_gate or name != "_chunk_backward_kernel":
+        if scalar_gate or name != "chunk_backward":
             assert code["spilled_bytes"] == 0, f"{name}: spills registers: {code}"
 
 

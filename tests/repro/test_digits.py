@@ -107,7 +107,7 @@ def main(argv: list[str]) -> None:
     with multiprocessing.get_context("fork").Pool(2) as pool:
         results = pool.map(_job, jobs)
     listops, digits = results[0], list(zip(jobs[1:], results[1:], strict=True))
-    labels = build_task("listops").sample(512, torch.Generator().manual_seed(1), "valid")["labels"]
+    labels = build_task("listops").sample(512, torch.Generator().manual_seed(1), "val")["labels"]
     majority = torch.bincount(labels, minlength=10).max().item() / len(labels)
     lines = [
         "# Pixel-by-pixel digits and small ListOps",

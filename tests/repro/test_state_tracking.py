@@ -83,10 +83,10 @@ RECALL = {"train.eval_every": 50, "train.threads": 1}
 
 
 def test_mqar_gated_deltanet_recalls_where_gla_does_not():
-    delta = run("recall", "gated_deltanet", {"num_heads": 2}, RECALL)
-    assert delta.metric_name == "valid/accuracy"
+    delta = run("recall_small", "gated_deltanet", {"num_heads": 2}, RECALL)
+    assert delta.metric_name == "val/accuracy"
     assert delta.metric >= 0.99, f"Gated DeltaNet: MQAR accuracy {delta.metric:.3f}"
-    gla = run("recall", "gla", {"num_heads": 2, "expand_k": 1.0}, {**RECALL, "train.steps": delta.steps})
+    gla = run("recall_small", "gla", {"num_heads": 2, "expand_k": 1.0}, {**RECALL, "train.steps": delta.steps})
     # the same steps: the delta rule writes each value against what the memory already
     # returns for its key, so keys that are not orthogonal interfere less than in GLA's
     # additive memory (GLA also has no short convolution to pair a key with its value)
@@ -103,11 +103,11 @@ def test_s3_needs_two_householder_steps():
     two = run("permutation", "deltaproduct", {**S3_OPTIONS, "num_householder": 2}, S3)
     assert two.metric >= 0.99, f"DeltaProduct n_h = 2: token accuracy {two.metric:.3f}"
     # whole strings right at every position: at the training length and at twice it
-    assert two.metrics["valid/sequence_accuracy"] >= 0.6
+    assert two.metrics["val/sequence_accuracy"] >= 0.6
     assert two.metrics["test/accuracy"] >= 0.9
     one = run("permutation", "deltaproduct", {**S3_OPTIONS, "num_householder": 1}, {**S3, "train.steps": two.steps})
     # one reflection per token tracks the sign of the permutation but cannot rotate (a
     # 3-cycle is a rotation by 120°, a product of two reflections): some positions are
     # right, whole strings are not
-    assert one.metrics["valid/sequence_accuracy"] <= 0.05, f"DeltaProduct n_h = 1: {one.metrics}"
+    assert one.metrics["val/sequence_accuracy"] <= 0.05, f"DeltaProduct n_h = 1: {one.metrics}"
     assert one.metric < 0.9, f"DeltaProduct n_h = 1: token accuracy {one.metric:.3f}"

@@ -148,8 +148,8 @@ def test_mod_arith_curriculum_widens_the_training_lengths():
             lengths.add(len(tokens))
             assert labels[len(tokens) - 1] - PLAIN["number"] == _evaluate_plain(tokens)
         assert min(lengths) == 2 and high - 1 <= max(lengths) <= high
-    # evaluation splits never follow the curriculum
-    assert task.sample(8, gen(), "valid")["inputs"].shape == (8, 40)
+    # evaluation splits never follow the curriculum: val and test are drawn at the test lengths
+    assert task.sample(8, gen(), "val")["inputs"].shape == (8, 256)
 
 
 @pytest.mark.parametrize("name", ["parity", "mod_arith", "permutation", "mqar"])
@@ -230,8 +230,9 @@ def test_digits_split_and_permutation():
     plain = build_task("digits")
     permuted = build_task("digits", permuted=True)
     assert plain.vocab_size == 17 and plain.num_outputs == 10 and plain.head == "classify"
-    test = plain.sample(0, gen(), "test")
-    assert test["inputs"].shape == (359, 64) and set(test["labels"].tolist()) == set(range(10))
+    test, val = plain.sample(0, gen(), "test"), plain.sample(0, gen(), "val")
+    assert test["inputs"].shape == (179, 64) and set(test["labels"].tolist()) == set(range(10))
+    assert val["inputs"].shape == (180, 64) and plain.sample(0, gen(), "train")["inputs"].shape == (0, 64)
     test_p = permuted.sample(0, gen(), "test")
     assert torch.equal(test["labels"], test_p["labels"])
     assert not torch.equal(test["inputs"], test_p["inputs"])
@@ -244,6 +245,20 @@ def test_digits_split_and_permutation():
     assert plain.metrics(torch.eye(10)[test["labels"]], test["labels"]) == {"accuracy": 1.0}
 
 
+def test_digits_2d_reads_the_split_of_digits_as_images():
+    from recur.tasks.digits import DigitsConfig
+    from recur.tasks.digits_2d import Digits2D
+
+    flat, images = build_task("digits"), build_task("digits_2d")
+    for split in ("val", "test"):
+        pixels, scaled_images = flat.sample(0, gen(), split), images.sample(0, gen(), split)
+        assert torch.equal(pixels["labels"], scaled_images["labels"])
+        assert torch.equal(scaled_images["inputs"], (pixels["inputs"].float() / 16).view(-1, 1, 8, 8))
+    assert images.image_shape == (1, 8, 8) and images.num_outputs == 10 and images.tokens_per_example() == 64
+    with pytest.raises(TypeError, match="takes a Digits2DConfig; got DigitsConfig"):
+        Digits2D(DigitsConfig())
+
+
 def test_unknown_task_and_option_are_named():
     with pytest.raises(ValueError, match="unknown task 'parit'; did you mean 'parity'"):
         build_task("parit")
@@ -252,6 +267,20 @@ def test_unknown_task_and_option_are_named():
     with pytest.raises(ValueError, match=r"task.group must be one of"):
         build_task("permutation", group="S6")
     assert {"parity", "mod_arith", "permutation", "mqar", "digits"} <= set(TASKS)
+
+
+def test_a_taken_task_name_is_refused():
+    from recur.tasks import register_task
+    from recur.tasks.parity import Parity
+
+    class Impostor(Parity):
+        pass
+
+    with pytest.raises(ValueError, match="task 'mqar' is already registered"):
+        register_task("mqar")(Impostor)
+    assert Impostor.name == "parity" and TASKS["parity"] is Parity
+    # registering the same class again (a re-imported module) is not an error
+    assert register_task("parity")(Parity) is Parity
 
 
 def test_all_groups_closed_under_composition():
@@ -291,7 +320,7 @@ def test_induction_heads_answer_follows_the_first_special_token():
 def test_lm_windows_and_bits_per_byte(tmp_path):
     text = "the quick brown fox jumps over the lazy dog. " * 40
     (tmp_path / "a.txt").write_text(text)
-    task = build_task("lm", path=str(tmp_path / "a.txt"), seq_len=16, valid_fraction=0.25)
+    task = build_task("lm", path=str(tmp_path / "a.txt"), seq_len=16, held_out_fraction=0.25)
     corpus = text.encode()
     batch = task.sample(10, gen(), "train")
     assert torch.equal(batch["inputs"][:, 1:], batch["labels"][:, :-1])
@@ -309,12 +338,12 @@ def test_lm_folder_and_bad_corpora(tmp_path):
     (tmp_path / "d" / "one.txt").write_text("a" * 300)
     (tmp_path / "d" / "two.txt").write_text("b" * 300)
     task = build_task("lm", path=str(tmp_path / "d"), seq_len=8)
-    assert len(task.splits()["train"]) + len(task.splits()["valid"]) == 601
+    assert len(task.splits()["train"]) + len(task.splits()["val"]) + len(task.splits()["test"]) == 601
     with pytest.raises(FileNotFoundError, match="nowhere.txt' does not exist"):
         build_task("lm", path=str(tmp_path / "nowhere.txt"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "blank.txt").write_text("")
     with pytest.raises(ValueError, match="holds an empty corpus"):
         build_task("lm", path=str(tmp_path / "empty"))
-    with pytest.raises(ValueError, match="holds 600 bytes; seq_len = 128 with valid_fraction = 0.1 needs at least 1290"):
+    with pytest.raises(ValueError, match="holds 600 bytes; seq_len = 128 with held_out_fraction = 0.1 needs at least 2580"):
         build_task("lm", path=str(tmp_path / "d"), seq_len=128)

@@ -23,8 +23,8 @@ def test_train_learns_mqar():
     result = train(tiny_mqar(), progress=False)
     first = result.history[0]["eval"]
     # chance is 1/16 (values come from the upper half of 32 tokens)
-    assert result.metric_name == "valid/accuracy" and result.metric > 0.25
-    assert result.metrics["valid/loss"] < first["valid/loss"] - 0.5
+    assert result.metric_name == "val/accuracy" and result.metric > 0.25
+    assert result.metrics["val/loss"] < first["val/loss"] - 0.5
     assert result.steps == 150 and not result.stopped_early
     assert result.num_parameters == sum(p.numel() for p in result.model.parameters())
 
@@ -39,7 +39,7 @@ def test_every_mixer_trains_a_few_steps(mixer):
     config = tiny_mqar(mixer, steps=2, eval_every=2, eval_examples=8, batch_size=8)
     result = train(config, progress=False)
     assert result.steps == 2 and result.loss == result.loss
-    assert set(result.metrics) == {"valid/accuracy", "valid/loss"}
+    assert set(result.metrics) == {"val/accuracy", "val/loss", "test/accuracy", "test/loss"}
 
 
 def test_metrics_file_and_tensorboard(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 
 import pytest
 import torch
@@ -104,3 +105,38 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     resumed = train(config, tmp_path, resume=True, progress=False)
     whole = train(config, tmp_path / "whole", progress=False)
     assert resumed.loss == whole.loss
+
+
+def test_resume_with_micro_batches_and_of_a_finished_run(tmp_path):
+    config = tiny_mqar(steps=6, checkpoint_every=2, eval_every=3, grad_accum=2)
+    whole = train(config, tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "cut", progress=False, callback=_stop_at(3))
+    resumed = train(config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.loss == whole.loss and resumed.metrics == whole.metrics
+    assert resumed.history == whole.history
+    # a finished run resumes to its last evaluation, training nothing (no step, no loss)
+    steps_run = []
+    again = train(config, tmp_path / "cut", resume=True, progress=False, callback=lambda done, _: steps_run.append(done))
+    assert steps_run == [] and again.steps == 6 and again.metrics == whole.metrics and math.isnan(again.loss)
+    for a, b in zip(whole.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_failed_model_write_keeps_the_previous_weights(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    first = {"w": torch.ones(3), "tied": None}
+    first["tied"] = first["w"]
+    ckpt.save_model(tmp_path / "model", first, {"step": 1})
+
+    def full_disk(tensors, filename, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_model(tmp_path / "model", {"w": torch.zeros(3)}, {"step": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    state, info = ckpt.load_weights(tmp_path)
+    # the tied weight comes back under both names, from the one copy written
+    assert info["step"] == 1 and torch.equal(state["w"], torch.ones(3)) and state["tied"] is state["w"]

@@ -84,3 +84,27 @@ def test_from_dict_rejects_unknown_keys():
     data["train"]["learning_rate"] = 1.0
     with pytest.raises(ValueError, match=r"unknown key train.learning_rate"):
         from_dict(data)
+
+
+@pytest.mark.parametrize(("registry", "typo", "meant"), [
+    ("recur.layers:MIXERS", "glaa", "gla"),
+    ("recur.tasks:TASKS", "parit", "parity"),
+    ("recur.recipes:RECIPES", "mqr", "mqar"),
+    ("recur.bench:OP_BENCHES", "glaa", "gla"),
+])
+def test_every_registry_names_close_matches_and_the_known_names(registry, typo, meant):
+    import importlib
+
+    module, name = registry.split(":")
+    entries = getattr(importlib.import_module(module), name)
+    # a KeyError for mapping code, a ValueError for code that checks arguments
+    for error in (KeyError, ValueError):
+        with pytest.raises(error, match=rf"unknown .*'{typo}'; did you mean '{meant}'.*Known: \[.*'{meant}'"):
+            entries[typo]
+
+
+def test_unknown_mixer_in_the_model_config_names_close_matches():
+    with pytest.raises(ValueError, match=r"unknown mixer 'glaa'; did you mean 'gla'"):
+        recipe("mqar", {"model.pattern": "glaa,attention"})
+    with pytest.raises(ValueError, match=r"model.mixer_options.glaa.num_heads: unknown mixer 'glaa'; did you mean 'gla'"):
+        recipe("mqar", {"model.mixer_options.glaa.num_heads": "2"})

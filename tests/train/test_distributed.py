@@ -44,7 +44,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     one = _single_process(tmp_path)
     assert two["steps"] == one.steps == 6
     assert two["final_loss"] == pytest.approx(one.loss, rel=1e-5)
-    assert two["metrics"]["valid/loss"] == pytest.approx(one.metrics["valid/loss"], rel=1e-5)
+    assert two["metrics"]["val/loss"] == pytest.approx(one.metrics["val/loss"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -52,7 +52,7 @@ def test_fsdp_two_processes_match_one(tmp_path):
     two = _launch(tmp_path / "fsdp", "fsdp")
     one = _single_process(tmp_path)
     assert two["final_loss"] == pytest.approx(one.loss, rel=1e-5)
-    assert two["metrics"]["valid/loss"] == pytest.approx(one.metrics["valid/loss"], rel=1e-5)
+    assert two["metrics"]["val/loss"] == pytest.approx(one.metrics["val/loss"], rel=1e-5)
 
 
 def test_model_code_never_imports_torch_distributed():

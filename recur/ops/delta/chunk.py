@@ -26,50 +26,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..common import packed_to_padded, padded_to_packed, segsum, state_dtype
+from ..common import on_padded_batch, segsum, state_dtype
 from ..common.segsum import suffix_sum_exclusive
-from .checks import check_delta_inputs
 
 CHUNK_SIZE = 64
 
 
-def chunk_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    beta: torch.Tensor,
-    g: torch.Tensor | None = None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (gated) delta rule, chunkwise. Same arguments and results as `naive_delta_rule`.
-
-    Args:
-        q, k: queries and keys [B, T, H, K].
-        v: values [B, T, H, V].
-        beta: write strength [B, T, H], in [0, 2] for eigenvalues in [−1, 1].
-        g: log decay log α (<= 0), [B, T, H]; None means no decay.
-        scale: output scale; K ** -0.5 when None.
-        initial_state: S_0, [B, H, K, V] ([N, H, K, V] with cu_seqlens), or None.
-        output_final_state: also return S_T.
-        cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
-
-    Returns:
-        (o [B, T, H, V] in v's dtype, final state [B, H, K, V] in float32/float64, or None).
-    """
-    scale = check_delta_inputs(q, k, v, beta, g, scale, initial_state, cu_seqlens)
-    out_dtype = v.dtype
-    if cu_seqlens is not None:
-        # Padding after each sequence with k = 0, beta = 0 and g = 0 leaves its state unchanged.
-        q, k, v, beta = (packed_to_padded(x, cu_seqlens) for x in (q, k, v, beta))
-        g = None if g is None else packed_to_padded(g, cu_seqlens)
-    o, final_state = _chunk_delta_rule(q, k, v, beta, g, scale, initial_state)
-    if cu_seqlens is not None:
-        o = padded_to_packed(o, cu_seqlens)
-    return o.to(out_dtype), (final_state if output_final_state else None)
+def chunk_delta_rule(q, k, v, *, beta, g, scale, initial_state, cu_seqlens):
+    """The (gated) delta rule, chunkwise; the arguments of `naive_delta_rule`, already checked."""
+    # padding after each sequence with k = 0, beta = 0 and g = 0 leaves its state unchanged
+    time_inputs = {"q": q, "k": k, "v": v, "beta": beta, "g": g}
+    o, final_state = on_padded_batch(_chunk_delta_rule, cu_seqlens, time_inputs, scale=scale, initial_state=initial_state)
+    return o.to(v.dtype), final_state
 
 
 def _chunk_delta_rule(q, k, v, beta, g, scale, initial_state):

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ..dispatch import dispatch
-from .checks import check_delta_product_inputs
 from .chunk import chunk_delta_rule
+from .naive import householder_loop
 
 
 def naive_delta_product(
@@ -49,43 +48,7 @@ def naive_delta_product(
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
     """
-    scale = check_delta_product_inputs(q, k, v, beta, g, scale, initial_state, cu_seqlens)
-    if cu_seqlens is not None:
-        outputs, finals = [], []
-        for n in range(cu_seqlens.numel() - 1):
-            start, end = int(cu_seqlens[n]), int(cu_seqlens[n + 1])
-            o, S = naive_delta_product(
-                q[:, start:end], k[:, start:end], v[:, start:end], beta=beta[:, start:end],
-                g=None if g is None else g[:, start:end], scale=scale,
-                initial_state=None if initial_state is None else initial_state[n : n + 1],
-                output_final_state=True,
-            )
-            outputs.append(o)
-            finals.append(S)
-        return torch.cat(outputs, dim=1), (torch.cat(finals) if output_final_state else None)
-
-    B, T, n_h, H, K = k.shape
-    V = v.shape[-1]
-    dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
-    q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
-    # S: [B, H, K, V]
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
-    log_decay = q.new_zeros(B, T, H) if g is None else g.to(dtype)
-    outputs = []
-    # unbind once: indexing x[:, t] inside the loop would make every step's backward
-    # write a full-length gradient, O(T²) work
-    for q_t, k_t, v_t, beta_t, g_t in zip(*(x.unbind(1) for x in (q, k, v, beta, log_decay)), strict=True):
-        if g is not None:
-            # one decay per token: S ← α_t S
-            S = g_t.exp()[..., None, None] * S
-        for k_j, v_j, beta_j in zip(k_t.unbind(1), v_t.unbind(1), beta_t.unbind(1), strict=True):
-            # Householder step j: S ← (I − β k kᵀ) S + β k vᵀ = S + k (β (v − Sᵀ k))ᵀ, [B, H, V]
-            new_value = beta_j[..., None] * (v_j - torch.einsum("bhk,bhkv->bhv", k_j, S))
-            S = S + k_j[..., :, None] * new_value[..., None, :]
-        # read after the last step: o_t = scale · S_tᵀ q_t, [B, H, V]
-        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
-    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
-    return o.to(v.dtype), (S if output_final_state else None)
+    return householder_loop(q, k, v, beta, g, scale, initial_state)
 
 
 def _interleaved(q, k, v, beta, g):
@@ -101,51 +64,14 @@ def _interleaved(q, k, v, beta, g):
     return flat(q_steps), flat(k), flat(v), flat(beta), g_steps
 
 
-def chunk_delta_product(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    beta: torch.Tensor,
-    g: torch.Tensor | None = None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """DeltaProduct, chunkwise over the interleaved micro-steps. Same arguments and
-    results as `naive_delta_product`."""
-    scale = check_delta_product_inputs(q, k, v, beta, g, scale, initial_state, cu_seqlens)
+def chunk_delta_product(q, k, v, *, beta, g, scale, initial_state, cu_seqlens):
+    """DeltaProduct, chunkwise over the interleaved micro-steps; the arguments of
+    `naive_delta_product`, already checked."""
     n_h = k.shape[2]
     q_s, k_s, v_s, beta_s, g_s = _interleaved(q, k, v, beta, g)
     o, final_state = chunk_delta_rule(
         q_s, k_s, v_s, beta=beta_s, g=g_s, scale=scale, initial_state=initial_state,
-        output_final_state=output_final_state,
         cu_seqlens=None if cu_seqlens is None else cu_seqlens * n_h,
     )
     # the output of each token is the one read at its last micro-step
     return o[:, n_h - 1 :: n_h], final_state
-
-
-PRODUCT_FORMS = {"naive": naive_delta_product, "chunk": chunk_delta_product}
-
-
-def delta_product(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    beta: torch.Tensor,
-    g: torch.Tensor | None = None,
-    scale: float | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    impl: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """DeltaProduct; `impl` is "auto", "naive" or "chunk" (see `naive_delta_product`)."""
-    form = dispatch("delta_product", PRODUCT_FORMS, impl, q)
-    return form(
-        q, k, v, beta=beta, g=g, scale=scale, initial_state=initial_state,
-        output_final_state=output_final_state, cu_seqlens=cu_seqlens,
-    )

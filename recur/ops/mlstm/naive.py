@@ -16,11 +16,19 @@ gives h_t = C_tᵀ q̂_t / (max(|n_tᵀ q̂_t|, 1) + eps).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 
-from .checks import check_mlstm_inputs, log_gates
 
-State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+class MLSTMState(NamedTuple):
+    """The mLSTM state, batch first: the memory C [B, H, K, V], the normaliser n [B, H, K]
+    and the max state m [B, H] (the log of the scale C and n are kept at)."""
+
+    C: torch.Tensor
+    n: torch.Tensor
+    m: torch.Tensor
 
 
 def naive_mlstm(
@@ -31,12 +39,12 @@ def naive_mlstm(
     i: torch.Tensor,
     f: torch.Tensor,
     scale: float | None = None,
-    initial_state: State | None = None,
+    initial_state: MLSTMState | tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
     eps: float = 1e-6,
     input_gate: str = "exp",
-) -> tuple[torch.Tensor, State | None]:
+) -> tuple[torch.Tensor, MLSTMState | None]:
     """The stabilised mLSTM as a loop over time.
 
     Args:
@@ -45,23 +53,22 @@ def naive_mlstm(
         i: input gate pre-activations ĩ [B, T, H].
         f: forget gate pre-activations f̃ [B, T, H] (f = σ(f̃)).
         scale: query scale; K ** -0.5 when None.
-        initial_state: (C [B, H, K, V], n [B, H, K], m [B, H]) ([N, ...] with cu_seqlens),
-            or None for zeros.
+        initial_state: an `MLSTMState` (C [B, H, K, V], n [B, H, K], m [B, H]), or any tuple
+            of those three tensors in that order ([N, ...] with cu_seqlens); None for zeros.
         output_final_state: also return the state after the last step.
         cu_seqlens: [N + 1] offsets of N sequences packed in a batch of one.
         eps: added to the normaliser after the max, as in the xLSTM kernels.
         input_gate: "exp" (mLSTM) or "sigmoid" (mLSTMsig).
 
     Returns:
-        (h [B, T, H, V] in v's dtype, final (C, n, m) in float32/float64, or None).
+        (h [B, T, H, V] in v's dtype, the final `MLSTMState` in float32 (float64 for float64
+        inputs), or None).
     """
-    scale = check_mlstm_inputs(q, k, v, i, f, scale, initial_state, cu_seqlens, eps, input_gate)
-    if cu_seqlens is not None:
-        return _per_sequence(q, k, v, i, f, scale, initial_state, output_final_state, cu_seqlens, eps, input_gate)
-
     B, T, H, K = q.shape
     V = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
     dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
+    out_dtype = v.dtype
     q, k, v = q.to(dtype) * scale, k.to(dtype), v.to(dtype)
     log_i, log_f = log_gates(i, f, input_gate, dtype)
     if initial_state is None:
@@ -75,31 +82,23 @@ def naive_mlstm(
     for q_t, k_t, v_t, log_i_t, log_f_t in zip(*(x.unbind(1) for x in (q, k, v, log_i, log_f)), strict=True):
         # the stabiliser: the largest log-weight any term of the state carries
         m_new = torch.maximum(log_f_t + m, log_i_t) if input_gate == "exp" else m
+        # the gates relative to it: f'_t, i'_t [B, H, 1]
         f_t = (log_f_t + m - m_new).exp()[..., None]
         i_t = (log_i_t - m_new).exp()[..., None]
         m = m_new
+        # C_t = f'_t C_{t-1} + i'_t k_t v_tᵀ [B, H, K, V]; n_t = f'_t n_{t-1} + i'_t k_t [B, H, K]
         C = f_t[..., None] * C + i_t[..., None] * k_t[..., :, None] * v_t[..., None, :]
         n = f_t * n + i_t * k_t
         # h_t = C_tᵀ q̂_t / (max(|n_tᵀ q̂_t|, exp(−m_t)) + eps); exp(−m_t) is 1 unstabilised
         numerator = torch.einsum("bhk,bhkv->bhv", q_t, C)
         denominator = torch.maximum((n * q_t).sum(-1).abs(), (-m).exp()) + eps
         outputs.append(numerator / denominator[..., None])
-    h = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
-    return h.to(v.dtype), ((C, n, m) if output_final_state else None)
+    h = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V)
+    return h.to(out_dtype), MLSTMState(C, n, m)
 
 
-def _per_sequence(q, k, v, i, f, scale, initial_state, output_final_state, cu_seqlens, eps, input_gate):
-    """Packed batches: run every sequence on its own, from its own initial state."""
-    outputs, finals = [], []
-    for s in range(cu_seqlens.numel() - 1):
-        start, end = int(cu_seqlens[s]), int(cu_seqlens[s + 1])
-        h, state = naive_mlstm(
-            q[:, start:end], k[:, start:end], v[:, start:end], i=i[:, start:end], f=f[:, start:end],
-            scale=scale,
-            initial_state=None if initial_state is None else tuple(x[s : s + 1] for x in initial_state),
-            output_final_state=True, eps=eps, input_gate=input_gate,
-        )
-        outputs.append(h)
-        finals.append(state)
-    final = tuple(torch.cat(parts) for parts in zip(*finals, strict=True)) if output_final_state else None
-    return torch.cat(outputs, dim=1), final
+def log_gates(i: torch.Tensor, f: torch.Tensor, input_gate: str, dtype: torch.dtype):
+    """log i_t and log f_t from the pre-activations: i_t = exp(ĩ_t) or σ(ĩ_t), f_t = σ(f̃_t)."""
+    i, f = i.to(dtype), f.to(dtype)
+    log_i = i if input_gate == "exp" else F.logsigmoid(i)
+    return log_i, F.logsigmoid(f)

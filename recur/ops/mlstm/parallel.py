@@ -14,27 +14,12 @@ from __future__ import annotations
 import torch
 
 from ..common import packed_to_padded, padded_to_packed, segsum, state_dtype
-from .checks import check_mlstm_inputs, log_gates
-from .naive import State
+from .naive import MLSTMState, log_gates
 
 
-def parallel_mlstm(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    i: torch.Tensor,
-    f: torch.Tensor,
-    scale: float | None = None,
-    initial_state: State | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    eps: float = 1e-6,
-    input_gate: str = "exp",
-) -> tuple[torch.Tensor, State | None]:
-    """The stabilised mLSTM over the full causal matrix. Same arguments as `naive_mlstm`;
-    the final state, when asked for, is the decay-weighted sum written out directly."""
-    scale = check_mlstm_inputs(q, k, v, i, f, scale, initial_state, cu_seqlens, eps, input_gate)
+def parallel_mlstm(q, k, v, *, i, f, scale, initial_state, cu_seqlens, eps, input_gate):
+    """The stabilised mLSTM over the full causal matrix; the arguments of `naive_mlstm`,
+    already checked. The final state is the decay-weighted sum written out directly."""
     out_dtype = v.dtype
     dtype = state_dtype(q, v)
     B, T, H, K = q.shape
@@ -57,7 +42,7 @@ def parallel_mlstm(
     log_D = segsum(log_f) + log_i[..., None, :]
     log_init = log_f.cumsum(-1) + m0[..., None]
     if input_gate == "exp":
-        m = torch.maximum(log_D.amax(-1), log_init) if T else log_init
+        m = torch.maximum(log_D.amax(-1), log_init)
     else:
         m = m0[..., None].expand_as(log_init)
     D = (log_D - m[..., None]).exp()
@@ -70,15 +55,12 @@ def parallel_mlstm(
     if cu_seqlens is not None:
         h = padded_to_packed(h, cu_seqlens)
 
-    final = None
-    if output_final_state:
-        # the last row of D and of the initial-state weights give the state after step T
-        total = log_f.sum(-1)
-        last = log_D[..., -1, :] if T else log_i[..., :0]
-        m_T = torch.maximum(total + m0, last.amax(-1)) if (input_gate == "exp" and T) else m0
-        w = (last - m_T[..., None]).exp()
-        carried = (total + m0 - m_T).exp()
-        C_T = carried[..., None, None] * C0 + (k * w[..., None]).transpose(-1, -2) @ v
-        n_T = carried[..., None] * n0 + (k * w[..., None]).sum(-2)
-        final = (C_T, n_T, m_T)
-    return h.to(out_dtype), final
+    # the last row of D and of the initial-state weights give the state after step T
+    total = log_f.sum(-1)
+    last = log_D[..., -1, :]
+    m_T = torch.maximum(total + m0, last.amax(-1)) if input_gate == "exp" else m0
+    w = (last - m_T[..., None]).exp()
+    carried = (total + m0 - m_T).exp()
+    C_T = carried[..., None, None] * C0 + (k * w[..., None]).transpose(-1, -2) @ v
+    n_T = carried[..., None] * n0 + (k * w[..., None]).sum(-2)
+    return h.to(out_dtype), MLSTMState(C_T, n_T, m_T)

@@ -3,63 +3,89 @@
 ParaRNN: Unlocking Parallel Training of Nonlinear RNNs for Large Language Models
 (Danieli, Rodríguez, Sarabia, Suau, Zappella; arXiv:2510.21450):
 
-    F_t(h) = h_t − f(h_{t-1}, x_t) = 0 for all t;   δ_t = J_t δ_{t-1} + r_t,   h ← h + δ
+    F_t(s) = s_t − f(s_{t-1}, x_t) = 0 for all t;   δ_t = J_t δ_{t-1} + r_t,   s ← s + δ
 
-with r_t = f(h_{t-1}, x_t) − h_t and J_t = ∂f/∂h at h_{t-1}. Each Newton step is one
-linear recurrence, solved by a log-depth parallel scan; for cells whose Jacobian is
-diagonal per unit (an S×S block for S states) that scan is cheap. The backward needs no
-Newton: the adjoint λ_t = ∂L/∂h_t + J_{t+1}ᵀ λ_{t+1} is linear, one reverse scan, and the
-parameter and input gradients are one batched vector-Jacobian product of the step.
+with r_t = f(s_{t-1}, x_t) − s_t and J_t = ∂f/∂s at s_{t-1}. Each Newton step is one
+linear recurrence, solved by a parallel scan; for cells whose Jacobian is diagonal per
+unit (an S×S block for S states) that scan is cheap. The backward needs no Newton: the
+adjoint λ_t = ∂L/∂s_t + J_{t+1}ᵀ λ_{t+1} is linear, one reverse scan, and the parameter
+and input gradients are one batched vector-Jacobian product of the step.
+
+A packed batch (`cu_seqlens`) is one system: where a sequence begins, the step reads that
+sequence's initial state, and J_t is zero there, so that neither the Newton steps nor the
+adjoint cross from one sequence into the next.
 """
 
 from __future__ import annotations
 
 import warnings
 import weakref
-from dataclasses import dataclass, field
 
 import torch
 
+from ..common import state_dtype
 from ..rnn.cells import Cell
-from ..rnn.checks import check_rnn_inputs, initial_states
+from .info import NewtonFallbackWarning, NewtonInfo
 from .scan import chunked_block_recurrence, reverse_block_linear_recurrence
 
 
-class NewtonFallbackWarning(RuntimeWarning):
-    """Newton did not converge and the sequential loop computed the result instead.
-    `warnings.simplefilter("error", NewtonFallbackWarning)` turns it into an error."""
+class Sequences:
+    """Where the sequences of a call begin and end on the time axis: every batch row at
+    0 and T − 1, or, for a packed batch (a batch of one), at its offsets. `live` are the
+    sequences with at least one step; `starts` and `ends` their first and last steps."""
+
+    def __init__(self, cu_seqlens: torch.Tensor | None, device: torch.device) -> None:
+        self.packed = cu_seqlens is not None
+        self.live = self.starts = self.ends = None
+        if self.packed:
+            bounds = cu_seqlens.tolist()
+            live = [n for n in range(len(bounds) - 1) if bounds[n + 1] > bounds[n]]
+            index = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+            self.live = index(live)
+            self.starts = index([bounds[n] for n in live])
+            self.ends = index([bounds[n + 1] - 1 for n in live])
+
+    def previous(self, states, start):
+        """The state each step reads: s_{t-1}, or the sequence's initial state where one
+        begins; [B, T, H, Dh] per component."""
+        return _previous(states, start, self.starts, self.live)
+
+    def cut(self, J) -> None:
+        """J_t = 0 where a sequence begins (in place): no coupling to the one before."""
+        if self.packed:
+            for row in J:
+                for block in row:
+                    block[:, self.starts] = 0
+
+    def finals(self, states, start):
+        """Each sequence's final state: its last step's, or its initial one if it has none."""
+        if not self.packed:
+            return tuple(s[:, -1] for s in states)
+        finals = []
+        for s, s0 in zip(states, start, strict=True):
+            final = s0.clone()
+            final[self.live] = s[0, self.ends]
+            finals.append(final)
+        return tuple(finals)
 
 
-@dataclass
-class NewtonInfo:
-    """What a Newton solve did: linear solves run, the residual after each, and whether
-    it converged or fell back to the sequential loop."""
-
-    iterations: int = 0
-    residual: float = float("nan")
-    residuals: list[float] = field(default_factory=list)
-    converged: bool = False
-    fell_back: bool = False
-    tol: float = 0.0
-    max_iterations: int = 0
+def _previous(states, start, starts, live):
+    if starts is None:
+        return tuple(torch.cat([s0.unsqueeze(1), s[:, :-1]], dim=1) for s0, s in zip(start, states, strict=True))
+    previous = []
+    for s0, s in zip(start, states, strict=True):
+        shifted = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], dim=1)
+        shifted[0, starts] = s0[live]
+        previous.append(shifted)
+    return tuple(previous)
 
 
-def default_tol(dtype: torch.dtype) -> float:
-    # relative to 1 + max|h|: a few hundred ulps of the state dtype
-    return 1e-12 if dtype == torch.float64 else 1e-5
-
-
-def _previous(H: tuple[torch.Tensor, ...], start: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """[s_0, h_1, ..., h_{T-1}] per component: the state each step reads, [B, T, H, Dh]."""
-    return tuple(torch.cat([s0.unsqueeze(1), h[:, :-1]], dim=1) for s0, h in zip(start, H, strict=True))
-
-
-def _newton_step(cell: Cell, x, R, b, H, start):
-    """r = f(h_{t-1}, x_t) − h_t, the Jacobians at h_{t-1}, and the residual
-    max|r| / (1 + max|h|) over every state component (a 0-d tensor)."""
-    F, J = cell.step_and_jacobian(x, R, b, _previous(H, start))
-    r = [f - h for f, h in zip(F, H, strict=True)]
-    scale = 1 + torch.stack([h.abs().amax() for h in H]).amax()
+def _newton_step(cell: Cell, x, R, b, states, start, starts, live):
+    """r = f(s_{t-1}, x_t) − s_t, the Jacobians at s_{t-1}, and the residual
+    max|r| / (1 + max|s|) over every state component (a 0-d tensor)."""
+    F, J = cell.step_and_jacobian(x, R, b, _previous(states, start, starts, live))
+    r = [f - s for f, s in zip(F, states, strict=True)]
+    scale = 1 + torch.stack([s.abs().amax() for s in states]).amax()
     return r, J, torch.stack([v.abs().amax() for v in r]).amax() / scale
 
 
@@ -115,126 +141,107 @@ class _Kernels:
             return eager(*args)
 
 
-def _solve(kernels, x, R, b, start, max_iterations, tol, info):
-    """The states H (S tensors [B, T, H, Dh]) and the Jacobians at them (None after a
+def _solve(kernels, sequences, x, R, b, start, max_iterations, tol, info):
+    """The states (S tensors [B, T, H, Dh]) and the Jacobians at them (None after a
     fallback), by Newton, else by the loop."""
-    cell = kernels.cell
-    # h^(0)_t = f(0, x_t); the first step reads the true initial state
-    guess = tuple(torch.zeros_like(x[:, :, 0]) for _ in start)
-    guess = tuple(torch.cat([s0.unsqueeze(1), g[:, 1:]], dim=1) for s0, g in zip(start, guess, strict=True))
-    H = kernels("step", x, R, b, guess)
+    # s^(0)_t = f(0, x_t), except where a sequence begins: there the step reads its initial state
+    zeros = tuple(torch.zeros_like(x[:, :, 0]) for _ in start)
+    states = kernels("step", x, R, b, sequences.previous(zeros, start))
     while True:
-        r, J, residual = kernels("newton_step", x, R, b, H, start)
+        r, J, residual = kernels("newton_step", x, R, b, states, start, sequences.starts, sequences.live)
         residual = float(residual)
         info.residuals.append(residual)
         info.residual = residual
         if residual <= tol:
             info.converged = True
             # J is already at the solution: the backward reuses it
-            return H, J
+            sequences.cut(J)
+            return states, J
         if info.iterations >= max_iterations or residual != residual or residual == float("inf"):
             break
+        sequences.cut(J)
         delta = kernels("scan", J, r)
-        H = tuple(h.add_(d) for h, d in zip(H, delta, strict=True))
+        states = tuple(s.add_(d) for s, d in zip(states, delta, strict=True))
         info.iterations += 1
     info.fell_back = True
+    return _loop(kernels.cell, sequences, x, R, b, start), None
+
+
+def _loop(cell: Cell, sequences: Sequences, x, R, b, start):
+    """The states by the sequential loop (the fallback)."""
+    begins = dict(zip(sequences.starts.tolist(), sequences.live.tolist(), strict=True)) if sequences.packed else {}
     state, outputs = start, []
-    for x_t in x.unbind(1):
-        state = cell.step(x_t, R, b, state)
+    prepared = cell.prepare(R)
+    for t, x_t in enumerate(x.unbind(1)):
+        if t in begins:
+            state = tuple(s0[begins[t] : begins[t] + 1] for s0 in start)
+        state, _ = cell.tape_step(x_t, prepared, b, state)
         outputs.append(state)
-    return tuple(torch.stack(component, dim=1) for component in zip(*outputs, strict=True)), None
+    return tuple(torch.stack(component, dim=1) for component in zip(*outputs, strict=True))
 
 
 class _NewtonRNN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kernels, max_iterations, tol, info, x, R, b, *start):
+    def forward(ctx, kernels, sequences, max_iterations, tol, info, x, R, b, *start):
         with torch.no_grad():
-            H, J = _solve(kernels, x, R, b, start, max_iterations, tol, info)
-        ctx.kernels = kernels
-        ctx.jacobians = J
-        ctx.save_for_backward(x, R, b, *start, *H)
-        return (H[0], *(h[:, -1] for h in H))
+            states, J = _solve(kernels, sequences, x, R, b, start, max_iterations, tol, info)
+        ctx.kernels, ctx.sequences, ctx.jacobians = kernels, sequences, J
+        ctx.save_for_backward(x, R, b, *start, *states)
+        return (states[0], *sequences.finals(states, start))
 
     @staticmethod
     def backward(ctx, grad_h, *grad_final):
-        kernels = ctx.kernels
+        kernels, sequences = ctx.kernels, ctx.sequences
         S = kernels.cell.num_states
         x, R, b, *rest = ctx.saved_tensors
-        start, H = tuple(rest[:S]), tuple(rest[S:])
-        previous = _previous(H, start)
-        # ∂L/∂h_t from outside: the outputs (h only) and the final state (every component)
-        g = [torch.zeros_like(h) for h in H]
+        start, states = tuple(rest[:S]), tuple(rest[S:])
+        previous = sequences.previous(states, start)
+        # ∂L/∂s_t from outside: the outputs (h only) and the final states (every component)
+        g = [torch.zeros_like(s) for s in states]
         if grad_h is not None:
             g[0] = g[0] + grad_h
-        for s, gf in enumerate(grad_final):
-            if gf is not None:
-                g[s][:, -1] += gf
+        # a sequence without steps passes its initial state through
+        grad_start = [torch.zeros_like(s0) for s0 in start]
+        for k, gf in enumerate(grad_final):
+            if gf is None:
+                continue
+            if sequences.packed:
+                g[k][0, sequences.ends] += gf[sequences.live]
+                grad_start[k] = gf.clone()
+                grad_start[k][sequences.live] = 0
+            else:
+                g[k][:, -1] += gf
         with torch.no_grad():
             J = ctx.jacobians
             if J is None:
                 _, J = kernels("step_and_jacobian", x, R, b, previous)
+                sequences.cut(J)
             adjoint = kernels("reverse_scan", J, g)
             # one vector-Jacobian product of the step for all t at once
             got = kernels("vjp", x, R, b, previous, adjoint)
-        grad_start = tuple(d[:, 0] for d in got[3:])
-        return (None, None, None, None, got[0], got[1], got[2], *grad_start)
+        for k, d in enumerate(got[3:]):
+            if sequences.packed:
+                grad_start[k][sequences.live] += d[0, sequences.starts]
+            else:
+                grad_start[k] = d[:, 0]
+        return (None, None, None, None, None, got[0], got[1], got[2], *grad_start)
 
 
-def newton_solve(
-    x_proj: torch.Tensor,
-    R: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    cell: str | Cell,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    max_iterations: int = 32,
-    tol: float | None = None,
-    on_failure: str = "warn",
-    compile: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, NewtonInfo]:
-    """ParaRNN: solve the recurrence of a diagonal-Jacobian cell for all t by Newton.
-
-    Arguments as `recur.ops.rnn.naive_rnn`, plus:
-        max_iterations: the most Newton steps (each one linear scan); T steps are always
-            exact, since step k fixes h_1..h_k.
-        tol: stop when max|f(h_{t-1}, x_t) − h_t| <= tol · (1 + max|h|); default 1e-12 in
-            float64, 1e-5 in float32.
-        on_failure: when the residual does not reach tol (or is not finite) after
-            max_iterations, the sequential loop computes the states instead and
-            "warn" issues a `NewtonFallbackWarning`, "fallback" only records it in the
-            info, "raise" raises a RuntimeError.
-        compile: run the cell's whole-sequence evaluations (the step, the step with its
-            Jacobian, and the backward's vector-Jacobian product) through
-            `torch.compile`, each as one fused loop. The first call with a new shape
-            compiles (seconds); later calls are several times faster
-            (`benchmarks/cpu-ops.md`).
-
-    Returns:
-        (h [B, T, H, Dh], final state [S, B, H, Dh] or None, NewtonInfo).
-    """
-    cell, dtype = check_rnn_inputs(x_proj, R, b, cell, initial_state)
-    if cell.jacobian_structure != "diagonal":
-        raise ValueError(
-            f"impl='newton' needs a cell whose Jacobian is diagonal per unit (paragru, paralstm, "
-            f"indrnn, or a Cell with jacobian_structure='diagonal'); cell {cell!r} mixes units "
-            "through R: use impl='sequential'"
-        )
-    if on_failure not in ("warn", "fallback", "raise"):
-        raise ValueError(f"on_failure must be 'warn', 'fallback' or 'raise'; got {on_failure!r}")
-    if not isinstance(max_iterations, int) or max_iterations < 0:
-        raise ValueError(f"max_iterations must be a non-negative int; got {max_iterations!r}")
-    tol = default_tol(dtype) if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be positive; got {tol}")
-    info = NewtonInfo(tol=tol, max_iterations=max_iterations)
-    B, T, _, H, Dh = x_proj.shape
-    start = initial_states(initial_state, cell, x_proj, dtype)
-    if T == 0:
-        info.converged, info.residual = True, 0.0
-        return x_proj.new_zeros(B, 0, H, Dh), (torch.stack(start) if output_final_state else None), info
+def newton_rnn(x_proj, R, b, *, cell, initial_state, cu_seqlens, max_iterations, tol, on_failure, compile, info):
+    """ParaRNN's Newton solve; the arguments of `naive_newton`, already checked."""
+    B, _, _, H, Dh = x_proj.shape
+    dtype = state_dtype(x_proj, R, b, initial_state)
+    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    if initial_state is None:
+        start = tuple(x_proj.new_zeros(N, H, Dh, dtype=dtype) for _ in cell.state_names)
+    else:
+        start = initial_state.to(dtype).unbind(1)
+    info = NewtonInfo() if info is None else info
+    info.reset(tol, max_iterations)
+    sequences = Sequences(cu_seqlens, x_proj.device)
     kernels = _Kernels(cell, compile)
-    h, *final = _NewtonRNN.apply(kernels, max_iterations, tol, info, x_proj.to(dtype), R.to(dtype), b.to(dtype), *start)
+    inputs = (x_proj.to(dtype), R.to(dtype), b.to(dtype), *start)
+    h, *final = _NewtonRNN.apply(kernels, sequences, max_iterations, tol, info, *inputs)
     if info.fell_back:
         message = (
             f"Newton did not converge for cell {cell!r}: residual {info.residual:.3e} > tol {tol:.1e} "
@@ -244,20 +251,4 @@ def newton_solve(
             raise RuntimeError(message)
         if on_failure == "warn":
             warnings.warn(message, NewtonFallbackWarning, stacklevel=2)
-    return h.to(x_proj.dtype), (torch.stack(final) if output_final_state else None), info
-
-
-def newton_rnn(
-    x_proj: torch.Tensor,
-    R: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    cell: str | Cell,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`newton_solve` with its defaults, in the family's signature (warns on fallback)."""
-    h, final, _ = newton_solve(
-        x_proj, R, b, cell=cell, initial_state=initial_state, output_final_state=output_final_state
-    )
-    return h, final
+    return h.to(x_proj.dtype), torch.stack(final, dim=1)

@@ -1,17 +1,19 @@
 """The nonlinear RNN family: Elman, IndRNN, LSTM, GRU, MGU, RHN, sLSTM, AL-RNN, ParaGRU,
 ParaLSTM, with dense or head-wise block-diagonal recurrence (FlashRNN layout).
 
-Forms: `naive_rnn` (the spec: a loop through autograd), `sequential_rnn` (a loop with a
-hand-written backward through time per cell; no autograd graph), `newton_rnn` (ParaRNN:
-parallel-in-time Newton solves, for cells with a diagonal Jacobian; see
-`recur.ops.newton`). `rnn(..., impl=...)` dispatches between them; "auto" is "sequential".
+`rnn(x_proj, R, b, cell=..., impl=...)` runs the form `impl` names: "naive" (the spec, a
+loop through autograd) or "sequential" (a loop with a backward through time written by
+hand for every cell; what "auto" picks). Each is also a function of its own
+(`naive_rnn`, `sequential_rnn`). Cells whose Jacobian is diagonal are also solved in
+parallel over time by Newton's method: the `newton` family (`recur.ops.newton`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..dispatch import dispatch
+from ..common.examples import RandomInputs, check_case
+from ..family import Example, Family, Form, StateLayout, register_family
 from .cells import (
     ALRNN,
     CELLS,
@@ -25,55 +27,72 @@ from .cells import (
     IndRNN,
     ParaGRU,
     ParaLSTM,
-    get_cell,
+    resolve_cell,
 )
-from .naive import naive_rnn
-from .sequential import sequential_rnn
+from .checks import check_rnn_inputs
+from .naive import naive_rnn as _spec
+from .sequential import sequential_rnn as _sequential
+
+# the input cases: one per cell (two Elman activations), and LSTM with one dense head
+CASES = (
+    "elman_tanh", "elman_relu", "indrnn", "lstm", "lstm_dense", "gru", "mgu", "rhn", "slstm", "alrnn",
+    "paragru", "paralstm",
+)
 
 
-def newton_rnn(
-    x_proj: torch.Tensor,
-    R: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    cell: str | Cell,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """ParaRNN Newton solve with the default tolerance; same arguments as `naive_rnn`.
+def example_inputs(
+    T: int, *, batch: int = 2, case: str = "lstm", dtype=torch.float64, device=None, seed: int = 0,
+    heads: int = 2, head_dim: int = 4, depth: int = 2,
+) -> Example:
+    """x_proj [B, T, Gx, H, Dh], R, b and a random initial state [B, S, H, Dh] for the cell
+    `case` names ("lstm_dense": LSTM with one head of heads · head_dim units; "rhn": `depth`
+    micro-steps; "alrnn": half of each head's units ReLU), with weights small enough that
+    the recurrence contracts (so that Newton converges on the diagonal cells)."""
+    check_case(case, CASES)
+    if case == "lstm_dense":
+        case, heads, head_dim = "lstm", 1, heads * head_dim
+    cell = ALRNN(num_relu=head_dim // 2) if case == "alrnn" else CELLS[case]
+    draw = RandomInputs(seed, dtype, device)
+    B, H, Dh = batch, heads, head_dim
+    Gr = Gb = 2 * depth if case == "rhn" else None
+    Gr, Gb = Gr or cell.recurrent_gates, Gb or cell.bias_gates
+    x_proj = draw.normal(B, T, cell.input_gates, H, Dh)
+    if case == "indrnn":
+        # u in [0, 0.95): every unit forgets
+        R = draw.uniform(Gr, H, Dh, high=0.95)
+    elif cell.recurrence == "diagonal":
+        R = draw.normal(Gr, H, Dh, std=0.5)
+    else:
+        R = draw.normal(Gr, H, Dh, Dh, std=(0.1 if case == "alrnn" else 1.0) / Dh**0.5)
+    b = draw.normal(Gb, H, Dh, std=0.5)
+    if case == "alrnn":
+        # b = (A, h): A in [0, 0.9), a contracting linear part
+        b = torch.cat([draw.uniform(1, H, Dh, high=0.9, grad=False), b[1:].detach()]).requires_grad_()
+    initial_state = draw.normal(B, cell.num_states, H, Dh)
+    if case == "slstm":
+        # a live state: the normaliser n > 0
+        h, c, n, m = initial_state.detach().unbind(1)
+        initial_state = torch.stack([h, c, n.abs() + 0.5, m], dim=1).requires_grad_()
+    return Example((x_proj, R, b), {"cell": cell, "initial_state": initial_state})
 
-    Falls back to `sequential_rnn` with a `NewtonFallbackWarning` when Newton does not
-    converge; `recur.ops.newton.newton_solve` gives the iteration count and residual.
-    """
-    from ..newton import newton_rnn as solve
 
-    return solve(
-        x_proj, R, b, cell=cell, initial_state=initial_state, output_final_state=output_final_state
-    )
+RNN = register_family(Family(
+    name="rnn",
+    paper="FlashRNN: Optimizing Traditional RNNs on Modern Hardware (Pöppel, Beck, Hochreiter, arXiv:2412.07752)",
+    recurrence="Nonlinear RNN: g_t = x_t + R h_{t-1} + b (R block-diagonal over heads), s_t = P(s_{t-1}, g_t)",
+    spec=_spec,
+    forms={"sequential": Form(_sequential, summary="a loop with a backward through time written by hand per cell")},
+    check=check_rnn_inputs,
+    state=StateLayout({"state": "[B, S, H, Dh] (the cell's S state components, h first)"}),
+    time_inputs=("x_proj",),
+    example_inputs=example_inputs,
+    cases=CASES,
+    default="sequential",
+))
 
-
-FORMS = {"naive": naive_rnn, "sequential": sequential_rnn, "newton": newton_rnn}
-
-
-def rnn(
-    x_proj: torch.Tensor,
-    R: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    cell: str | Cell,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    impl: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A nonlinear RNN; `impl` is "auto" (= "sequential"), "naive", "sequential" or "newton".
-
-    See `naive_rnn` for the arguments.
-    """
-    form = dispatch("rnn", FORMS, impl, x_proj, default="sequential")
-    return form(x_proj, R, b, cell=cell, initial_state=initial_state, output_final_state=output_final_state)
-
+rnn, naive_rnn, sequential_rnn = RNN.functions("naive", "sequential")
 
 __all__ = [
-    "ALRNN", "CELLS", "FORMS", "GRU", "LSTM", "MGU", "RHN", "SLSTM", "Cell", "Elman", "IndRNN",
-    "ParaGRU", "ParaLSTM", "get_cell", "naive_rnn", "newton_rnn", "rnn", "sequential_rnn",
+    "ALRNN", "CELLS", "GRU", "LSTM", "MGU", "RHN", "RNN", "SLSTM", "Cell", "Elman", "IndRNN", "ParaGRU", "ParaLSTM",
+    "naive_rnn", "resolve_cell", "rnn", "sequential_rnn",
 ]

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from ..common import state_dtype
 from .cells import Cell, Steps
-from .checks import check_rnn_inputs, initial_states
 
 # steps rebuilt at once in the autograd fallback's backward: long enough to amortise the
 # per-call overhead, short enough that one block's graph is small
@@ -127,25 +127,14 @@ class _BlockRecompute(torch.autograd.Function):
         return (None, grad_x, grad_R, grad_b, *grad_state)
 
 
-def sequential_rnn(
-    x_proj: torch.Tensor,
-    R: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    cell: str | Cell,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A nonlinear RNN as a loop with a hand-written backward through time (block
-    recomputation through autograd for cells without one).
-
-    Arguments and returns as `naive_rnn`.
-    """
-    cell, dtype = check_rnn_inputs(x_proj, R, b, cell, initial_state)
+def sequential_rnn(x_proj, R, b, *, cell, initial_state):
+    """The loop with a backward through time by hand; the arguments of `naive_rnn`, checked."""
     B, T, _, H, Dh = x_proj.shape
-    state = initial_states(initial_state, cell, x_proj, dtype)
-    if T == 0:
-        return x_proj.new_zeros(B, 0, H, Dh), (torch.stack(state) if output_final_state else None)
+    dtype = state_dtype(x_proj, R, b, initial_state)
+    if initial_state is None:
+        state = tuple(x_proj.new_zeros(B, H, Dh, dtype=dtype) for _ in cell.state_names)
+    else:
+        state = initial_state.to(dtype).unbind(1)
     inputs = (x_proj.to(dtype), R.to(dtype), b.to(dtype), *state)
     if not cell.hand_backward:
         h, *final = _BlockRecompute.apply(cell, *inputs)
@@ -153,4 +142,4 @@ def sequential_rnn(
         h, *final = _BackpropThroughTime.apply(cell, *inputs)
     else:
         h, *final = _loop_without_grad(cell, *inputs)
-    return h.to(x_proj.dtype), (torch.stack(final) if output_final_state else None)
+    return h.to(x_proj.dtype), torch.stack(final, dim=1)

@@ -17,9 +17,8 @@ import math
 
 import torch
 
-from .checks import check_lti_inputs
 from .discretize import discretize_dplr
-from .naive import prepare_lti
+from .naive import prepare_dplr, prepare_time_invariant
 
 
 def fft_conv(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -47,20 +46,11 @@ def vandermonde(A_bar: torch.Tensor, length: int) -> torch.Tensor:
     return (large[..., :, None] * small[..., None, :]).flatten(-2)[..., :length]
 
 
-def conv_diag_ssm(
-    u: torch.Tensor,
-    *,
-    A_bar: torch.Tensor,
-    B_bar: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A diagonal time-invariant SSM by FFT convolution; same arguments as `naive_diag_ssm`."""
-    check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=False)
+def conv_diag_ssm(u, A_bar, B_bar, C, *, D, initial_state, output_final_state):
+    """A diagonal time-invariant SSM by FFT convolution; the arguments of
+    `naive_time_invariant_ssm` with a diagonal Ā [H, N], already checked."""
     real_state = not any(t is not None and t.is_complex() for t in (A_bar, B_bar, C, initial_state))
-    A_bar, B_bar, C, h0, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
+    A_bar, B_bar, C, h0, x = prepare_time_invariant(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
     # Ā^l for l = 0 … T, [H, N, T + 1]
     powers = vandermonde(A_bar, T + 1)
@@ -73,13 +63,12 @@ def conv_diag_ssm(
         y = y + torch.einsum("hn,bhn,hnt->bth", C.to(cdtype), h0.to(cdtype), powers[..., 1:]).real
     if D is not None:
         y = y + x * D.to(x.dtype)
-    final = None
-    if output_final_state:
-        # x_T = Ā^T x_0 + B̄ Σ_s Ā^{T−1−s} u_s, [B, H, N]
-        final = B_bar.to(cdtype) * torch.einsum("bth,hnt->bhn", x.to(cdtype), powers[..., :T].flip(-1))
-        final = final + powers[..., T] * h0.to(cdtype)
-        final = final.real if real_state else final
-    return y.to(u.dtype), final
+    if not output_final_state:
+        return y.to(u.dtype), None
+    # x_T = Ā^T x_0 + B̄ Σ_s Ā^{T−1−s} u_s, [B, H, N]
+    final = B_bar.to(cdtype) * torch.einsum("bth,hnt->bhn", x.to(cdtype), powers[..., :T].flip(-1))
+    final = final + powers[..., T] * h0.to(cdtype)
+    return y.to(u.dtype), (final.real if real_state else final)
 
 
 def krylov(A_bar: torch.Tensor, v: torch.Tensor, length: int) -> torch.Tensor:
@@ -94,20 +83,10 @@ def krylov(A_bar: torch.Tensor, v: torch.Tensor, length: int) -> torch.Tensor:
     return out[..., :length]
 
 
-def conv_dense_ssm(
-    u: torch.Tensor,
-    *,
-    A_bar: torch.Tensor,
-    B_bar: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A dense time-invariant SSM (LSSL) by its Krylov kernel and an FFT convolution; same
-    arguments as `naive_dense_ssm`."""
-    check_lti_inputs(u, A_bar, B_bar, C, D, initial_state, dense=True)
-    A_bar, B_bar, C, h0, x = prepare_lti(u, A_bar, B_bar, C, initial_state)
+def conv_dense_ssm(u, A_bar, B_bar, C, *, D, initial_state, output_final_state):
+    """A dense time-invariant SSM (LSSL) by its Krylov kernel and an FFT convolution; the
+    arguments of `naive_time_invariant_ssm` with a dense Ā [H, N, N], already checked."""
+    A_bar, B_bar, C, h0, x = prepare_time_invariant(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
     # rows C Ā^l for l = 0 … T, as columns of (Āᵀ)^l Cᵀ: [H, N, T + 1]
     rows = krylov(A_bar.transpose(-1, -2), C, T + 1)
@@ -115,8 +94,24 @@ def conv_dense_ssm(
     y = dense_state_response(fft_conv(x, K), rows, h0 if initial_state is not None else None)
     if D is not None:
         y = y + x * D.to(x.dtype)
-    final = dense_final_state(x, A_bar, B_bar, h0) if output_final_state else None
-    return y.to(u.dtype), final
+    return y.to(u.dtype), (dense_final_state(x, A_bar, B_bar, h0) if output_final_state else None)
+
+
+def conv_dplr_ssm(u, Lambda, P, B, C, step, *, D, initial_state, output_final_state):
+    """S4's SSM by its Cauchy/Woodbury kernel and an FFT convolution; the arguments of
+    `naive_dplr_ssm`, already checked."""
+    Lambda, P, B, C, step, h0 = prepare_dplr(u, Lambda, P, B, C, step, initial_state)
+    x = u.to(step.dtype)
+    T = x.shape[1]
+    # the zero-state response: K_l = Re(C Ā^l B̄) from the generating function, [H, T]
+    y = fft_conv(x, dplr_kernel(Lambda, P, P, B, C, step, T))
+    A_bar, B_bar = discretize_dplr(Lambda, P, P, B, step)
+    if initial_state is not None:
+        # the initial state's free response Re(C Ā^{t+1} x_0) from Krylov rows C Ā^l
+        y = dense_state_response(y, krylov(A_bar.transpose(-1, -2), C, T + 1), h0)
+    if D is not None:
+        y = y + x * D.to(x.dtype)
+    return y.to(u.dtype), (dense_final_state(x, A_bar, B_bar, h0) if output_final_state else None)
 
 
 def dense_state_response(y: torch.Tensor, rows: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
@@ -142,7 +137,7 @@ def dplr_kernel(
     Q: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
-    dt: torch.Tensor,
+    step: torch.Tensor,
     length: int,
 ) -> torch.Tensor:
     """S4's convolution kernel K_l = Re(C Ā^l B̄), l < length, for A = diag(Λ) − Pᵀ Q^*
@@ -150,7 +145,7 @@ def dplr_kernel(
 
     Args:
         Lambda: [H, N] complex diagonal; P, Q: [H, r, N] complex low-rank factors.
-        B, C: [H, N] complex; dt: [H] positive steps; length: L.
+        B, C: [H, N] complex; step: [H] positive steps Δ; length: L.
 
     Returns:
         K [H, L], real.
@@ -160,11 +155,11 @@ def dplr_kernel(
     The resolvent of diagonal-plus-low-rank is a Cauchy sum corrected by Woodbury.
     """
     H, N = Lambda.shape
-    A_bar, _ = discretize_dplr(Lambda, P, Q, B, dt)
+    A_bar, _ = discretize_dplr(Lambda, P, Q, B, step)
     # C̃ = C (I − Ā^L): the truncation to L steps, exact since ω^L = 1
     C_tilde = C - (C.unsqueeze(-2) @ torch.linalg.matrix_power(A_bar, length)).squeeze(-2)
     omega = torch.exp(-2j * math.pi * torch.arange(length, dtype=Lambda.real.dtype, device=Lambda.device) / length)
-    a = (1 - omega)[None, :] / dt.to(Lambda.dtype)[:, None]  # [H, L]
+    a = (1 - omega)[None, :] / step.to(Lambda.dtype)[:, None]  # [H, L]
     b = ((1 + omega) / 2)[None, :].expand(H, -1)  # [H, L]
     # Cauchy denominators (a − b λ_n), [H, L, N]
     resolvent = 1 / (a[..., None] - b[..., None] * Lambda[:, None, :])

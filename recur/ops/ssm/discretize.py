@@ -19,41 +19,41 @@ METHODS = ("zoh", "bilinear", "dss")
 
 def discretize(
     A: torch.Tensor,
-    dt: torch.Tensor,
+    step: torch.Tensor,
     B: torch.Tensor | None = None,
     method: str = "zoh",
     length: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Diagonal A [H, N] and step dt ([H] or [H, N]) -> (Ā [H, N], B̄ [H, N]).
+    """Diagonal A [H, N] and step Δ ([H] or [H, N]) -> (Ā [H, N], B̄ [H, N]).
 
     B [H, N] defaults to ones; `length` is the normalisation length L of method "dss".
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    if dt.dim() == A.dim() - 1:
-        dt = dt[..., None]
-    dtA = dt * A
-    B = torch.ones_like(dtA) if B is None else B
+    if step.dim() == A.dim() - 1:
+        step = step[..., None]
+    step_A = step * A
+    B = torch.ones_like(step_A) if B is None else B
     if method == "bilinear":
-        return (1 + dtA / 2) / (1 - dtA / 2), B * dt / (1 - dtA / 2)
-    A_bar = torch.exp(dtA)
+        return (1 + step_A / 2) / (1 - step_A / 2), B * step / (1 - step_A / 2)
+    A_bar = torch.exp(step_A)
     # (exp(ΔA) − 1) / A = Δ · expm1(ΔA) / (ΔA): expm1 keeps small steps exact
-    B_bar = B * _expm1(dtA) / A
+    B_bar = B * _expm1(step_A) / A
     if method == "dss":
         if not isinstance(length, int) or length <= 0:
             raise ValueError(f"method 'dss' needs a positive int length; got {length!r}")
-        B_bar = B_bar / _expm1(dtA * length)
+        B_bar = B_bar / _expm1(step_A * length)
     return A_bar, B_bar
 
 
-def discretize_dense(A: torch.Tensor, dt: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear discretisation of a dense A [H, N, N] with step dt [H] and B [H, N]:
+def discretize_dense(A: torch.Tensor, step: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear discretisation of a dense A [H, N, N] with step Δ [H] and B [H, N]:
     Ā = (I − ΔA/2)⁻¹ (I + ΔA/2), B̄ = Δ (I − ΔA/2)⁻¹ B (LSSL, S4)."""
     N = A.shape[-1]
     eye = torch.eye(N, dtype=A.dtype, device=A.device)
-    half = dt.to(A.dtype)[:, None, None] * A / 2
+    half = step.to(A.dtype)[:, None, None] * A / 2
     # one solve for both right-hand sides; a lower-triangular A (HiPPO-LegS) needs no factorisation
-    rhs = torch.cat([eye + half, (dt.to(A.dtype)[:, None] * B.to(A.dtype)).unsqueeze(-1)], dim=-1)
+    rhs = torch.cat([eye + half, (step.to(A.dtype)[:, None] * B.to(A.dtype)).unsqueeze(-1)], dim=-1)
     if not bool(A.triu(1).any()):
         out = torch.linalg.solve_triangular(eye - half, rhs, upper=False)
     else:
@@ -62,23 +62,23 @@ def discretize_dense(A: torch.Tensor, dt: torch.Tensor, B: torch.Tensor) -> tupl
 
 
 def discretize_dplr(
-    Lambda: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, B: torch.Tensor, dt: torch.Tensor
+    Lambda: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, B: torch.Tensor, step: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`discretize_dense` for A = diag(Λ) − Pᵀ Q^* (Λ, B [H, N]; P, Q [H, r, N]; dt [H]),
+    """`discretize_dense` for A = diag(Λ) − Pᵀ Q^* (Λ, B [H, N]; P, Q [H, r, N]; step Δ [H]),
     inverting I − ΔA/2 = diag(1 − Δλ/2) + (Δ/2) Pᵀ Q^* by the Woodbury identity (no
     N × N solve)."""
     N, r = Lambda.shape[-1], P.shape[-2]
-    dt = dt.to(Lambda.dtype)
+    step = step.to(Lambda.dtype)
     A = torch.diag_embed(Lambda) - P.transpose(-1, -2) @ Q.conj()
     eye = torch.eye(N, dtype=A.dtype, device=A.device)
-    d_inv = 1 / (1 - dt[:, None] * Lambda / 2)  # [H, N]
-    U = (dt[:, None, None] / 2) * P.transpose(-1, -2)  # [H, N, r]
+    d_inv = 1 / (1 - step[:, None] * Lambda / 2)  # [H, N]
+    U = (step[:, None, None] / 2) * P.transpose(-1, -2)  # [H, N, r]
     V = Q.conj()  # [H, r, N]
     # (D + U V)⁻¹ = D⁻¹ − D⁻¹ U (I + V D⁻¹ U)⁻¹ V D⁻¹
     small = torch.eye(r, dtype=A.dtype, device=A.device) + V @ (d_inv[..., None] * U)
     inverse = torch.diag_embed(d_inv) - (d_inv[..., None] * U) @ torch.linalg.solve(small, V * d_inv[:, None, :])
-    A_bar = inverse @ (eye + (dt[:, None, None] / 2) * A)
-    B_bar = dt[:, None] * (inverse @ B.unsqueeze(-1)).squeeze(-1)
+    A_bar = inverse @ (eye + (step[:, None, None] / 2) * A)
+    B_bar = step[:, None] * (inverse @ B.unsqueeze(-1)).squeeze(-1)
     return A_bar, B_bar
 
 

@@ -1,0 +1,59 @@
+"""Seeds and sweeps: mean ± std tables, chosen by validation only."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from recur.cli import main
+from recur.recipes import recipe
+from recur.train.experiments import Row, Table, grid_combinations, render_markdown
+
+TINY = {"train.steps": "6", "train.eval_every": "3", "train.batch_size": "8", "task.eval_examples": "16",
+        "task.seq_len": "8", "model.d_model": "16"}
+
+
+def test_grid_combinations_in_order():
+    assert grid_combinations({"a": ["1", "2"], "b": ["x", "y"]}) == [
+        {"a": "1", "b": "x"}, {"a": "1", "b": "y"}, {"a": "2", "b": "x"}, {"a": "2", "b": "y"},
+    ]
+    assert grid_combinations({}) == [{}]
+
+
+def test_the_choice_reads_validation_only():
+    def runs(val, test):
+        return [{"seed": s, "metrics": {"val/mse": v, "test/mse": t}, "steps": 1, "seconds": 1, "chosen_step": 1}
+                for s, (v, t) in enumerate(zip(val, test, strict=True))]
+
+    # b has the better test figures but the worse validation ones: a is chosen
+    a = Row("a", {}, runs([0.1, 0.2], [0.9, 0.8]))
+    b = Row("b", {}, runs([0.3, 0.4], [0.0, 0.0]))
+    table = Table("val/mse", "test/mse", False, "cmd", [a, b])
+    assert table.chosen() is a
+    mean, std = a.mean_std("val/mse")
+    assert mean == pytest.approx(0.15) and std == pytest.approx(math.sqrt(0.005))
+    text = render_markdown(table, "t")
+    assert "| a **(chosen by validation)** | 2 | 0.1500 ± 0.0707 | 0.8500 ± 0.0707 |" in text
+
+
+def test_train_seeds_and_sweep_write_tables(tmp_path, capsys):
+    overrides = [arg for key, value in TINY.items() for arg in (f"--{key}", value)]
+    assert main(["train", "--recipe", "adding", "--seeds", "2", "--no-progress", "--run-dir", str(tmp_path / "s"), *overrides]) == 0
+    data = json.loads((tmp_path / "s" / "seeds.json").read_text())
+    assert [run["seed"] for run in data["rows"][0]["runs"]] == [0, 1]
+    assert (tmp_path / "s" / "seed_1" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "s" / "seeds.md").read_text().count("| (recipe) |") == 3
+    code = main(["sweep", "--recipe", "adding", "--grid", "model.mixer=gru,lstm", "--seeds", "2", "--no-progress",
+                 "--run-dir", str(tmp_path / "w"), *overrides])
+    assert code == 0
+    sweep = json.loads((tmp_path / "w" / "sweep.json").read_text())
+    assert [row["configuration"] for row in sweep["rows"]] == ["model.mixer=gru", "model.mixer=lstm"]
+    assert sweep["chosen"] in ("model.mixer=gru", "model.mixer=lstm")
+    assert (tmp_path / "w" / "sweep.png").is_file()
+    # a bad grid key fails before any run
+    assert main(["sweep", "--recipe", "adding", "--grid", "model.mixr=gru", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "did you mean 'model.mixer'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert recipe("adding").train.seed == 0
