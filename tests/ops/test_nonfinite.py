@@ -119,3 +119,29 @@ def test_closed_gates_and_finite_inputs_run_the_form(name, impl, case, monkeypat
         monkeypatch.setitem(family._forms, "naive", Form(spec_runs))
         for e, want in zip((example, *closed), expected, strict=True):
             _finite_parts_close("output", _output(family, impl, e), want, tolerance(form))
+
+
+@pytest.mark.parametrize(("name", "impl", "case"), _params(first_case_only=True))
+def test_a_fault_stays_in_its_packed_sequence(name, impl, case):
+    """Two sequences packed in a batch of one: a fault in the first reaches neither its own
+    earlier outputs nor the second sequence."""
+    family = FAMILIES[name]
+    bounds = torch.tensor([0, 50, T])
+    with runnable(family, impl) as form:
+        dtype = torch.float64 if form.float64 else torch.float32
+        example = family.example_inputs(T, batch=1, case=case, dtype=dtype)
+        example.kwargs["initial_state"] = family.example_inputs(1, batch=2, case=case, dtype=dtype, seed=1).kwargs.get("initial_state")
+        example.kwargs["cu_seqlens"] = bounds
+        clean = _output(family, impl, example)
+        for input_name in _time_inputs(family, example):
+            faulty = _with_fault(family, example, input_name, float("nan"))
+            try:
+                output = _output(family, impl, faulty)
+            except ValueError as error:
+                assert input_name in str(error), error
+                continue
+            label = f"{input_name}[{STEP}] = nan"
+            assert_close(f"{label}: outputs before it", output[:, :STEP], clean[:, :STEP], tolerance(form))
+            assert_close(f"{label}: the next sequence", output[:, 50:], clean[:, 50:], tolerance(form))
+            expected = _output(family, "naive", faulty)
+            _finite_parts_close(f"{label}: outputs from it on", output[:, STEP:50], expected[:, STEP:50], tolerance(form))
