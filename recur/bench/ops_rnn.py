@@ -111,4 +111,6 @@ def flashrnn_peer(cell: str, x, W, R, b, s0) -> OpCase | MissingPeer:
 
         return run, [x, W, R, b, states]
 
-    return peer_case(f"flashrnn vanilla ({cell})", "flashrnn.flashrnn:flashrnn", "flashrnn", make, computes=cell)
+    return peer_case(
+        f"flashrnn vanilla ({cell})", "flashrnn.flashrnn:flashrnn", "flashrnn", make, computes=cell, loop=True
+    )
