@@ -48,6 +48,19 @@ class Registry(Mapping[str, T], Generic[T]):
 
         return add if entry is None else add(entry)
 
+    def named_class(self, name: str, base: type | None = None) -> Callable[[type], type]:
+        """A class decorator: registers the class as `name` (a subclass of `base`, when
+        given) and sets its `name` attribute, once the registration has succeeded."""
+
+        def decorate(cls: type) -> type:
+            if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"only {base.__name__} subclasses can be registered as a {self.kind}; got {cls!r}")
+            self.register(name, cls)
+            cls.name = name
+            return cls
+
+        return decorate
+
     def __getitem__(self, name: str) -> T:
         try:
             return self._entries[name]

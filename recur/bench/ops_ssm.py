@@ -4,6 +4,8 @@ inputs at bigger sizes; the naive loop is the baseline."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..ops.family import Family
@@ -15,7 +17,7 @@ H, N_LTI = 64, 32
 N_LINEAR = 256
 
 
-def family_cases(family: Family, T: int, device, dtype: torch.dtype, case: str, **sizes) -> list[OpCase]:
+def family_cases(family: Family, *, T: int, device, dtype: torch.dtype, case: str, **sizes) -> list[OpCase]:
     """One case per form of `family` (the naive one first) on its example inputs."""
     example = family.example_inputs(T, batch=B, case=case, dtype=dtype, device=device, **sizes)
     leaves = list(example.leaves().values())
@@ -31,28 +33,23 @@ def family_cases(family: Family, T: int, device, dtype: torch.dtype, case: str, 
     return [OpCase(f"{form} ({family.form_info(form).summary})", run(form), leaves) for form in forms]
 
 
-@register_op_bench(
-    "ssm",
-    f"Selective scan, B={B}, D={D} channels, N={N} real states, B and C shared by channels, "
-    "Δ with bias and softplus, D skip and z gate (example case 'gated').",
+# (benchmark name, family, example case, sizes, what the cases run)
+BENCHES = (
+    (
+        "ssm", SELECTIVE_SCAN, "gated", {"channels": D, "states": N},
+        f"Selective scan, B={B}, D={D} channels, N={N} real states, B and C shared by channels, "
+        "Δ with bias and softplus, D skip and z gate (example case 'gated').",
+    ),
+    (
+        "ssm-conv", DIAG_SSM, "complex", {"channels": H, "states": N_LTI},
+        f"Time-invariant diagonal SSM, B={B}, H={H} channels, N={N_LTI} complex states each, |Ā| in "
+        "[0.5, 0.99], from a random initial state.",
+    ),
+    (
+        "linear_scan", LINEAR_SCAN, "complex", {"states": N_LINEAR},
+        f"h_t = a_t ⊙ h_(t-1) + b_t as S5 and LRU run it, B={B}, N={N_LINEAR} complex states, "
+        "|a| in [0.5, 0.99], from a random initial state.",
+    ),
 )
-def selective_scan_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
-    return family_cases(SELECTIVE_SCAN, T, device, dtype, "gated", channels=D, states=N)
-
-
-@register_op_bench(
-    "ssm-conv",
-    f"Time-invariant diagonal SSM, B={B}, H={H} channels, N={N_LTI} complex states each, |Ā| in "
-    "[0.5, 0.99], from a random initial state.",
-)
-def diag_ssm_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
-    return family_cases(DIAG_SSM, T, device, dtype, "complex", channels=H, states=N_LTI)
-
-
-@register_op_bench(
-    "linear_scan",
-    f"h_t = a_t ⊙ h_(t-1) + b_t as S5 and LRU run it, B={B}, N={N_LINEAR} complex states, "
-    "|a| in [0.5, 0.99], from a random initial state.",
-)
-def linear_scan_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
-    return family_cases(LINEAR_SCAN, T, device, dtype, "complex", states=N_LINEAR)
+for name, family, case, sizes, shapes in BENCHES:
+    register_op_bench(name, shapes)(functools.partial(family_cases, family, case=case, **sizes))

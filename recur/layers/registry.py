@@ -27,15 +27,7 @@ RENAMED_OPTIONS: dict[str, dict[str, str]] = {
 
 def register_mixer(name: str):
     """Class decorator: `@register_mixer("gla")` makes the layer available by name."""
-
-    def decorate(cls: type[Mixer]) -> type[Mixer]:
-        if not (isinstance(cls, type) and issubclass(cls, Mixer)):
-            raise TypeError(f"only Mixer subclasses can be registered; got {cls!r}")
-        MIXERS.register(name, cls)
-        cls.name = name
-        return cls
-
-    return decorate
+    return MIXERS.named_class(name, Mixer)
 
 
 def get_mixer(name: str) -> type[Mixer]:

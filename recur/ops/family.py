@@ -14,9 +14,10 @@ The contract every family keeps:
   everywhere;
 - `impl` names the form: "auto" or one of the family's forms.
 
-A form is a plain function that takes the spec's arguments by keyword; it names in its
-signature only those it reads, and returns its final state always (the family drops it
-when not asked for). The family checks the arguments once, before any form runs, and
+A form is a plain function that takes the spec's arguments by keyword and names in its
+signature only those it reads. It returns `(output, final_state)`: a form that does not
+name `output_final_state` computes the state always (the family drops it when not asked
+for); one that can save work names it and returns None for the state when it is False. The family checks the arguments once, before any form runs, and
 fills in what the check resolves (for example the default `scale`). A form that does not
 declare `packed` gets packed batches one sequence at a time, and zero time steps go to the
 spec, so no form needs code for either.
@@ -40,6 +41,7 @@ from .common.varlen import check_cu_seqlens
 
 __all__ = [
     "FAMILIES", "Example", "Family", "Form", "StateLayout", "map_state", "register_family", "triton_available",
+    "triton_form", "triton_step_form",
 ]
 
 FAMILIES: Registry[Family] = Registry("op family")
@@ -111,6 +113,18 @@ class Form:
     float64: bool = True
     packed: bool = False
     summary: str = ""
+
+
+def triton_form(fn: str) -> Form:
+    """A form of fused Triton kernels, forward and backward ("module:name", imported on first
+    use): it computes in float32 and takes packed batches itself."""
+    return Form(fn, triton=True, float64=False, packed=True, summary="fused Triton kernels, forward and backward")
+
+
+def triton_step_form(fn: str) -> Form:
+    """A step form that runs one fused Triton loop over time for decoding, without gradients
+    ("module:name", imported on first use; float32, packed batches taken as they come)."""
+    return Form(fn, triton=True, float64=False, packed=True, summary="one fused loop over time, for decoding (no gradients)")
 
 
 @dataclass
@@ -222,6 +236,11 @@ class Family:
     @property
     def step_impls(self) -> tuple[str, ...]:
         return (AUTO, *self._steps)
+
+    def functions(self, *forms: str) -> tuple[Callable, ...]:
+        """The public function, then the function of each form named, for the family
+        package to export: `gla, naive_gla, chunk_gla = GLA.functions("naive", "chunk")`."""
+        return (self.function, *(self.forms[name] for name in forms))
 
     def form_info(self, name: str) -> Form:
         return self._forms[name]

@@ -142,18 +142,26 @@ class Task:
         return doc[0] if doc else ""
 
 
+class ScaledAccuracyTask(Task):
+    """A task scored at its answer positions by the scaled accuracy (acc − 1/K) / (1 − 1/K)
+    over its K possible answers: 0 at chance, 1 when perfect (Grazzi et al., arXiv:2411.12537)."""
+
+    metric = "val/scaled_accuracy"
+    # K, the number of possible answers
+    answers: ClassVar[int] = 2
+
+    def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        correct, scored = token_accuracy(logits, labels)
+        accuracy = float(correct.sum() / scored.sum())
+        return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, self.answers)}
+
+
 TASKS: Registry[type[Task]] = Registry("task")
 
 
 def register_task(name: str):
     """Class decorator: `@register_task("mqar")` makes the task available by name."""
-
-    def decorate(cls: type[Task]) -> type[Task]:
-        TASKS.register(name, cls)
-        cls.name = name
-        return cls
-
-    return decorate
+    return TASKS.named_class(name, Task)
 
 
 def get_task(name: str) -> type[Task]:

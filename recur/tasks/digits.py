@@ -28,12 +28,12 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass(kw_only=True)
-class DigitsConfig(TaskConfig):
-    # read the pixels in one fixed random order instead of row by row
-    permuted: bool = False
+class DigitsSplitConfig(TaskConfig):
+    """The fixed split of the digits images, shared by the tasks that read them."""
+
     # fraction of the images held out, half for validation and half for testing
     held_out_fraction: float = 0.2
-    # the seed of the split and of the pixel order (fixed, independent of the run's seed)
+    # the seed of the split and of a permuted pixel order (fixed, independent of the run's seed)
     data_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -42,33 +42,54 @@ class DigitsConfig(TaskConfig):
             raise ValueError(f"task.held_out_fraction must be in (0, 1); got {self.held_out_fraction}")
 
 
-@register_task("digits")
-class Digits(Task):
-    """Sequential (optionally permuted) 8×8 digits: 64 pixel tokens -> 10 classes."""
+@dataclass(kw_only=True)
+class DigitsConfig(DigitsSplitConfig):
+    # read the pixels in one fixed random order instead of row by row
+    permuted: bool = False
 
-    Config = DigitsConfig
+
+class DigitsTask(Task):
+    """The 1797 images in one fixed split, whatever form the model reads them in (`images`):
+    training batches drawn from the train split, each evaluation split read whole, in order;
+    10 classes, scored by accuracy."""
+
     head = "classify"
+    num_outputs = 10
 
-    def __init__(self, config: DigitsConfig) -> None:
+    def __init__(self, config: DigitsSplitConfig) -> None:
         super().__init__(config)
-        self.vocab_size, self.num_outputs = LEVELS, 10
         pixels, labels = load_digits()
-        # the split does not depend on `permuted`: both variants test on the same images
+        # the split does not depend on the form of the images: every variant tests on the same ones
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.data_seed))
-        if config.permuted:
-            pixels = pixels[:, torch.randperm(64, generator=torch.Generator().manual_seed(config.data_seed + 1))]
-        self.split_data = split_images(pixels, labels, order, config.held_out_fraction)
+        self.split_data = split_images(self.images(pixels), labels, order, config.held_out_fraction)
+
+    def images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's inputs from the pixels [1797, 64] (long, 0..16, raster order)."""
+        raise TypeError(f"{type(self).__name__} must define images()")
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        pixels, labels = self.split_data[split]
+        images, labels = self.split_data[split]
         if split != "train":
             # evaluation reads the whole split, in order
-            return {"inputs": pixels, "labels": labels}
+            return {"inputs": images, "labels": labels}
         index = torch.randint(0, len(labels), (n,), generator=generator)
-        return {"inputs": pixels[index], "labels": labels[index]}
+        return {"inputs": images[index], "labels": labels[index]}
 
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         return {"accuracy": float((logits.argmax(-1) == labels).float().mean())}
+
+
+@register_task("digits")
+class Digits(DigitsTask):
+    """Sequential (optionally permuted) 8×8 digits: 64 pixel tokens -> 10 classes."""
+
+    Config = DigitsConfig
+    vocab_size = LEVELS
+
+    def images(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not self.config.permuted:
+            return pixels
+        return pixels[:, torch.randperm(64, generator=torch.Generator().manual_seed(self.config.data_seed + 1))]
 
 
 def split_images(images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, held_out: float) -> dict:

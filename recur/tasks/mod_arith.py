@@ -16,16 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (
-    IGNORE,
-    Batch,
-    Task,
-    TaskConfig,
-    check_range,
-    register_task,
-    scaled,
-    token_accuracy,
-)
+from .base import IGNORE, Batch, ScaledAccuracyTask, TaskConfig, check_range, register_task
 
 MODULUS = 5
 # without brackets
@@ -114,11 +105,11 @@ def bracket_expression(length: int, rng: random.Random) -> tuple[list[int], int]
 
 
 @register_task("mod_arith")
-class ModArith(Task):
+class ModArith(ScaledAccuracyTask):
     """Expressions mod 5, with or without brackets; train short, validate and test long (scaled accuracy)."""
 
     Config = ModArithConfig
-    metric = "val/scaled_accuracy"
+    answers = MODULUS
 
     def __init__(self, config: ModArithConfig) -> None:
         super().__init__(config)
@@ -152,8 +143,3 @@ class ModArith(Task):
             inputs[i, : len(tokens)] = torch.tensor(tokens)
             labels[i, len(tokens) - 1] = self.tokens["number"] + value
         return {"inputs": inputs, "labels": labels}
-
-    def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        correct, scored = token_accuracy(logits, labels)
-        accuracy = float(correct.sum() / scored.sum())
-        return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, MODULUS)}

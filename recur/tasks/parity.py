@@ -16,12 +16,10 @@ import torch
 from .base import (
     IGNORE,
     Batch,
-    Task,
+    ScaledAccuracyTask,
     TaskConfig,
     check_range,
     register_task,
-    scaled,
-    token_accuracy,
     uniform_lengths,
 )
 
@@ -41,11 +39,11 @@ class ParityConfig(TaskConfig):
 
 
 @register_task("parity")
-class Parity(Task):
+class Parity(ScaledAccuracyTask):
     """Parity of a bit string; train on short strings, validate and test on longer ones (scaled accuracy)."""
 
     Config = ParityConfig
-    metric = "val/scaled_accuracy"
+    answers = 2
 
     def __init__(self, config: ParityConfig) -> None:
         super().__init__(config)
@@ -65,8 +63,3 @@ class Parity(Task):
         labels = torch.full((n, T), IGNORE)
         labels[torch.arange(n), lengths - 1] = answer
         return {"inputs": inputs, "labels": labels}
-
-    def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        correct, scored = token_accuracy(logits, labels)
-        accuracy = float(correct.sum() / scored.sum())
-        return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, 2)}

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,36 @@ def _safetensors():
     except ImportError as error:
         raise ImportError("checkpoints use safetensors: pip install 'recur[train]'") from error
     return safetensors.torch
+
+
+@contextmanager
+def _atomic_folder(final: Path) -> Iterator[Path]:
+    """A temporary folder beside `final` to write into; when the block ends without an error
+    it replaces `final`, otherwise it is removed and `final` is left as it was."""
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """`data` as JSON, flushed to disk before the folder holding it is renamed into place."""
+    with open(path, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _untie(model_state: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tied weights, saved once, given back under each of their names."""
+    for name, source in info.get("tied", {}).items():
+        model_state[name] = model_state[source]
+    return model_state
 
 
 def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:
@@ -80,23 +112,13 @@ def save(
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=root))
-    try:
+    with _atomic_folder(final) as tmp:
         # tied weights share storage; safetensors wants each tensor once
         st.save_file(_dedupe(model_state), str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = flatten_optimizer(optimizer_state)
         st.save_file({**opt_tensors, **{f"extra.{k}": v.contiguous() for k, v in extra_tensors.items()}},
                      str(tmp / "optimizer.safetensors"))
-        with open(tmp / "state.json", "w") as f:
-            json.dump({**info, "step": step, "optimizer": opt_meta, "tied": _ties(model_state)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_json(tmp / "state.json", {**info, "step": step, "optimizer": opt_meta, "tied": _ties(model_state)})
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -126,19 +148,9 @@ def save_model(folder: str | os.PathLike, model_state: dict[str, torch.Tensor], 
     st = _safetensors()
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=folder.parent))
-    try:
+    with _atomic_folder(folder) as tmp:
         st.save_file(_dedupe(model_state), str(tmp / "model.safetensors"))
-        with open(tmp / "state.json", "w") as f:
-            json.dump({**info, "tied": _ties(model_state)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_json(tmp / "state.json", {**info, "tied": _ties(model_state)})
     return folder
 
 
@@ -156,8 +168,7 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict[s
         tensors = st.load_file(str(path / "optimizer.safetensors"))
     except Exception as error:
         raise CheckpointError(f"checkpoint {path} is corrupt: {type(error).__name__}: {error}") from error
-    for name, source in info.get("tied", {}).items():
-        model_state[name] = model_state[source]
+    model_state = _untie(model_state, info)
     extra = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
     opt = unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("state.")}, info["optimizer"])
     return model_state, opt, extra, info
@@ -176,9 +187,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             model_state = _safetensors().load_file(str(path / "model.safetensors"))
         except Exception as error:
             raise CheckpointError(f"model folder {path} is corrupt: {type(error).__name__}: {error}") from error
-        for name, source in info.get("tied", {}).items():
-            model_state[name] = model_state[source]
-        return model_state, info
+        return _untie(model_state, info), info
     if not (path / "state.json").exists():
         found = checkpoint_dirs(path)
         if not found:

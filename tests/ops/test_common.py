@@ -9,6 +9,7 @@ from recur.ops.common import (
     chunk_state_passing,
     linear_recurrence,
     linear_recurrence_loop,
+    on_padded_batch,
     packed_to_padded,
     padded_to_packed,
     segsum,
@@ -97,6 +98,23 @@ def test_packing_round_trip():
     assert padded.shape == (3, 7, 2)
     assert torch.equal(padded[0, :3], x[0, :3]) and padded[0, 3:].abs().sum() == 0
     assert torch.equal(padded_to_packed(padded, cu), x)
+
+
+def test_on_padded_batch_pads_the_time_inputs_and_packs_the_output():
+    cu = torch.tensor([0, 3, 3, 10])
+    x, y = torch.randn(1, 10, 2), torch.randn(1, 10)
+    seen = {}
+
+    def run(x, y, g, scale):
+        seen.update(x=x, y=y, g=g)
+        return x * scale + y[..., None], "state"
+
+    output, state = on_padded_batch(run, cu, {"x": x, "y": y, "g": None}, scale=2.0)
+    assert seen["x"].shape == (3, 7, 2) and seen["y"].shape == (3, 7) and seen["g"] is None
+    assert state == "state" and torch.equal(output, x * 2.0 + y[..., None])
+    # without offsets the inputs go through as they are
+    output, _ = on_padded_batch(run, None, {"x": x, "y": y, "g": None}, scale=2.0)
+    assert seen["x"] is x and torch.equal(output, x * 2.0 + y[..., None])
 
 
 def test_chunk_layout_puts_every_sequence_on_whole_chunks():

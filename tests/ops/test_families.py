@@ -196,3 +196,20 @@ def _slice_time(family, example: Example, start: int, end: int, squeeze: bool = 
 
     args = tuple(cut(name, x) for name, x in zip(names, example.args, strict=False))
     return Example(args, {k: cut(k, x) for k, x in example.kwargs.items()})
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_outputs_in_the_inputs_dtype(name):
+    """Every form returns its output in the input's dtype (float32 here; bf16 below), states
+    in float32 or wider, whatever it computes in."""
+    family = FAMILIES[name]
+    for dtype in (torch.float32, torch.bfloat16):
+        example = family.example_inputs(5, case=family.cases[0], dtype=dtype)
+        for impl in family.impls[1:]:
+            if family.form_info(impl).triton:
+                continue
+            with torch.no_grad():
+                output, state = family.call(impl, example.args, {**example.kwargs, "output_final_state": True})
+            assert output.dtype == dtype, f"{name} {impl}: output {output.dtype} for {dtype} inputs"
+            for s in state_tensors(state):
+                assert s.dtype in (torch.float32, torch.complex64, torch.float64), f"{name} {impl}: state {s.dtype}"

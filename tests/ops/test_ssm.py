@@ -20,6 +20,7 @@ from recur.ops.ssm import (
     LINEAR_SCAN,
     SELECTIVE_SCAN,
     conv_diag_ssm,
+    dense_ssm,
     diag_ssm,
     diagonal_init,
     discretize,
@@ -219,6 +220,27 @@ def test_dplr_family_on_hippo_legs():
     H = C.shape[0]
     example.args = (u, leaf(Lambda.expand(H, N)), leaf(P.expand(H, 1, N)), leaf(B.expand(H, N)), C, step)
     check(DPLR_SSM, example, "conv", label="HiPPO-LegS")
+
+
+@pytest.mark.parametrize("impl", ["naive", "conv"])
+def test_a_diagonal_transition_is_the_dense_one_with_that_diagonal(impl):
+    """diag_ssm and dense_ssm share one spec: Ā [H, N] stands for the matrix diag(Ā)."""
+    example = DIAG_SSM.example_inputs(30, case="complex")
+    u, A_bar, B_bar, C = (x.detach() for x in example.args)
+    kwargs = {name: x.detach() for name, x in example.kwargs.items()}
+    y, x = diag_ssm(u, A_bar, B_bar, C, **kwargs, output_final_state=True, impl=impl)
+    y_dense, x_dense = dense_ssm(u, torch.diag_embed(A_bar), B_bar, C, **kwargs, output_final_state=True, impl=impl)
+    assert_close("y", y, y_dense, 1e-12)
+    assert_close("final state", x, x_dense, 1e-12)
+
+
+def test_each_form_is_exported_under_its_name():
+    import recur.ops.ssm as ssm
+
+    for family in (SELECTIVE_SCAN, DIAG_SSM, DENSE_SSM, DPLR_SSM, LINEAR_SCAN):
+        assert getattr(ssm, family.name) is family.function
+        for form, function in family.forms.items():
+            assert getattr(ssm, f"{form}_{family.name}") is function and form in function.__name__
 
 
 def test_hippo_entries():

@@ -245,6 +245,20 @@ def test_digits_split_and_permutation():
     assert plain.metrics(torch.eye(10)[test["labels"]], test["labels"]) == {"accuracy": 1.0}
 
 
+def test_digits_2d_reads_the_split_of_digits_as_images():
+    from recur.tasks.digits import DigitsConfig
+    from recur.tasks.digits_2d import Digits2D
+
+    flat, images = build_task("digits"), build_task("digits_2d")
+    for split in ("val", "test"):
+        pixels, scaled_images = flat.sample(0, gen(), split), images.sample(0, gen(), split)
+        assert torch.equal(pixels["labels"], scaled_images["labels"])
+        assert torch.equal(scaled_images["inputs"], (pixels["inputs"].float() / 16).view(-1, 1, 8, 8))
+    assert images.image_shape == (1, 8, 8) and images.num_outputs == 10 and images.tokens_per_example() == 64
+    with pytest.raises(TypeError, match="takes a Digits2DConfig; got DigitsConfig"):
+        Digits2D(DigitsConfig())
+
+
 def test_unknown_task_and_option_are_named():
     with pytest.raises(ValueError, match="unknown task 'parit'; did you mean 'parity'"):
         build_task("parit")

@@ -121,3 +121,22 @@ def test_resume_with_micro_batches_and_of_a_finished_run(tmp_path):
     assert steps_run == [] and again.steps == 6 and again.metrics == whole.metrics and math.isnan(again.loss)
     for a, b in zip(whole.model.state_dict().values(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_failed_model_write_keeps_the_previous_weights(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    first = {"w": torch.ones(3), "tied": None}
+    first["tied"] = first["w"]
+    ckpt.save_model(tmp_path / "model", first, {"step": 1})
+
+    def full_disk(tensors, filename, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save_model(tmp_path / "model", {"w": torch.zeros(3)}, {"step": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    state, info = ckpt.load_weights(tmp_path)
+    # the tied weight comes back under both names, from the one copy written
+    assert info["step"] == 1 and torch.equal(state["w"], torch.ones(3)) and state["tied"] is state["w"]

@@ -4,7 +4,15 @@ from .checks import check_per_head, check_qkv, check_state, resolve_scale, state
 from .chunk import chunk_state_passing
 from .scan import linear_recurrence, linear_recurrence_loop
 from .segsum import segsum, suffix_sum_exclusive
-from .varlen import ChunkLayout, check_cu_seqlens, no_steps, packed_to_padded, padded_to_packed
+from .spec import matrix_spec_start
+from .varlen import (
+    ChunkLayout,
+    check_cu_seqlens,
+    no_steps,
+    on_padded_batch,
+    packed_to_padded,
+    padded_to_packed,
+)
 
 __all__ = [
     "ChunkLayout",
@@ -15,7 +23,9 @@ __all__ = [
     "chunk_state_passing",
     "linear_recurrence",
     "linear_recurrence_loop",
+    "matrix_spec_start",
     "no_steps",
+    "on_padded_batch",
     "packed_to_padded",
     "padded_to_packed",
     "resolve_scale",

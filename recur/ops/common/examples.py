@@ -3,8 +3,16 @@ and benchmarks, so both run on the same inputs."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 import torch.nn.functional as F
+
+
+def check_case(case: str, cases: Collection[str]) -> None:
+    """An `example_inputs` case: one of `cases`, or a ValueError naming them."""
+    if case not in cases:
+        raise ValueError(f"case must be one of {list(cases)}; got {case!r}")
 
 
 class RandomInputs:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ChunkLayout", "check_cu_seqlens", "no_steps", "packed_to_padded", "padded_to_packed"]
+__all__ = ["ChunkLayout", "check_cu_seqlens", "no_steps", "on_padded_batch", "packed_to_padded", "padded_to_packed"]
 
 
 def check_cu_seqlens(cu_seqlens: torch.Tensor, batch_size: int, total: int) -> None:
@@ -54,6 +54,19 @@ def padded_to_packed(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     """[N, max_len, ...] -> [1, total, ...]."""
     index, _ = _padded_index(cu_seqlens)
     return x.reshape(-1, *x.shape[2:]).index_select(0, index).unsqueeze(0)
+
+
+def on_padded_batch(fn, cu_seqlens: torch.Tensor | None, time_inputs: dict[str, torch.Tensor | None], **others):
+    """fn(**time_inputs, **others) -> (output, final_state), with a packed batch run as a padded
+    one: each time input (None stays None) [1, total, ...] -> [N, max_len, ...], the output
+    back to [1, total, ...]. Without `cu_seqlens`, fn runs on the inputs as they are. The
+    padding follows each sequence's end, so fn must leave a state unchanged on zero inputs
+    for the final states to be exact."""
+    if cu_seqlens is None:
+        return fn(**time_inputs, **others)
+    padded = {name: None if x is None else packed_to_padded(x, cu_seqlens) for name, x in time_inputs.items()}
+    output, final_state = fn(**padded, **others)
+    return padded_to_packed(output, cu_seqlens), final_state
 
 
 class ChunkLayout:

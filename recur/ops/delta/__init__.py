@@ -15,8 +15,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..common.examples import RandomInputs
-from ..family import Example, Family, Form, StateLayout, register_family
+from ..common.examples import RandomInputs, check_case
+from ..family import (
+    Example,
+    Family,
+    Form,
+    StateLayout,
+    register_family,
+    triton_form,
+    triton_step_form,
+)
 from .checks import check_delta_product_inputs, check_delta_rule_inputs
 from .chunk import chunk_delta_rule as _chunk
 from .naive import naive_delta_rule as _spec
@@ -42,9 +50,20 @@ def _write_strength(draw: RandomInputs, *shape: int, beta_max: float) -> torch.T
     return (beta_max * draw.normal(*shape, grad=False).sigmoid()).requires_grad_()
 
 
-def _check_case(case: str) -> None:
-    if case not in BETA_MAX:
-        raise ValueError(f"case must be one of {sorted(BETA_MAX)}; got {case!r}")
+def _example(T, batch, case, dtype, device, seed, heads, key_dim, value_dim, micro_steps) -> Example:
+    """Both families' inputs: k, v and β carry the axes `micro_steps` ((): the delta rule,
+    (n_h,): DeltaProduct) after T."""
+    check_case(case, BETA_MAX)
+    draw = RandomInputs(seed, dtype, device)
+    B, H, K, V, n = batch, heads, key_dim, value_dim, micro_steps
+    q, k, v = _unit(draw, B, T, H, K), _unit(draw, B, T, *n, H, K), draw.normal(B, T, *n, H, V)
+    strength = GATE_STRENGTH[case]
+    kwargs = {
+        "beta": _write_strength(draw, B, T, *n, H, beta_max=BETA_MAX[case]),
+        "g": None if strength is None else draw.log_decay(B, T, H, strength=strength),
+        "initial_state": draw.normal(B, H, K, V),
+    }
+    return Example((q, k, v), kwargs)
 
 
 def example_inputs(
@@ -53,17 +72,7 @@ def example_inputs(
 ) -> Example:
     """Unit q, k [B, T, H, K], v [B, T, H, V], β [B, T, H] and a per-head log decay of the kind
     `case` names, and a random initial state; every input requires grad."""
-    _check_case(case)
-    draw = RandomInputs(seed, dtype, device)
-    B, H, K, V = batch, heads, key_dim, value_dim
-    q, k, v = _unit(draw, B, T, H, K), _unit(draw, B, T, H, K), draw.normal(B, T, H, V)
-    strength = GATE_STRENGTH[case]
-    kwargs = {
-        "beta": _write_strength(draw, B, T, H, beta_max=BETA_MAX[case]),
-        "g": None if strength is None else draw.log_decay(B, T, H, strength=strength),
-        "initial_state": draw.normal(B, H, K, V),
-    }
-    return Example((q, k, v), kwargs)
+    return _example(T, batch, case, dtype, device, seed, heads, key_dim, value_dim, ())
 
 
 def product_example_inputs(
@@ -73,17 +82,7 @@ def product_example_inputs(
     """Unit q [B, T, H, K] and k [B, T, n_h, H, K], v [B, T, n_h, H, V], β [B, T, n_h, H], a
     per-head log decay of the kind `case` names and a random initial state; every input
     requires grad."""
-    _check_case(case)
-    draw = RandomInputs(seed, dtype, device)
-    B, H, K, V, n_h = batch, heads, key_dim, value_dim, num_householder
-    q, k, v = _unit(draw, B, T, H, K), _unit(draw, B, T, n_h, H, K), draw.normal(B, T, n_h, H, V)
-    strength = GATE_STRENGTH[case]
-    kwargs = {
-        "beta": _write_strength(draw, B, T, n_h, H, beta_max=BETA_MAX[case]),
-        "g": None if strength is None else draw.log_decay(B, T, H, strength=strength),
-        "initial_state": draw.normal(B, H, K, V),
-    }
-    return Example((q, k, v), kwargs)
+    return _example(T, batch, case, dtype, device, seed, heads, key_dim, value_dim, (num_householder,))
 
 
 DELTA_RULE = register_family(Family(
@@ -99,18 +98,9 @@ DELTA_RULE = register_family(Family(
     spec=_spec,
     forms={
         "chunk": Form(_chunk, packed=True, summary="chunkwise WY / UT-transform PyTorch"),
-        "triton": Form(
-            "recur.ops.delta.triton:triton_delta_rule", triton=True, float64=False, packed=True,
-            summary="fused Triton kernels, forward and backward",
-        ),
+        "triton": triton_form("recur.ops.delta.triton:triton_delta_rule"),
     },
-    steps={
-        "triton": Form(
-            "recur.ops.delta.triton:triton_delta_rule_recurrent",
-            triton=True, float64=False, packed=True,
-            summary="one fused loop over time, for decoding (no gradients)",
-        ),
-    },
+    steps={"triton": triton_step_form("recur.ops.delta.triton:triton_delta_rule_recurrent")},
     check=check_delta_rule_inputs,
     state=StateLayout({"S": "[B, H, K, V]"}),
     time_inputs=("q", "k", "v", "beta", "g"),
@@ -136,19 +126,15 @@ DELTA_PRODUCT = register_family(Family(
         ),
     },
     check=check_delta_product_inputs,
-    state=StateLayout({"S": "[B, H, K, V]"}),
-    time_inputs=("q", "k", "v", "beta", "g"),
+    # the delta rule's state and time inputs: k, v and beta carry the micro-step axis after T
+    state=DELTA_RULE.state,
+    time_inputs=DELTA_RULE.time_inputs,
     example_inputs=product_example_inputs,
     cases=("ungated", "gated", "neg_eigval"),
 ))
 
-delta_rule = DELTA_RULE.function
-naive_delta_rule = DELTA_RULE.forms["naive"]
-chunk_delta_rule = DELTA_RULE.forms["chunk"]
-triton_delta_rule = DELTA_RULE.forms["triton"]
-delta_product = DELTA_PRODUCT.function
-naive_delta_product = DELTA_PRODUCT.forms["naive"]
-chunk_delta_product = DELTA_PRODUCT.forms["chunk"]
+delta_rule, naive_delta_rule, chunk_delta_rule, triton_delta_rule = DELTA_RULE.functions("naive", "chunk", "triton")
+delta_product, naive_delta_product, chunk_delta_product = DELTA_PRODUCT.functions("naive", "chunk")
 
 __all__ = [
     "DELTA_PRODUCT",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..common import packed_to_padded, padded_to_packed, segsum, state_dtype
+from ..common import on_padded_batch, segsum, state_dtype
 from ..common.segsum import suffix_sum_exclusive
 
 CHUNK_SIZE = 64
@@ -34,15 +34,10 @@ CHUNK_SIZE = 64
 
 def chunk_delta_rule(q, k, v, *, beta, g, scale, initial_state, cu_seqlens):
     """The (gated) delta rule, chunkwise; the arguments of `naive_delta_rule`, already checked."""
-    out_dtype = v.dtype
-    if cu_seqlens is not None:
-        # Padding after each sequence with k = 0, beta = 0 and g = 0 leaves its state unchanged.
-        q, k, v, beta = (packed_to_padded(x, cu_seqlens) for x in (q, k, v, beta))
-        g = None if g is None else packed_to_padded(g, cu_seqlens)
-    o, final_state = _chunk_delta_rule(q, k, v, beta, g, scale, initial_state)
-    if cu_seqlens is not None:
-        o = padded_to_packed(o, cu_seqlens)
-    return o.to(out_dtype), final_state
+    # padding after each sequence with k = 0, beta = 0 and g = 0 leaves its state unchanged
+    time_inputs = {"q": q, "k": k, "v": v, "beta": beta, "g": g}
+    o, final_state = on_padded_batch(_chunk_delta_rule, cu_seqlens, time_inputs, scale=scale, initial_state=initial_state)
+    return o.to(v.dtype), final_state
 
 
 def _chunk_delta_rule(q, k, v, beta, g, scale, initial_state):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from ..common.spec import matrix_spec_start
+
 
 def naive_delta_rule(
     q: torch.Tensor,
@@ -44,26 +46,34 @@ def naive_delta_rule(
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
     """
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    scale = K**-0.5 if scale is None else scale
-    dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
-    q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
+    # one delta-rule step per token: DeltaProduct's loop with n_h = 1
+    return householder_loop(q, k.unsqueeze(2), v.unsqueeze(2), beta.unsqueeze(2), g, scale, initial_state)
+
+
+def householder_loop(q, k, v, beta, g, scale, initial_state):
+    """Per token: the decay α_t = exp(g_t) once, n_h delta-rule (generalised Householder)
+    steps, then the read o_t = scale · S_tᵀ q_t. q [B, T, H, K], k [B, T, n_h, H, K],
+    v [B, T, n_h, H, V], beta [B, T, n_h, H], g [B, T, H] or None: n_h = 1 is the delta
+    rule, n_h > 1 DeltaProduct. Returns (o [B, T, H, V], S_T)."""
+    B, T, H, _ = q.shape
     # S: [B, H, K, V]
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    scale, dtype, S = matrix_spec_start(q, v, scale, initial_state)
+    out_dtype = v.dtype
+    q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     log_decay = q.new_zeros(B, T, H) if g is None else g.to(dtype)
     outputs = []
     # unbind once: indexing x[:, t] inside the loop would make every step's backward
     # write a full-length gradient, O(T²) work
     for q_t, k_t, v_t, beta_t, g_t in zip(*(x.unbind(1) for x in (q, k, v, beta, log_decay)), strict=True):
         if g is not None:
-            # decay: S ← α_t S, [B, H, 1, 1]
+            # decay once per token: S ← α_t S, [B, H, 1, 1]
             S = g_t.exp()[..., None, None] * S
-        # α_t (I − β_t k kᵀ) S + β_t k vᵀ = α_t S + k (β_t (v_t − (α_t S)ᵀ k_t))ᵀ:
-        # the state's prediction for k_t is replaced by v_t at rate β_t. [B, H, V]
-        new_value = beta_t[..., None] * (v_t - torch.einsum("bhk,bhkv->bhv", k_t, S))
-        S = S + k_t[..., :, None] * new_value[..., None, :]
-        # read: o_t = scale · S_tᵀ q_t, [B, H, V]
+        for k_j, v_j, beta_j in zip(k_t.unbind(1), v_t.unbind(1), beta_t.unbind(1), strict=True):
+            # step j, on the decayed state: (I − β k kᵀ) S + β k vᵀ = S + k (β (v − Sᵀ k))ᵀ,
+            # the state's prediction for k replaced by v at rate β. [B, H, V]
+            new_value = beta_j[..., None] * (v_j - torch.einsum("bhk,bhkv->bhv", k_j, S))
+            S = S + k_j[..., :, None] * new_value[..., None, :]
+        # read after the last step: o_t = scale · S_tᵀ q_t, [B, H, V]
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
-    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
-    return o.to(v.dtype), S
+    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, v.shape[-1])
+    return o.to(out_dtype), S

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from .chunk import chunk_delta_rule
+from .naive import householder_loop
 
 
 def naive_delta_product(
@@ -47,29 +48,7 @@ def naive_delta_product(
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
     """
-    B, T, n_h, H, K = k.shape
-    V = v.shape[-1]
-    scale = K**-0.5 if scale is None else scale
-    dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
-    q, k, v, beta = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
-    # S: [B, H, K, V]
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
-    log_decay = q.new_zeros(B, T, H) if g is None else g.to(dtype)
-    outputs = []
-    # unbind once: indexing x[:, t] inside the loop would make every step's backward
-    # write a full-length gradient, O(T²) work
-    for q_t, k_t, v_t, beta_t, g_t in zip(*(x.unbind(1) for x in (q, k, v, beta, log_decay)), strict=True):
-        if g is not None:
-            # one decay per token: S ← α_t S
-            S = g_t.exp()[..., None, None] * S
-        for k_j, v_j, beta_j in zip(k_t.unbind(1), v_t.unbind(1), beta_t.unbind(1), strict=True):
-            # Householder step j: S ← (I − β k kᵀ) S + β k vᵀ = S + k (β (v − Sᵀ k))ᵀ, [B, H, V]
-            new_value = beta_j[..., None] * (v_j - torch.einsum("bhk,bhkv->bhv", k_j, S))
-            S = S + k_j[..., :, None] * new_value[..., None, :]
-        # read after the last step: o_t = scale · S_tᵀ q_t, [B, H, V]
-        outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
-    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
-    return o.to(v.dtype), S
+    return householder_loop(q, k, v, beta, g, scale, initial_state)
 
 
 def _interleaved(q, k, v, beta, g):

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import torch
 
-from ..common.examples import RandomInputs
-from ..family import Example, Family, Form, StateLayout, register_family
+from ..common.examples import RandomInputs, check_case
+from ..family import (
+    Example,
+    Family,
+    Form,
+    StateLayout,
+    register_family,
+    triton_form,
+    triton_step_form,
+)
 from .checks import check_gla_inputs
 from .chunk import chunk_gla as _chunk
 from .naive import naive_gla as _spec
@@ -34,8 +42,7 @@ def example_inputs(
         "signed": lambda: draw.log_decay(B, T, H),
         "no_gate": lambda: None,
     }
-    if case not in gates:
-        raise ValueError(f"case must be one of {sorted(gates)}; got {case!r}")
+    check_case(case, gates)
     kwargs = {"g": gates[case](), "initial_state": draw.normal(B, H, K, V)}
     if case == "signed":
         kwargs["decay_sign"] = draw.signs(B, T, H)
@@ -49,12 +56,9 @@ GLA = register_family(Family(
     spec=_spec,
     forms={
         "chunk": Form(_chunk, packed=True, summary="chunkwise-parallel PyTorch"),
-        "triton": Form(
-            "recur.ops.gla.triton:triton_gla", triton=True, float64=False, packed=True,
-            summary="fused Triton kernels, forward and backward",
-        ),
+        "triton": triton_form("recur.ops.gla.triton:triton_gla"),
     },
-    steps={"triton": Form("recur.ops.gla.triton:triton_gla_recurrent", triton=True, float64=False, packed=True)},
+    steps={"triton": triton_step_form("recur.ops.gla.triton:triton_gla_recurrent")},
     check=check_gla_inputs,
     state=StateLayout({"S": "[B, H, K, V]"}),
     time_inputs=("q", "k", "v", "g", "decay_sign"),
@@ -62,9 +66,6 @@ GLA = register_family(Family(
     cases=("per_head", "per_channel", "strong", "signed", "no_gate"),
 ))
 
-gla = GLA.function
-naive_gla = GLA.forms["naive"]
-chunk_gla = GLA.forms["chunk"]
-triton_gla = GLA.forms["triton"]
+gla, naive_gla, chunk_gla, triton_gla = GLA.functions("naive", "chunk", "triton")
 
 __all__ = ["GLA", "chunk_gla", "gla", "naive_gla", "triton_gla"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from ..common.spec import matrix_spec_start
+
 
 def naive_gla(
     q: torch.Tensor,
@@ -43,13 +45,11 @@ def naive_gla(
     Returns:
         (o [B, T, H, V] in v's dtype, final state [B, H, K, V] or [N, H, K, V], or None).
     """
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    scale = K**-0.5 if scale is None else scale
-    dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
-    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    B, T, H, _ = q.shape
     # S: [B, H, K, V]
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    scale, dtype, S = matrix_spec_start(q, v, scale, initial_state)
+    out_dtype = v.dtype
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     # one slice per step, taken once: indexing inside the loop would make backward quadratic in T
     steps = [x.unbind(1) if x is not None else [None] * T for x in (q, k, v, g, decay_sign)]
     outputs = []
@@ -65,6 +65,6 @@ def naive_gla(
         S = S + k_t[:, :, :, None] * v_t[:, :, None, :]
         # read: o_t = scale · S_tᵀ q_t, [B, H, V]
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", q_t, S))
-    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V, dtype=dtype)
-    return o.to(v.dtype), S
+    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, v.shape[-1])
+    return o.to(out_dtype), S
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common.examples import RandomInputs
+from ..common.examples import RandomInputs, check_case
 from ..family import Example, Family, Form, StateLayout, register_family
 from .checks import check_mlstm_inputs
 from .chunk import chunk_mlstm as _chunk
@@ -38,8 +38,7 @@ def example_inputs(
         # forgets near 0 (log f about −20 per step): the stabiliser moves at almost every step
         "strong_forget": lambda: (draw.normal(B, T, H, std=3.0), draw.normal(B, T, H, std=3.0) - 20.0),
     }
-    if case not in cases:
-        raise ValueError(f"case must be one of {sorted(cases)}; got {case!r}")
+    check_case(case, cases)
     i, f = (x.detach().requires_grad_() for x in cases[case]())
     # m_0 of a few units either way: the stabiliser starts anywhere
     state = MLSTMState(draw.normal(B, H, K, V), draw.normal(B, H, K), draw.normal(B, H, std=2.0))
@@ -68,9 +67,6 @@ MLSTM = register_family(Family(
     cases=("exp", "sigmoid", "strong_forget"),
 ))
 
-mlstm = MLSTM.function
-naive_mlstm = MLSTM.forms["naive"]
-chunk_mlstm = MLSTM.forms["chunk"]
-parallel_mlstm = MLSTM.forms["parallel"]
+mlstm, naive_mlstm, chunk_mlstm, parallel_mlstm = MLSTM.functions("naive", "chunk", "parallel")
 
 __all__ = ["MLSTM", "MLSTMState", "chunk_mlstm", "mlstm", "naive_mlstm", "parallel_mlstm"]

@@ -68,6 +68,7 @@ def naive_mlstm(
     V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
     dtype = torch.float64 if torch.float64 in (q.dtype, v.dtype) else torch.float32
+    out_dtype = v.dtype
     q, k, v = q.to(dtype) * scale, k.to(dtype), v.to(dtype)
     log_i, log_f = log_gates(i, f, input_gate, dtype)
     if initial_state is None:
@@ -93,7 +94,7 @@ def naive_mlstm(
         denominator = torch.maximum((n * q_t).sum(-1).abs(), (-m).exp()) + eps
         outputs.append(numerator / denominator[..., None])
     h = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V)
-    return h.to(v.dtype), MLSTMState(C, n, m)
+    return h.to(out_dtype), MLSTMState(C, n, m)
 
 
 def log_gates(i: torch.Tensor, f: torch.Tensor, input_gate: str, dtype: torch.dtype):

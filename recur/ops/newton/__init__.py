@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from ..family import Example, Family, Form, StateLayout, register_family
+from ..common.examples import check_case
+from ..family import Example, Family, Form, register_family
+from ..rnn import RNN
 from ..rnn import example_inputs as rnn_example_inputs
 from ..rnn.sequential import sequential_rnn as _sequential
 from .checks import check_newton_inputs
@@ -32,8 +34,7 @@ def example_inputs(
 ) -> Example:
     """The RNN family's example inputs for the diagonal-Jacobian cell `case` names
     (recurrent weights small enough that Newton converges)."""
-    if case not in CASES:
-        raise ValueError(f"case must be one of {list(CASES)}; got {case!r}")
+    check_case(case, CASES)
     return rnn_example_inputs(
         T, batch=batch, case=case, dtype=dtype, device=device, seed=seed, heads=heads, head_dim=head_dim
     )
@@ -55,17 +56,15 @@ NEWTON = register_family(Family(
         "sequential": Form(_sequential, summary="the RNN family's loop with a hand-written backward"),
     },
     check=check_newton_inputs,
-    state=StateLayout({"state": "[B, S, H, Dh] (the cell's S state components, h first)"}),
-    time_inputs=("x_proj",),
+    # the RNN family's recurrence, solved another way: its state and its time inputs
+    state=RNN.state,
+    time_inputs=RNN.time_inputs,
     example_inputs=example_inputs,
     cases=CASES,
     default="newton",
 ))
 
-newton = NEWTON.function
-naive_newton = NEWTON.forms["naive"]
-newton_solve = NEWTON.forms["newton"]
-sequential_newton = NEWTON.forms["sequential"]
+newton, naive_newton, newton_solve, sequential_newton = NEWTON.functions("naive", "newton", "sequential")
 
 __all__ = [
     "NEWTON", "NewtonFallbackWarning", "NewtonInfo", "block_linear_recurrence", "naive_newton", "newton",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common.examples import RandomInputs
+from ..common.examples import RandomInputs, check_case
 from ..family import Example, Family, Form, StateLayout, register_family
 from .cells import (
     ALRNN,
@@ -48,8 +48,7 @@ def example_inputs(
     `case` names ("lstm_dense": LSTM with one head of heads · head_dim units; "rhn": `depth`
     micro-steps; "alrnn": half of each head's units ReLU), with weights small enough that
     the recurrence contracts (so that Newton converges on the diagonal cells)."""
-    if case not in CASES:
-        raise ValueError(f"case must be one of {list(CASES)}; got {case!r}")
+    check_case(case, CASES)
     if case == "lstm_dense":
         case, heads, head_dim = "lstm", 1, heads * head_dim
     cell = ALRNN(num_relu=head_dim // 2) if case == "alrnn" else CELLS[case]
@@ -91,9 +90,7 @@ RNN = register_family(Family(
     default="sequential",
 ))
 
-rnn = RNN.function
-naive_rnn = RNN.forms["naive"]
-sequential_rnn = RNN.forms["sequential"]
+rnn, naive_rnn, sequential_rnn = RNN.functions("naive", "sequential")
 
 __all__ = [
     "ALRNN", "CELLS", "GRU", "LSTM", "MGU", "RHN", "RNN", "SLSTM", "Cell", "Elman", "IndRNN", "ParaGRU", "ParaLSTM",

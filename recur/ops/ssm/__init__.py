@@ -39,11 +39,10 @@ from .examples import (
     selective_scan_inputs,
 )
 from .hippo import diagonal_init, hippo, nplr, rank_correction
-from .naive import naive_dense_ssm as _naive_dense
-from .naive import naive_diag_ssm as _naive_diag
 from .naive import naive_dplr_ssm as _naive_dplr
 from .naive import naive_linear_scan as _naive_linear
 from .naive import naive_selective_scan as _naive_selective
+from .naive import naive_time_invariant_ssm as _naive_time_invariant
 from .scan import CHUNK_SIZE, chunked_linear_recurrence
 from .scan import parallel_linear_scan as _parallel_linear
 from .scan import scan_linear_scan as _scan_linear
@@ -66,48 +65,45 @@ SELECTIVE_SCAN = register_family(Family(
     default="scan",
 ))
 
-DIAG_SSM = register_family(Family(
+
+def _time_invariant(
+    *, name: str, paper: str, recurrence: str, conv, kernel: str, check, example_inputs,
+    spec=_naive_time_invariant, cases=TIME_INVARIANT_CASES,
+) -> Family:
+    """A time-invariant SSM family: input u [B, T, H], state x [B, H, N], the loop `spec` and
+    the FFT convolution (what "auto" picks) with the kernel `kernel` names."""
+    return register_family(Family(
+        name=name, paper=paper, recurrence=recurrence, spec=spec,
+        forms={"conv": Form(conv, summary=f"{kernel}, {CONVOLUTION}")},
+        check=check, state=StateLayout({"x": "[B, H, N]"}), time_inputs=("u",),
+        example_inputs=example_inputs, cases=cases, default="conv",
+    ))
+
+
+DIAG_SSM = _time_invariant(
     name="diag_ssm",
     paper="On the Parameterization and Initialization of Diagonal State Space Models (Gu, Gupta, Goel, Ré; arXiv:2206.11893)",
     recurrence="Diagonal time-invariant SSM: x_t = Ā ⊙ x_{t-1} + B̄ u_t, y_t = Re(C x_t) + D u_t",
-    spec=_naive_diag,
-    forms={"conv": Form(_conv_diag, summary=f"Vandermonde kernel, {CONVOLUTION}")},
-    check=check_diag_ssm_inputs,
-    state=StateLayout({"x": "[B, H, N]"}),
-    time_inputs=("u",),
-    example_inputs=diag_ssm_inputs,
-    cases=TIME_INVARIANT_CASES,
-    default="conv",
-))
+    conv=_conv_diag, kernel="Vandermonde kernel",
+    check=check_diag_ssm_inputs, example_inputs=diag_ssm_inputs,
+)
 
-DENSE_SSM = register_family(Family(
+DENSE_SSM = _time_invariant(
     name="dense_ssm",
     paper="Combining Recurrent, Convolutional, and Continuous-time Models with Linear State-Space Layers "
     "(Gu, Johnson, Goel, Saab, Dao, Rudra, Ré; arXiv:2110.13985)",
     recurrence="Dense time-invariant SSM: x_t = Ā x_{t-1} + B̄ u_t, y_t = Re(C x_t) + D u_t",
-    spec=_naive_dense,
-    forms={"conv": Form(_conv_dense, summary=f"Krylov kernel, {CONVOLUTION}")},
-    check=check_dense_ssm_inputs,
-    state=StateLayout({"x": "[B, H, N]"}),
-    time_inputs=("u",),
-    example_inputs=dense_ssm_inputs,
-    cases=TIME_INVARIANT_CASES,
-    default="conv",
-))
+    conv=_conv_dense, kernel="Krylov kernel",
+    check=check_dense_ssm_inputs, example_inputs=dense_ssm_inputs,
+)
 
-DPLR_SSM = register_family(Family(
+DPLR_SSM = _time_invariant(
     name="dplr_ssm",
     paper="Efficiently Modeling Long Sequences with Structured State Spaces (Gu, Goel, Ré; arXiv:2111.00396)",
     recurrence="S4: A = diag(Λ) − Pᵀ P^*, bilinear Ā, B̄ with step Δ; x_t = Ā x_{t-1} + B̄ u_t, y_t = Re(C x_t) + D u_t",
-    spec=_naive_dplr,
-    forms={"conv": Form(_conv_dplr, summary=f"Cauchy kernel with a Woodbury correction, {CONVOLUTION}")},
-    check=check_dplr_ssm_inputs,
-    state=StateLayout({"x": "[B, H, N]"}),
-    time_inputs=("u",),
-    example_inputs=dplr_ssm_inputs,
-    cases=("complex",),
-    default="conv",
-))
+    spec=_naive_dplr, conv=_conv_dplr, kernel="Cauchy kernel with a Woodbury correction",
+    check=check_dplr_ssm_inputs, example_inputs=dplr_ssm_inputs, cases=("complex",),
+)
 
 LINEAR_SCAN = register_family(Family(
     name="linear_scan",
@@ -126,22 +122,11 @@ LINEAR_SCAN = register_family(Family(
     default="scan",
 ))
 
-selective_scan = SELECTIVE_SCAN.function
-naive_selective_scan = SELECTIVE_SCAN.forms["naive"]
-scan_selective_scan = SELECTIVE_SCAN.forms["scan"]
-diag_ssm = DIAG_SSM.function
-naive_diag_ssm = DIAG_SSM.forms["naive"]
-conv_diag_ssm = DIAG_SSM.forms["conv"]
-dense_ssm = DENSE_SSM.function
-naive_dense_ssm = DENSE_SSM.forms["naive"]
-conv_dense_ssm = DENSE_SSM.forms["conv"]
-dplr_ssm = DPLR_SSM.function
-naive_dplr_ssm = DPLR_SSM.forms["naive"]
-conv_dplr_ssm = DPLR_SSM.forms["conv"]
-linear_scan = LINEAR_SCAN.function
-naive_linear_scan = LINEAR_SCAN.forms["naive"]
-scan_linear_scan = LINEAR_SCAN.forms["scan"]
-parallel_linear_scan = LINEAR_SCAN.forms["parallel"]
+selective_scan, naive_selective_scan, scan_selective_scan = SELECTIVE_SCAN.functions("naive", "scan")
+diag_ssm, naive_diag_ssm, conv_diag_ssm = DIAG_SSM.functions("naive", "conv")
+dense_ssm, naive_dense_ssm, conv_dense_ssm = DENSE_SSM.functions("naive", "conv")
+dplr_ssm, naive_dplr_ssm, conv_dplr_ssm = DPLR_SSM.functions("naive", "conv")
+linear_scan, naive_linear_scan, scan_linear_scan, parallel_linear_scan = LINEAR_SCAN.functions("naive", "scan", "parallel")
 
 __all__ = [
     "CHUNK_SIZE",

@@ -47,8 +47,8 @@ def vandermonde(A_bar: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def conv_diag_ssm(u, A_bar, B_bar, C, *, D, initial_state, output_final_state):
-    """A diagonal time-invariant SSM by FFT convolution; the arguments of `naive_diag_ssm`,
-    already checked."""
+    """A diagonal time-invariant SSM by FFT convolution; the arguments of
+    `naive_time_invariant_ssm` with a diagonal Ā [H, N], already checked."""
     real_state = not any(t is not None and t.is_complex() for t in (A_bar, B_bar, C, initial_state))
     A_bar, B_bar, C, h0, x = prepare_time_invariant(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
@@ -85,7 +85,7 @@ def krylov(A_bar: torch.Tensor, v: torch.Tensor, length: int) -> torch.Tensor:
 
 def conv_dense_ssm(u, A_bar, B_bar, C, *, D, initial_state, output_final_state):
     """A dense time-invariant SSM (LSSL) by its Krylov kernel and an FFT convolution; the
-    arguments of `naive_dense_ssm`, already checked."""
+    arguments of `naive_time_invariant_ssm` with a dense Ā [H, N, N], already checked."""
     A_bar, B_bar, C, h0, x = prepare_time_invariant(u, A_bar, B_bar, C, initial_state)
     T = x.shape[1]
     # rows C Ā^l for l = 0 … T, as columns of (Āᵀ)^l Cᵀ: [H, N, T + 1]

@@ -8,13 +8,8 @@ import math
 
 import torch
 
-from ..common.examples import RandomInputs
+from ..common.examples import RandomInputs, check_case
 from ..family import Example
-
-
-def _case(case: str, cases: tuple[str, ...]) -> None:
-    if case not in cases:
-        raise ValueError(f"case must be one of {list(cases)}; got {case!r}")
 
 
 def _leaf(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +54,7 @@ def selective_scan_inputs(
     """u, Δ [B, T, D], A [D, N], B, C [B, T, N] and x_0 [B, D, N]. "real": positive Δ,
     real A, B, C; "complex": A, B, C and x_0 complex; "grouped": B, C [B, T, G, N];
     "gated": Δ = softplus(delta + delta_bias), the skip D and the gate z."""
-    _case(case, SELECTIVE_SCAN_CASES)
+    check_case(case, SELECTIVE_SCAN_CASES)
     draw = RandomInputs(seed, dtype, device)
     B, D, N = batch, channels, states
     complex_ = case == "complex"
@@ -79,21 +74,34 @@ def selective_scan_inputs(
 TIME_INVARIANT_CASES = ("real", "complex")
 
 
+def _contracting(draw: RandomInputs, H: int, N: int, *, complex_: bool) -> torch.Tensor:
+    """Dense transitions [H, N, N] of spectral norm 0.9, a leaf."""
+    M = _vector(draw, H, N, N, complex_=complex_).detach()
+    # the norm in double precision: low-precision dtypes have no matrix norm
+    norm = torch.linalg.matrix_norm(M.to(torch.complex128 if M.is_complex() else torch.float64), ord=2)
+    return _leaf(0.9 * M / norm.to(M.real.dtype)[:, None, None])
+
+
+def _time_invariant_inputs(transition, T, batch, case, dtype, device, seed, H, N) -> Example:
+    """u [B, T, H], Ā = transition(draw, H, N, complex_=...), B̄, C [H, N], D [H] and x_0
+    [B, H, N]; complex in case "complex"."""
+    check_case(case, TIME_INVARIANT_CASES)
+    draw = RandomInputs(seed, dtype, device)
+    complex_ = case == "complex"
+    A_bar = transition(draw, H, N, complex_=complex_)
+    B_bar, C = _vector(draw, H, N, complex_=complex_), _vector(draw, H, N, complex_=complex_)
+    u = draw.normal(batch, T, H)
+    kwargs = {"D": draw.normal(H), "initial_state": _vector(draw, batch, H, N, complex_=complex_)}
+    return Example((u, A_bar, B_bar, C), kwargs)
+
+
 def diag_ssm_inputs(
     T: int, *, batch: int = 2, case: str = "complex", dtype=torch.float64, device=None, seed: int = 0,
     channels: int = 6, states: int = 4,
 ) -> Example:
     """u [B, T, H], Ā, B̄, C [H, N] (|Ā| in [0.5, 0.99]), D [H] and x_0 [B, H, N]; Ā, B̄, C
     and x_0 complex in case "complex"."""
-    _case(case, TIME_INVARIANT_CASES)
-    draw = RandomInputs(seed, dtype, device)
-    H, N = channels, states
-    complex_ = case == "complex"
-    A_bar = _discrete_poles(draw, H, N, complex_=complex_)
-    B_bar, C = _vector(draw, H, N, complex_=complex_), _vector(draw, H, N, complex_=complex_)
-    u = draw.normal(batch, T, H)
-    kwargs = {"D": draw.normal(H), "initial_state": _vector(draw, batch, H, N, complex_=complex_)}
-    return Example((u, A_bar, B_bar, C), kwargs)
+    return _time_invariant_inputs(_discrete_poles, T, batch, case, dtype, device, seed, channels, states)
 
 
 def dense_ssm_inputs(
@@ -102,16 +110,7 @@ def dense_ssm_inputs(
 ) -> Example:
     """u [B, T, H], Ā [H, N, N] (spectral norm 0.9), B̄, C [H, N], D [H] and x_0 [B, H, N];
     complex in case "complex"."""
-    _case(case, TIME_INVARIANT_CASES)
-    draw = RandomInputs(seed, dtype, device)
-    H, N = channels, states
-    complex_ = case == "complex"
-    M = _vector(draw, H, N, N, complex_=complex_).detach()
-    A_bar = _leaf(0.9 * M / torch.linalg.matrix_norm(M, ord=2)[:, None, None])
-    B_bar, C = _vector(draw, H, N, complex_=complex_), _vector(draw, H, N, complex_=complex_)
-    u = draw.normal(batch, T, H)
-    kwargs = {"D": draw.normal(H), "initial_state": _vector(draw, batch, H, N, complex_=complex_)}
-    return Example((u, A_bar, B_bar, C), kwargs)
+    return _time_invariant_inputs(_contracting, T, batch, case, dtype, device, seed, channels, states)
 
 
 def dplr_ssm_inputs(
@@ -120,7 +119,7 @@ def dplr_ssm_inputs(
 ) -> Example:
     """u [B, T, H], Λ [H, N] (Re in [−1.05, −0.05]), P [H, r, N], B, C [H, N], steps Δ [H]
     log-uniform in [1e-3, 0.1], D [H] and x_0 [B, H, N]; all but u, Δ and D complex."""
-    _case(case, ("complex",))
+    check_case(case, ("complex",))
     draw = RandomInputs(seed, dtype, device)
     H, N = channels, states
     Lambda = _stable_poles(draw, H, N, complex_=True)
@@ -137,7 +136,7 @@ def linear_scan_inputs(
     states: int = 6,
 ) -> Example:
     """a, b [B, T, N] with |a| in [0.5, 0.99], and h_0 [B, N]; complex in case "complex"."""
-    _case(case, TIME_INVARIANT_CASES)
+    check_case(case, TIME_INVARIANT_CASES)
     draw = RandomInputs(seed, dtype, device)
     complex_ = case == "complex"
     a = _discrete_poles(draw, batch, T, states, complex_=complex_)

@@ -24,6 +24,15 @@ from .checks import compute_dtypes, state_dtype
 from .discretize import discretize_dplr
 
 
+def _start_state(initial_state: torch.Tensor | None, u: torch.Tensor, states: int, dtype: torch.dtype) -> torch.Tensor:
+    """x_0 [B, D, N] in `dtype` for an input u [B, T, D] and N = `states`: the initial state,
+    or zeros."""
+    if initial_state is None:
+        batch, _, channels = u.shape
+        return torch.zeros(batch, channels, states, dtype=dtype, device=u.device)
+    return initial_state.to(dtype)
+
+
 def _per_channel(x: torch.Tensor, channels: int) -> torch.Tensor:
     """B or C, [B, T, N] or [B, T, G, N] -> [B, T, D, N] (channel d reads group d // (D / G))."""
     if x.dim() == 3:
@@ -36,7 +45,7 @@ def prepare_selective_scan(u, delta, A, B, C, delta_bias, delta_softplus, initia
     when not given)."""
     real, _ = compute_dtypes(u, delta, A, B, C, initial_state)
     state = state_dtype(u, delta, A, B, C, initial_state)
-    batch, _, channels = u.shape
+    channels = u.shape[2]
     delta = delta.to(real)
     if delta_bias is not None:
         delta = delta + delta_bias.to(real)
@@ -44,11 +53,7 @@ def prepare_selective_scan(u, delta, A, B, C, delta_bias, delta_softplus, initia
         delta = F.softplus(delta)
     B = _per_channel(B, channels).to(state)
     C = _per_channel(C, channels).to(state)
-    if initial_state is None:
-        h = torch.zeros(batch, channels, A.shape[1], dtype=state, device=u.device)
-    else:
-        h = initial_state.to(state)
-    return u.to(real), delta, A.to(state), B, C, h
+    return u.to(real), delta, A.to(state), B, C, _start_state(initial_state, u, A.shape[1], state)
 
 
 def finish_selective_scan(y, u, D, z, out_dtype):
@@ -117,23 +122,11 @@ def prepare_time_invariant(u, A_bar, B_bar, C, initial_state):
     when any of them is), x_0 zeros when not given."""
     real, _ = compute_dtypes(u, A_bar, B_bar, C, initial_state)
     state = state_dtype(u, A_bar, B_bar, C, initial_state)
-    batch, _, channels = u.shape
-    if initial_state is None:
-        h = torch.zeros(batch, channels, A_bar.shape[1], dtype=state, device=u.device)
-    else:
-        h = initial_state.to(state)
+    h = _start_state(initial_state, u, A_bar.shape[1], state)
     return A_bar.to(state), B_bar.to(state), C.to(state), h, u.to(real)
 
 
-def finish_time_invariant(outputs, x, D, out_dtype):
-    """Stacks the per-step outputs and adds the skip D u."""
-    y = torch.stack(outputs, dim=1) if outputs else torch.zeros_like(x)
-    if D is not None:
-        y = y + x * D.to(x.dtype)
-    return y.to(out_dtype)
-
-
-def naive_diag_ssm(
+def naive_time_invariant_ssm(
     u: torch.Tensor,
     A_bar: torch.Tensor,
     B_bar: torch.Tensor,
@@ -144,47 +137,13 @@ def naive_diag_ssm(
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A time-invariant diagonal SSM, one state of N per channel, as a loop over time.
+    """A time-invariant SSM, one state of N per channel, as a loop over time.
 
     Args:
         u: input [B, T, H].
-        A_bar: discrete diagonal transition [H, N], real or complex (see `discretize`).
-        B_bar: discrete input vector [H, N].
-        C: output vector [H, N]; y_t = Re(C x_t).
-        D: skip connection [H], or None.
-        initial_state: x_0 [B, H, N] ([N_seq, H, N] with cu_seqlens), or None for zeros.
-        output_final_state: also return x_T.
-        cu_seqlens: [N_seq + 1] offsets of sequences packed in a batch of one.
-
-    Returns:
-        (y [B, T, H] in u's dtype, final state [B, H, N] or None).
-    """
-    A_bar, B_bar, C, h, x = prepare_time_invariant(u, A_bar, B_bar, C, initial_state)
-    outputs = []
-    for x_t in x.unbind(1):
-        # x_t = Ā x_{t-1} + B̄ u_t, [B, H, N]
-        h = A_bar * h + B_bar * x_t[..., None]
-        # y_t = Re(C x_t), [B, H]
-        outputs.append((C * h).sum(-1).real)
-    return finish_time_invariant(outputs, x, D, u.dtype), h
-
-
-def naive_dense_ssm(
-    u: torch.Tensor,
-    A_bar: torch.Tensor,
-    B_bar: torch.Tensor,
-    C: torch.Tensor,
-    *,
-    D: torch.Tensor | None = None,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A time-invariant SSM with a dense transition per channel (LSSL), as a loop over time.
-
-    Args:
-        u: input [B, T, H].
-        A_bar: discrete transition [H, N, N], real or complex (see `discretize_dense`).
+        A_bar: discrete transition per channel, real or complex: its diagonal [H, N] for
+            `diag_ssm` (see `discretize`), the full matrix [H, N, N] for `dense_ssm` (LSSL;
+            see `discretize_dense`).
         B_bar, C: input and output vectors [H, N]; y_t = Re(C x_t).
         D: skip connection [H], or None.
         initial_state: x_0 [B, H, N] ([N_seq, H, N] with cu_seqlens), or None for zeros.
@@ -197,22 +156,22 @@ def naive_dense_ssm(
     A_bar, B_bar, C, h, x = prepare_time_invariant(u, A_bar, B_bar, C, initial_state)
     outputs = []
     for x_t in x.unbind(1):
-        # x_t = Ā x_{t-1} + B̄ u_t, [B, H, N]
-        h = torch.einsum("hnm,bhm->bhn", A_bar, h) + B_bar * x_t[..., None]
+        # x_t = Ā x_{t-1} + B̄ u_t, [B, H, N]; a diagonal Ā scales each state by its own entry
+        transition = A_bar * h if A_bar.dim() == 2 else torch.einsum("hnm,bhm->bhn", A_bar, h)
+        h = transition + B_bar * x_t[..., None]
         # y_t = Re(C x_t), [B, H]
         outputs.append((C * h).sum(-1).real)
-    return finish_time_invariant(outputs, x, D, u.dtype), h
+    y = torch.stack(outputs, dim=1) if outputs else torch.zeros_like(x)
+    if D is not None:
+        y = y + x * D.to(x.dtype)
+    return y.to(u.dtype), h
 
 
 def prepare_dplr(u, Lambda, P, B, C, step, initial_state):
     """Shared by every DPLR form: Λ, P, B, C, x_0 complex and Δ real in the compute
     precision (x_0 zeros when not given)."""
     real, cplx = compute_dtypes(u, Lambda, P, B, C, step, initial_state)
-    batch, _, channels = u.shape
-    if initial_state is None:
-        h = torch.zeros(batch, channels, Lambda.shape[1], dtype=cplx, device=u.device)
-    else:
-        h = initial_state.to(cplx)
+    h = _start_state(initial_state, u, Lambda.shape[1], cplx)
     return Lambda.to(cplx), P.to(cplx), B.to(cplx), C.to(cplx), step.to(real), h
 
 
@@ -248,7 +207,7 @@ def naive_dplr_ssm(
     Lambda, P, B, C, step, h = prepare_dplr(u, Lambda, P, B, C, step, initial_state)
     # Ā = (I − ΔA/2)⁻¹ (I + ΔA/2), B̄ = Δ (I − ΔA/2)⁻¹ B: [H, N, N] and [H, N]
     A_bar, B_bar = discretize_dplr(Lambda, P, P, B, step)
-    return naive_dense_ssm(u, A_bar, B_bar, C, D=D, initial_state=h)
+    return naive_time_invariant_ssm(u, A_bar, B_bar, C, D=D, initial_state=h)
 
 
 def output_dtype(a: torch.Tensor, b: torch.Tensor, state: torch.dtype) -> torch.dtype:
