@@ -152,7 +152,9 @@ def newton_schulz(X: torch.Tensor, steps: int) -> torch.Tensor:
     if steps == 0:
         return X
     a, b, c = NEWTON_SCHULZ
-    X = X / (X.square().sum((-2, -1), keepdim=True).sqrt() + EPS)
+    # the norm's square root kept off zero: a zero step (an untrained memory's first) stays
+    # zero with a finite gradient
+    X = X * torch.rsqrt(X.square().sum((-2, -1), keepdim=True) + EPS**2)
     for _ in range(steps):
         gram = X @ X.transpose(-1, -2)
         X = a * X + (b * gram + c * gram @ gram) @ X

@@ -150,7 +150,12 @@ def naive_memory(
         alpha_t = log_alpha[:, :, t, None, None]
         if retention == "kl":
             # Memora: a mirror step of KL retention, the weights on a scaled simplex per row
-            W = [simplex_scale * torch.softmax(alpha_t.exp() * w.log() + u, dim=-1) for w, u in zip(W, step, strict=True)]
+            # (log of at least the dtype's smallest normal: an entry that underflowed to 0
+            # stays finite when α_t is 0 too)
+            W = [
+                simplex_scale * torch.softmax(alpha_t.exp() * w.clamp_min(torch.finfo(w.dtype).tiny).log() + u, dim=-1)
+                for w, u in zip(W, step, strict=True)
+            ]
         else:
             # weight decay as forgetting: W_t = α_t W_{t−1} + step
             W = [alpha_t.exp() * w + u for w, u in zip(W, step, strict=True)]
