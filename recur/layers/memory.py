@@ -1,5 +1,7 @@
-"""Memory layers: a neural memory whose weights learn at test time, one implementation with
-a config per paper (TTT-Linear, TTT-MLP, Titans, Moneta, Yaad, Memora, ATLAS, OmegaNet).
+"""Test-time memory layers (TTT, Titans, Miras, ATLAS): an MLP or linear map trained as it reads.
+
+One implementation with a config per paper (TTT-Linear, TTT-MLP, Titans, Moneta, Yaad,
+Memora, ATLAS, OmegaNet).
 
 Learning to (Learn at Test Time): RNNs with Expressive Hidden States (Sun et al.,
 arXiv:2407.04620); Titans: Learning to Memorize at Test Time (Behrouz, Zhong, Mirrokni,
