@@ -24,12 +24,13 @@ def memory_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCas
     linear = MEMORY.example_inputs(T, case="linear_momentum", minibatch=MINIBATCH, phase=0, **sizes)
     mlp = MEMORY.example_inputs(T, case="mlp", hidden=HIDDEN, minibatch=MINIBATCH, phase=0, **sizes)
 
-    def case(form: str, fn, example) -> OpCase:
-        return OpCase(form, lambda: fn(*example.args, **example.kwargs)[0], list(example.leaves().values()))
+    def case(form: str, fn, example, computes: str) -> OpCase:
+        run = lambda: fn(*example.args, **example.kwargs)[0]  # noqa: E731
+        return OpCase(form, run, list(example.leaves().values()), computes=computes)
 
     return [
-        case("naive (linear)", naive_memory, linear),
-        case("chunk (linear)", chunk_memory, linear),
-        case("naive (2-layer MLP)", naive_memory, mlp),
-        case("chunk (2-layer MLP)", chunk_memory, mlp),
+        case("naive (linear)", naive_memory, linear, "linear memory"),
+        case("chunk (linear)", chunk_memory, linear, "linear memory"),
+        case("naive (2-layer MLP)", naive_memory, mlp, "2-layer MLP memory"),
+        case("chunk (2-layer MLP)", chunk_memory, mlp, "2-layer MLP memory"),
     ]
