@@ -65,7 +65,8 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     log_every: int = 10
-    # save a checkpoint every N steps (0 = only at the end), keeping the last N
+    # save a checkpoint every N steps (0 = at every evaluation, every eval_every steps), at
+    # the end and on an interrupt, keeping the newest keep_checkpoints
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     tensorboard: bool = False

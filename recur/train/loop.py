@@ -727,9 +727,10 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 def _checkpoint_due(tc: TrainConfig, curve: _Curve) -> bool:
-    """Every train.checkpoint_every steps (if set), at the last step and when stopping early."""
-    periodic = tc.checkpoint_every and curve.steps % tc.checkpoint_every == 0
-    return bool(periodic) or curve.steps == tc.steps or curve.stopped_early
+    """Every train.checkpoint_every steps (by default at every evaluation, so an interrupted
+    or killed run loses at most eval_every steps), at the last step and when stopping early."""
+    every = tc.checkpoint_every or tc.eval_every
+    return curve.steps % every == 0 or curve.steps == tc.steps or curve.stopped_early
 
 
 def _save(run_dir: Path, run: _Run, curve: _Curve) -> None:

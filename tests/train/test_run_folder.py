@@ -257,17 +257,27 @@ def interrupt_at(step: int, signum: int):
 
 
 def test_ctrl_c_saves_the_last_step_and_resumes_on_the_same_curve(tmp_path):
-    # no periodic checkpoints: the interrupt's is the only one
+    # before the first evaluation, so before the first periodic checkpoint: the interrupt's
+    # is the only one
     config = tiny_mqar(steps=8, eval_every=4)
     whole = train(config, tmp_path / "whole", progress=False)
-    with pytest.raises(KeyboardInterrupt, match=f"interrupted at step 5; continue with: recur train --run-dir {tmp_path / 'cut'} --resume"):
-        train(config, tmp_path / "cut", progress=False, callback=interrupt_at(5, signal.SIGINT))
-    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "cut")] == ["step_00000005"]
+    with pytest.raises(KeyboardInterrupt, match=f"interrupted at step 3; continue with: recur train --run-dir {tmp_path / 'cut'} --resume"):
+        train(config, tmp_path / "cut", progress=False, callback=interrupt_at(3, signal.SIGINT))
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "cut")] == ["step_00000003"]
     assert not (tmp_path / "cut" / "run.lock").exists()
     resumed = train(config, tmp_path / "cut", resume=True, progress=False)
     assert resumed.loss == whole.loss and resumed.metrics == whole.metrics
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_run_checkpoints_at_every_evaluation_by_default(tmp_path):
+    # killed without a chance to save (a crash, kill -9): the last evaluation's checkpoint remains
+    config = tiny_mqar(steps=9, eval_every=3, keep_checkpoints=5)
+    assert config.train.checkpoint_every == 0
+    with pytest.raises(Crash):
+        train(config, tmp_path, progress=False, callback=crash_at(8))
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path)] == ["step_00000003", "step_00000006"]
 
 
 def test_sigterm_saves_too(tmp_path):
