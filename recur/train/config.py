@@ -70,7 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     tensorboard: bool = False
-    # torch CPU threads (0 = torch's default)
+    # torch CPU threads (0 = from the machine: its idle CPUs, at most 4; see loop.cpu_threads)
     threads: int = 0
     # with several processes: "ddp" (replicated weights) or "fsdp" (FSDP2, sharded)
     distributed: str = "ddp"
