@@ -134,10 +134,16 @@ def _read_small_json(path: Path, what: str, error=CheckpointError) -> Any:
 
 def verify(folder: str | os.PathLike, names: tuple[str, ...] = CHECKPOINT_FILES) -> dict[str, Any]:
     """The manifest of a checkpoint (or model) folder, after checking that each of `names`
-    has the size and SHA-256 it records; DamagedCheckpoint names the first file that differs."""
+    has the size and SHA-256 it records; DamagedCheckpoint names the first file that differs.
+    A folder written before manifests existed (every file there, no manifest) is used with a
+    RunWarning that it cannot be verified."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         missing = [name for name in names if not (folder / name).is_file()]
+        if not missing:
+            warnings.warn(f"{folder} has no {MANIFEST} (written by an earlier version of recur): "
+                          "its files cannot be verified", RunWarning, stacklevel=2)
+            return {"run": None, "files": {}}
         raise DamagedCheckpoint(
             f"checkpoint {folder} is incomplete: {', '.join([MANIFEST, *missing])} "
             f"{'is' if not missing else 'are'} missing"
@@ -316,7 +322,8 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict[s
         model_state = st.load_file(str(path / "model.safetensors"))
         tensors = st.load_file(str(path / "optimizer.safetensors"))
     except Exception as error:
-        raise CheckpointError(f"checkpoint {path} is corrupt: {type(error).__name__}: {error}") from error
+        # only an unverified (earlier) checkpoint gets here with a file safetensors cannot read
+        raise DamagedCheckpoint(f"checkpoint {path} is damaged: {type(error).__name__}: {error}") from error
     model_state = _untie(model_state, info)
     extra = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
     try:

@@ -237,6 +237,17 @@ def test_damaged_chosen_weights_are_refused(tmp_path):
         ckpt.load_weights(tmp_path)
 
 
+def test_a_checkpoint_from_before_manifests_resumes_with_a_warning(tmp_path):
+    config = tiny_mqar(steps=6, checkpoint_every=2, eval_every=3)
+    whole = train(config, tmp_path / "whole", progress=False)
+    cut_run(tmp_path / "cut")
+    for folder in ckpt.checkpoint_dirs(tmp_path / "cut"):
+        (folder / "manifest.json").unlink()
+    with pytest.warns(RunWarning, match=r"step_00000004 has no manifest.json .*cannot be verified"):
+        resumed = train(config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.loss == whole.loss and resumed.metrics == whole.metrics
+
+
 def test_sizes_in_the_state_file_are_bounded(tmp_path):
     config = cut_run(tmp_path)
     rewrite(ckpt.checkpoint_dirs(tmp_path)[-1], "state.json",
