@@ -274,7 +274,8 @@ def _interrupted(run_dir: Path | None, curve: _Curve, saved: bool, signum: int) 
         return Interrupted(f"interrupted at step {curve.steps} (no run folder: nothing saved)", None, signum)
     step = curve.steps if saved else curve.saved_step
     if step is None:
-        return Interrupted(f"interrupted before the first checkpoint of {run_dir}; nothing to resume", None, signum)
+        return Interrupted(f"interrupted before the first checkpoint of {run_dir}: nothing to resume "
+                           f"(remove the folder to start again)", None, signum)
     where = f"at step {step}" if saved else f"during step {curve.steps + 1}; the newest checkpoint is step {step}"
     return Interrupted(f"interrupted {where}; continue with: recur train --run-dir {run_dir} --resume", step, signum)
 
