@@ -413,6 +413,10 @@ overrides (typed, checked before any work; `recur train --print-config` shows th
   --model.mixer_options.gla.num_heads 2        one option of one mixer
   --train.steps 2000 --train.lr 1e-3           the trainer (recur.train.TrainConfig)
   --head.loss hinge                            classification head (cross_entropy, hinge, squared_hinge)
+
+resume (Ctrl-C saves a checkpoint and prints this command):
+  recur train --run-dir RUN --resume                    the run's own config, to its end
+  recur train --run-dir RUN --resume --train.steps N    more steps (only train.* keys on how it runs)
 """
 
 
