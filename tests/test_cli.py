@@ -252,7 +252,7 @@ def _other_size(monkeypatch, tmp_path):
     (lambda mp, tmp: ["train", *TINY, "--nproc", "3"],
      "error: train.batch_size = 16 must be divisible by train.grad_accum × --nproc = 1 × 3"),
     (_nan_loss, "error: training loss became nan at step 1"),
-    (_full_disk, "error: could not save the checkpoint of step 6 in "),
+    (_full_disk, "error: could not save the checkpoint of step 3 in "),
     (_other_size, "does not fit the model: embedding.weight is (32, 32), the model's (32, 64)"),
 ], ids=["negative-nproc", "batch-by-nproc", "nan-loss", "disk-full", "eval-model-size"])
 def test_run_failures_are_one_line(setup, message, monkeypatch, tmp_path, capsys):
