@@ -562,9 +562,9 @@ def _refuse_if_done(run_dir: Path, curve: _Curve) -> None:
         return
     if not isinstance(result, dict) or result.get("steps") != curve.steps:
         return
-    why = "reached its target and stopped early" if curve.stopped_early else f"trained all its {curve.steps} steps"
-    more = "" if curve.stopped_early else f" (to train longer: --train.steps N with N > {curve.steps})"
-    raise NothingToResume(f"{run_dir} has nothing to resume: the run {why} at step {curve.steps}{more}")
+    why = (f"reached its target and stopped early at step {curve.steps}" if curve.stopped_early
+           else f"trained all its {curve.steps} steps (to train longer: --train.steps N with N > {curve.steps})")
+    raise NothingToResume(f"{run_dir} has nothing to resume: the run {why}")
 
 
 def _check_optimizer(state: dict, optimizer: torch.optim.Optimizer, model_state: dict[str, torch.Tensor], found: Path) -> None:
