@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -176,32 +177,55 @@ def parse_overrides(extra: list[str]) -> list[tuple[str, str]]:
 
 
 def _run_config(args: argparse.Namespace):
+    """The run's config: the recipe with its overrides, or on --resume the run's own config
+    with the overrides a resume may make."""
     from .recipes import recipe
+    from .train.config import RESUMABLE
+    from .train.loop import saved_config
 
-    return recipe(args.recipe, parse_overrides(args.overrides))
+    if not args.resume:
+        return recipe(args.recipe or "default", parse_overrides(args.overrides))
+    allowed = ", ".join(f"--{key}" for key in RESUMABLE)
+    if not args.run_dir:
+        raise UsageError("--resume needs --run-dir (the run to continue)")
+    if args.recipe is not None:
+        raise UsageError(f"--resume continues the run's own config ({args.run_dir}/config.json); drop --recipe "
+                         f"(a resume may change only {allowed})")
+    return saved_config(args.run_dir, parse_overrides(args.overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import summary, to_dict, train
+    from .train.loop import NothingToResume
 
+    if args.nproc < 1:
+        raise UsageError(f"--nproc must be a positive int; got {args.nproc}")
     config = _run_config(args)
+    if not args.resume:
+        args.recipe = args.recipe or "default"
     if args.print_config:
         print(json.dumps(to_dict(config), indent=2))
         return 0
+    tc = config.train
+    if tc.batch_size % (tc.grad_accum * args.nproc):
+        raise UsageError(f"train.batch_size = {tc.batch_size} must be divisible by train.grad_accum × --nproc = "
+                         f"{tc.grad_accum} × {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.seeds is not None:
         return _train_seeds(args, config, run_dir)
-    if args.resume and not args.run_dir:
-        raise UsageError("--resume needs --run-dir (the run to continue)")
-    if not args.resume and (run_dir / "checkpoints").exists():
-        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --run-dir")
     main_process = os.environ.get("RANK", "0") == "0"
     if main_process:
-        print(f"recur train --recipe {args.recipe}: task {config.task_name}, "
+        what = "--resume" if args.resume else f"--recipe {args.recipe}"
+        print(f"recur train {what}: task {config.task_name}, "
               f"model {'+'.join(dict.fromkeys(config.model.layer_mixers()))}, run dir {run_dir}", flush=True)
-    result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    except NothingToResume as done:
+        if main_process:
+            print(done)
+        return 0
     if not main_process:
         return 0
     print(render_summary(summary(result)))
@@ -283,6 +307,7 @@ def render_summary(s: dict) -> str:
                        + (" (attention caches: per token)" if s.get("growing_state") else "")),
         ("steps", f"{s['steps']}{' (target reached, stopped early)' if s['stopped_early'] else ''}"),
         ("time", f"{s['seconds']:.1f} s"),
+        ("CPU threads", f"{s['threads']} ({s['threads_rule']})"),
         ("final train loss", f"{s['final_loss']:.4f}"),
         ("chosen weights", f"step {s['chosen_step']} (train.select {s['select']})"),
         (s["metric"], f"{s['value']:.4f}"),
@@ -312,15 +337,16 @@ def _launch(args: argparse.Namespace) -> int:
 def _load_run(path: str):
     from .tasks import get_task
     from .train import build_model, from_dict
-    from .train.checkpoint import load_weights
+    from .train.checkpoint import CheckpointError, check_fits, load_weights
 
     state, info = load_weights(path)
+    if not isinstance(info.get("config"), dict):
+        raise CheckpointError(f"the weights in {path} come without their run config (state.json has no 'config')")
     config = from_dict(info["config"])
     task = get_task(config.task_name)(config.task)
     model = build_model(config, task)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UsageError(f"checkpoint in {path} does not match its config: missing {missing}, unexpected {unexpected}")
+    check_fits(model.state_dict(), state, f"the weights in {path}")
+    model.load_state_dict(state)
     return config, task, model
 
 
@@ -393,6 +419,10 @@ overrides (typed, checked before any work; `recur train --print-config` shows th
   --model.mixer_options.gla.num_heads 2        one option of one mixer
   --train.steps 2000 --train.lr 1e-3           the trainer (recur.train.TrainConfig)
   --head.loss hinge                            classification head (cross_entropy, hinge, squared_hinge)
+
+resume (Ctrl-C saves a checkpoint and prints this command):
+  recur train --run-dir RUN --resume                    the run's own config, to its end
+  recur train --run-dir RUN --resume --train.steps N    more steps (only train.* keys on how it runs)
 """
 
 
@@ -403,9 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a recipe (the default one without arguments)", epilog=TRAIN_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--recipe", default="default", help="named run (recur list recipes)")
+    train.add_argument("--recipe", default=None, help="named run (recur list recipes; default: default)")
     train.add_argument("--run-dir", default=None, help="where checkpoints, metrics and the plot go (default runs/<recipe>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir, with its own config, from its newest intact checkpoint")
     train.add_argument("--nproc", type=int, default=1, help="processes (DDP, or FSDP2 with --train.distributed fsdp)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--print-config", action="store_true", help="print the run config as JSON and exit")
@@ -481,13 +512,34 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .train.checkpoint import CheckpointError
+    from .train.checkpoint import CheckpointError, RunWarning
+    from .train.loop import Interrupted
 
-    try:
-        return args.func(args)
-    except (UsageError, ValueError, CheckpointError, FileNotFoundError, ImportError, IsADirectoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **kwargs):
+            if issubclass(category, RunWarning):
+                print(f"warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show
+        try:
+            return args.func(args)
+        except Interrupted as stop:
+            if os.environ.get("RANK", "0") == "0":
+                print(stop, file=sys.stderr)
+            return 128 + stop.signum
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        # what the user or the machine did wrong (a bad value, a damaged or busy run folder,
+        # a full disk, a diverging run), said in one line; anything else is a bug and keeps
+        # its traceback
+        except (UsageError, ValueError, CheckpointError, OSError, ImportError, FloatingPointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -47,8 +47,7 @@ def default() -> RunConfig:
     return RunConfig(
         task=MQARConfig(vocab_size=128, seq_len=64, num_kv_pairs=4, eval_examples=256),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, pattern=("mamba2", "attention")),
-        # a model this small is bound by per-op overhead, which a second CPU thread does not cut
-        train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99, threads=1),
+        train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99),
     )
 
 
@@ -68,9 +67,7 @@ def recall() -> RunConfig:
     return RunConfig(
         task=MQARConfig(vocab_size=1024, seq_len=256, num_kv_pairs=16, eval_examples=256),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="attention", mlp_ratio=0.0),
-        # a model this small is bound by per-op overhead, which a second CPU thread does not cut
-        train=TrainConfig(steps=4000, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=250, target=0.99,
-                          threads=1),
+        train=TrainConfig(steps=4000, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=250, target=0.99),
     )
 
 
@@ -83,9 +80,7 @@ def recall_small() -> RunConfig:
         task=MQARConfig(vocab_size=64, seq_len=64, num_kv_pairs=8, eval_examples=256),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="gated_deltanet",
                        mixer_options={"gated_deltanet": {"num_heads": 2}, "gla": {"num_heads": 2, "expand_k": 1.0}}),
-        # a model this small is bound by per-op overhead, which a second CPU thread does not cut
-        train=TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99,
-                          threads=1),
+        train=TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99),
     )
 
 
@@ -119,7 +114,7 @@ def mod_arith_lstm() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=128, n_layers=1, mixer="lstm", mlp_ratio=0.0,
                        tie_embeddings=False, mixer_options={"slstm": {"num_heads": 1}}),
         train=TrainConfig(steps=4000, batch_size=64, lr=1e-2, warmup_steps=50, weight_decay=0.0,
-                          eval_every=250, threads=1),
+                          eval_every=250),
     )
 
 
@@ -136,7 +131,7 @@ def permutation() -> RunConfig:
             mixer_options={"deltaproduct": {"num_householder": 2, "use_forget_gate": False, "conv_size": 0}},
         ),
         train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, weight_decay=1e-6,
-                          eval_every=250, target=0.99, threads=1),
+                          eval_every=250, target=0.99),
     )
 
 
@@ -163,7 +158,7 @@ def _digits_ssm(mixer: str, mixer_options: dict | None = None, permuted: bool = 
                        dropout=0.1 if permuted else 0.0,
                        mixer_options={mixer: dict(mixer_options)} if mixer_options else {}),
         train=TrainConfig(steps=steps, batch_size=64, lr=5e-3, ssm_lr_scale=0.2, weight_decay=0.01,
-                          warmup_steps=steps // 10, eval_every=steps // 4, threads=1),
+                          warmup_steps=steps // 10, eval_every=steps // 4),
         head=HeadConfig(pooling="mean", loss="cross_entropy"),
     )
 
@@ -216,7 +211,7 @@ def listops_s4d() -> RunConfig:
         task=ListOpsConfig(),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="s4d", mlp_ratio=2.0),
         train=TrainConfig(steps=700, batch_size=64, lr=5e-3, ssm_lr_scale=0.2, weight_decay=0.01,
-                          warmup_steps=50, eval_every=175, threads=1),
+                          warmup_steps=50, eval_every=175),
         head=HeadConfig(pooling="last", loss="cross_entropy"),
     )
 
@@ -295,7 +290,7 @@ def parity_deltanet() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="deltanet",
                        mixer_options={"deltanet": {"allow_neg_eigval": True}}),
         train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, weight_decay=0.0, eval_every=250,
-                          target=0.95, threads=1),
+                          target=0.95),
     )
 
 
@@ -310,7 +305,7 @@ def parity_mamba2() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="mamba2",
                        mixer_options={"mamba2": {"allow_neg_eigval": True, "dt_min": 0.1, "dt_max": 1.0, "d_state": 16}}),
         train=TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup_steps=100, weight_decay=0.0, min_lr_ratio=1.0,
-                          eval_every=50, target=0.95, threads=1),
+                          eval_every=50, target=0.95),
     )
 
 
@@ -324,6 +319,5 @@ def parity_rnn() -> RunConfig:
         # for "bit 1" and "answer odd" slows learning a lot at this size
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=32, n_layers=1, mixer="lstm", mlp_ratio=0.0,
                        tie_embeddings=False, mixer_options={"slstm": {"num_heads": 1}}),
-        train=TrainConfig(steps=500, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100,
-                          threads=1),
+        train=TrainConfig(steps=500, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100),
     )

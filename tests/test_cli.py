@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,89 @@ def test_sdpa_case_is_causal_attention_on_the_same_shapes():
     assert o.shape == (2, 3, 5, 4)
     torch.testing.assert_close(o, expected, rtol=1e-5, atol=1e-6)
     assert all(x.requires_grad and x.is_leaf for x in case.inputs)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _nan_loss(monkeypatch, tmp_path):
+    import recur.train.loop
+
+    monkeypatch.setattr(recur.train.loop, "auxiliary_loss", lambda model: float("nan"))
+    return ["train", *TINY, "--run-dir", str(tmp_path / "nan"), "--no-progress"]
+
+
+def _full_disk(monkeypatch, tmp_path):
+    import errno
+
+    import safetensors.torch
+
+    def full_disk(tensors, filename, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    return ["train", *TINY, "--run-dir", str(tmp_path / "full"), "--no-progress"]
+
+
+def _other_size(monkeypatch, tmp_path):
+    from tests.train.test_run_folder import rewrite
+
+    run = tmp_path / "other"
+    assert main(["train", *TINY, "--run-dir", str(run), "--no-progress"]) == 0
+    rewrite(run / "model", "state.json", lambda info: info["config"]["model"].update(d_model=64))
+    return ["eval", str(run)]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda mp, tmp: ["train", *TINY, "--nproc", "-1"], "error: --nproc must be a positive int; got -1"),
+    (lambda mp, tmp: ["train", *TINY, "--nproc", "3"],
+     "error: train.batch_size = 16 must be divisible by train.grad_accum × --nproc = 1 × 3"),
+    (_nan_loss, "error: training loss became nan at step 1"),
+    (_full_disk, "error: could not save the checkpoint of step 3 in "),
+    (_other_size, "does not fit the model: embedding.weight is (32, 32), the model's (32, 64)"),
+], ids=["negative-nproc", "batch-by-nproc", "nan-loss", "disk-full", "eval-model-size"])
+def test_run_failures_are_one_line(setup, message, monkeypatch, tmp_path, capsys):
+    argv = setup(monkeypatch, tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_ctrl_c_saves_and_a_resume_continues_the_run_as_it_was(tmp_path, capsys):
+    from recur.train.checkpoint import checkpoint_dirs
+    from recur.train.logging import read_metrics
+    from tests.train.test_run_folder import files
+
+    run = tmp_path / "run"
+    argv = [*TINY, "--train.steps", "100", "--train.eval_every", "50", "--train.log_every", "1", "--run-dir", str(run)]
+    child = subprocess.Popen([sys.executable, "-m", "recur.cli", "train", *argv, "--no-progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    metrics = run / "metrics.jsonl"
+    while child.poll() is None and not (metrics.exists() and len(read_metrics(metrics)) >= 3):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=300)
+    step = int(checkpoint_dirs(run)[-1].name.removeprefix("step_"))
+    assert child.returncode == 130 and 3 <= step < 100, err
+    assert err.splitlines() == [f"interrupted at step {step}; continue with: recur train --run-dir {run} --resume"]
+    config = (run / "config.json").read_text()
+
+    # the run's own config: no recipe to repeat, no override to forget
+    assert main(["train", "--run-dir", str(run), "--resume", "--recipe", "mqar"]) == 2
+    assert "drop --recipe" in _one_line_error(capsys)
+    assert main(["train", "--run-dir", str(run), "--resume", "--train.lr", "0.1"]) == 2
+    assert "changes train.lr (saved 0.003, given 0.1)" in _one_line_error(capsys)
+    assert main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    assert "steps            | 100\n" in capsys.readouterr().out
+    assert json.loads((run / "result.json").read_text())["steps"] == 100
+    assert (run / "config.json").read_text() == config
+
+    # finished: a resume says so and changes nothing
+    before = files(run)
+    assert main(["train", "--run-dir", str(run), "--resume"]) == 0
+    assert "nothing to resume: the run trained all its 100 steps" in capsys.readouterr().out
+    assert files(run) == before
