@@ -22,16 +22,19 @@ Shorter, from a recipe with dotted overrides (the same keys as the command line)
 metrics.jsonl (one JSON object per line), checkpoints/step_*/ (safetensors + JSON) and
 result.json; `train(config, run_dir, resume=True)` continues from the newest checkpoint on
 the same curve (same data order, RNG and schedule). Under torchrun the same call trains
-with DDP or FSDP2 (train.distributed).
+with DDP or FSDP2 (train.distributed). `load_run(run_dir)` gives the run back: its model
+(with the weights the run chose), config, task, step and metrics.
 """
 
 from .checkpoint import CheckpointError
 from .config import HeadConfig, RunConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from .loop import TrainResult, build_model, evaluate, summary, train
+from .runs import LoadedRun, load_run
 
 __all__ = [
     "CheckpointError",
     "HeadConfig",
+    "LoadedRun",
     "RunConfig",
     "TrainConfig",
     "TrainResult",
@@ -39,6 +42,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "from_dict",
+    "load_run",
     "summary",
     "to_dict",
     "train",
