@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from recur.hf import RecurConfig, RecurForCausalLM  # noqa: E402
 from recur.layers import MIXERS  # noqa: E402
 from recur.models import LM, LMConfig  # noqa: E402
+from tests.helpers import assert_close  # noqa: E402
 from tests.models.test_lm import left_padded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +82,15 @@ def test_generate_from_left_padded_prompts_equals_each_prompt_alone(mixer):
     model = RecurForCausalLM.from_recur(lm).eval()
     long, short = torch.randint(1, 13, (6,)), torch.randint(1, 13, (2,))
     ids, mask = left_padded(long, short)
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=0)
-    assert torch.equal(out[0], lm.generate(long[None], 3, temperature=0)[0])
-    assert torch.equal(out[1, 4:], lm.generate(short[None], 3, temperature=0)[0])
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=0,
+                         output_scores=True, return_dict_in_generate=True)
+    assert torch.equal(out.sequences[0], lm.generate(long[None], 3, temperature=0)[0])
+    assert torch.equal(out.sequences[1, 4:], lm.generate(short[None], 3, temperature=0)[0])
+    # the scores of every step, not only their argmax: the logits of each row's tokens alone
+    scores = torch.stack(out.scores, 1).double()
+    for row, start in ((0, 0), (1, 4)):
+        alone = lm(out.sequences[row:row + 1, start:-1]).logits[0, -3:]
+        assert_close(f"scores of row {row}", scores[row], alone, 1e-5)  # transformers keeps float32 scores
 
 
 def test_a_saved_folder_loads_without_importing_recur_hf(tmp_path):

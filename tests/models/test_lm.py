@@ -93,6 +93,21 @@ def test_left_padded_prompts_generate_what_each_prompt_generates_alone(mixer):
     out = lm(ids, attention_mask=mask)
     assert_close("logits of the padded prompt", out.logits[1, 4:], lm(short[None]).logits[0], 1e-10)
     assert not out.logits[1, :4].any()
+    # padding leaves the state as it was: each row's state is its prompt's alone
+    for row, prompt in enumerate((long, short)):
+        alone = lm(prompt[None]).state
+        for layer, (got, expected) in enumerate(zip(row_state(out.state, row), alone, strict=True)):
+            assert got.keys() == expected.keys()
+            for key in got:
+                assert_close(f"row {row} layer {layer} state {key}", got[key], expected[key][0], 1e-10)
+
+
+def row_state(state: list[dict] | GroupedState, row: int) -> list[dict]:
+    """One row of a batched or grouped LM state, per layer."""
+    if isinstance(state, GroupedState):
+        group = next(i for i, rows in enumerate(state.rows) if row in rows.tolist())
+        state, row = state.states[group], state.rows[group].tolist().index(row)
+    return [{key: value[row] for key, value in layer.items()} for layer in state]
 
 
 def test_padding_on_either_side_and_inside_a_continuation():
