@@ -12,7 +12,9 @@ from .models import LM, LMConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["LM", "MIXERS", "LMConfig", "build_mixer", "layers", "load_run", "models", "ops", "__version__"]
+__all__ = [
+    "LM", "MIXERS", "LMConfig", "build_mixer", "layers", "load_run", "models", "ops", "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -49,7 +49,10 @@ from .train.config import build_section
 MODEL_TYPE = "recur"
 # what a saved folder carries so that transformers finds the classes without `import recur.hf`
 MODULE_FILE = "modeling_recur.py"
-AUTO_MAP = {"AutoConfig": "modeling_recur.RecurConfig", "AutoModelForCausalLM": "modeling_recur.RecurForCausalLM"}
+AUTO_MAP = {
+    "AutoConfig": "modeling_recur.RecurConfig",
+    "AutoModelForCausalLM": "modeling_recur.RecurForCausalLM",
+}
 MODULE_CODE = '''"""A recur language model: its classes live in the recur package (pip install recur).
 
 transformers imports this file for from_pretrained(folder, trust_remote_code=True); after
@@ -178,7 +181,8 @@ class RecurForCausalLM(PreTrainedModel, GenerationMixin):
         if recur_state is not None:
             input_ids = input_ids[:, -1:]
             attention_mask = attention_mask[:, -1:] if attention_mask is not None else None
-        return {"input_ids": input_ids, "recur_state": recur_state, "attention_mask": attention_mask}
+        return {"input_ids": input_ids, "recur_state": recur_state,
+                "attention_mask": attention_mask}
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
         model_kwargs = super()._update_model_kwargs_for_generation(

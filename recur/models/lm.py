@@ -104,7 +104,8 @@ def _naming_keys(mixer: str, message: str) -> str:
     if not named:
         return message
     keys = [f"model.{f}" if f == "d_model" else f"model.mixer_options.{mixer}.{f}" for f in named]
-    return f"{mixer} layers: {message}; change {', '.join(keys[:-1])}{' or ' if len(keys) > 1 else ''}{keys[-1]}"
+    listed = keys[0] if len(keys) == 1 else f"{', '.join(keys[:-1])} or {keys[-1]}"
+    return f"{mixer} layers: {message}; change {listed}"
 
 
 def depth_value(value: Any, k: int, count: int, where: str) -> Any:
@@ -246,7 +247,9 @@ class LM(nn.Module):
                 sub_state = None if group_state is None else _select_rows(group_state, members)
                 if length == 0:
                     if sub_state is None:
-                        raise ValueError(f"attention_mask row {int(sub_rows[0])} has no token; every row needs at least one")
+                        raise ValueError(
+                            f"attention_mask row {int(sub_rows[0])} has no token; every row needs at least one"
+                        )
                     groups.append((sub_rows, sub_state))
                     continue
                 sub_mask = mask[sub_rows]
@@ -264,7 +267,9 @@ class LM(nn.Module):
             logits = self.head.weight.new_zeros(B, T, self.config.vocab_size)
         return logits, _merge(groups, B)
 
-    def step(self, token: torch.Tensor, state: list[State] | GroupedState | None) -> tuple[torch.Tensor, list[State] | GroupedState]:
+    def step(
+        self, token: torch.Tensor, state: list[State] | GroupedState | None
+    ) -> tuple[torch.Tensor, list[State] | GroupedState]:
         """token [B] -> (logits [B, vocab], state)."""
         if not isinstance(state, GroupedState):
             hidden, state = self.backbone.step(self.embedding(token), state)
@@ -337,16 +342,25 @@ def _check_mask(attention_mask: torch.Tensor | None, ids: torch.Tensor) -> torch
     if attention_mask is None:
         return None
     if attention_mask.shape != ids.shape:
-        raise ValueError(f"attention_mask has shape {list(attention_mask.shape)}; expected {list(ids.shape)} (as ids)")
-    if attention_mask.dtype.is_floating_point or attention_mask.dtype.is_complex or not bool(
-        ((attention_mask == 0) | (attention_mask == 1)).all()
-    ):
-        raise ValueError(f"attention_mask must hold 0 (padding) and 1 (token) as ints or bools; got dtype {attention_mask.dtype}")
+        raise ValueError(
+            f"attention_mask has shape {list(attention_mask.shape)}; expected {list(ids.shape)} (as ids)"
+        )
+    if attention_mask.dtype.is_floating_point or attention_mask.dtype.is_complex:
+        raise ValueError(
+            f"attention_mask must hold 0 (padding) and 1 (token) as ints or bools; got dtype {attention_mask.dtype}"
+        )
+    other = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+    if other.numel():
+        raise ValueError(
+            f"attention_mask must hold 0 (padding) and 1 (token) as ints or bools; got {other.unique()[:4].tolist()}"
+        )
     mask = attention_mask.bool()
     return None if bool(mask.all()) else mask
 
 
-def _groups(state: list[State] | GroupedState | None, B: int, device) -> list[tuple[torch.Tensor, list[State] | None]]:
+def _groups(
+    state: list[State] | GroupedState | None, B: int, device: torch.device
+) -> list[tuple[torch.Tensor, list[State] | None]]:
     """(rows, their state) pairs: one for a batched state, one per group of a GroupedState."""
     if isinstance(state, GroupedState):
         return list(zip(state.rows, state.states, strict=True))
@@ -362,7 +376,8 @@ def _merge(groups: list[tuple[torch.Tensor, list[State]]], B: int) -> list[State
     when all do, else a GroupedState."""
     joined: dict[tuple, list[tuple[torch.Tensor, list[State]]]] = {}
     for rows, state in groups:
-        sizes = tuple(tuple((key, value.shape[1:], value.dtype) for key, value in layer.items()) for layer in state)
+        sizes = tuple(tuple((key, value.shape[1:], value.dtype) for key, value in layer.items())
+                      for layer in state)
         joined.setdefault(sizes, []).append((rows, state))
     merged = []
     for parts in joined.values():
@@ -371,10 +386,12 @@ def _merge(groups: list[tuple[torch.Tensor, list[State]]], B: int) -> list[State
             merged.append(parts[0])
             continue
         layers = zip(*(s for _, s in parts), strict=True)
-        merged.append((rows, [{key: torch.cat([layer[key] for layer in same]) for key in same[0]} for same in layers]))
+        merged.append((rows, [{key: torch.cat([layer[key] for layer in same]) for key in same[0]}
+                              for same in layers]))
     if len(merged) == 1:
         rows, state = merged[0]
-        return _select_rows(state, rows.argsort()) if not torch.equal(rows, torch.arange(B, device=rows.device)) else state
+        in_order = torch.equal(rows, torch.arange(B, device=rows.device))
+        return state if in_order else _select_rows(state, rows.argsort())
     return GroupedState([r for r, _ in merged], [s for _, s in merged])
 
 

@@ -43,13 +43,15 @@ def load_run(path: str | os.PathLike) -> LoadedRun:
     config and task."""
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"{path} {'is not a folder' if path.exists() else 'does not exist'}; expected a run folder")
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise CheckpointError(f"{path} {what}; expected a run folder")
     folder = weights_folder(path)
     state, info = load_weights(folder)
     try:
         config = from_dict(info["config"])
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{folder / 'state.json'}: the run config does not load: {error}") from None
+        where = folder / "state.json"
+        raise CheckpointError(f"{where}: the run config does not load: {error}") from None
     task = get_task(config.task_name)(config.task)
     model = build_model(config, task)
     load_state(model, state, folder / "model.safetensors")
@@ -79,13 +81,15 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], file: Path) -> 
     for key, tensor in expected.items():
         if key in state and state[key].shape != tensor.shape:
             raise CheckpointError(
-                f"{file}: {key} has shape {list(state[key].shape)}; the run's config gives {list(tensor.shape)}"
+                f"{file}: {key} has shape {list(state[key].shape)}; "
+                f"the run's config gives {list(tensor.shape)}"
             )
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
         raise CheckpointError(
-            f"{file} does not match the run's config: missing {_some(missing)}, unexpected {_some(unexpected)}"
+            f"{file} does not match the run's config: "
+            f"missing {_some(missing)}, unexpected {_some(unexpected)}"
         )
     model.load_state_dict(state)
 

@@ -156,8 +156,10 @@ def test_padded_labels_are_ignored_and_bad_masks_named():
     assert_close("loss", out.loss, torch.nn.functional.cross_entropy(logits, ids[mask.bool()]), 1e-12)
     with pytest.raises(ValueError, match=r"attention_mask has shape \[2, 4\]; expected \[2, 5\]"):
         lm(ids, attention_mask=mask[:, 1:])
-    with pytest.raises(ValueError, match="attention_mask must hold 0 .padding. and 1"):
+    with pytest.raises(ValueError, match=r"attention_mask must hold 0 .padding. and 1 .token. as ints or bools; got \[2\]"):
         lm(ids, attention_mask=mask * 2)
+    with pytest.raises(ValueError, match="as ints or bools; got dtype torch.float32"):
+        lm(ids, attention_mask=mask.float())
     with pytest.raises(ValueError, match="attention_mask row 1 has no token"):
         lm.generate(ids, 2, attention_mask=torch.tensor([[1] * 5, [0] * 5]))
 
