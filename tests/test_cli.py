@@ -57,6 +57,10 @@ def test_list(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert lines["mod_arith_lstm"].endswith("at lengths 40-256 (benchmarks/rnn-extrapolation.md).")
     assert lines["digits_s4d"].endswith("(S4D-Lin, N = 64).")
+    assert main(["list"]) == 0
+    entries = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    cut = [line.split()[0] for line in entries if not line.endswith((".", "!", "?"))]
+    assert not cut, f"descriptions that stop mid-sentence: {cut}"
 
 
 def test_eval_help_names_its_task_overrides(capsys):
