@@ -1,4 +1,4 @@
-"""The `recur` command: train | sweep | eval | generate | plot | bench | list.
+"""The `recur` command: train | sweep | eval | generate | export | plot | bench | list.
 
 `recur train` with no arguments trains the default recipe. Any run setting is a typed
 dotted override: `recur train --recipe mqar --model.mixer gla --train.steps 2000`.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -125,9 +126,11 @@ def cmd_bench_recall(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_line(obj) -> str:
-    doc = (obj.__doc__ or "").strip().splitlines()
-    return doc[0] if doc else ""
+def _first_sentence(obj) -> str:
+    """The first sentence of obj's docstring, whole even when it spans lines."""
+    paragraph = " ".join(line.strip() for line in (obj.__doc__ or "").strip().split("\n\n")[0].splitlines())
+    match = re.search(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bal)[.!?](?=\s|$)", paragraph)
+    return paragraph[: match.end()] if match else paragraph
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -137,19 +140,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("all", "mixers"):
         print("mixers:")
         for name, cls in sorted(MIXERS.items()):
-            print(f"  {name:<20} {_first_line(sys.modules[cls.__module__])}")
+            print(f"  {name:<20} {_first_sentence(sys.modules[cls.__module__])}")
     if what in ("all", "tasks"):
         from .tasks import TASKS
 
         print("tasks:")
         for name, cls in sorted(TASKS.items()):
-            print(f"  {name:<20} {_first_line(cls)}")
+            print(f"  {name:<20} {_first_sentence(cls)}")
     if what in ("all", "recipes"):
         from .recipes import RECIPES
 
         print("recipes:")
         for name, fn in sorted(RECIPES.items()):
-            print(f"  {name:<20} {_first_line(fn)}")
+            print(f"  {name:<20} {_first_sentence(fn)}")
     return 0
 
 
@@ -334,26 +337,12 @@ def _launch(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-def _load_run(path: str):
-    from .tasks import get_task
-    from .train import build_model, from_dict
-    from .train.checkpoint import CheckpointError, check_fits, load_weights
-
-    state, info = load_weights(path)
-    if not isinstance(info.get("config"), dict):
-        raise CheckpointError(f"the weights in {path} come without their run config (state.json has no 'config')")
-    config = from_dict(info["config"])
-    task = get_task(config.task_name)(config.task)
-    model = build_model(config, task)
-    check_fits(model.state_dict(), state, f"the weights in {path}")
-    model.load_state_dict(state)
-    return config, task, model
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import load_run
     from .train.loop import eval_sets, evaluate, resolve_device
 
-    config, task, model = _load_run(args.run)
+    run = load_run(args.run)
+    config, task, model = run.config, run.task, run.model
     if args.overrides:
         from .train import apply_overrides
 
@@ -378,7 +367,10 @@ def _no_autocast():
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    config, task, model = _load_run(args.run)
+    from .train import load_run
+
+    run = load_run(args.run)
+    config, task, model = run.config, run.task, run.model
     if task.head != "lm":
         raise UsageError(f"generate needs a language-model task; {config.task_name!r} is a {task.head} task")
     byte_level = config.task_name == "lm"
@@ -403,6 +395,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .models import LM
+    from .train import load_run
+
+    run = load_run(args.run)
+    if not isinstance(run.model, LM):
+        raise UsageError(
+            f"export --hf needs a language-model run; task {run.config.task_name!r} is a {run.task.head} task "
+            f"(its model is a {type(run.model).__name__})"
+        )
+    out = Path(args.hf)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--hf {out} already exists and is not an empty folder; pick another")
+    from .hf import RecurForCausalLM
+
+    RecurForCausalLM.from_recur(run.model).save_pretrained(out)
+    print(f"wrote {out} (step {run.step} of {args.run}); load it with `import recur.hf` and "
+          f"AutoModelForCausalLM.from_pretrained({str(out)!r}), or pass trust_remote_code=True instead of the import")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .train.plot import plot_run
 
@@ -423,6 +436,15 @@ overrides (typed, checked before any work; `recur train --print-config` shows th
 resume (Ctrl-C saves a checkpoint and prints this command):
   recur train --run-dir RUN --resume                    the run's own config, to its end
   recur train --run-dir RUN --resume --train.steps N    more steps (only train.* keys on how it runs)
+"""
+
+
+EVAL_EPILOG = """\
+task overrides (the only ones eval takes; the model is the run's):
+  --task.test_lengths 256,512       longer test sequences (tasks that have them)
+  --task.eval_examples 1024         bigger held-out sets
+  --task.seq_len 128                another length (lm, mqar, ...)
+`recur train --recipe R --print-config` lists a task's keys; task.name cannot change.
 """
 
 
@@ -454,17 +476,25 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     sweep.set_defaults(func=cmd_sweep)
 
-    ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint")
-    ev.add_argument("run", help="run dir or checkpoint dir")
+    ev = sub.add_parser("eval", help="evaluate a run's weights on its validation and test sets", epilog=EVAL_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("run", help="run dir (its chosen weights, else its newest checkpoint) or checkpoint dir")
     ev.set_defaults(func=cmd_eval)
 
     gen = sub.add_parser("generate", help="continue a prompt with a trained language model")
-    gen.add_argument("run", help="run dir or checkpoint dir")
+    gen.add_argument("run", help="run dir (its chosen weights, else its newest checkpoint) or checkpoint dir")
     gen.add_argument("--prompt", required=True, help="text (task lm) or token ids separated by spaces")
     gen.add_argument("--max-new-tokens", type=int, default=100)
     gen.add_argument("--temperature", type=float, default=0.8)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=cmd_generate)
+
+    export = sub.add_parser("export", help="write a language-model run as a Hugging Face folder",
+                            epilog="example: recur export runs/lm --hf lm-hf (config.json, model.safetensors, "
+                            "modeling_recur.py; needs transformers)")
+    export.add_argument("run", help="run dir (its chosen weights, else its newest checkpoint) or checkpoint dir")
+    export.add_argument("--hf", required=True, metavar="OUT", help="the folder to write (new or empty)")
+    export.set_defaults(func=cmd_export)
 
     plot = sub.add_parser("plot", help="draw a run's loss and metric curves to PNG")
     plot.add_argument("run", help="run dir (with metrics.jsonl)")

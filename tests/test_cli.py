@@ -37,11 +37,13 @@ def test_top_level_options_are_pinned():
     parser = build_parser()
     assert _options(parser) == {"-h", "--help", "--version"}
     commands = _subparsers(parser)
-    assert set(commands) == {"train", "sweep", "eval", "generate", "plot", "bench", "list"}
+    assert set(commands) == {"train", "sweep", "eval", "generate", "export", "plot", "bench", "list"}
     assert _options(commands["train"]) == {
         "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config", "--seeds",
     }
     assert _options(commands["generate"]) == {"-h", "--help", "--prompt", "--max-new-tokens", "--temperature", "--seed"}
+    assert _options(commands["export"]) == {"-h", "--help", "--hf"}
+    assert _options(commands["eval"]) == {"-h", "--help"}
     assert set(_subparsers(commands["bench"])) == {"ops", "recall"}
 
 
@@ -52,12 +54,43 @@ def test_list(capsys):
         assert word in out
     assert main(["list", "tasks"]) == 0
     assert "mixers:" not in capsys.readouterr().out
+    # whole first sentences, even when a docstring wraps one over several lines
+    assert main(["list", "recipes"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["mod_arith_lstm"].endswith("at lengths 40-256 (benchmarks/rnn-extrapolation.md).")
+    assert lines["digits_s4d"].endswith("(S4D-Lin, N = 64).")
+    assert main(["list"]) == 0
+    entries = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    cut = [line.split()[0] for line in entries if not line.endswith((".", "!", "?"))]
+    assert not cut, f"descriptions that stop mid-sentence: {cut}"
+
+
+def test_eval_help_names_its_task_overrides(capsys):
+    # eval's overrides are not argparse options: its help says which it takes
+    try:
+        main(["eval", "--help"])
+    except SystemExit as exit:
+        assert exit.code == 0
+    out = capsys.readouterr().out
+    assert "task overrides" in out and "--task.test_lengths" in out
+
+
+def test_a_layer_size_error_names_the_run_keys(capsys):
+    assert main(["train", "--model.d_model", "63"]) == 2
+    err = capsys.readouterr().err
+    assert "expand * d_model = 126" in err
+    assert "change model.d_model, model.mixer_options.mamba2.expand or model.mixer_options.mamba2.head_dim" in err
 
 
 def test_print_config_applies_overrides(capsys):
     assert main(["train", "--print-config", "--train.steps", "7", "--task.num_kv_pairs=2"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["train"]["steps"] == 7 and config["task"]["num_kv_pairs"] == 2 and config["task"]["name"] == "mqar"
+    # the default model is a mamba2+attention hybrid: the config names its mixers once, in the pattern
+    assert config["model"]["pattern"] == ["mamba2", "attention"] and config["model"]["mixer"] == ""
+    assert main(["train", "--print-config", "--model.mixer", "gla"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["mixer"] == "gla" and model["pattern"] == []
 
 
 def test_bad_input_fails_before_work_with_a_clear_message(capsys, tmp_path):
@@ -76,6 +109,7 @@ def test_bad_input_fails_before_work_with_a_clear_message(capsys, tmp_path):
         (["train", "--resume"], "--resume needs --run-dir"),
         (["train", "--recipe", "lm", "--task.path", str(tmp_path / "missing.txt")], "missing.txt' does not exist"),
         (["eval", str(tmp_path)], "no checkpoint in"),
+        (["export", str(tmp_path / "missing"), "--hf", str(tmp_path / "hf")], "missing does not exist"),
         (["plot", str(tmp_path)], "metrics.jsonl does not exist"),
     ]
     for argv, message in cases:
@@ -134,6 +168,31 @@ def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
     assert "val/bits_per_byte" in capsys.readouterr().out
     assert main(["eval", str(run), "--train.steps", "3"]) == 2
     assert "eval takes task overrides only" in capsys.readouterr().err
+
+
+def test_export_writes_a_hugging_face_folder(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
+    from tests.train.test_runs import saved_run
+
+    model = saved_run(tmp_path / "run").eval()
+    out = tmp_path / "hf"
+    assert main(["export", str(tmp_path / "run"), "--hf", str(out)]) == 0
+    assert "trust_remote_code=True" in capsys.readouterr().out
+    assert {"config.json", "model.safetensors", "modeling_recur.py"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["lm"]["mixer"] == "" and config["lm"]["pattern"] == ["mamba2", "attention"]
+    loaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(0, 32, (2, 5))
+    assert torch.equal(loaded.generate(ids, max_new_tokens=3, do_sample=False), model.generate(ids, 3, temperature=0))
+
+    assert main(["export", str(tmp_path / "run"), "--hf", str(out)]) == 2
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
+    saved_run(tmp_path / "adding", "adding", {})
+    assert main(["export", str(tmp_path / "adding"), "--hf", str(tmp_path / "hf2")]) == 2
+    assert "needs a language-model run; task 'adding' is a regress task" in capsys.readouterr().err
+    assert not (tmp_path / "hf2").exists()
 
 
 def test_bench_ops_writes_ratios_and_first_call(tmp_path, capsys):

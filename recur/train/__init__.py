@@ -23,7 +23,9 @@ metrics.jsonl (one JSON object per line), checkpoints/step_*/ (safetensors + JSO
 result.json, and refuses a folder that already holds a run;
 `train(saved_config(run_dir), run_dir, resume=True)` continues the folder's run from its
 newest intact checkpoint on the same curve (same data order, RNG and schedule). Under
-torchrun the same call trains with DDP or FSDP2 (train.distributed).
+torchrun the same call trains with DDP or FSDP2 (train.distributed). `load_run(run_dir)`
+gives the run back: its model (with the weights the run chose), config, task, step and
+metrics.
 """
 
 from .checkpoint import CheckpointError, RunWarning
@@ -38,11 +40,13 @@ from .loop import (
     summary,
     train,
 )
+from .runs import LoadedRun, load_run
 
 __all__ = [
     "CheckpointError",
     "HeadConfig",
     "Interrupted",
+    "LoadedRun",
     "NothingToResume",
     "RunConfig",
     "RunWarning",
@@ -52,6 +56,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "from_dict",
+    "load_run",
     "saved_config",
     "summary",
     "to_dict",
