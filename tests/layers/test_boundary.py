@@ -26,7 +26,15 @@ NAMES = sorted(MIXERS)
 # what is wrong with the input, and which argument the error must name
 X_DEFECTS = ("feature size", "rank", "dtype", "not a tensor", "device")
 STATE_DEFECTS = (
-    "missing key", "extra key", "batch", "shape", "dtype", "not a tensor", "not a dict", "device", "foreign",
+    "missing key",
+    "extra key",
+    "batch",
+    "shape",
+    "dtype",
+    "not a tensor",
+    "not a dict",
+    "device",
+    "foreign",
 )
 
 
@@ -38,14 +46,20 @@ def built(name: str) -> Mixer:
 
 def layout(layer: Mixer) -> tuple:
     """The names, shapes after the batch and dtypes of a layer's state."""
-    return tuple(sorted((key, tuple(t.shape[1:]), t.dtype) for key, t in layer.init_state(1).items()))
+    return tuple(
+        sorted((key, tuple(t.shape[1:]), t.dtype) for key, t in layer.init_state(1).items())
+    )
 
 
 @functools.cache
 def look_alikes(name: str) -> tuple[str, ...]:
     """The other causal layers whose states have the same names, shapes and dtypes."""
     mine = layout(built(name))
-    return tuple(other for other in NAMES if other != name and built(other).causal and layout(built(other)) == mine)
+    return tuple(
+        other
+        for other in NAMES
+        if other != name and built(other).causal and layout(built(other)) == mine
+    )
 
 
 def token_input(layer: Mixer, batch: int, steps: int | None, seed: int = 0) -> torch.Tensor:
@@ -58,7 +72,9 @@ def assert_same_state(label: str, actual, expected) -> None:
     assert actual.keys() == expected.keys(), f"{label}: keys {sorted(actual)} != {sorted(expected)}"
     for key in expected:
         a, b = actual[key], expected[key]
-        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), f"{label}: state[{key!r}] differs"
+        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), (
+            f"{label}: state[{key!r}] differs"
+        )
 
 
 def call(layer: Mixer, x, state, step: bool):
@@ -76,14 +92,28 @@ def assert_named(error: pytest.ExceptionInfo, name: str, argument: str) -> None:
 def bad_x(draw, layer: Mixer, defect: str, batch: int, steps: int | None):
     x = token_input(layer, batch, steps)
     if defect == "feature size":
-        size = draw(st.integers(1, 3 * D_MODEL).filter(lambda n: n != D_MODEL), label="feature size")
+        size = draw(
+            st.integers(1, 3 * D_MODEL).filter(lambda n: n != D_MODEL), label="feature size"
+        )
         return x.new_zeros(*x.shape[:-1], size)
     if defect == "rank":
         shapes = [(D_MODEL,), (batch, 1, 1, D_MODEL)]
-        shapes += [(batch, 1, D_MODEL)] if steps is None else [(batch, D_MODEL), (batch, steps, D_MODEL, 1)]
+        shapes += (
+            [(batch, 1, D_MODEL)]
+            if steps is None
+            else [(batch, D_MODEL), (batch, steps, D_MODEL, 1)]
+        )
         return x.new_zeros(draw(st.sampled_from(shapes), label="shape"))
     if defect == "dtype":
-        dtypes = (torch.int64, torch.int32, torch.bool, torch.float64, torch.bfloat16, torch.float16, torch.complex64)
+        dtypes = (
+            torch.int64,
+            torch.int32,
+            torch.bool,
+            torch.float64,
+            torch.bfloat16,
+            torch.float16,
+            torch.complex64,
+        )
         return x.to(draw(st.sampled_from(dtypes), label="dtype"))
     if defect == "not a tensor":
         return x.tolist()
@@ -97,7 +127,9 @@ def bad_state(draw, layer: Mixer, defect: str, batch: int):
     if defect == "missing key":
         del state[key]
     elif defect == "extra key":
-        state[draw(st.sampled_from(["extra", "h0", "S_prev"]).filter(lambda k: k not in state))] = torch.zeros(batch, 1)
+        state[draw(st.sampled_from(["extra", "h0", "S_prev"]).filter(lambda k: k not in state))] = (
+            torch.zeros(batch, 1)
+        )
     elif defect == "batch":
         other = draw(st.integers(1, 4).filter(lambda b: b != batch), label="state batch")
         state = layer.init_state(other)
@@ -122,17 +154,23 @@ def bad_state(draw, layer: Mixer, defect: str, batch: int):
     elif defect == "not a tensor":
         state[key] = state[key].tolist()
     elif defect == "not a dict":
-        return draw(st.sampled_from([list(state.values()), next(iter(state.values()))]), label="state")
+        return draw(
+            st.sampled_from([list(state.values()), next(iter(state.values()))]), label="state"
+        )
     elif defect == "device":
         state[key] = state[key].to("meta")
     else:
         assert defect == "foreign"
-        return built(draw(st.sampled_from(look_alikes(layer.name)), label="other layer")).init_state(batch)
+        return built(
+            draw(st.sampled_from(look_alikes(layer.name)), label="other layer")
+        ).init_state(batch)
     return state
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_bad_inputs_fail_naming_the_layer_and_the_argument(name, data):
     """Random bad inputs: wrong feature size, rank, dtype or device of x, and states with a
@@ -142,9 +180,12 @@ def test_bad_inputs_fail_naming_the_layer_and_the_argument(name, data):
     step = layer.causal and draw(st.booleans(), label="step")
     batch = draw(st.integers(1, 3), label="batch")
     steps = None if step else draw(st.integers(0, 4), label="T")
-    state_defects = [d for d in STATE_DEFECTS if d != "foreign" or (layer.causal and look_alikes(name))]
+    state_defects = [
+        d for d in STATE_DEFECTS if d != "foreign" or (layer.causal and look_alikes(name))
+    ]
     argument, defect = draw(
-        st.sampled_from([("x", d) for d in X_DEFECTS] + [("state", d) for d in state_defects]), label="defect"
+        st.sampled_from([("x", d) for d in X_DEFECTS] + [("state", d) for d in state_defects]),
+        label="defect",
     )
     if argument == "x":
         x, state = bad_x(draw, layer, defect, batch, steps), None
@@ -164,7 +205,9 @@ def test_a_state_of_another_layer_type_is_refused(name):
     x = token_input(layer, 2, 3)
     for other in look_alikes(name):
         _, foreign = built(other)(x)
-        with pytest.raises(ValueError, match=rf"^{name}: state was made by a {other} layer") as error:
+        with pytest.raises(
+            ValueError, match=rf"^{name}: state was made by a {other} layer"
+        ) as error:
             layer(x, foreign)
         assert_named(error, name, "state")
         with pytest.raises(ValueError, match=rf"^{name}: state was made by a {other} layer"):
@@ -173,14 +216,21 @@ def test_a_state_of_another_layer_type_is_refused(name):
 
 def test_the_known_look_alike_states_are_found():
     """The pairs of the issue: the automatic search above is not empty."""
-    assert "gated_deltanet" in look_alikes("deltanet") and "deltanet" in look_alikes("gated_deltanet")
+    assert "gated_deltanet" in look_alikes("deltanet") and "deltanet" in look_alikes(
+        "gated_deltanet"
+    )
     assert "dss" in look_alikes("s4d")
     # an LSTM's state has GRU's key and one more: refused by its tag, or untagged by its keys
     x = token_input(built("gru"), 2, 3)
     _, lstm_state = built("lstm")(x)
-    with pytest.raises(ValueError, match=re.escape("gru: state was made by a lstm layer; expected the state of a gru layer")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("gru: state was made by a lstm layer; expected the state of a gru layer"),
+    ):
         built("gru")(x, lstm_state)
-    with pytest.raises(ValueError, match=re.escape("gru: state has the keys ['c', 'h']; expected ['h']")):
+    with pytest.raises(
+        ValueError, match=re.escape("gru: state has the keys ['c', 'h']; expected ['h']")
+    ):
         built("gru")(x, dict(lstm_state))
 
 
@@ -231,7 +281,12 @@ def test_states_carry_the_layer_that_made_them(name):
 
 @pytest.mark.parametrize(
     ("name", "other"),
-    [("deltanet", "gated_deltanet"), ("gated_deltanet", "deltanet"), ("gru", "lstm"), ("dss", "s4d")],
+    [
+        ("deltanet", "gated_deltanet"),
+        ("gated_deltanet", "deltanet"),
+        ("gru", "lstm"),
+        ("dss", "s4d"),
+    ],
 )
 def test_the_look_alike_states_of_the_issue_are_refused(name, other):
     """States whose keys and shapes fit another layer type used to run there silently."""
@@ -279,7 +334,9 @@ def test_autocast_inputs_are_accepted():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, _ = layer(x.bfloat16())
         layer.step(x[:, 0].bfloat16(), None)
-    with pytest.raises(TypeError, match=re.escape("gla: x has dtype torch.bfloat16; expected torch.float32")):
+    with pytest.raises(
+        TypeError, match=re.escape("gla: x has dtype torch.bfloat16; expected torch.float32")
+    ):
         layer(x.bfloat16())
 
 
@@ -287,21 +344,38 @@ def test_attention_cache_keys_and_values_must_agree():
     layer = built("attention")
     _, state = layer(token_input(layer, 2, 3))
     state = {**state, "v": state["v"][:, 1:]}
-    with pytest.raises(ValueError, match=r"attention: state\['v'\] holds 2 past tokens but state\['k'\] holds 3"):
+    with pytest.raises(
+        ValueError, match=r"attention: state\['v'\] holds 2 past tokens but state\['k'\] holds 3"
+    ):
         layer(token_input(layer, 2, 1), state)
 
 
 def test_messages_name_the_expected_and_received_value():
     layer = built("deltanet")
-    with pytest.raises(ValueError, match=re.escape("deltanet: x has shape [2, 5, 15]; expected [B, T, 16] (d_model 16)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("deltanet: x has shape [2, 5, 15]; expected [B, T, 16] (d_model 16)"),
+    ):
         layer(torch.zeros(2, 5, 15))
-    with pytest.raises(ValueError, match=re.escape("deltanet: x has shape [2, 1, 16]; expected [B, 16] (one token")):
+    with pytest.raises(
+        ValueError, match=re.escape("deltanet: x has shape [2, 1, 16]; expected [B, 16] (one token")
+    ):
         layer.step(torch.zeros(2, 1, 16), None)
-    with pytest.raises(TypeError, match=re.escape("deltanet: x has dtype torch.float64; expected torch.float32")):
+    with pytest.raises(
+        TypeError, match=re.escape("deltanet: x has dtype torch.float64; expected torch.float32")
+    ):
         layer(torch.zeros(2, 5, 16, dtype=torch.float64))
     state = dict(layer.init_state(1))
-    with pytest.raises(ValueError, match=re.escape("deltanet: state['S'] has shape [1, 4, 4, 4]; expected [2, 4, 4, 4]")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("deltanet: state['S'] has shape [1, 4, 4, 4]; expected [2, 4, 4, 4]"),
+    ):
         layer(torch.zeros(2, 5, 16), state)
     del state["S"]
-    with pytest.raises(ValueError, match=re.escape("deltanet: state has the keys ['conv_k', 'conv_q', 'conv_v']; expected ['S', 'conv_k'")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "deltanet: state has the keys ['conv_k', 'conv_q', 'conv_v']; expected ['S', 'conv_k'"
+        ),
+    ):
         layer(torch.zeros(1, 5, 16), state)
