@@ -77,9 +77,10 @@ class Attention(Mixer):
         H = self.config.num_heads
         state = state if state is not None else self.init_state(B, x.device)
         if state["k"].shape[1] != state["v"].shape[1]:
+            past_k, past_v = state["k"].shape[1], state["v"].shape[1]
             raise ValueError(
-                f"attention: state['v'] holds {state['v'].shape[1]} past tokens but state['k'] holds "
-                f"{state['k'].shape[1]}; expected equal"
+                f"{self.name}: state['v'] holds {past_v} past tokens but state['k'] holds "
+                f"{past_k}; expected equal"
             )
         q, k, v = rearrange(self.qkv_proj(x), "b t (n h d) -> n b t h d", n=3, h=H)
         positions = positions_after(state["position"], B, T, x.device)
