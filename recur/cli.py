@@ -55,11 +55,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.family != "all":
         _lookup(bench.OP_BENCHES, args.family, "--family")
     families = sorted(bench.OP_BENCHES) if args.family == "all" else [args.family]
-    out = Path(args.out) if args.out else Path("benchmarks") / f"{'gpu' if device.type == 'cuda' else 'cpu'}-ops.md"
+    name = f"{'gpu' if device.type == 'cuda' else 'cpu'}-ops.md"
+    if args.update_benchmarks:
+        out = Path("benchmarks") / name
+    elif args.out:
+        out = Path(args.out)
+    else:
+        out = Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}" / name
     if args.dtype is None:
         args.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     for family in families:
-        rows = bench.run_op_bench(
+        run = bench.run_op_bench(
             family, args.T, device, args.dtype, args.repeat, args.max_naive_T, progress=print
         )
         command = (
@@ -67,7 +73,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"--dtype {str(args.dtype).removeprefix('torch.')} --T {' '.join(map(str, args.T))}"
             + (f" --threads {args.threads}" if args.threads is not None else "")
         )
-        section = bench.render_section(family, rows, device, args.dtype, command)
+        section = bench.render_section(family, run, device, args.dtype, command)
         bench.write_section(out, family, section, f"Op benchmarks ({device.type})")
         print(section)
     print(f"wrote {out}")
@@ -436,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="speed and memory benchmarks")
     bench_sub = bench.add_subparsers(dest="what", required=True)
-    ops = bench_sub.add_parser("ops", help="op forms against their naive loop")
+    ops = bench_sub.add_parser("ops", help="op forms against their naive loop and peer libraries")
     ops.add_argument("--family", default="gla", help="op family, or 'all'")
     ops.add_argument("--device", default="cpu", help="cpu or cuda")
     ops.add_argument("--dtype", type=_dtype, default=None, help="default: bfloat16 on cuda (the published GPU comparisons), float32 on cpu")
@@ -444,7 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--repeat", type=int, default=3)
     ops.add_argument("--max-naive-T", type=int, default=8192, help="skip the naive loop above this length")
     ops.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ops.add_argument("--out", default=None, help="results file (default benchmarks/<device>-ops.md)")
+    where = ops.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help="results file (default runs/bench-<time>/<device>-ops.md)")
+    where.add_argument("--update-benchmarks", action="store_true",
+                       help="replace the families' sections of the published benchmarks/<device>-ops.md instead")
     ops.set_defaults(func=cmd_bench)
 
     recall = bench_sub.add_parser("recall", help="MQAR accuracy against state size, one mixer at a time")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from recur.cli import build_parser, main
@@ -142,6 +143,34 @@ def test_bench_ops_writes_ratios_and_first_call(tmp_path, capsys):
     rows = [line for line in table.splitlines() if line.startswith("| 16 |")]
     assert [row.split(" | ")[1] for row in rows][:2] == ["naive (per-channel gate)", "chunk (per-channel gate)"]
     assert rows[0].split(" | ")[5] == "1.0×"
+
+
+def test_bench_ops_writes_to_its_run_unless_asked_to_update_the_published_tables(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "ops", "--family", "delta_product", "--T", "8", "--repeat", "1", "--threads", "1"]
+    assert main(argv) == 0
+    written = list(Path("runs").glob("bench-*/cpu-ops.md"))
+    assert len(written) == 1 and "<!-- family:delta_product -->" in written[0].read_text()
+    assert not Path("benchmarks").exists()
+    assert f"wrote {written[0]}" in capsys.readouterr().out
+    assert main([*argv, "--update-benchmarks"]) == 0
+    assert "<!-- family:delta_product -->" in Path("benchmarks/cpu-ops.md").read_text()
+    assert "wrote benchmarks/cpu-ops.md" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv, "--update-benchmarks", "--out", "elsewhere.md"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_bench_ops_rnn_times_torch_lstm_beside_the_forms(tmp_path):
+    out = tmp_path / "ops.md"
+    argv = ["bench", "ops", "--family", "rnn", "--T", "8", "--repeat", "1", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    rows = {row[1]: row for row in (line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| 8 |"))}
+    # the columns "vs fastest peer" fwd and fwd+bwd
+    assert rows["torch.nn.LSTM"][6:8] == ["peer", "peer"]
+    for form in ("naive (lstm)", "sequential (lstm)"):
+        assert all(ratio.endswith("×") and float(ratio[:-1]) > 0 for ratio in rows[form][6:8])
+    assert "Peers: torch " in out.read_text()
 
 
 def test_bench_recall_keeps_earlier_rows(tmp_path, capsys):

@@ -14,9 +14,10 @@ The contract every family keeps:
   everywhere;
 - `impl` names the form: "auto" or one of the family's forms.
 
-A form is a plain function that takes the spec's arguments by keyword; it names in its
-signature only those it reads, and returns its final state always (the family drops it
-when not asked for). The family checks the arguments once, before any form runs, and
+A form is a plain function that takes the spec's arguments by keyword and names in its
+signature only those it reads. It returns `(output, final_state)`: a form that does not
+name `output_final_state` computes the state always (the family drops it when not asked
+for); one that can save work names it and returns None for the state when it is False. The family checks the arguments once, before any form runs, and
 fills in what the check resolves (for example the default `scale`). A form that does not
 declare `packed` gets packed batches one sequence at a time, and zero time steps go to the
 spec, so no form needs code for either.

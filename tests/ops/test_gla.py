@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recur.ops.gla import GLA, chunk_gla, naive_gla
-from recur.ops.gla.chunk import CHUNK_SIZE_SCALAR_GATE, FACTOR_LIMIT, _chunked, _within_factor_limit
+from recur.ops.gla.chunk import CHUNK_SIZE, FACTOR_LIMIT, _chunked, _factor_block_size
 from tests.helpers import assert_close, compare_results, family_results
 
 CASE = {"scalar": "per_head", "vector": "per_channel", "none": "no_gate"}
@@ -152,4 +152,46 @@ def test_factorized_path_is_refused_beyond_its_limit():
 
 
 def factorizable(g: torch.Tensor) -> bool:
-    return _within_factor_limit(_chunked(g, CHUNK_SIZE_SCALAR_GATE).cumsum(dim=3))
+    return _factor_block_size(_chunked(g, CHUNK_SIZE)) == CHUNK_SIZE
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("block", [1, 2, 4, 8, 16, 32, 64])
+def test_every_factor_block_size_matches_naive(block, dtype, tol):
+    """Per-channel gates sized so that blocks of `block` steps sum to at most FACTOR_LIMIT
+    and blocks of 2·block to more: factorized blocks of that size, halving above them.
+    Every step equally strong, so the gradient of g holds no larger terms to hide errors in."""
+    example = make_inputs(200, "vector")
+    g = example.kwargs["g"].detach()
+    u = torch.rand(g.shape, generator=torch.Generator().manual_seed(1), dtype=g.dtype)
+    g = -(FACTOR_LIMIT[dtype] / block) * (0.55 + 0.44 * u)
+    assert _factor_block_size(_chunked(g.to(dtype), CHUNK_SIZE)) == block
+    example.kwargs["g"] = g.to(dtype).to(torch.float64).requires_grad_()
+    expected = family_results(GLA, "naive", example)
+    low = make_inputs(200, "vector", dtype=dtype)
+    low.kwargs["g"] = g.to(dtype).requires_grad_()
+    compare_results(family_results(GLA, "chunk", low), expected, tol, f"block={block} {dtype}")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_mixed_gate_strengths_and_resets(dtype, tol):
+    """Chunks and 16-step blocks of different strengths in one sequence (weak, GLA-strength,
+    -20 per step, -200 per step, resets), at a length that is not a multiple of 16 or 64."""
+    T = 333
+    example = make_inputs(T, "vector")
+    g = example.kwargs["g"].detach().clone()
+    strengths = [1 / 16, 1.0, 20.0, 1 / 16, 200.0, 3.0, 1 / 16]
+    for i, strength in enumerate(strengths):
+        g[:, i * 48 : (i + 1) * 48] *= strength
+    g[:, 100:116] = -20.0
+    g[:, [5, 130, 201, 202]] = float("-inf")
+    example.kwargs["g"] = g.to(dtype).to(torch.float64).requires_grad_()
+    expected = family_results(GLA, "naive", example)
+    low = make_inputs(T, "vector", dtype=dtype)
+    low.kwargs["g"] = g.to(dtype).requires_grad_()
+    actual = family_results(GLA, "chunk", low)
+    compare_results(actual, expected, tol, f"mixed {dtype}")
+    # after the reset at step 202 nothing before it reaches the output
+    q, k, v = (x.detach() for x in low.args)
+    o_after, _ = chunk_gla(q[:, 202:], k[:, 202:], v[:, 202:], g=low.kwargs["g"].detach()[:, 202:])
+    assert_close("reset isolation", actual["output"][:, 202:], o_after, 1e-12 if dtype == torch.float64 else 1e-6)

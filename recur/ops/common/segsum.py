@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["segsum", "suffix_sum_exclusive"]
+__all__ = ["prefix_sum_exclusive", "segsum", "suffix_sum_exclusive"]
 
 
 def segsum(g: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -49,3 +49,14 @@ def suffix_sum_exclusive(g: torch.Tensor, dim: int) -> torch.Tensor:
     inclusive = g.flip(dim).cumsum(dim).flip(dim)
     L = g.shape[dim]
     return torch.cat([inclusive.narrow(dim, 1, L - 1), torch.zeros_like(inclusive.narrow(dim, 0, 1))], dim=dim)
+
+
+def prefix_sum_exclusive(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """out_t = g_1 + ... + g_{t-1} along `dim`: the log decay from the start to before step t.
+
+    The inclusive prefix sum shifted by one step (rather than g_t subtracted from it), so
+    strong gates keep full precision and -inf stays exact.
+    """
+    inclusive = g.cumsum(dim)
+    L = g.shape[dim]
+    return torch.cat([torch.zeros_like(inclusive.narrow(dim, 0, 1)), inclusive.narrow(dim, 0, L - 1)], dim=dim)
