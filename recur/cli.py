@@ -1,4 +1,4 @@
-"""The `recur` command: train | sweep | eval | generate | plot | bench | list.
+"""The `recur` command: train | sweep | eval | generate | export | plot | bench | list.
 
 `recur train` with no arguments trains the default recipe. Any run setting is a typed
 dotted override: `recur train --recipe mqar --model.mixer gla --train.steps 2000`.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -124,9 +126,11 @@ def cmd_bench_recall(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_line(obj) -> str:
-    doc = (obj.__doc__ or "").strip().splitlines()
-    return doc[0] if doc else ""
+def _first_sentence(obj) -> str:
+    """The first sentence of obj's docstring, whole even when it spans lines."""
+    paragraph = " ".join(line.strip() for line in (obj.__doc__ or "").strip().split("\n\n")[0].splitlines())
+    match = re.search(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bal)[.!?](?=\s|$)", paragraph)
+    return paragraph[: match.end()] if match else paragraph
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -136,19 +140,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("all", "mixers"):
         print("mixers:")
         for name, cls in sorted(MIXERS.items()):
-            print(f"  {name:<20} {_first_line(sys.modules[cls.__module__])}")
+            print(f"  {name:<20} {_first_sentence(sys.modules[cls.__module__])}")
     if what in ("all", "tasks"):
         from .tasks import TASKS
 
         print("tasks:")
         for name, cls in sorted(TASKS.items()):
-            print(f"  {name:<20} {_first_line(cls)}")
+            print(f"  {name:<20} {_first_sentence(cls)}")
     if what in ("all", "recipes"):
         from .recipes import RECIPES
 
         print("recipes:")
         for name, fn in sorted(RECIPES.items()):
-            print(f"  {name:<20} {_first_line(fn)}")
+            print(f"  {name:<20} {_first_sentence(fn)}")
     return 0
 
 
@@ -176,32 +180,55 @@ def parse_overrides(extra: list[str]) -> list[tuple[str, str]]:
 
 
 def _run_config(args: argparse.Namespace):
+    """The run's config: the recipe with its overrides, or on --resume the run's own config
+    with the overrides a resume may make."""
     from .recipes import recipe
+    from .train.config import RESUMABLE
+    from .train.loop import saved_config
 
-    return recipe(args.recipe, parse_overrides(args.overrides))
+    if not args.resume:
+        return recipe(args.recipe or "default", parse_overrides(args.overrides))
+    allowed = ", ".join(f"--{key}" for key in RESUMABLE)
+    if not args.run_dir:
+        raise UsageError("--resume needs --run-dir (the run to continue)")
+    if args.recipe is not None:
+        raise UsageError(f"--resume continues the run's own config ({args.run_dir}/config.json); drop --recipe "
+                         f"(a resume may change only {allowed})")
+    return saved_config(args.run_dir, parse_overrides(args.overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import summary, to_dict, train
+    from .train.loop import NothingToResume
 
+    if args.nproc < 1:
+        raise UsageError(f"--nproc must be a positive int; got {args.nproc}")
     config = _run_config(args)
+    if not args.resume:
+        args.recipe = args.recipe or "default"
     if args.print_config:
         print(json.dumps(to_dict(config), indent=2))
         return 0
+    tc = config.train
+    if tc.batch_size % (tc.grad_accum * args.nproc):
+        raise UsageError(f"train.batch_size = {tc.batch_size} must be divisible by train.grad_accum × --nproc = "
+                         f"{tc.grad_accum} × {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.seeds is not None:
         return _train_seeds(args, config, run_dir)
-    if args.resume and not args.run_dir:
-        raise UsageError("--resume needs --run-dir (the run to continue)")
-    if not args.resume and (run_dir / "checkpoints").exists():
-        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --run-dir")
     main_process = os.environ.get("RANK", "0") == "0"
     if main_process:
-        print(f"recur train --recipe {args.recipe}: task {config.task_name}, "
+        what = "--resume" if args.resume else f"--recipe {args.recipe}"
+        print(f"recur train {what}: task {config.task_name}, "
               f"model {'+'.join(dict.fromkeys(config.model.layer_mixers()))}, run dir {run_dir}", flush=True)
-    result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    try:
+        result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    except NothingToResume as done:
+        if main_process:
+            print(done)
+        return 0
     if not main_process:
         return 0
     print(render_summary(summary(result)))
@@ -283,6 +310,7 @@ def render_summary(s: dict) -> str:
                        + (" (attention caches: per token)" if s.get("growing_state") else "")),
         ("steps", f"{s['steps']}{' (target reached, stopped early)' if s['stopped_early'] else ''}"),
         ("time", f"{s['seconds']:.1f} s"),
+        ("CPU threads", f"{s['threads']} ({s['threads_rule']})"),
         ("final train loss", f"{s['final_loss']:.4f}"),
         ("chosen weights", f"step {s['chosen_step']} (train.select {s['select']})"),
         (s["metric"], f"{s['value']:.4f}"),
@@ -309,25 +337,12 @@ def _launch(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-def _load_run(path: str):
-    from .tasks import get_task
-    from .train import build_model, from_dict
-    from .train.checkpoint import load_weights
-
-    state, info = load_weights(path)
-    config = from_dict(info["config"])
-    task = get_task(config.task_name)(config.task)
-    model = build_model(config, task)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UsageError(f"checkpoint in {path} does not match its config: missing {missing}, unexpected {unexpected}")
-    return config, task, model
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import load_run
     from .train.loop import eval_sets, evaluate, resolve_device
 
-    config, task, model = _load_run(args.run)
+    run = load_run(args.run)
+    config, task, model = run.config, run.task, run.model
     if args.overrides:
         from .train import apply_overrides
 
@@ -352,7 +367,10 @@ def _no_autocast():
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    config, task, model = _load_run(args.run)
+    from .train import load_run
+
+    run = load_run(args.run)
+    config, task, model = run.config, run.task, run.model
     if task.head != "lm":
         raise UsageError(f"generate needs a language-model task; {config.task_name!r} is a {task.head} task")
     byte_level = config.task_name == "lm"
@@ -377,6 +395,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .models import LM
+    from .train import load_run
+
+    run = load_run(args.run)
+    if not isinstance(run.model, LM):
+        raise UsageError(
+            f"export --hf needs a language-model run; task {run.config.task_name!r} is a {run.task.head} task "
+            f"(its model is a {type(run.model).__name__})"
+        )
+    out = Path(args.hf)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--hf {out} already exists and is not an empty folder; pick another")
+    from .hf import RecurForCausalLM
+
+    RecurForCausalLM.from_recur(run.model).save_pretrained(out)
+    print(f"wrote {out} (step {run.step} of {args.run}); load it with `import recur.hf` and "
+          f"AutoModelForCausalLM.from_pretrained({str(out)!r}), or pass trust_remote_code=True instead of the import")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .train.plot import plot_run
 
@@ -393,6 +432,19 @@ overrides (typed, checked before any work; `recur train --print-config` shows th
   --model.mixer_options.gla.num_heads 2        one option of one mixer
   --train.steps 2000 --train.lr 1e-3           the trainer (recur.train.TrainConfig)
   --head.loss hinge                            classification head (cross_entropy, hinge, squared_hinge)
+
+resume (Ctrl-C saves a checkpoint and prints this command):
+  recur train --run-dir RUN --resume                    the run's own config, to its end
+  recur train --run-dir RUN --resume --train.steps N    more steps (only train.* keys on how it runs)
+"""
+
+
+EVAL_EPILOG = """\
+task overrides (the only ones eval takes; the model is the run's):
+  --task.test_lengths 256,512       longer test sequences (tasks that have them)
+  --task.eval_examples 1024         bigger held-out sets
+  --task.seq_len 128                another length (lm, mqar, ...)
+`recur train --recipe R --print-config` lists a task's keys; task.name cannot change.
 """
 
 
@@ -403,9 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a recipe (the default one without arguments)", epilog=TRAIN_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--recipe", default="default", help="named run (recur list recipes)")
+    train.add_argument("--recipe", default=None, help="named run (recur list recipes; default: default)")
     train.add_argument("--run-dir", default=None, help="where checkpoints, metrics and the plot go (default runs/<recipe>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir, with its own config, from its newest intact checkpoint")
     train.add_argument("--nproc", type=int, default=1, help="processes (DDP, or FSDP2 with --train.distributed fsdp)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--print-config", action="store_true", help="print the run config as JSON and exit")
@@ -423,17 +476,25 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     sweep.set_defaults(func=cmd_sweep)
 
-    ev = sub.add_parser("eval", help="evaluate a run's newest checkpoint")
-    ev.add_argument("run", help="run dir or checkpoint dir")
+    ev = sub.add_parser("eval", help="evaluate a run's weights on its validation and test sets", epilog=EVAL_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("run", help="run dir (its chosen weights, else its newest checkpoint) or checkpoint dir")
     ev.set_defaults(func=cmd_eval)
 
     gen = sub.add_parser("generate", help="continue a prompt with a trained language model")
-    gen.add_argument("run", help="run dir or checkpoint dir")
+    gen.add_argument("run", help="run dir (its chosen weights, else its newest checkpoint) or checkpoint dir")
     gen.add_argument("--prompt", required=True, help="text (task lm) or token ids separated by spaces")
     gen.add_argument("--max-new-tokens", type=int, default=100)
     gen.add_argument("--temperature", type=float, default=0.8)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=cmd_generate)
+
+    export = sub.add_parser("export", help="write a language-model run as a Hugging Face folder",
+                            epilog="example: recur export runs/lm --hf lm-hf (config.json, model.safetensors, "
+                            "modeling_recur.py; needs transformers)")
+    export.add_argument("run", help="run dir (its chosen weights, else its newest checkpoint) or checkpoint dir")
+    export.add_argument("--hf", required=True, metavar="OUT", help="the folder to write (new or empty)")
+    export.set_defaults(func=cmd_export)
 
     plot = sub.add_parser("plot", help="draw a run's loss and metric curves to PNG")
     plot.add_argument("run", help="run dir (with metrics.jsonl)")
@@ -481,13 +542,34 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .train.checkpoint import CheckpointError
+    from .train.checkpoint import CheckpointError, RunWarning
+    from .train.loop import Interrupted
 
-    try:
-        return args.func(args)
-    except (UsageError, ValueError, CheckpointError, FileNotFoundError, ImportError, IsADirectoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **kwargs):
+            if issubclass(category, RunWarning):
+                print(f"warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show
+        try:
+            return args.func(args)
+        except Interrupted as stop:
+            if os.environ.get("RANK", "0") == "0":
+                print(stop, file=sys.stderr)
+            return 128 + stop.signum
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        # what the user or the machine did wrong (a bad value, a damaged or busy run folder,
+        # a full disk, a diverging run), said in one line; anything else is a bug and keeps
+        # its traceback
+        except (UsageError, ValueError, CheckpointError, OSError, ImportError, FloatingPointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

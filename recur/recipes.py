@@ -47,8 +47,7 @@ def default() -> RunConfig:
     return RunConfig(
         task=MQARConfig(vocab_size=128, seq_len=64, num_kv_pairs=4, eval_examples=256),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, pattern=("mamba2", "attention")),
-        # a model this small is bound by per-op overhead, which a second CPU thread does not cut
-        train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99, threads=1),
+        train=TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99),
     )
 
 
@@ -68,21 +67,20 @@ def recall() -> RunConfig:
     return RunConfig(
         task=MQARConfig(vocab_size=1024, seq_len=256, num_kv_pairs=16, eval_examples=256),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="attention", mlp_ratio=0.0),
-        # a model this small is bound by per-op overhead, which a second CPU thread does not cut
-        train=TrainConfig(steps=4000, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=250, target=0.99,
-                          threads=1),
+        train=TrainConfig(steps=4000, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=250, target=0.99),
     )
 
 
 @register_recipe("recall_small")
 def recall_small() -> RunConfig:
-    """MQAR at a toy scale (vocab 64, 8 pairs, length 64), Gated DeltaNet: seconds, not the published setting."""
+    """MQAR at a toy scale (vocab 64, 8 pairs, length 64), Gated DeltaNet: seconds, not the
+    published setting. `--model.mixer gla` runs GLA with the same matrix memory (2 heads of
+    32 × 32 per layer)."""
     return RunConfig(
         task=MQARConfig(vocab_size=64, seq_len=64, num_kv_pairs=8, eval_examples=256),
-        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="gated_deltanet"),
-        # a model this small is bound by per-op overhead, which a second CPU thread does not cut
-        train=TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99,
-                          threads=1),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="gated_deltanet",
+                       mixer_options={"gated_deltanet": {"num_heads": 2}, "gla": {"num_heads": 2, "expand_k": 1.0}}),
+        train=TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup_steps=50, eval_every=50, target=0.99),
     )
 
 
@@ -116,7 +114,7 @@ def mod_arith_lstm() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=128, n_layers=1, mixer="lstm", mlp_ratio=0.0,
                        tie_embeddings=False, mixer_options={"slstm": {"num_heads": 1}}),
         train=TrainConfig(steps=4000, batch_size=64, lr=1e-2, warmup_steps=50, weight_decay=0.0,
-                          eval_every=250, threads=1),
+                          eval_every=250),
     )
 
 
@@ -133,7 +131,7 @@ def permutation() -> RunConfig:
             mixer_options={"deltaproduct": {"num_householder": 2, "use_forget_gate": False, "conv_size": 0}},
         ),
         train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, weight_decay=1e-6,
-                          eval_every=250, target=0.99, threads=1),
+                          eval_every=250, target=0.99),
     )
 
 
@@ -148,37 +146,62 @@ def digits() -> RunConfig:
     )
 
 
-def _digits_ssm(mixer: str, mixer_options: dict | None = None) -> RunConfig:
+def _digits_ssm(mixer: str, mixer_options: dict | None = None, permuted: bool = False) -> RunConfig:
     """Pixel-by-pixel 8×8 digits for the SSM line: ~20 epochs, the SSM group at lr / 5
-    without weight decay, mean pooling (benchmarks/digits.md)."""
+    without weight decay, mean pooling (benchmarks/digits.md). Permuted: the pixels in one
+    fixed random order, which hides local structure and overfits sooner, so ~40 epochs
+    with dropout 0.1."""
+    steps = 920 if permuted else 460
     return RunConfig(
-        task=DigitsConfig(),
+        task=DigitsConfig(permuted=permuted),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer=mixer, mlp_ratio=2.0,
-                       mixer_options={mixer: mixer_options} if mixer_options else {}),
-        train=TrainConfig(steps=460, batch_size=64, lr=5e-3, ssm_lr_scale=0.2, weight_decay=0.01,
-                          warmup_steps=46, eval_every=115, threads=1),
+                       dropout=0.1 if permuted else 0.0,
+                       mixer_options={mixer: dict(mixer_options)} if mixer_options else {}),
+        train=TrainConfig(steps=steps, batch_size=64, lr=5e-3, ssm_lr_scale=0.2, weight_decay=0.01,
+                          warmup_steps=steps // 10, eval_every=steps // 4),
         head=HeadConfig(pooling="mean", loss="cross_entropy"),
     )
 
 
 @register_recipe("digits_s4d")
 def digits_s4d() -> RunConfig:
-    """Sequential 8×8 digits with S4D (S4D-Lin, N = 64). The permuted variant
-    (task.permuted=true) is run with 920 steps, dropout 0.1 and ssm_lr_scale 1.0 in
-    benchmarks/digits.md."""
+    """Sequential 8×8 digits with S4D (S4D-Lin, N = 64)."""
     return _digits_ssm("s4d")
+
+
+@register_recipe("digits_s4d_permuted")
+def digits_s4d_permuted() -> RunConfig:
+    """Permuted 8×8 digits with S4D: 920 steps, dropout 0.1, and A and Δ trained at the full lr."""
+    config = _digits_ssm("s4d", permuted=True)
+    config.train.ssm_lr_scale = 1.0
+    return config
+
+
+_LRU_OPTIONS = {"r_min": 0.5, "max_phase": 3.141592653589793}
 
 
 @register_recipe("digits_lru")
 def digits_lru() -> RunConfig:
     """Sequential 8×8 digits with the LRU (|λ| on [0.5, 0.99], phases up to π)."""
-    return _digits_ssm("lru", {"r_min": 0.5, "max_phase": 3.141592653589793})
+    return _digits_ssm("lru", _LRU_OPTIONS)
+
+
+@register_recipe("digits_lru_permuted")
+def digits_lru_permuted() -> RunConfig:
+    """Permuted 8×8 digits with the LRU: 920 steps, dropout 0.1."""
+    return _digits_ssm("lru", _LRU_OPTIONS, permuted=True)
 
 
 @register_recipe("digits_lstm")
 def digits_lstm() -> RunConfig:
     """The LSTM baseline of the digits table, same model and schedule."""
     return _digits_ssm("lstm")
+
+
+@register_recipe("digits_lstm_permuted")
+def digits_lstm_permuted() -> RunConfig:
+    """The LSTM baseline on permuted 8×8 digits, the permuted schedule."""
+    return _digits_ssm("lstm", permuted=True)
 
 
 @register_recipe("listops_s4d")
@@ -188,7 +211,7 @@ def listops_s4d() -> RunConfig:
         task=ListOpsConfig(),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="s4d", mlp_ratio=2.0),
         train=TrainConfig(steps=700, batch_size=64, lr=5e-3, ssm_lr_scale=0.2, weight_decay=0.01,
-                          warmup_steps=50, eval_every=175, threads=1),
+                          warmup_steps=50, eval_every=175),
         head=HeadConfig(pooling="last", loss="cross_entropy"),
     )
 
@@ -267,7 +290,7 @@ def parity_deltanet() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="deltanet",
                        mixer_options={"deltanet": {"allow_neg_eigval": True}}),
         train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, weight_decay=0.0, eval_every=250,
-                          target=0.95, threads=1),
+                          target=0.95),
     )
 
 
@@ -282,7 +305,7 @@ def parity_mamba2() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="mamba2",
                        mixer_options={"mamba2": {"allow_neg_eigval": True, "dt_min": 0.1, "dt_max": 1.0, "d_state": 16}}),
         train=TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup_steps=100, weight_decay=0.0, min_lr_ratio=1.0,
-                          eval_every=50, target=0.95, threads=1),
+                          eval_every=50, target=0.95),
     )
 
 
@@ -296,6 +319,5 @@ def parity_rnn() -> RunConfig:
         # for "bit 1" and "answer odd" slows learning a lot at this size
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=32, n_layers=1, mixer="lstm", mlp_ratio=0.0,
                        tie_embeddings=False, mixer_options={"slstm": {"num_heads": 1}}),
-        train=TrainConfig(steps=500, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100,
-                          threads=1),
+        train=TrainConfig(steps=500, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100),
     )

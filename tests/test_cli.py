@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,11 +37,13 @@ def test_top_level_options_are_pinned():
     parser = build_parser()
     assert _options(parser) == {"-h", "--help", "--version"}
     commands = _subparsers(parser)
-    assert set(commands) == {"train", "sweep", "eval", "generate", "plot", "bench", "list"}
+    assert set(commands) == {"train", "sweep", "eval", "generate", "export", "plot", "bench", "list"}
     assert _options(commands["train"]) == {
         "-h", "--help", "--recipe", "--run-dir", "--resume", "--nproc", "--no-progress", "--print-config", "--seeds",
     }
     assert _options(commands["generate"]) == {"-h", "--help", "--prompt", "--max-new-tokens", "--temperature", "--seed"}
+    assert _options(commands["export"]) == {"-h", "--help", "--hf"}
+    assert _options(commands["eval"]) == {"-h", "--help"}
     assert set(_subparsers(commands["bench"])) == {"ops", "recall"}
 
 
@@ -50,12 +54,43 @@ def test_list(capsys):
         assert word in out
     assert main(["list", "tasks"]) == 0
     assert "mixers:" not in capsys.readouterr().out
+    # whole first sentences, even when a docstring wraps one over several lines
+    assert main(["list", "recipes"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["mod_arith_lstm"].endswith("at lengths 40-256 (benchmarks/rnn-extrapolation.md).")
+    assert lines["digits_s4d"].endswith("(S4D-Lin, N = 64).")
+    assert main(["list"]) == 0
+    entries = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    cut = [line.split()[0] for line in entries if not line.endswith((".", "!", "?"))]
+    assert not cut, f"descriptions that stop mid-sentence: {cut}"
+
+
+def test_eval_help_names_its_task_overrides(capsys):
+    # eval's overrides are not argparse options: its help says which it takes
+    try:
+        main(["eval", "--help"])
+    except SystemExit as exit:
+        assert exit.code == 0
+    out = capsys.readouterr().out
+    assert "task overrides" in out and "--task.test_lengths" in out
+
+
+def test_a_layer_size_error_names_the_run_keys(capsys):
+    assert main(["train", "--model.d_model", "63"]) == 2
+    err = capsys.readouterr().err
+    assert "expand * d_model = 126" in err
+    assert "change model.d_model, model.mixer_options.mamba2.expand or model.mixer_options.mamba2.head_dim" in err
 
 
 def test_print_config_applies_overrides(capsys):
     assert main(["train", "--print-config", "--train.steps", "7", "--task.num_kv_pairs=2"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["train"]["steps"] == 7 and config["task"]["num_kv_pairs"] == 2 and config["task"]["name"] == "mqar"
+    # the default model is a mamba2+attention hybrid: the config names its mixers once, in the pattern
+    assert config["model"]["pattern"] == ["mamba2", "attention"] and config["model"]["mixer"] == ""
+    assert main(["train", "--print-config", "--model.mixer", "gla"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["mixer"] == "gla" and model["pattern"] == []
 
 
 def test_bad_input_fails_before_work_with_a_clear_message(capsys, tmp_path):
@@ -74,6 +109,7 @@ def test_bad_input_fails_before_work_with_a_clear_message(capsys, tmp_path):
         (["train", "--resume"], "--resume needs --run-dir"),
         (["train", "--recipe", "lm", "--task.path", str(tmp_path / "missing.txt")], "missing.txt' does not exist"),
         (["eval", str(tmp_path)], "no checkpoint in"),
+        (["export", str(tmp_path / "missing"), "--hf", str(tmp_path / "hf")], "missing does not exist"),
         (["plot", str(tmp_path)], "metrics.jsonl does not exist"),
     ]
     for argv, message in cases:
@@ -132,6 +168,31 @@ def test_lm_generate_text_and_eval_overrides(tmp_path, capsys):
     assert "val/bits_per_byte" in capsys.readouterr().out
     assert main(["eval", str(run), "--train.steps", "3"]) == 2
     assert "eval takes task overrides only" in capsys.readouterr().err
+
+
+def test_export_writes_a_hugging_face_folder(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
+    from tests.train.test_runs import saved_run
+
+    model = saved_run(tmp_path / "run").eval()
+    out = tmp_path / "hf"
+    assert main(["export", str(tmp_path / "run"), "--hf", str(out)]) == 0
+    assert "trust_remote_code=True" in capsys.readouterr().out
+    assert {"config.json", "model.safetensors", "modeling_recur.py"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["lm"]["mixer"] == "" and config["lm"]["pattern"] == ["mamba2", "attention"]
+    loaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(0, 32, (2, 5))
+    assert torch.equal(loaded.generate(ids, max_new_tokens=3, do_sample=False), model.generate(ids, 3, temperature=0))
+
+    assert main(["export", str(tmp_path / "run"), "--hf", str(out)]) == 2
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
+    saved_run(tmp_path / "adding", "adding", {})
+    assert main(["export", str(tmp_path / "adding"), "--hf", str(tmp_path / "hf2")]) == 2
+    assert "needs a language-model run; task 'adding' is a regress task" in capsys.readouterr().err
+    assert not (tmp_path / "hf2").exists()
 
 
 def test_bench_ops_writes_ratios_and_first_call(tmp_path, capsys):
@@ -209,3 +270,89 @@ def test_sdpa_case_is_causal_attention_on_the_same_shapes():
     assert o.shape == (2, 3, 5, 4)
     torch.testing.assert_close(o, expected, rtol=1e-5, atol=1e-6)
     assert all(x.requires_grad and x.is_leaf for x in case.inputs)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _nan_loss(monkeypatch, tmp_path):
+    import recur.train.loop
+
+    monkeypatch.setattr(recur.train.loop, "auxiliary_loss", lambda model: float("nan"))
+    return ["train", *TINY, "--run-dir", str(tmp_path / "nan"), "--no-progress"]
+
+
+def _full_disk(monkeypatch, tmp_path):
+    import errno
+
+    import safetensors.torch
+
+    def full_disk(tensors, filename, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    return ["train", *TINY, "--run-dir", str(tmp_path / "full"), "--no-progress"]
+
+
+def _other_size(monkeypatch, tmp_path):
+    from tests.train.test_run_folder import rewrite
+
+    run = tmp_path / "other"
+    assert main(["train", *TINY, "--run-dir", str(run), "--no-progress"]) == 0
+    rewrite(run / "model", "state.json", lambda info: info["config"]["model"].update(d_model=64))
+    return ["eval", str(run)]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda mp, tmp: ["train", *TINY, "--nproc", "-1"], "error: --nproc must be a positive int; got -1"),
+    (lambda mp, tmp: ["train", *TINY, "--nproc", "3"],
+     "error: train.batch_size = 16 must be divisible by train.grad_accum × --nproc = 1 × 3"),
+    (_nan_loss, "error: training loss became nan at step 1"),
+    (_full_disk, "error: could not save the checkpoint of step 3 in "),
+    (_other_size, "does not fit the model: embedding.weight is (32, 32), the model's (32, 64)"),
+], ids=["negative-nproc", "batch-by-nproc", "nan-loss", "disk-full", "eval-model-size"])
+def test_run_failures_are_one_line(setup, message, monkeypatch, tmp_path, capsys):
+    argv = setup(monkeypatch, tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_ctrl_c_saves_and_a_resume_continues_the_run_as_it_was(tmp_path, capsys):
+    from recur.train.checkpoint import checkpoint_dirs
+    from recur.train.logging import read_metrics
+    from tests.train.test_run_folder import files
+
+    run = tmp_path / "run"
+    argv = [*TINY, "--train.steps", "100", "--train.eval_every", "50", "--train.log_every", "1", "--run-dir", str(run)]
+    child = subprocess.Popen([sys.executable, "-m", "recur.cli", "train", *argv, "--no-progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    metrics = run / "metrics.jsonl"
+    while child.poll() is None and not (metrics.exists() and len(read_metrics(metrics)) >= 3):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=300)
+    step = int(checkpoint_dirs(run)[-1].name.removeprefix("step_"))
+    assert child.returncode == 130 and 3 <= step < 100, err
+    assert err.splitlines() == [f"interrupted at step {step}; continue with: recur train --run-dir {run} --resume"]
+    config = (run / "config.json").read_text()
+
+    # the run's own config: no recipe to repeat, no override to forget
+    assert main(["train", "--run-dir", str(run), "--resume", "--recipe", "mqar"]) == 2
+    assert "drop --recipe" in _one_line_error(capsys)
+    assert main(["train", "--run-dir", str(run), "--resume", "--train.lr", "0.1"]) == 2
+    assert "changes train.lr (saved 0.003, given 0.1)" in _one_line_error(capsys)
+    assert main(["train", "--run-dir", str(run), "--resume", "--no-progress"]) == 0
+    assert "steps            | 100\n" in capsys.readouterr().out
+    assert json.loads((run / "result.json").read_text())["steps"] == 100
+    assert (run / "config.json").read_text() == config
+
+    # finished: a resume says so and changes nothing
+    before = files(run)
+    assert main(["train", "--run-dir", str(run), "--resume"]) == 0
+    assert "nothing to resume: the run trained all its 100 steps" in capsys.readouterr().out
+    assert files(run) == before

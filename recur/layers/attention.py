@@ -45,6 +45,8 @@ class AttentionConfig(MixerConfig):
 class Attention(Mixer):
     Config = AttentionConfig
     constant_state = False
+    # the cache holds any number of past keys and values
+    state_token_dims = {"k": 1, "v": 1}
 
     def __init__(self, config: AttentionConfig) -> None:
         super().__init__(config)
@@ -74,6 +76,12 @@ class Attention(Mixer):
         B, T, _ = x.shape
         H = self.config.num_heads
         state = state if state is not None else self.init_state(B, x.device)
+        if state["k"].shape[1] != state["v"].shape[1]:
+            past_k, past_v = state["k"].shape[1], state["v"].shape[1]
+            raise ValueError(
+                f"{self.name}: state['v'] holds {past_v} past tokens but state['k'] holds "
+                f"{past_k}; expected equal"
+            )
         q, k, v = rearrange(self.qkv_proj(x), "b t (n h d) -> n b t h d", n=3, h=H)
         positions = positions_after(state["position"], B, T, x.device)
         q = rotary(q, positions, self.config.rotary_base)

@@ -152,7 +152,7 @@ class RNNLayer(RecurrentMixer):
             return f"x is {x.dtype} but the parameters are {dtype}"
         if state is not None:
             for name in self.cell.state_names:
-                if name in state and state[name].dtype != dtype:
+                if state[name].dtype != dtype:
                     return f"state[{name!r}] is {state[name].dtype} but the parameters are {dtype}"
         return None
 
@@ -176,17 +176,8 @@ class RNNLayer(RecurrentMixer):
         return self.family.call(impl, (x_proj, direction.R, direction.b), options)
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
-        if x.dim() != 3 or x.shape[-1] != self.config.d_model:
-            raise ValueError(f"x must have shape [B, T, d_model = {self.config.d_model}]; got {list(x.shape)}")
-        if state is not None and not self.causal:
-            raise ValueError(f"{self.name} with bidirectional=True takes no state: it reads the whole sequence")
         inputs, extra = self.gate_inputs(x, state)
-        initial = None
-        if state is not None:
-            missing = [n for n in self.cell.state_names if n not in state]
-            if missing:
-                raise ValueError(f"state lacks {missing}; expected the keys {list(self.cell.state_names)}")
-            initial = torch.stack([state[name] for name in self.cell.state_names], dim=1)
+        initial = None if state is None else torch.stack([state[name] for name in self.cell.state_names], dim=1)
         if impl in ("auto", "native"):
             why = self.native_unavailable(x, state)
             if why is None:

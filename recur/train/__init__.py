@@ -20,25 +20,44 @@ Shorter, from a recipe with dotted overrides (the same keys as the command line)
 
 `model.vocab_size` always follows the task. `train(config, run_dir)` writes config.json,
 metrics.jsonl (one JSON object per line), checkpoints/step_*/ (safetensors + JSON) and
-result.json; `train(config, run_dir, resume=True)` continues from the newest checkpoint on
-the same curve (same data order, RNG and schedule). Under torchrun the same call trains
-with DDP or FSDP2 (train.distributed).
+result.json, and refuses a folder that already holds a run;
+`train(saved_config(run_dir), run_dir, resume=True)` continues the folder's run from its
+newest intact checkpoint on the same curve (same data order, RNG and schedule). Under
+torchrun the same call trains with DDP or FSDP2 (train.distributed). `load_run(run_dir)`
+gives the run back: its model (with the weights the run chose), config, task, step and
+metrics.
 """
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, RunWarning
 from .config import HeadConfig, RunConfig, TrainConfig, apply_overrides, from_dict, to_dict
-from .loop import TrainResult, build_model, evaluate, summary, train
+from .loop import (
+    Interrupted,
+    NothingToResume,
+    TrainResult,
+    build_model,
+    evaluate,
+    saved_config,
+    summary,
+    train,
+)
+from .runs import LoadedRun, load_run
 
 __all__ = [
     "CheckpointError",
     "HeadConfig",
+    "Interrupted",
+    "LoadedRun",
+    "NothingToResume",
     "RunConfig",
+    "RunWarning",
     "TrainConfig",
     "TrainResult",
     "apply_overrides",
     "build_model",
     "evaluate",
     "from_dict",
+    "load_run",
+    "saved_config",
     "summary",
     "to_dict",
     "train",

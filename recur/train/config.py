@@ -65,11 +65,12 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     log_every: int = 10
-    # save a checkpoint every N steps (0 = only at the end), keeping the last N
+    # save a checkpoint every N steps (0 = at every evaluation, every eval_every steps), at
+    # the end and on an interrupt, keeping the newest keep_checkpoints
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     tensorboard: bool = False
-    # torch CPU threads (0 = torch's default)
+    # torch CPU threads (0 = from the machine: its idle CPUs, at most 4; see loop.cpu_threads)
     threads: int = 0
     # with several processes: "ddp" (replicated weights) or "fsdp" (FSDP2, sharded)
     distributed: str = "ddp"
@@ -325,6 +326,58 @@ def apply_overrides(run: RunConfig, overrides: dict[str, Any] | list[tuple[str, 
         task=build_section(get_task(task_name).Config, sections["task"], "task"),
         **{section: build_section(cls, sections[section], section) for section, cls in SECTION_TYPES.items()},
     )
+
+
+# what a resume may change: how the run is carried out, never what it trains; train.steps
+# may only grow, and the learning-rate schedule then spans the new total
+RESUMABLE = {
+    "train.steps": "more steps",
+    "train.log_every": "logging interval",
+    "train.checkpoint_every": "checkpoint interval",
+    "train.keep_checkpoints": "checkpoints kept",
+    "train.tensorboard": "TensorBoard on or off",
+    "train.threads": "CPU threads",
+    "train.device": "device",
+    "train.distributed": "ddp or fsdp",
+}
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"section.key[.key...]": value}."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: RunConfig, given: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Every dotted key whose value differs between two configs: {key: (saved, given)}."""
+    before, after = _flat(to_dict(saved)), _flat(to_dict(given))
+    return {key: (before.get(key), after.get(key)) for key in sorted(before.keys() | after.keys())
+            if before.get(key) != after.get(key)}
+
+
+def check_resume(saved: RunConfig, given: RunConfig, where: str) -> dict[str, tuple[Any, Any]]:
+    """The changes `given` makes to the config a run was saved with (`where` names it),
+    after checking each is one a resume may make (RESUMABLE); a ValueError names those
+    that are not."""
+    changes = config_changes(saved, given)
+    refused = [f"{key} (saved {old!r}, given {new!r})" for key, (old, new) in changes.items() if key not in RESUMABLE]
+    if refused:
+        allowed = ", ".join(f"{key} ({why})" for key, why in RESUMABLE.items())
+        raise ValueError(
+            f"a resume continues the config of {where}, but this one changes {'; '.join(refused[:4])}"
+            f"{f' and {len(refused) - 4} more' if len(refused) > 4 else ''}. A resume may change only: {allowed}"
+        )
+    if "train.steps" in changes and given.train.steps < saved.train.steps:
+        raise ValueError(
+            f"train.steps = {given.train.steps} is below the {saved.train.steps} steps of {where}; "
+            "a resume can only add steps"
+        )
+    return changes
 
 
 def _option_value(value: Any, tp, key: str) -> Any:

@@ -116,6 +116,20 @@ def mean(value: float, context: Context, device: torch.device) -> float:
     return float(t) / context.world_size
 
 
+def all_true(flag: bool, context: Context, device: torch.device) -> bool:
+    """Whether `flag` holds in every process (a sync point: every process must call it)."""
+    if not context.enabled:
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(t)
+    return float(t) == 0.0
+
+
+def any_true(flag: bool, context: Context, device: torch.device) -> bool:
+    """Whether `flag` holds in any process (a sync point: every process must call it)."""
+    return not all_true(not flag, context, device)
+
+
 def barrier(context: Context) -> None:
     if context.enabled:
         dist.barrier()

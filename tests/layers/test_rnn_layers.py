@@ -4,6 +4,8 @@ non-default options, Newton forms, sLSTM in an LM."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -131,8 +133,12 @@ def test_auto_runs_torch_kernel_only_where_it_applies(monkeypatch):
     assert len(calls) == 1, "heads, low precision, or a forced op form must run the op"
     with pytest.raises(ValueError, match=r"impl='native' cannot run this lstm layer: num_heads = 3"):
         build_mixer("lstm", D, num_heads=3, impl="native")(x.float())
-    with pytest.raises(ValueError, match=r"x is torch.float32 but the parameters are torch.float64"):
+    with pytest.raises(TypeError, match=r"lstm: x has dtype torch.float32; expected torch.float64"):
         build_mixer("lstm", D, impl="native").double()(x.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(
+        ValueError, match=r"impl='native' cannot run this lstm layer: x is torch.bfloat16 but the parameters"
+    ):
+        build_mixer("lstm", D, impl="native")(x.bfloat16())
     with pytest.raises(ValueError, match=r"elman: impl must be one of \['auto', 'naive', 'sequential'\]; got 'native'"):
         build_mixer("elman", D, impl="native")
 
@@ -213,9 +219,9 @@ def test_config_errors():
     with pytest.raises(ValueError, match="impl must be one of"):
         build_mixer("gru", D, impl="fast")
     layer = build_mixer("lstm", D)
-    with pytest.raises(ValueError, match=r"x must have shape \[B, T, d_model = 12\]"):
+    with pytest.raises(ValueError, match=re.escape("lstm: x has shape [2, 5, 13]; expected [B, T, 12]")):
         layer(torch.randn(2, 5, 13))
-    with pytest.raises(ValueError, match=r"state lacks \['c'\]"):
+    with pytest.raises(ValueError, match=re.escape("lstm: state has the keys ['h']; expected ['c', 'h']")):
         layer(torch.randn(2, 5, D), {"h": torch.zeros(2, 1, D)})
     with pytest.raises(ValueError, match=r"lstm: impl must be one of \['auto', 'naive', 'sequential', 'native'\]"):
         build_mixer("lstm", D, impl="newton")

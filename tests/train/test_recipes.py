@@ -19,6 +19,12 @@ def test_recipe_runs(name):
     assert result.steps == 2 and result.metric == result.metric
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipes_leave_cpu_threads_to_the_machine(name):
+    # train.threads 0: the run picks from the CPUs and the load it finds, and says so
+    assert recipe(name).train.threads == 0
+
+
 @pytest.mark.slow
 def test_default_recipe_reaches_its_target():
     config = recipe("default")

@@ -37,7 +37,7 @@ def example_inputs(
     gates = {
         "per_head": lambda: draw.log_decay(B, T, H),
         "per_channel": lambda: draw.log_decay(B, T, H, K),
-        # about -16 per step: the chunk form's exact pairwise path
+        # about -16 per step: the chunk form merges single-step blocks
         "strong": lambda: draw.log_decay(B, T, H, K, strength=20.0),
         "signed": lambda: draw.log_decay(B, T, H),
         "no_gate": lambda: None,

@@ -1,0 +1,36 @@
+"""Benchmark cases of the memory family."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ops.memory import MEMORY, chunk_memory, naive_memory
+from .ops import OpCase, register_op_bench
+
+B, H, K, V = 2, 4, 64, 64
+# the MLP memory's hidden width, and the mini-batch both forms take their gradients over
+HIDDEN, MINIBATCH = 128, 16
+
+
+@register_op_bench(
+    "memory",
+    f"B={B}, H={H}, K=V={K}, the family's example inputs with mini-batches of b={MINIBATCH} (both forms "
+    f"compute the same model): a linear memory with momentum and decay (Titans' linear memory), and "
+    f"a 2-layer residual MLP memory (hidden {HIDDEN}) with momentum and decay (Titans). Ratios are to the "
+    "first row, the linear memory's naive loop; the MLP's naive row is its own baseline.",
+)
+def memory_cases(T: int, device: torch.device, dtype: torch.dtype) -> list[OpCase]:
+    sizes = {"batch": B, "heads": H, "key_dim": K, "value_dim": V, "dtype": dtype, "device": device}
+    linear = MEMORY.example_inputs(T, case="linear_momentum", minibatch=MINIBATCH, phase=0, **sizes)
+    mlp = MEMORY.example_inputs(T, case="mlp", hidden=HIDDEN, minibatch=MINIBATCH, phase=0, **sizes)
+
+    def case(form: str, fn, example, computes: str) -> OpCase:
+        run = lambda: fn(*example.args, **example.kwargs)[0]  # noqa: E731
+        return OpCase(form, run, list(example.leaves().values()), computes=computes)
+
+    return [
+        case("naive (linear)", naive_memory, linear, "linear memory"),
+        case("chunk (linear)", chunk_memory, linear, "linear memory"),
+        case("naive (2-layer MLP)", naive_memory, mlp, "2-layer MLP memory"),
+        case("chunk (2-layer MLP)", chunk_memory, mlp, "2-layer MLP memory"),
+    ]

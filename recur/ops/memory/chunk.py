@@ -1,0 +1,125 @@
+"""The memory family's mini-batch-parallel form: within a mini-batch every gradient is taken
+at the weights the mini-batch started from, so all of them come from one batched forward
+and backward pass of the memory, and the momentum and retention recurrences unroll into
+decay matrices (the dual form of TTT, Titans' chunked training form).
+
+Within a mini-batch of n tokens from (W_0, S_0), with G_j = Σ_{i in window(j)} γ_i ∇ℓ_i:
+
+    S_t = Θ_t S_0 − Σ_j D^θ_{tj} η_j G_j,    W_t = 𝔄_t W_0 + (Σ_j D^α_{tj} Θ_j) S_0 − Σ_j (D^α D^θ)_{tj} η_j G_j
+
+with D^α_{tj} = α_{j+1}···α_t, D^θ_{tj} = θ_{j+1}···θ_t, 𝔄_t = α_1···α_t, Θ_t = θ_1···θ_t
+(θ = 0 for gradient descent: D^θ = I, Θ = 0). Each G_j is a sum of outer products
+xᵀ dz, so the reads x W_t of every matrix are matmuls (the weights W_t are never formed),
+and the mini-batches follow one another: the loop over time has T / b steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..common.checks import state_dtype
+from ..common.segsum import segsum
+from .model import (
+    features,
+    memory_backward,
+    memory_forward,
+    memory_output,
+    memory_state_type,
+    objective_gradient,
+    split_state,
+)
+from .naive import zero_state
+
+
+def chunk_memory(
+    q, k, v, *, eta, g, theta, gamma, huber_threshold, depth, hidden, residual, layer_norm, feature_degree,
+    objective, p, window, minibatch, initial_state,
+):
+    """Mini-batch by mini-batch: batched gradients at the mini-batch's start, decays as matrices."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    dtype, out_dtype = state_dtype(q, v), v.dtype
+    heads_first = lambda x: x.to(dtype).transpose(1, 2)  # noqa: E731  [B, T, H, ..] -> [B, H, T, ..]
+    q, k, v, eta = heads_first(q), heads_first(k), heads_first(v), heads_first(eta)
+    log_alpha = q.new_zeros(B, H, T) if g is None else heads_first(g)
+    log_theta = None if theta is None else heads_first(theta).log()
+    gamma = q.new_ones(B, H, T) if gamma is None else heads_first(gamma)
+    delta = None if huber_threshold is None else heads_first(huber_threshold)
+    if initial_state is None:
+        initial_state = zero_state(B, H, K, V, depth, hidden, feature_degree, window, "l2", 1.0, q)
+    W, S, A, (window_k, window_v, window_gamma, phase) = split_state([s.to(dtype) for s in initial_state], depth)
+    start_phase = int(phase[0])
+    if not bool((phase == start_phase).all()):
+        raise ValueError(
+            f"the chunk form needs one mini-batch phase for the whole batch; got initial_state.phase = {phase.tolist()} "
+            "(use impl='naive')"
+        )
+    # the window's earlier tokens in front of the sequence: token t sits at t + c − 1
+    keys = torch.cat([window_k, k], dim=2)
+    values = torch.cat([window_v, v], dim=2)
+    gamma = torch.cat([window_gamma, gamma], dim=2)
+    c = window
+    outputs = []
+    start, anchor = 0, A
+    length = minibatch - start_phase
+    while start < T:
+        end = min(T, start + length)
+        if start > 0 or start_phase == 0:
+            anchor = W
+        y, W, S = _minibatch(
+            anchor, W, S, q[:, :, start:end], keys[:, :, start : end + c - 1], values[:, :, start : end + c - 1],
+            gamma[:, :, start : end + c - 1], eta[:, :, start:end], log_alpha[:, :, start:end],
+            None if log_theta is None else log_theta[:, :, start:end],
+            None if delta is None else delta[:, :, start:end],
+            c, residual, layer_norm, feature_degree, objective, p,
+        )
+        outputs.append(y)
+        start, length = end, minibatch
+    y = torch.cat(outputs, dim=2).transpose(1, 2)
+    window_state = (keys[:, :, T:], values[:, :, T:], gamma[:, :, T:])
+    state = memory_state_type(depth)(*W, *S, *anchor, *window_state, (phase + T) % minibatch)
+    return y.to(out_dtype), state
+
+
+def _minibatch(
+    anchor, W, S, q, keys, values, gamma, eta, log_alpha, log_theta, delta, c, residual, layer_norm, degree, objective, p,
+):
+    """One mini-batch of n tokens (keys, values, γ with the c − 1 tokens before it in front):
+    (y [B, H, n, V], W_n, S_n)."""
+    n = q.shape[2]
+    # every window token's dℓ/dM at the anchor, weighted by its γ: [B, H, n + c − 1, V]
+    predicted, forward = memory_forward(anchor, features(keys, degree), residual, layer_norm)
+    dy = gamma[..., None] * objective_gradient(predicted - values, objective, p, delta)
+    inputs, dz = forward.inputs, memory_backward(anchor, forward, dy)
+    # window[t, i] = 1 when window token i is in token t's window: [n, n + c − 1]
+    index = torch.arange(n + c - 1, device=q.device)
+    rows = torch.arange(n, device=q.device)[:, None]
+    window = ((index >= rows) & (index <= rows + c - 1)).to(q.dtype)
+    # retention: D^α [B, H, n, n] and 𝔄 [B, H, n]; momentum: D^θ and Θ (θ = 0 without momentum)
+    decay, retained = segsum(log_alpha).exp(), log_alpha.cumsum(-1).exp()
+    if log_theta is None:
+        carry, carried = torch.eye(n, dtype=q.dtype, device=q.device), torch.zeros_like(retained)
+    else:
+        carry, carried = segsum(log_theta).exp(), log_theta.cumsum(-1).exp()
+    # coefficients of each window token's outer product in S_t and in W_t: [B, H, n, n + c − 1]
+    in_momentum = (carry * eta[..., None, :]) @ window
+    in_weights = decay @ in_momentum
+    # how much of S_0 each W_t holds: Σ_j D^α_{tj} Θ_j, [B, H, n]
+    momentum_in_weights = (decay @ carried[..., None]).squeeze(-1)
+
+    def read(layer, u):
+        """u W_t of matrix `layer` for each token's own weights W_t: [B, H, n, out]."""
+        from_start = retained[..., None] * (u @ W[layer]) + momentum_in_weights[..., None] * (u @ S[layer])
+        return from_start - (in_weights * (u @ inputs[layer].transpose(-1, -2))) @ dz[layer]
+
+    y, _ = memory_output(features(q, degree), read, len(W), residual, layer_norm)
+    last = (..., -1, slice(None), None)
+    W_end = [
+        retained[..., -1, None, None] * w + momentum_in_weights[..., -1, None, None] * s - x.transpose(-1, -2) @ (in_weights[last] * d)
+        for w, s, x, d in zip(W, S, inputs, dz, strict=True)
+    ]
+    S_end = [
+        carried[..., -1, None, None] * s - x.transpose(-1, -2) @ (in_momentum[last] * d)
+        for s, x, d in zip(S, inputs, dz, strict=True)
+    ]
+    return y, W_end, S_end

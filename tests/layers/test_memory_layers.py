@@ -1,0 +1,44 @@
+"""The memory layers: what is specific to them. The registry-wide properties (state carry,
+step == forward, forms against naive, gradients) run for each in test_properties.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recur.layers import build_mixer, get_mixer
+from recur.layers.memory import MemoryMixer
+from tests.layers import properties
+
+PAPERS = ("ttt_linear", "ttt_mlp", "titans", "moneta", "yaad", "memora", "atlas", "omeganet")
+NAIVE_ONLY = ("moneta", "memora", "atlas")
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_each_paper_is_the_one_memory_layer_with_its_defaults(name):
+    cls = get_mixer(name)
+    assert issubclass(cls, MemoryMixer)
+    # no code of its own: no method is overridden
+    assert not [key for key, value in vars(cls).items() if callable(value) and key != "Config"], name
+    assert cls.impls == (("naive",) if name in NAIVE_ONLY else ("naive", "chunk"))
+
+
+@pytest.mark.parametrize("name", NAIVE_ONLY)
+def test_naive_only_layers_reject_chunk_by_name(name):
+    with pytest.raises(ValueError, match="impl must be one of"):
+        build_mixer(name, 32, impl="chunk")
+
+
+def test_titans_mini_batch_forms_agree_across_mini_batch_boundaries():
+    """Mini-batches of 4 over 45 tokens split at 1, 20 and 44: the carried state holds the
+    anchor weights and the position in the mini-batch."""
+    torch.manual_seed(0)
+    layer = build_mixer("titans", 32, minibatch=4, num_heads=2).double()
+    properties.check_all(layer, 32)
+
+
+def test_memora_state_starts_on_its_simplex():
+    layer = build_mixer("memora", 32, simplex_scale=3.0).double()
+    state = layer.init_state(2)
+    for key in ("W1", "W2"):
+        torch.testing.assert_close(state[key].sum(-1), torch.full_like(state[key].sum(-1), 3.0))

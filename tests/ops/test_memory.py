@@ -1,0 +1,181 @@
+"""The memory family: what is specific to it. Every form against the spec on the family's
+cases, packed batches, state carry, single steps and argument names are tested for every
+family in test_families.py; here: the papers' special cases as exact equivalences, the
+options only the naive form computes, and how "auto" and "chunk" treat them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recur.ops.delta import naive_delta_rule
+from recur.ops.memory import MEMORY, chunk_memory, memory, memory_state_type, naive_memory
+from tests.helpers import assert_close, compare_results, family_results
+
+EXACT = 1e-10
+
+
+def inputs(T: int = 30, case: str = "linear", **options):
+    """The family's example inputs of `case`, without the initial state's window and
+    momentum where a comparison with another recurrence has no place for them."""
+    return MEMORY.example_inputs(T, case=case, **options)
+
+
+def fresh_state(W: torch.Tensor):
+    """A linear memory's state with weights W and nothing else (phase 0, no momentum)."""
+    B, H, K, V = W.shape
+    zeros = W.new_zeros(B, H, K, V)
+    return memory_state_type(1)(W, zeros, zeros, W.new_zeros(B, H, 0, K), W.new_zeros(B, H, 0, V), W.new_zeros(B, H, 0), W.new_zeros(B))
+
+
+def test_linear_l2_memory_is_the_delta_rule():
+    """A linear memory, ℓ2, one gradient step per token, no momentum, no forgetting: the
+    delta rule with β = η."""
+    example = inputs()
+    q, k, v = example.args
+    eta, W0 = example.kwargs["eta"], example.kwargs["initial_state"].W1
+    for impl in ("naive", "chunk"):
+        y, state = memory(q, k, v, eta=eta, initial_state=fresh_state(W0), output_final_state=True, impl=impl)
+        o, S = naive_delta_rule(q, k, v, beta=eta, scale=1.0, initial_state=W0, output_final_state=True)
+        assert_close(f"{impl} output", y, o, EXACT)
+        assert_close(f"{impl} state", state.W1, S, EXACT)
+
+
+def test_linear_l2_memory_with_retention_is_the_gated_delta_rule():
+    """The memory takes its gradient at W_{t−1}, the gated delta rule at α_t W_{t−1}:
+    α(I − β kkᵀ)W + β kvᵀ = (αI − η kkᵀ)W + η k (v / α)ᵀ with η = αβ."""
+    example = inputs()
+    q, k, v = example.args
+    beta, g, W0 = example.kwargs["eta"], example.kwargs["g"], example.kwargs["initial_state"].W1
+    alpha = g.exp()
+    o, S = naive_delta_rule(q, k, v, beta=beta, g=g, scale=1.0, initial_state=W0, output_final_state=True)
+    for impl in ("naive", "chunk"):
+        y, state = memory(
+            q, k, v / alpha[..., None], eta=alpha * beta, g=g, initial_state=fresh_state(W0), output_final_state=True, impl=impl,
+        )
+        assert_close(f"{impl} output", y, o, EXACT)
+        assert_close(f"{impl} state", state.W1, S, EXACT)
+
+
+@pytest.mark.parametrize("case", ["linear_momentum", "mlp"])
+def test_atlas_with_one_token_windows_and_no_newton_schulz_is_titans(case):
+    """ATLAS's optimiser keeps the raw gradients' momentum S' and steps by −η_t S'_t; with
+    k = 0 Newton–Schulz steps and c = 1 it is Titans' surprise S = −η S' once θ'_t =
+    θ_t η_{t−1} / η_t and S'_0 = −S_0 / η_1."""
+    example = inputs(case=case)
+    titans_y, titans = MEMORY.call("naive", example.args, {**example.kwargs, "output_final_state": True})
+    eta, theta = example.kwargs["eta"], example.kwargs["theta"]
+    theta_atlas = torch.cat([theta[:, :1], theta[:, 1:] * eta[:, :-1] / eta[:, 1:]], dim=1)
+    depth = example.kwargs["depth"]
+    state = list(example.kwargs["initial_state"])
+    state[depth : 2 * depth] = [-s / eta[:, 0, :, None, None] for s in state[depth : 2 * depth]]
+    atlas_y, atlas = MEMORY.call("naive", example.args, {
+        **example.kwargs, "optimizer": "newton_schulz", "ns_steps": 0, "theta": theta_atlas,
+        "initial_state": type(example.kwargs["initial_state"])(*state), "output_final_state": True,
+    })
+    assert_close("output", atlas_y, titans_y, EXACT)
+    for i in range(depth):
+        assert_close(f"W{i + 1}", atlas[i], titans[i], EXACT)
+        assert_close(f"S{i + 1}", -eta[:, -1, :, None, None] * atlas[depth + i], titans[depth + i], EXACT)
+
+
+@pytest.mark.parametrize("impl", ["naive", "chunk"])
+def test_moneta_with_p_2_and_q_2_is_l2(impl):
+    example = inputs(case="mlp")
+    l2 = family_results(MEMORY, impl, example)
+    naive_only = impl == "naive"
+    moneta = family_results(
+        MEMORY, impl, example, objective="lp", p=2.0, **({"retention": "lq", "q_norm": 2.0} if naive_only else {})
+    )
+    compare_results(moneta, l2, EXACT)
+
+
+def test_layer_norm_memory_chunk_matches_naive():
+    """The MLP memory with LayerNorm, on sequences short enough for float64: its inner
+    optimisation is chaotic (the LayerNorm's gradient grows as the memory's output
+    shrinks), so rounding differences between two exact forms grow about tenfold every
+    20 steps."""
+    example = inputs(40, case="mlp", layer_norm=True)
+    compare_results(family_results(MEMORY, "chunk", example), family_results(MEMORY, "naive", example), EXACT)
+
+
+@pytest.mark.parametrize("minibatch", [1, 5, 64])
+def test_chunk_matches_naive_for_any_minibatch(minibatch):
+    example = inputs(70, case="linear_momentum", minibatch=minibatch, phase=0)
+    compare_results(family_results(MEMORY, "chunk", example), family_results(MEMORY, "naive", example), EXACT)
+
+
+NAIVE_ONLY = {
+    "moneta": {"objective": "lp", "p": 3.0, "retention": "lq", "q_norm": 4.0},
+    "memora": {"retention": "kl", "simplex_scale": 2.0},
+    "atlas": {"optimizer": "newton_schulz", "ns_steps": 3, "window": 2},
+}
+
+
+@pytest.mark.parametrize("name", NAIVE_ONLY)
+def test_naive_only_options_route_to_naive_and_chunk_names_them(name):
+    example = inputs(12, case="linear_momentum", **NAIVE_ONLY[name])
+    auto, naive = family_results(MEMORY, "auto", example), family_results(MEMORY, "naive", example)
+    assert auto.keys() == naive.keys() and all(torch.equal(auto[key], naive[key]) for key in naive)
+    option = next(iter(k for k in NAIVE_ONLY[name] if k in ("retention", "optimizer")))
+    with pytest.raises(ValueError, match=f"impl='chunk' of the memory family does not compute {option}="):
+        chunk_memory(*example.args, **example.kwargs)
+
+
+@pytest.mark.parametrize("name", NAIVE_ONLY)
+def test_naive_only_options_carry_their_state(name):
+    """Split at t, single steps and the whole sequence agree for the naive-only options."""
+    example = inputs(9, case="linear_momentum", **NAIVE_ONLY[name])
+    (q, k, v), kwargs = example.args, example.kwargs
+    whole, final = naive_memory(q, k, v, **{**kwargs, "output_final_state": True})
+    assert torch.isfinite(whole).all()
+    times = ("eta", "g", "theta", "gamma")
+    state, outputs = kwargs["initial_state"], []
+    with torch.no_grad():
+        for t in range(9):
+            one = {name: (x[:, t] if name in times and x is not None else x) for name, x in kwargs.items()}
+            output, state = MEMORY.step(q[:, t], k[:, t], v[:, t], **{**one, "initial_state": state})
+            outputs.append(output)
+    assert_close("steps", torch.stack(outputs, 1), whole, EXACT)
+    for i, (a, b) in enumerate(zip(state, final, strict=True)):
+        assert_close(f"state[{i}]", a, b, EXACT)
+
+
+def test_memora_keeps_its_weights_on_the_scaled_simplex():
+    example = inputs(20, case="mlp", residual=False, **NAIVE_ONLY["memora"])
+    _, state = memory(*example.args, **{**example.kwargs, "output_final_state": True})
+    for W in state[:2]:
+        assert (W > 0).all()
+        assert_close("row sums", W.sum(-1), torch.full_like(W.sum(-1), 2.0), EXACT)
+
+
+def test_newton_schulz_step_is_nearly_orthogonal():
+    """ATLAS's step direction: NS_5 of a random matrix has singular values near 1 (Muon's
+    coefficients land them in about [0.7, 1.2])."""
+    from recur.ops.memory.model import newton_schulz
+
+    X = torch.randn(3, 2, 8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    singular = torch.linalg.svdvals(newton_schulz(X, 5))
+    assert singular.min() > 0.6 and singular.max() < 1.25, singular
+
+
+def test_chunk_needs_one_phase_for_the_batch():
+    example = inputs(10, case="linear_momentum")
+    state = example.kwargs["initial_state"]
+    example.kwargs["initial_state"] = state._replace(phase=torch.tensor([0.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="phase"):
+        chunk_memory(*example.args, **example.kwargs)
+    naive_memory(*example.args, **example.kwargs)
+
+
+def test_option_errors_name_the_option():
+    example = inputs(5, case="linear")
+    q, k, v = example.args
+    eta = example.kwargs["eta"]
+    for bad, match in (
+        ({"objective": "l1"}, "objective"), ({"minibatch": 0}, "minibatch"), ({"optimizer": "momentum"}, "theta"),
+        ({"theta": eta}, "theta"), ({"objective": "huber"}, "huber_threshold"), ({"residual": True, "feature_degree": 2}, "residual"),
+        ({"objective": "huber", "huber_threshold": eta, "window": 2}, "window"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=match):
+            memory(q, k, v, eta=eta, **bad)
