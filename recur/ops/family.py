@@ -21,6 +21,13 @@ for); one that can save work names it and returns None for the state when it is 
 fills in what the check resolves (for example the default `scale`). A form that does not
 declare `packed` gets packed batches one sequence at a time, and zero time steps go to the
 spec, so no form needs code for either.
+
+A NaN or inf in a time input at step t reaches no output before t, in any form. The spec
+runs step by step, so a fault there only flows forward; the other forms mix many steps in one
+matrix product (a chunk's steps, or the whole sequence in an FFT), where 0 · NaN = NaN would
+carry it backwards. So the family looks for non-finite values first (one sum per input) and
+gives such inputs to the spec, which says what they mean. -inf in a log gate (`log_gates`)
+is a closed gate, not a fault: the forms compute it exactly.
 """
 
 from __future__ import annotations
@@ -162,6 +169,11 @@ class Example:
         return Example(tuple(copy(a) for a in self.args), {k: copy(v) for k, v in self.kwargs.items()})
 
 
+def _faulty(x: torch.Tensor, log_gate: bool) -> torch.Tensor:
+    """Where x is NaN or inf; for a log gate, NaN or +inf (-inf closes the gate)."""
+    return torch.isnan(x) | (x == float("inf")) if log_gate else ~torch.isfinite(x)
+
+
 @functools.cache
 def _parameters(fn: Callable) -> tuple[str, ...]:
     return tuple(inspect.signature(fn).parameters)
@@ -191,6 +203,8 @@ class Family:
     time_inputs: the arguments with time on dim 1 (sliced for packed batches and steps).
     example_inputs: (T, *, batch, case, dtype, device, seed, **sizes) -> Example.
     cases: the input cases example_inputs knows (gate kinds, cells, ...); tests run each.
+    log_gates: the time inputs that are log gates (or their pre-activations), in which -inf
+        is a value (a closed gate: a full reset, no input) rather than a fault.
     steps: single-step forms (decoding), name -> Form with the spec's signature run on
         T = 1; "naive" is added.
     default: the form "auto" picks where no Triton kernel runs.
@@ -206,6 +220,7 @@ class Family:
     time_inputs: tuple[str, ...]
     example_inputs: Callable[..., Example]
     cases: tuple[str, ...] = ("default",)
+    log_gates: tuple[str, ...] = ()
     steps: dict[str, Form | Callable] = field(default_factory=dict)
     default: str = "chunk"
     signature: inspect.Signature = field(init=False)
@@ -221,6 +236,9 @@ class Family:
         for name in self.time_inputs:
             if name not in self.signature.parameters:
                 raise ValueError(f"family {self.name!r}: time input {name!r} is not an argument of the spec")
+        for name in self.log_gates:
+            if name not in self.time_inputs:
+                raise ValueError(f"family {self.name!r}: log gate {name!r} is not one of the time inputs {self.time_inputs}")
         self.function = self._make_function(None)
         self.forms = {name: self._make_function(name) for name in self._forms}
         # the single-step forms as functions of the spec's signature, run on [B, 1, ...]
@@ -326,6 +344,10 @@ class Family:
         if form.fn is not self.spec and self._steps_in(arguments) == 0:
             # zero steps: no outputs and the state as it came in; the spec says how
             return self.run(self._forms["naive"], arguments)
+        if form.fn is not self.spec and self._has_faults(arguments):
+            # a NaN or inf would reach earlier outputs through the form's matrix products;
+            # the spec lets it reach only the outputs at and after its step
+            return self.run(self._forms["naive"], arguments)
         output, state = fn(**{name: arguments[name] for name in parameters})
         return output, (state if arguments.get("output_final_state") else None)
 
@@ -345,6 +367,28 @@ class Family:
             finals.append(state)
         output = torch.cat(outputs, dim=1)
         return output, (cat_states(finals) if arguments.get("output_final_state") else None)
+
+    def _has_faults(self, arguments: dict[str, Any]) -> bool:
+        """Whether a time input of more than one step holds NaN or inf (-inf in a log gate
+        excepted). One sum per input and one read on the host; a sum that overflows on
+        large finite values only costs the exact look that follows. Not looked for while
+        torch compiles or a CUDA graph is captured, where the host cannot read a value."""
+        steps = self._steps_in(arguments)
+        if steps is None or steps < 2 or torch.compiler.is_compiling():
+            return False
+        inputs = [
+            (name, torch.view_as_real(x) if x.is_complex() else x)
+            for name in self.time_inputs
+            if isinstance(x := arguments.get(name), torch.Tensor) and (x.is_floating_point() or x.is_complex())
+        ]
+        if not inputs or (inputs[0][1].is_cuda and torch.cuda.is_current_stream_capturing()):
+            return False
+        with torch.no_grad():
+            sums = [(name, x.sum(dtype=torch.promote_types(x.dtype, torch.float32))) for name, x in inputs]
+            suspect = torch.stack([_faulty(total, name in self.log_gates) for name, total in sums])
+            if not bool(suspect.any()):
+                return False
+            return any(bool(_faulty(x, name in self.log_gates).any()) for name, x in inputs)
 
     def _steps_in(self, arguments: dict[str, Any]) -> int | None:
         for name in self.time_inputs:

@@ -104,6 +104,7 @@ DELTA_RULE = register_family(Family(
     check=check_delta_rule_inputs,
     state=StateLayout({"S": "[B, H, K, V]"}),
     time_inputs=("q", "k", "v", "beta", "g"),
+    log_gates=("g",),
     example_inputs=example_inputs,
     cases=("ungated", "gated", "strong", "neg_eigval"),
 ))
@@ -129,6 +130,7 @@ DELTA_PRODUCT = register_family(Family(
     # the delta rule's state and time inputs: k, v and beta carry the micro-step axis after T
     state=DELTA_RULE.state,
     time_inputs=DELTA_RULE.time_inputs,
+    log_gates=DELTA_RULE.log_gates,
     example_inputs=product_example_inputs,
     cases=("ungated", "gated", "neg_eigval"),
 ))

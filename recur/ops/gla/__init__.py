@@ -62,6 +62,7 @@ GLA = register_family(Family(
     check=check_gla_inputs,
     state=StateLayout({"S": "[B, H, K, V]"}),
     time_inputs=("q", "k", "v", "g", "decay_sign"),
+    log_gates=("g",),
     example_inputs=example_inputs,
     cases=("per_head", "per_channel", "strong", "signed", "no_gate"),
 ))

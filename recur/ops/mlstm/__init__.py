@@ -63,6 +63,8 @@ MLSTM = register_family(Family(
     check=check_mlstm_inputs,
     state=StateLayout({"C": "[B, H, K, V]", "n": "[B, H, K]", "m": "[B, H]"}, MLSTMState),
     time_inputs=("q", "k", "v", "i", "f"),
+    # ĩ = -inf writes nothing, f̃ = -inf forgets everything
+    log_gates=("i", "f"),
     example_inputs=example_inputs,
     cases=("exp", "sigmoid", "strong_forget"),
 ))
