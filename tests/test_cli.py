@@ -312,7 +312,7 @@ def _other_size(monkeypatch, tmp_path):
      "error: train.batch_size = 16 must be divisible by train.grad_accum × --nproc = 1 × 3"),
     (_nan_loss, "error: training loss became nan at step 1"),
     (_full_disk, "error: could not save the checkpoint of step 3 in "),
-    (_other_size, "does not fit the model: embedding.weight is (32, 32), the model's (32, 64)"),
+    (_other_size, "embedding.weight has shape [32, 32]; the run's config gives [32, 64]"),
 ], ids=["negative-nproc", "batch-by-nproc", "nan-loss", "disk-full", "eval-model-size"])
 def test_run_failures_are_one_line(setup, message, monkeypatch, tmp_path, capsys):
     argv = setup(monkeypatch, tmp_path)

@@ -179,3 +179,17 @@ def test_option_errors_name_the_option():
     ):
         with pytest.raises((ValueError, TypeError), match=match):
             memory(q, k, v, eta=eta, **bad)
+
+
+def test_rows_at_different_mini_batch_phases_take_the_naive_form():
+    # prompts of different lengths decoded together leave their rows at different places in
+    # their mini-batches: auto computes them with the naive form, chunk says why it cannot
+    example = MEMORY.example_inputs(6, case="linear_momentum")
+    state = example.kwargs["initial_state"]
+    mixed = state._replace(phase=torch.tensor([1.0, 3.0], dtype=state.phase.dtype))
+    kwargs = {**example.kwargs, "initial_state": mixed}
+    expected, _ = naive_memory(*example.args, **kwargs, output_final_state=True)
+    got, _ = memory(*example.args, **kwargs, output_final_state=True)
+    assert_close("output", got, expected, 1e-12)
+    with pytest.raises(ValueError, match=r"initial_state.phase=\[1.0, 3.0\]"):
+        memory(*example.args, **kwargs, impl="chunk")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -47,6 +48,17 @@ def test_load_run_gives_the_chosen_weights_config_and_task(tmp_path):
     assert isinstance(load_run(tmp_path / "adding").model, SequenceModel)
 
 
+def rewrite(state: Path, info: dict) -> None:
+    """Edit a saved state.json and its manifest entry alike, as a run with that content would
+    have written them (an edit alone is caught as damage, which another test covers)."""
+    state.write_text(json.dumps(info))
+    manifest_path = state.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    data = state.read_bytes()
+    manifest["files"]["state.json"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest_path.write_text(json.dumps(manifest))
+
+
 def test_load_run_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="missing does not exist; expected a run folder"):
         load_run(tmp_path / "missing")
@@ -57,7 +69,7 @@ def test_load_run_errors_name_the_file(tmp_path):
     state = tmp_path / "wide" / "model" / "state.json"
     info = json.loads(state.read_text())
     info["config"]["model"]["d_model"] = 48
-    state.write_text(json.dumps(info))
+    rewrite(state, info)
     with pytest.raises(CheckpointError) as error:
         load_run(tmp_path / "wide")
     message = str(error.value)
@@ -65,13 +77,13 @@ def test_load_run_errors_name_the_file(tmp_path):
     assert "\n" not in message
 
     info["config"]["model"]["d_modle"] = info["config"]["model"].pop("d_model")
-    state.write_text(json.dumps(info))
+    rewrite(state, info)
     with pytest.raises(CheckpointError, match=r"state.json: the run config does not load: unknown key model.d_modle"):
         load_run(tmp_path / "wide")
 
     saved_run(tmp_path / "corrupt")
     (tmp_path / "corrupt" / "model" / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(CheckpointError, match="model folder .*corrupt/model is corrupt"):
+    with pytest.raises(CheckpointError, match="corrupt/model is damaged: model.safetensors has 15 bytes"):
         load_run(tmp_path / "corrupt")
 
 

@@ -48,7 +48,13 @@ def unsupported(form: str, arguments: dict) -> list[str]:
     """The arguments `form` cannot compute, as "name=value"."""
     if form != "chunk":
         return []
-    return [f"{name}={arguments[name]!r}" for name, values in NAIVE_ONLY.items() if arguments.get(name) in values]
+    missing = [f"{name}={arguments[name]!r}" for name, values in NAIVE_ONLY.items() if arguments.get(name) in values]
+    # rows at different places in their mini-batches (e.g. prompts of different lengths,
+    # decoded together) have mini-batch boundaries at different steps: no common chunking
+    state = arguments.get("initial_state")
+    if state is not None and state.phase.numel() and not bool((state.phase == state.phase[0]).all()):
+        missing.append(f"initial_state.phase={state.phase.tolist()} (one phase per batch row)")
+    return missing
 
 
 class MemoryFamily(Family):
