@@ -15,6 +15,8 @@ and the mini-batches follow one another: the loop over time has T / b steps.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ..common.checks import state_dtype
@@ -59,22 +61,24 @@ def chunk_memory(
     values = torch.cat([window_v, v], dim=2)
     gamma = torch.cat([window_gamma, gamma], dim=2)
     c = window
-    outputs = []
-    start, anchor = 0, A
-    length = minibatch - start_phase
-    while start < T:
-        end = min(T, start + length)
-        if start > 0 or start_phase == 0:
+    # the mini-batches' lengths: the first ends where the initial state's mini-batch ends
+    first = min(T, minibatch - start_phase)
+    lengths = [first] + [minibatch] * ((T - first) // minibatch) + ([(T - first) % minibatch] if (T - first) % minibatch else [])
+    # each mini-batch's inputs cut out by one split (and its window tokens by one gather): a
+    # slice per mini-batch would give each its own full-length gradient in the backward pass
+    per_token = lambda x: [None] * len(lengths) if x is None else x.split(lengths, dim=2)  # noqa: E731
+    starts = itertools.accumulate(lengths[:-1], initial=0)
+    in_window = torch.cat([torch.arange(start, start + n + c - 1, device=q.device) for start, n in zip(starts, lengths)])
+    windowed = lambda x: x.index_select(2, in_window).split([n + c - 1 for n in lengths], dim=2)  # noqa: E731
+    outputs, anchor = [], A
+    for index, inputs in enumerate(zip(
+        per_token(q), windowed(keys), windowed(values), windowed(gamma), per_token(eta), per_token(log_alpha),
+        per_token(log_theta), per_token(delta), strict=True,
+    )):
+        if index > 0 or start_phase == 0:
             anchor = W
-        y, W, S = _minibatch(
-            anchor, W, S, q[:, :, start:end], keys[:, :, start : end + c - 1], values[:, :, start : end + c - 1],
-            gamma[:, :, start : end + c - 1], eta[:, :, start:end], log_alpha[:, :, start:end],
-            None if log_theta is None else log_theta[:, :, start:end],
-            None if delta is None else delta[:, :, start:end],
-            c, residual, layer_norm, feature_degree, objective, p,
-        )
+        y, W, S = _minibatch(anchor, W, S, *inputs, c, residual, layer_norm, feature_degree, objective, p)
         outputs.append(y)
-        start, length = end, minibatch
     y = torch.cat(outputs, dim=2).transpose(1, 2)
     window_state = (keys[:, :, T:], values[:, :, T:], gamma[:, :, T:])
     state = memory_state_type(depth)(*W, *S, *anchor, *window_state, (phase + T) % minibatch)
