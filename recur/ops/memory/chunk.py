@@ -10,10 +10,15 @@ Within a mini-batch of n tokens from (W_0, S_0), with G_j = Σ_{i in window(j)} 
 with D^α_{tj} = α_{j+1}···α_t, D^θ_{tj} = θ_{j+1}···θ_t, 𝔄_t = α_1···α_t, Θ_t = θ_1···θ_t
 (θ = 0 for gradient descent: D^θ = I, Θ = 0). Each G_j is a sum of outer products
 xᵀ dz, so the reads x W_t of every matrix are matmuls (the weights W_t are never formed),
-and the mini-batches follow one another: the loop over time has T / b steps.
+and the mini-batches follow one another: the loop over time has T / b steps. The decay
+matrices depend on the gates alone, so they are computed for all mini-batches at once before
+the loop; only the anchor's gradients and the reads wait for the previous mini-batch.
 """
 
 from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
 
 import torch
 
@@ -59,53 +64,82 @@ def chunk_memory(
     values = torch.cat([window_v, v], dim=2)
     gamma = torch.cat([window_gamma, gamma], dim=2)
     c = window
-    outputs = []
-    start, anchor = 0, A
-    length = minibatch - start_phase
-    while start < T:
-        end = min(T, start + length)
-        if start > 0 or start_phase == 0:
+    # the mini-batches' lengths: the first ends where the initial state's mini-batch ends
+    first = min(T, minibatch - start_phase)
+    lengths = [first] + [minibatch] * ((T - first) // minibatch) + ([(T - first) % minibatch] if (T - first) % minibatch else [])
+    # each mini-batch's inputs cut out by one split (and its window tokens by one gather): a
+    # slice per mini-batch would give each its own full-length gradient in the backward pass
+    per_token = lambda x: [None] * len(lengths) if x is None else x.split(lengths, dim=2)  # noqa: E731
+    # mini-batch i's window tokens follow one another, i · (c − 1) positions after those of
+    # the mini-batches before it were repeated: row r of the gathered tokens is token r − i (c − 1)
+    window_lengths = torch.tensor([n + c - 1 for n in lengths], device=q.device)
+    number = torch.arange(len(lengths), device=q.device).repeat_interleave(window_lengths)
+    in_window = torch.arange(len(number), device=q.device) - (c - 1) * number
+    windowed = lambda x: x.index_select(2, in_window).split(window_lengths.tolist(), dim=2)  # noqa: E731
+    # the decay coefficients do not depend on the weights: one batched pass per run of
+    # mini-batches of equal length (the first and the last may be shorter)
+    runs = [(n, len(list(group))) for n, group in itertools.groupby(lengths)]
+    by_run = lambda x: [None] * len(runs) if x is None else x.split([n * m for n, m in runs], dim=2)  # noqa: E731
+    coefficients = []
+    for (n, m), *gates in zip(runs, by_run(eta), by_run(log_alpha), by_run(log_theta), strict=True):
+        # [B, H, m · n] -> [B, H, m, n]: the run's m mini-batches side by side
+        eta_run, log_alpha_run, log_theta_run = (None if x is None else x.unflatten(2, (m, n)) for x in gates)
+        run = _decays(eta_run, log_alpha_run, log_theta_run, c)
+        coefficients += zip(*(part.unbind(2) for part in run), strict=True)
+    outputs, anchor = [], A
+    for index, inputs in enumerate(zip(
+        per_token(q), windowed(keys), windowed(values), windowed(gamma), per_token(delta), coefficients, strict=True,
+    )):
+        if index > 0 or start_phase == 0:
             anchor = W
-        y, W, S = _minibatch(
-            anchor, W, S, q[:, :, start:end], keys[:, :, start : end + c - 1], values[:, :, start : end + c - 1],
-            gamma[:, :, start : end + c - 1], eta[:, :, start:end], log_alpha[:, :, start:end],
-            None if log_theta is None else log_theta[:, :, start:end],
-            None if delta is None else delta[:, :, start:end],
-            c, residual, layer_norm, feature_degree, objective, p,
-        )
+        y, W, S = _minibatch(anchor, W, S, *inputs, residual, layer_norm, feature_degree, objective, p)
         outputs.append(y)
-        start, length = end, minibatch
     y = torch.cat(outputs, dim=2).transpose(1, 2)
     window_state = (keys[:, :, T:], values[:, :, T:], gamma[:, :, T:])
     state = memory_state_type(depth)(*W, *S, *anchor, *window_state, (phase + T) % minibatch)
     return y.to(out_dtype), state
 
 
-def _minibatch(
-    anchor, W, S, q, keys, values, gamma, eta, log_alpha, log_theta, delta, c, residual, layer_norm, degree, objective, p,
-):
+class Decays(NamedTuple):
+    """The coefficients of a mini-batch's n tokens, from its gates alone: how much of W_0
+    (𝔄_t) and of S_0 (Σ_j D^α_{tj} Θ_j) each W_t holds, how much of S_0 each S_t holds (Θ_t),
+    and the coefficients of each window token's outer product in S_t and in W_t."""
+
+    retained: torch.Tensor  # [.., n]
+    momentum_in_weights: torch.Tensor  # [.., n]
+    carried: torch.Tensor  # [.., n]
+    in_momentum: torch.Tensor  # [.., n, n + c − 1]
+    in_weights: torch.Tensor  # [.., n, n + c − 1]
+
+
+def _decays(eta, log_alpha, log_theta, c):
+    """The `Decays` of mini-batches of n tokens from η, log α, log θ [.., n] (log θ None:
+    gradient descent, θ = 0)."""
+    n = eta.shape[-1]
+    # window[t, i] = 1 when window token i is in token t's window: [n, n + c − 1]
+    index = torch.arange(n + c - 1, device=eta.device)
+    rows = torch.arange(n, device=eta.device)[:, None]
+    window = ((index >= rows) & (index <= rows + c - 1)).to(eta.dtype)
+    # retention: D^α [.., n, n] and 𝔄 [.., n]; momentum: D^θ and Θ (θ = 0 without momentum)
+    decay, retained = segsum(log_alpha).exp(), log_alpha.cumsum(-1).exp()
+    if log_theta is None:
+        carry, carried = torch.eye(n, dtype=eta.dtype, device=eta.device), torch.zeros_like(retained)
+    else:
+        carry, carried = segsum(log_theta).exp(), log_theta.cumsum(-1).exp()
+    in_momentum = (carry * eta[..., None, :]) @ window
+    in_weights = decay @ in_momentum
+    momentum_in_weights = (decay @ carried[..., None]).squeeze(-1)
+    return Decays(retained, momentum_in_weights, carried, in_momentum, in_weights)
+
+
+def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, layer_norm, degree, objective, p):
     """One mini-batch of n tokens (keys, values, γ with the c − 1 tokens before it in front):
     (y [B, H, n, V], W_n, S_n)."""
-    n = q.shape[2]
     # every window token's dℓ/dM at the anchor, weighted by its γ: [B, H, n + c − 1, V]
     predicted, forward = memory_forward(anchor, features(keys, degree), residual, layer_norm)
     dy = gamma[..., None] * objective_gradient(predicted - values, objective, p, delta)
     inputs, dz = forward.inputs, memory_backward(anchor, forward, dy)
-    # window[t, i] = 1 when window token i is in token t's window: [n, n + c − 1]
-    index = torch.arange(n + c - 1, device=q.device)
-    rows = torch.arange(n, device=q.device)[:, None]
-    window = ((index >= rows) & (index <= rows + c - 1)).to(q.dtype)
-    # retention: D^α [B, H, n, n] and 𝔄 [B, H, n]; momentum: D^θ and Θ (θ = 0 without momentum)
-    decay, retained = segsum(log_alpha).exp(), log_alpha.cumsum(-1).exp()
-    if log_theta is None:
-        carry, carried = torch.eye(n, dtype=q.dtype, device=q.device), torch.zeros_like(retained)
-    else:
-        carry, carried = segsum(log_theta).exp(), log_theta.cumsum(-1).exp()
-    # coefficients of each window token's outer product in S_t and in W_t: [B, H, n, n + c − 1]
-    in_momentum = (carry * eta[..., None, :]) @ window
-    in_weights = decay @ in_momentum
-    # how much of S_0 each W_t holds: Σ_j D^α_{tj} Θ_j, [B, H, n]
-    momentum_in_weights = (decay @ carried[..., None]).squeeze(-1)
+    retained, momentum_in_weights, carried, in_momentum, in_weights = decays
 
     def read(layer, u):
         """u W_t of matrix `layer` for each token's own weights W_t: [B, H, n, out]."""
