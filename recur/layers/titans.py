@@ -121,7 +121,7 @@ class TitansMAG(TitansAttention):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if not isinstance(self.attention_window, int) or self.attention_window < 1:
+            if not isinstance(self.attention_window, int) or isinstance(self.attention_window, bool) or self.attention_window < 1:
                 raise ValueError(f"attention_window must be an int >= 1; got {self.attention_window!r}")
 
     def __init__(self, config: Config) -> None:
