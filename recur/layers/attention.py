@@ -4,9 +4,11 @@ hybrids of recurrent layers and attention.
 Attention Is All You Need (Vaswani et al., arXiv:1706.03762); rotary positions from
 RoFormer (arXiv:2104.09864); a sliding window as in Longformer (arXiv:2004.05150):
 
-    y_t = softmax(q_t K_{t-w+1..t}ᵀ / √d) V_{t-w+1..t}
+    y_t = softmax(q_t [P_K; K_{t-w+1..t}]ᵀ / √d) [P_V; V_{t-w+1..t}]
 
-The state is the key-value cache: all past keys and values, or the last w - 1 of them
+P_K, P_V: `persistent` learned keys and values that every query sees, inside the window or
+not and without positions (the persistent memory of Titans, arXiv:2501.00663, §3.3; none by
+default). The state is the key-value cache: all past keys and values, or the last w - 1 of them
 with a window of w. The "chunk" form runs torch's scaled_dot_product_attention (Flash
 or memory-efficient kernels where available); "naive" writes the softmax out.
 """
@@ -31,6 +33,8 @@ class AttentionConfig(MixerConfig):
     # attend to the last `window` positions (including the current one); 0 = unlimited
     window: int = 0
     rotary_base: float = 10000.0
+    # learned key-value pairs every query attends to, whatever its position
+    persistent: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -39,6 +43,8 @@ class AttentionConfig(MixerConfig):
             raise ValueError(f"d_model / num_heads = {head_dim} must be even for rotary positions")
         if self.window < 0:
             raise ValueError(f"window must be >= 0 (0 = unlimited); got {self.window}")
+        if not isinstance(self.persistent, int) or isinstance(self.persistent, bool) or self.persistent < 0:
+            raise ValueError(f"persistent must be an int >= 0; got {self.persistent!r}")
 
 
 @register_mixer("attention")
@@ -54,6 +60,11 @@ class Attention(Mixer):
         self.head_dim = config.heads(config.num_heads)
         self.qkv_proj = nn.Linear(D, 3 * D, bias=False)
         self.o_proj = nn.Linear(D, D, bias=False)
+        if config.persistent:
+            # [P, H, Dh] each, like projected keys and values
+            shape = (config.persistent, config.num_heads, self.head_dim)
+            self.persistent_k = nn.Parameter(torch.randn(shape) * self.head_dim**-0.5)
+            self.persistent_v = nn.Parameter(torch.randn(shape) * self.head_dim**-0.5)
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         H, Dh = self.config.num_heads, self.head_dim
@@ -90,7 +101,14 @@ class Attention(Mixer):
         keys = torch.cat([state["k"].to(k.dtype), k], dim=1)
         values = torch.cat([state["v"].to(v.dtype), v], dim=1)
         mask = self._mask(T, keys.shape[1], x.device)
-        qh, kh, vh = (t.transpose(1, 2) for t in (q, keys, values))
+        seen_k, seen_v = keys, values
+        if self.config.persistent:
+            # the persistent pairs come first, visible to every query
+            P = self.config.persistent
+            seen_k = torch.cat([self.persistent_k.to(k.dtype).expand(B, -1, -1, -1), keys], dim=1)
+            seen_v = torch.cat([self.persistent_v.to(v.dtype).expand(B, -1, -1, -1), values], dim=1)
+            mask = torch.cat([mask.new_ones(T, P), mask], dim=1)
+        qh, kh, vh = (t.transpose(1, 2) for t in (q, seen_k, seen_v))
         if impl == "naive":
             scores = (qh @ kh.transpose(-1, -2)) * self.head_dim**-0.5
             y = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ vh
