@@ -29,7 +29,7 @@ from torch import nn
 
 from ..ops.memory import MEMORY, memory
 from ..ops.memory.checks import OBJECTIVES, OPTIMIZERS, RETENTIONS
-from ..ops.memory.model import memory_state_type
+from ..ops.memory.model import layer_widths, memory_state_type
 from ..ops.memory.naive import zero_state
 from .base import RecurrentMixer, State
 from .parts import (
@@ -119,6 +119,17 @@ class MemoryMixer(RecurrentMixer):
         self.g_proj = nn.Linear(D, value_width, bias=False)
         self.norm = GatedRMSNorm(self.head_v)
         self.o_proj = nn.Linear(value_width, D, bias=False)
+        # A deep memory learns its starting weights, as TTT and Titans do: from all-zero
+        # weights every layer's gradient is zero (each is a product with the others), and from
+        # Memora's uniform rows every hidden unit gets the same update, so the memory would never
+        # leave its start. Memora's start stays on its simplex: c · softmax of learned logits per
+        # row. A linear memory starts at zero (the delta rule's S_0 = 0).
+        self.initial_weights = None
+        if config.depth > 1:
+            widths = layer_widths(config.feature_degree * self.head_k, self.head_v, config.depth, self.hidden)
+            self.initial_weights = nn.ParameterList(
+                nn.Parameter(torch.randn(H, n_in, n_out) * n_in**-0.5) for n_in, n_out in widths
+            )
 
     def _options(self) -> dict:
         c = self.config
@@ -126,14 +137,34 @@ class MemoryMixer(RecurrentMixer):
                  "simplex_scale", "optimizer", "ns_steps", "window", "minibatch")
         return {"hidden": self.hidden, **{name: getattr(c, name) for name in names}}
 
-    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+    def _memory_start(self, batch_size: int, device: torch.device | None):
+        """The memory's state before any token: its starting weights (learned for a deep
+        memory) as W and as the first mini-batch's anchors, zero momenta and window."""
         c, H = self.config, self.config.num_heads
         like = torch.empty(0, device=device, dtype=state_dtype(self))
-        memory_state = zero_state(
+        start = zero_state(
             batch_size, H, self.head_k, self.head_v, c.depth, self.hidden, c.feature_degree, c.window, c.retention,
             c.simplex_scale, like,
         )
-        return {**memory_state._asdict(), **self.convs.init_state(batch_size, device)}
+        if self.initial_weights is None:
+            return start
+        starts = [w.to(like.dtype) for w in self.initial_weights]
+        if c.retention == "kl":
+            starts = [c.simplex_scale * w.softmax(dim=-1) for w in starts]
+        weights = {
+            f"{kind}{layer}": w.expand(batch_size, *w.shape)
+            for layer, w in enumerate(starts, start=1) for kind in "WA"
+        }
+        return start._replace(**weights)
+
+    def start_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        """`init_state` with its path back to the learned starting weights, for a forward that
+        starts from no state and trains them."""
+        return {**self._memory_start(batch_size, device)._asdict(), **self.convs.init_state(batch_size, device)}
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        # a state is data the caller keeps: the weights' values, not a path back to them
+        return {key: value.detach().clone() for key, value in self.start_state(batch_size, device).items()}
 
     def _rates(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """η, log α, θ, γ, δ per token and head, [B, T, H] (None where unused)."""
@@ -151,7 +182,10 @@ class MemoryMixer(RecurrentMixer):
         projected, conv_state = self.convs({"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}, state)
         q, k, v = (F.normalize(split_heads(projected[name], H), dim=-1) for name in ("q", "k", "v"))
         kind = memory_state_type(self.config.depth)
-        initial = None if state is None else kind(*(state[name] for name in kind._fields))
+        if state is None:
+            initial = None if self.initial_weights is None else self._memory_start(x.shape[0], x.device)
+        else:
+            initial = kind(*(state[name] for name in kind._fields))
         o, final = memory(q, k, v, **self._rates(x), **self._options(), initial_state=initial, output_final_state=True, impl=impl)
         y = self.o_proj(merge_heads(self.norm(o, split_heads(self.g_proj(x), H))))
         return y, {**final._asdict(), **conv_state}
@@ -207,5 +241,7 @@ Atlas = _paper(
 )
 OmegaNet = _paper(
     "omeganet", "OmegaNet: the Omega rule over c = 4 tokens, polynomial features of degree 2, gradient descent.",
-    depth=2, residual=True, feature_degree=2, window=4, minibatch=MINIBATCH,
+    # η ≤ 1 / c: the rule sums c tokens' gradients into one step, and at η = 1 that step
+    # overshoots (the memory diverges within a hundred tokens)
+    depth=2, residual=True, feature_degree=2, window=4, minibatch=MINIBATCH, lr_max=0.25,
 )

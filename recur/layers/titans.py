@@ -79,9 +79,13 @@ class TitansAttention(Mixer):
         self.attention_norm = nn.RMSNorm(config.d_model)
         self.memory_norm = nn.RMSNorm(config.d_model)
 
-    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        return {**_prefixed("memory", self.memory.init_state(batch_size, device)),
+    def start_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        """The state before any token, with the path back to the memory's learned start."""
+        return {**_prefixed("memory", self.memory.start_state(batch_size, device)),
                 **_prefixed("attention", self.attention.init_state(batch_size, device))}
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        return {key: value.detach().clone() for key, value in self.start_state(batch_size, device).items()}
 
     def _gate(self, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """o = RMSNorm(y) ⊙ σ(RMSNorm(m))."""
@@ -160,15 +164,15 @@ class TitansMAC(TitansAttention):
         self.retrieval_out = nn.Linear(H * self.memory.head_v, config.d_model, bias=False)
         self.weight_names = [f"W{layer}" for layer in range(1, config.depth + 1)]
 
-    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        state = super().init_state(batch_size, device)
+    def start_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        state = super().start_state(batch_size, device)
         # the retrieval starts from the memory's initial weights
         return {**state, **{f"retrieve.{name}": state[f"memory.{name}"].clone() for name in self.weight_names}}
 
     def _run(self, x: torch.Tensor, state: State | None, step: bool) -> tuple[torch.Tensor, State]:
         B, T, _ = x.shape
         C = self.config.segment
-        state = self.init_state(B, x.device) if state is None else state
+        state = self.start_state(B, x.device) if state is None else state
         memory_state, attention_state, retrieval = _split(state, ("memory", "attention", "retrieve"))
         # the cache holds a retrieval and a token per token of the segment so far
         cached = attention_state["k"].shape[1]

@@ -42,3 +42,20 @@ def test_memora_state_starts_on_its_simplex():
     state = layer.init_state(2)
     for key in ("W1", "W2"):
         torch.testing.assert_close(state[key].sum(-1), torch.full_like(state[key].sum(-1), 3.0))
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_the_memory_moves_from_its_start_and_a_deep_start_is_learned(name):
+    """From all-zero weights a deep memory's gradients are all zero, so it would never change:
+    every layer's memory must move as it reads, and a deep memory's start must get a gradient."""
+    torch.manual_seed(0)
+    layer = build_mixer(name, 32, num_heads=2).double()
+    x = torch.randn(2, 8, 32, dtype=torch.float64)
+    start = layer.init_state(2)
+    y, state = layer(x)
+    for key in (k for k in start if k.startswith("W")):
+        assert (state[key] - start[key]).abs().max() > 1e-6, f"{name}: {key} did not move"
+    if layer.config.depth > 1 and layer.initial_weights is not None:
+        y.square().sum().backward()
+        for w in layer.initial_weights:
+            assert w.grad is not None and w.grad.abs().max() > 0, f"{name}: the starting weights get no gradient"
