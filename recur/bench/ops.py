@@ -35,6 +35,8 @@ class OpCase:
     peer: the distribution a peer implementation comes from ("fla-core"); None for recur's
         own forms.
     loop: a loop over time steps, skipped above `--max-naive-T` like the naive form.
+    baseline: this row and the rows after it take their speed-ups against this row (the
+        first row always starts a baseline): for a table of two ops of different cost.
     """
 
     form: str
@@ -43,6 +45,7 @@ class OpCase:
     computes: str | None = None
     peer: str | None = None
     loop: bool = False
+    baseline: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ def run_op_bench(
                 memory = cuda_peak_bytes(_forward_backward(case), device)
             else:
                 memory = saved_for_backward_bytes(case.run)
-            if i == 0:
+            if i == 0 or case.baseline:
                 baseline = {"fwd": fwd, "fwdbwd": fwdbwd}
             row = {
                 "T": T, "form": case.form, "peer": case.peer, "computes": case.computes,
