@@ -141,6 +141,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("mixers:")
         for name, cls in sorted(MIXERS.items()):
             print(f"  {name:<20} {_first_sentence(sys.modules[cls.__module__])}")
+        from .layers.grid import GRID_MIXERS
+
+        if GRID_MIXERS:
+            print("grid mixers ([B, H, W, D] -> [B, H, W, D], for images):")
+            for name, cls in sorted(GRID_MIXERS.items()):
+                print(f"  {name:<20} {_first_sentence(sys.modules[cls.__module__])}")
     if what in ("all", "tasks"):
         from .tasks import TASKS
 
