@@ -237,7 +237,7 @@ Memora = _paper(
 )
 Atlas = _paper(
     "atlas", "ATLAS: the Omega rule over c = 4 tokens, polynomial features of degree 2, Muon (Newton–Schulz) steps.",
-    naive_only=True, depth=2, residual=True, feature_degree=2, window=4, optimizer="newton_schulz", minibatch=MINIBATCH,
+    depth=2, residual=True, feature_degree=2, window=4, optimizer="newton_schulz", minibatch=MINIBATCH,
 )
 OmegaNet = _paper(
     "omeganet", "OmegaNet: the Omega rule over c = 4 tokens, polynomial features of degree 2, gradient descent.",

@@ -11,7 +11,7 @@ from recur.layers.memory import MemoryMixer
 from tests.layers import properties
 
 PAPERS = ("ttt_linear", "ttt_mlp", "titans", "moneta", "yaad", "memora", "atlas", "omeganet")
-NAIVE_ONLY = ("moneta", "memora", "atlas")
+NAIVE_ONLY = ("moneta", "memora")
 
 
 @pytest.mark.parametrize("name", PAPERS)

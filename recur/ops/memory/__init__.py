@@ -26,7 +26,7 @@ from .model import layer_widths, memory_state_type
 from .naive import naive_memory as _spec
 
 # what "chunk" does not compute, as argument -> the values it has no mini-batch form for
-NAIVE_ONLY = {"retention": ("lq", "kl"), "optimizer": ("newton_schulz",)}
+NAIVE_ONLY = {"retention": ("lq", "kl")}
 
 # the options of each example case, all of which the chunk form computes; "phase" is where
 # in its mini-batch the initial state is. The LayerNorm
@@ -41,6 +41,11 @@ CASES = {
     # ℓp grows its step with the residual to the p − 1: p = 3 at these rates diverges
     "lp": {"depth": 2, "hidden": 6, "objective": "lp", "p": 2.5, "minibatch": 2, "optimizer": "gd", "phase": 0},
     "huber": {"depth": 2, "hidden": 6, "objective": "huber", "minibatch": 2, "optimizer": "gd", "phase": 1},
+    # ATLAS: the Omega rule, features of degree 2, momentum and Newton–Schulz steps
+    "atlas": {
+        "depth": 2, "hidden": 10, "window": 3, "feature_degree": 2, "minibatch": 4,
+        "optimizer": "newton_schulz", "ns_steps": 3, "phase": 2,
+    },
 }
 
 

@@ -13,6 +13,16 @@ xᵀ dz, so the reads x W_t of every matrix are matmuls (the weights W_t are nev
 and the mini-batches follow one another: the loop over time has T / b steps. The decay
 matrices depend on the gates alone, so they are computed for all mini-batches at once before
 the loop; only the anchor's gradients and the reads wait for the previous mini-batch.
+
+ATLAS's optimiser sums raw gradients, S_t = θ_t S_{t−1} + G_j, and steps by −η_t NS_k(S_t).
+Newton–Schulz is not linear, but inside a mini-batch it does not feed back into the
+gradients (they are at the anchor), so each token's momentum is formed,
+
+    S_t = Θ_t S_0 + Σ_j D^θ_{tj} G_j,    W_t = 𝔄_t W_0 − Σ_j D^α_{tj} η_j NS_k(S_j),
+
+its n Newton–Schulz steps run as one batch, and the reads are u_t W_t = 𝔄_t (u_t W_0) −
+Σ_j D^α_{tj} η_j (u_t NS_k(S_j)): here the n momenta [B, H, n, in, out] of each matrix are
+formed (the steps themselves are recomputed in the backward pass rather than stored).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import itertools
 from typing import NamedTuple
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from ..common.checks import state_dtype
 from ..common.segsum import segsum
@@ -30,6 +41,7 @@ from .model import (
     memory_forward,
     memory_output,
     memory_state_type,
+    newton_schulz,
     objective_gradient,
     split_state,
 )
@@ -38,7 +50,7 @@ from .naive import zero_state
 
 def chunk_memory(
     q, k, v, *, eta, g, theta, gamma, huber_threshold, depth, hidden, residual, layer_norm, feature_degree,
-    objective, p, window, minibatch, initial_state,
+    objective, p, optimizer, ns_steps, window, minibatch, initial_state,
 ):
     """Mini-batch by mini-batch: batched gradients at the mini-batch's start, decays as matrices."""
     B, T, H, K = q.shape
@@ -48,6 +60,7 @@ def chunk_memory(
     q, k, v, eta = heads_first(q), heads_first(k), heads_first(v), heads_first(eta)
     log_alpha = q.new_zeros(B, H, T) if g is None else heads_first(g)
     log_theta = None if theta is None else heads_first(theta).log()
+    orthogonalised = optimizer == "newton_schulz"
     gamma = q.new_ones(B, H, T) if gamma is None else heads_first(gamma)
     delta = None if huber_threshold is None else heads_first(huber_threshold)
     if initial_state is None:
@@ -84,7 +97,7 @@ def chunk_memory(
     for (n, m), *gates in zip(runs, by_run(eta), by_run(log_alpha), by_run(log_theta), strict=True):
         # [B, H, m · n] -> [B, H, m, n]: the run's m mini-batches side by side
         eta_run, log_alpha_run, log_theta_run = (None if x is None else x.unflatten(2, (m, n)) for x in gates)
-        run = _decays(eta_run, log_alpha_run, log_theta_run, c)
+        run = _decays(eta_run, log_alpha_run, log_theta_run, c, orthogonalised)
         coefficients += zip(*(part.unbind(2) for part in run), strict=True)
     outputs, anchor = [], A
     for index, inputs in enumerate(zip(
@@ -92,7 +105,9 @@ def chunk_memory(
     )):
         if index > 0 or start_phase == 0:
             anchor = W
-        y, W, S = _minibatch(anchor, W, S, *inputs, residual, layer_norm, feature_degree, objective, p)
+        y, W, S = _minibatch(
+            anchor, W, S, *inputs, residual, layer_norm, feature_degree, objective, p, ns_steps if orthogonalised else None,
+        )
         outputs.append(y)
     y = torch.cat(outputs, dim=2).transpose(1, 2)
     window_state = (keys[:, :, T:], values[:, :, T:], gamma[:, :, T:])
@@ -103,18 +118,21 @@ def chunk_memory(
 class Decays(NamedTuple):
     """The coefficients of a mini-batch's n tokens, from its gates alone: how much of W_0
     (𝔄_t) and of S_0 (Σ_j D^α_{tj} Θ_j) each W_t holds, how much of S_0 each S_t holds (Θ_t),
-    and the coefficients of each window token's outer product in S_t and in W_t."""
+    and the coefficients of each window token's outer product in S_t and in W_t. For ATLAS's
+    optimiser S_0 reaches W_t only through the steps, and W_t holds step j's NS_k(S_j)
+    instead of outer products."""
 
     retained: torch.Tensor  # [.., n]
-    momentum_in_weights: torch.Tensor  # [.., n]
+    momentum_in_weights: torch.Tensor  # [.., n] (zero for Newton–Schulz)
     carried: torch.Tensor  # [.., n]
     in_momentum: torch.Tensor  # [.., n, n + c − 1]
-    in_weights: torch.Tensor  # [.., n, n + c − 1]
+    in_weights: torch.Tensor  # [.., n, n + c − 1] (Newton–Schulz: [.., n, n], of the steps)
 
 
-def _decays(eta, log_alpha, log_theta, c):
+def _decays(eta, log_alpha, log_theta, c, orthogonalised):
     """The `Decays` of mini-batches of n tokens from η, log α, log θ [.., n] (log θ None:
-    gradient descent, θ = 0)."""
+    θ = 0); `orthogonalised`: ATLAS's optimiser, S_t = θ_t S_{t−1} + G_t, W_t = α_t W_{t−1} −
+    η_t NS_k(S_t)."""
     n = eta.shape[-1]
     # window[t, i] = 1 when window token i is in token t's window: [n, n + c − 1]
     index = torch.arange(n + c - 1, device=eta.device)
@@ -126,19 +144,27 @@ def _decays(eta, log_alpha, log_theta, c):
         carry, carried = torch.eye(n, dtype=eta.dtype, device=eta.device), torch.zeros_like(retained)
     else:
         carry, carried = segsum(log_theta).exp(), log_theta.cumsum(-1).exp()
+    if orthogonalised:
+        # the momentum sums raw gradients; W_t sums the steps η_j NS_k(S_j), decayed
+        in_momentum = (carry @ window).expand(*eta.shape, n + c - 1)
+        in_weights = decay * eta[..., None, :]
+        return Decays(retained, torch.zeros_like(retained), carried, in_momentum, in_weights)
     in_momentum = (carry * eta[..., None, :]) @ window
     in_weights = decay @ in_momentum
     momentum_in_weights = (decay @ carried[..., None]).squeeze(-1)
     return Decays(retained, momentum_in_weights, carried, in_momentum, in_weights)
 
 
-def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, layer_norm, degree, objective, p):
+def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, layer_norm, degree, objective, p, ns_steps):
     """One mini-batch of n tokens (keys, values, γ with the c − 1 tokens before it in front):
-    (y [B, H, n, V], W_n, S_n)."""
+    (y [B, H, n, V], W_n, S_n); ns_steps: k of ATLAS's Newton–Schulz step (None: gd or
+    momentum)."""
     # every window token's dℓ/dM at the anchor, weighted by its γ: [B, H, n + c − 1, V]
     predicted, forward = memory_forward(anchor, features(keys, degree), residual, layer_norm)
     dy = gamma[..., None] * objective_gradient(predicted - values, objective, p, delta)
     inputs, dz = forward.inputs, memory_backward(anchor, forward, dy)
+    if ns_steps is not None:
+        return _orthogonalised(W, S, q, inputs, dz, decays, residual, layer_norm, degree, ns_steps)
     retained, momentum_in_weights, carried, in_momentum, in_weights = decays
 
     def read(layer, u):
@@ -157,3 +183,28 @@ def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, la
         for s, x, d in zip(S, inputs, dz, strict=True)
     ]
     return y, W_end, S_end
+
+
+def _orthogonalised(W, S, q, inputs, dz, decays, residual, layer_norm, degree, ns_steps):
+    """ATLAS's mini-batch from the anchor's inputs_i and dz_i of every window token:
+    (y [B, H, n, V], W_n, S_n)."""
+    retained, _, carried, in_momentum, in_weights = decays
+    # each token's momentum S_t = Θ_t S_0 + Σ_i (D^θ window)_{ti} inputs_iᵀ dz_i: [B, H, n, in, out]
+    momenta = [
+        carried[..., None, None] * s[:, :, None] + torch.einsum("bhti,bhia,bhio->bhtao", in_momentum, x, d)
+        for s, x, d in zip(S, inputs, dz, strict=True)
+    ]
+    # the n steps' directions NS_k(S_t) in one batch, recomputed in the backward pass: Newton–
+    # Schulz's intermediate products would otherwise be kept for every token
+    steps = [checkpoint(newton_schulz, m, ns_steps, use_reentrant=False) for m in momenta]
+
+    def read(layer, u):
+        """u_t W_t = 𝔄_t (u_t W_0) − Σ_j D^α_{tj} η_j (u_t NS_k(S_j)): [B, H, n, out]."""
+        return retained[..., None] * (u @ W[layer]) - torch.einsum("bhtj,bhta,bhjao->bhto", in_weights, u, steps[layer])
+
+    y, _ = memory_output(features(q, degree), read, len(W), residual, layer_norm)
+    W_end = [
+        retained[..., -1, None, None] * w - torch.einsum("bhj,bhjao->bhao", in_weights[..., -1, :], step)
+        for w, step in zip(W, steps, strict=True)
+    ]
+    return y, W_end, [m[:, :, -1] for m in momenta]
