@@ -194,7 +194,7 @@ class MemoryMixer(RecurrentMixer):
         return {"no_decay": [self.A_log, self.dt_bias]} if self.config.forget else {}
 
 
-def _paper(name: str, doc: str, naive_only: bool = False, **defaults):
+def _paper(name: str, doc: str, **defaults):
     """Registers `name`: MemoryMixer with a config whose defaults are the paper's."""
     fields = [(key, type(value), dataclasses.field(default=value)) for key, value in defaults.items()]
     title = "".join(part.capitalize() for part in name.split("_"))
@@ -202,9 +202,6 @@ def _paper(name: str, doc: str, naive_only: bool = False, **defaults):
     config.__doc__ = doc
     config.__module__ = __name__
     attributes = {"Config": config, "__doc__": doc, "__module__": __name__}
-    if naive_only:
-        # its retention or optimiser has no mini-batch form: the naive loop is the only one
-        attributes["impls"] = ("naive",)
     return register_mixer(name)(type(title, (MemoryMixer,), attributes))
 
 
@@ -224,7 +221,7 @@ Titans = _paper(
 )
 Moneta = _paper(
     "moneta", "Moneta (Miras): ℓ3 attentional bias, ℓ4 retention of the normalised accumulator.",
-    naive_only=True, depth=2, residual=True, layer_norm=True, objective="lp", p=3.0, retention="lq", q_norm=4.0,
+    depth=2, residual=True, layer_norm=True, objective="lp", p=3.0, retention="lq", q_norm=4.0,
     minibatch=MINIBATCH,
 )
 Yaad = _paper(
@@ -233,7 +230,7 @@ Yaad = _paper(
 )
 Memora = _paper(
     "memora", "Memora (Miras): ℓ2 attentional bias, KL retention keeping each row on a scaled simplex.",
-    naive_only=True, depth=2, residual=True, layer_norm=True, retention="kl", minibatch=MINIBATCH,
+    depth=2, residual=True, layer_norm=True, retention="kl", minibatch=MINIBATCH,
 )
 Atlas = _paper(
     "atlas", "ATLAS: the Omega rule over c = 4 tokens, polynomial features of degree 2, Muon (Newton–Schulz) steps.",

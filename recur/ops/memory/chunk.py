@@ -20,9 +20,12 @@ gradients (they are at the anchor), so each token's momentum is formed,
 
     S_t = Θ_t S_0 + Σ_j D^θ_{tj} G_j,    W_t = 𝔄_t W_0 − Σ_j D^α_{tj} η_j NS_k(S_j),
 
-its n Newton–Schulz steps run as one batch, and the reads are u_t W_t = 𝔄_t (u_t W_0) −
-Σ_j D^α_{tj} η_j (u_t NS_k(S_j)): here the n momenta [B, H, n, in, out] of each matrix are
-formed (the steps themselves are recomputed in the backward pass rather than stored).
+and its n Newton–Schulz steps run as one batch (recomputed in the backward pass rather than
+stored). Moneta's ℓq retention is the ℓ2 one on an accumulator read through W / ‖W‖_q^{q−2},
+and Memora's KL retention W_t = c · softmax_rows(α_t log W_{t−1} + u_t) ignores a row's
+constant, so W_t = c · softmax_rows(Z_t) with Z_t = α_t Z_{t−1} + u_t linear, Z_0 = log W_0.
+For these three each token's weights [B, H, n, in, out] are formed from what is linear
+(weights, accumulator or log-weights) and read one by one.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..common.checks import state_dtype
 from ..common.segsum import segsum
 from .model import (
     features,
+    lq_normalised,
     memory_backward,
     memory_forward,
     memory_output,
@@ -50,7 +54,7 @@ from .naive import zero_state
 
 def chunk_memory(
     q, k, v, *, eta, g, theta, gamma, huber_threshold, depth, hidden, residual, layer_norm, feature_degree,
-    objective, p, optimizer, ns_steps, window, minibatch, initial_state,
+    objective, p, retention, q_norm, simplex_scale, optimizer, ns_steps, window, minibatch, initial_state,
 ):
     """Mini-batch by mini-batch: batched gradients at the mini-batch's start, decays as matrices."""
     B, T, H, K = q.shape
@@ -64,7 +68,7 @@ def chunk_memory(
     gamma = q.new_ones(B, H, T) if gamma is None else heads_first(gamma)
     delta = None if huber_threshold is None else heads_first(huber_threshold)
     if initial_state is None:
-        initial_state = zero_state(B, H, K, V, depth, hidden, feature_degree, window, "l2", 1.0, q)
+        initial_state = zero_state(B, H, K, V, depth, hidden, feature_degree, window, retention, simplex_scale, q)
     W, S, A, (window_k, window_v, window_gamma, phase) = split_state([s.to(dtype) for s in initial_state], depth)
     start_phase = int(phase[0])
     if not bool((phase == start_phase).all()):
@@ -99,15 +103,14 @@ def chunk_memory(
         eta_run, log_alpha_run, log_theta_run = (None if x is None else x.unflatten(2, (m, n)) for x in gates)
         run = _decays(eta_run, log_alpha_run, log_theta_run, c, orthogonalised)
         coefficients += zip(*(part.unbind(2) for part in run), strict=True)
+    rule = Rule(residual, layer_norm, feature_degree, objective, p, retention, q_norm, simplex_scale, ns_steps if orthogonalised else None)
     outputs, anchor = [], A
     for index, inputs in enumerate(zip(
         per_token(q), windowed(keys), windowed(values), windowed(gamma), per_token(delta), coefficients, strict=True,
     )):
         if index > 0 or start_phase == 0:
             anchor = W
-        y, W, S = _minibatch(
-            anchor, W, S, *inputs, residual, layer_norm, feature_degree, objective, p, ns_steps if orthogonalised else None,
-        )
+        y, W, S = _minibatch(anchor, W, S, *inputs, rule)
         outputs.append(y)
     y = torch.cat(outputs, dim=2).transpose(1, 2)
     window_state = (keys[:, :, T:], values[:, :, T:], gamma[:, :, T:])
@@ -155,16 +158,30 @@ def _decays(eta, log_alpha, log_theta, c, orthogonalised):
     return Decays(retained, momentum_in_weights, carried, in_momentum, in_weights)
 
 
-def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, layer_norm, degree, objective, p, ns_steps):
+class Rule(NamedTuple):
+    """The memory's and its update's options that every mini-batch reads."""
+
+    residual: bool
+    layer_norm: bool
+    degree: int
+    objective: str
+    p: float
+    retention: str
+    q_norm: float
+    simplex_scale: float
+    ns_steps: int | None  # ATLAS's k (None: gd or momentum)
+
+
+def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, rule):
     """One mini-batch of n tokens (keys, values, γ with the c − 1 tokens before it in front):
-    (y [B, H, n, V], W_n, S_n); ns_steps: k of ATLAS's Newton–Schulz step (None: gd or
-    momentum)."""
+    (y [B, H, n, V], W_n, S_n)."""
     # every window token's dℓ/dM at the anchor, weighted by its γ: [B, H, n + c − 1, V]
-    predicted, forward = memory_forward(anchor, features(keys, degree), residual, layer_norm)
-    dy = gamma[..., None] * objective_gradient(predicted - values, objective, p, delta)
+    anchor = _read_weights(anchor, rule)
+    predicted, forward = memory_forward(anchor, features(keys, rule.degree), rule.residual, rule.layer_norm)
+    dy = gamma[..., None] * objective_gradient(predicted - values, rule.objective, rule.p, delta)
     inputs, dz = forward.inputs, memory_backward(anchor, forward, dy)
-    if ns_steps is not None:
-        return _orthogonalised(W, S, q, inputs, dz, decays, residual, layer_norm, degree, ns_steps)
+    if rule.ns_steps is not None or rule.retention != "l2":
+        return _per_token(W, S, q, inputs, dz, decays, rule)
     retained, momentum_in_weights, carried, in_momentum, in_weights = decays
 
     def read(layer, u):
@@ -172,7 +189,7 @@ def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, la
         from_start = retained[..., None] * (u @ W[layer]) + momentum_in_weights[..., None] * (u @ S[layer])
         return from_start - (in_weights * (u @ inputs[layer].transpose(-1, -2))) @ dz[layer]
 
-    y, _ = memory_output(features(q, degree), read, len(W), residual, layer_norm)
+    y, _ = memory_output(features(q, rule.degree), read, len(W), rule.residual, rule.layer_norm)
     last = (..., -1, slice(None), None)
     W_end = [
         retained[..., -1, None, None] * w + momentum_in_weights[..., -1, None, None] * s - x.transpose(-1, -2) @ (in_weights[last] * d)
@@ -185,26 +202,54 @@ def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, la
     return y, W_end, S_end
 
 
-def _orthogonalised(W, S, q, inputs, dz, decays, residual, layer_norm, degree, ns_steps):
-    """ATLAS's mini-batch from the anchor's inputs_i and dz_i of every window token:
-    (y [B, H, n, V], W_n, S_n)."""
-    retained, _, carried, in_momentum, in_weights = decays
-    # each token's momentum S_t = Θ_t S_0 + Σ_i (D^θ window)_{ti} inputs_iᵀ dz_i: [B, H, n, in, out]
-    momenta = [
-        carried[..., None, None] * s[:, :, None] + torch.einsum("bhti,bhia,bhio->bhtao", in_momentum, x, d)
-        for s, x, d in zip(S, inputs, dz, strict=True)
-    ]
-    # the n steps' directions NS_k(S_t) in one batch, recomputed in the backward pass: Newton–
-    # Schulz's intermediate products would otherwise be kept for every token
-    steps = [checkpoint(newton_schulz, m, ns_steps, use_reentrant=False) for m in momenta]
+def _read_weights(W, rule):
+    """The weights the memory reads with: Moneta's are its normalised accumulator."""
+    return [lq_normalised(w, rule.q_norm) for w in W] if rule.retention == "lq" else W
+
+
+def _per_token(W, S, q, inputs, dz, decays, rule):
+    """A mini-batch whose weights are not linear in the outer products inputs_iᵀ dz_i, with
+    every token's own weights formed, [B, H, n, in, out]: (y [B, H, n, V], W_n, S_n).
+
+    What the retention keeps is linear: the weights (ℓ2), Moneta's accumulator (ℓq, read
+    normalised) or Memora's log-weights (KL: c · softmax_rows(α log W + u) ignores a row's
+    constant, so the weights are c · softmax_rows(Z_t) with Z_t = α_t Z_{t−1} + u_t,
+    Z_0 = log W_0). ATLAS's steps −η_j NS_k(S_j) are formed from each token's momentum."""
+    retained, momentum_in_weights, carried, in_momentum, in_weights = decays
+    # the log of at least the smallest normal, as in the naive form
+    kept = [w.clamp_min(torch.finfo(w.dtype).tiny).log() for w in W] if rule.retention == "kl" else W
+    outer = lambda coefficients, x, d: torch.einsum("bhti,bhia,bhio->bhtao", coefficients, x, d)  # noqa: E731
+    start = [retained[..., None, None] * w[:, :, None] for w in kept]
+    if rule.ns_steps is None:
+        # Z_t = 𝔄_t Z_0 + (Σ_j D^α_{tj} Θ_j) S_0 − Σ_i (D^α D^θ η window)_{ti} inputs_iᵀ dz_i
+        kept = [
+            z + momentum_in_weights[..., None, None] * s[:, :, None] - outer(in_weights, x, d)
+            for z, s, x, d in zip(start, S, inputs, dz, strict=True)
+        ]
+        last = (..., -1, slice(None), None)
+        S_end = [
+            carried[..., -1, None, None] * s - x.transpose(-1, -2) @ (in_momentum[last] * d)
+            for s, x, d in zip(S, inputs, dz, strict=True)
+        ]
+    else:
+        # each token's momentum S_t = Θ_t S_0 + Σ_i (D^θ window)_{ti} inputs_iᵀ dz_i, and the
+        # n steps' directions NS_k(S_t) in one batch, recomputed in the backward pass: Newton–
+        # Schulz's intermediate products would otherwise be kept for every token
+        momenta = [carried[..., None, None] * s[:, :, None] + outer(in_momentum, x, d) for s, x, d in zip(S, inputs, dz, strict=True)]
+        steps = [checkpoint(newton_schulz, m, rule.ns_steps, use_reentrant=False) for m in momenta]
+        # Z_t = 𝔄_t Z_0 − Σ_j D^α_{tj} η_j NS_k(S_j)
+        kept = [z - torch.einsum("bhtj,bhjao->bhtao", in_weights, step) for z, step in zip(start, steps, strict=True)]
+        S_end = [m[:, :, -1] for m in momenta]
+    if rule.retention == "kl":
+        weights = [rule.simplex_scale * z.softmax(-1) for z in kept]
+        W_end = [w[:, :, -1] for w in weights]
+    else:
+        weights = _read_weights(kept, rule)
+        W_end = [w[:, :, -1] for w in kept]
 
     def read(layer, u):
-        """u_t W_t = 𝔄_t (u_t W_0) − Σ_j D^α_{tj} η_j (u_t NS_k(S_j)): [B, H, n, out]."""
-        return retained[..., None] * (u @ W[layer]) - torch.einsum("bhtj,bhta,bhjao->bhto", in_weights, u, steps[layer])
+        """u_t W_t of matrix `layer`: [B, H, n, out]."""
+        return (u[..., None, :] @ weights[layer]).squeeze(-2)
 
-    y, _ = memory_output(features(q, degree), read, len(W), residual, layer_norm)
-    W_end = [
-        retained[..., -1, None, None] * w - torch.einsum("bhj,bhjao->bhao", in_weights[..., -1, :], step)
-        for w, step in zip(W, steps, strict=True)
-    ]
-    return y, W_end, [m[:, :, -1] for m in momenta]
+    y, _ = memory_output(features(q, rule.degree), read, len(W), rule.residual, rule.layer_norm)
+    return y, W_end, S_end
