@@ -323,6 +323,12 @@ def render_summary(s: dict) -> str:
         (s["test_metric"], f"{s['test_value']:.4f}"),
     ]
     rows += [(k, f"{v:.4f}") for k, v in s["metrics"].items() if k not in (s["metric"], s["test_metric"])]
+    privacy = s.get("privacy")
+    if privacy and privacy["method"] == "dp_sgd":
+        rows.append(("privacy (DP-SGD)", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} "
+                                         f"(σ = {privacy['noise_multiplier']:.3g}, {privacy['accountant']})"))
+    elif privacy:
+        rows.append(("privacy (inputs)", f"ε = {privacy['epsilon_per_value']:g} per value (Laplace)"))
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k:<{width}} | {v}" for k, v in rows), line])
