@@ -433,7 +433,7 @@ def _build(config: RunConfig, device: torch.device, context: distributed.Context
     if config.privacy.method != "none":
         from .privacy import PrivateTraining
 
-        private = PrivateTraining(config, task, model, context, batch_generator)
+        private = PrivateTraining(config, task, context, batch_generator)
     return _Run(
         config=config, device=device, context=context, task=task, model=model,
         forward=torch.compile(model) if tc.compile else model, optimizer=optimizer,

@@ -106,7 +106,7 @@ class PrivateTraining:
     """What a private run adds to the loop: the private data set, the training step, and
     the accountant's state, saved in checkpoints and reported in result.json."""
 
-    def __init__(self, config: RunConfig, task, model: nn.Module, context, batch_generator) -> None:
+    def __init__(self, config: RunConfig, task, context, batch_generator) -> None:
         self.config, self.pc, self.batch_generator = config, config.privacy, batch_generator
         tc, pc = config.train, config.privacy
         if context.world_size > 1:
@@ -241,8 +241,10 @@ class PrivateTraining:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-        loss_value = float(torch.cat(losses).mean()) if losses and sum(len(x) for x in losses) else math.nan
-        if math.isinf(loss_value):
+        sampled = sum(len(x) for x in losses)
+        # a Poisson batch may be empty: the step then applies noise alone and has no loss
+        loss_value = float(torch.cat(losses).mean()) if sampled else math.nan
+        if sampled and not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at step {step + 1}; lower train.lr or check the data")
         return loss_value, lr
 
