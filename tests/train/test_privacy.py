@@ -163,6 +163,10 @@ def test_config_errors_name_the_option():
                                ("privacy.dataset_size", "10"), ("train.steps", "1")])
     with pytest.raises(ValueError, match="train.batch_size = 64 exceeds privacy.dataset_size = 10"):
         train(config, progress=False)
+    compiled = recipe("adding", [*SMALL, ("privacy.method", "dp_sgd"), ("privacy.noise_multiplier", "1"),
+                                 ("train.compile", "true"), ("train.steps", "1")])
+    with pytest.raises(ValueError, match="set train.compile false"):
+        train(compiled, progress=False)
 
 
 def test_resume_continues_the_accountant(tmp_path):
