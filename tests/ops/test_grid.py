@@ -141,3 +141,19 @@ def test_cu_seqlens_is_refused_for_grids():
         grid(*example.args, **example.kwargs, cu_seqlens=torch.tensor([0, 3]))
     with pytest.raises(TypeError, match="no single step"):
         GRID.step(*example.args, **example.kwargs)
+
+
+def test_bench_rows_agree_and_memory_grows_with_the_cells():
+    from recur.bench.measure import saved_for_backward_bytes
+    from recur.bench.ops import OP_BENCHES
+
+    cases = {case.form: case for case in OP_BENCHES["grid"].build(T=5, device=torch.device("cpu"), dtype=torch.float64)}
+    expected = cases["naive"].run()
+    assert_close("wavefront", cases["wavefront"].run(), expected, EXACT)
+    assert_close("levels (DAG)", cases["levels (DAG)"].run().reshape(expected.shape), expected, EXACT)
+    small, large = (
+        saved_for_backward_bytes(OP_BENCHES["grid"].build(T=T, device=torch.device("cpu"), dtype=torch.float64)[1].run)
+        for T in (8, 16)
+    )
+    # four times the cells: about four times the memory (the boundary adds a little)
+    assert 3.5 < large / small < 4.5, (small, large)
