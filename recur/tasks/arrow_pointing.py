@@ -42,6 +42,8 @@ MARGIN = 1.2
 # head strokes: their length as a fraction of the arrow's, and their angle off the shaft
 HEAD_FRACTION = 0.4
 HEAD_ANGLE = math.radians(150)
+# the numbers that fix an image, and how many of each
+GEOMETRY = {"centre": 2, "radius": 1, "base": 2, "angle": 1, "length": 1, "width": 1}
 
 
 def _check_interval(field: str, value: tuple[float, float]) -> tuple[float, float]:
@@ -92,12 +94,13 @@ def ray_hits(base: torch.Tensor, angle: torch.Tensor, centre: torch.Tensor, radi
     return closest.norm(dim=-1) <= radius
 
 
-def _segment_distance(pixels: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Distance of pixels [P, 2] to segments start, end [N, 2]: [N, P]."""
-    span = end - start  # [N, 2]
-    offset = pixels[None] - start[:, None]  # [N, P, 2]
-    t = ((offset * span[:, None]).sum(-1) / span.square().sum(-1, keepdim=True).clamp_min(1e-12)).clamp(0, 1)
-    return (offset - t[..., None] * span[:, None]).norm(dim=-1)
+def _segment_distance(px: torch.Tensor, py: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Distance of the pixels (px, py) [1, P] to the segments start -> end [N, 2]: [N, P]."""
+    sx, sy = start[:, :1], start[:, 1:]
+    dx, dy = end[:, :1] - sx, end[:, 1:] - sy  # [N, 1]
+    ox, oy = px - sx, py - sy  # [N, P]
+    t = ((ox * dx + oy * dy) / (dx * dx + dy * dy).clamp_min(1e-12)).clamp(0, 1)
+    return torch.hypot(ox - t * dx, oy - t * dy)
 
 
 def render(size: int, centre: torch.Tensor, radius: torch.Tensor, base: torch.Tensor, angle: torch.Tensor,
@@ -105,17 +108,17 @@ def render(size: int, centre: torch.Tensor, radius: torch.Tensor, base: torch.Te
     """Images [N, 1, size, size] of a filled circle and an arrow from base of `length` at
     `angle`, antialiased; coordinates in pixels (x = column, y = row, pixel centres at +0.5)."""
     coords = torch.arange(size, dtype=torch.float32) + 0.5
-    pixels = torch.stack(torch.meshgrid(coords, coords, indexing="xy"), -1).view(-1, 2)  # [P, 2] as (x, y)
+    py, px = (c.reshape(1, -1) for c in torch.meshgrid(coords, coords, indexing="ij"))  # [1, P], row-major
     # signed distances to each shape: negative inside
-    circle = (pixels[None] - centre[:, None]).norm(dim=-1) - radius[:, None]  # [N, P]
+    nearest = torch.hypot(px - centre[:, :1], py - centre[:, 1:]) - radius[:, None]  # [N, P]
     direction = torch.stack([angle.cos(), angle.sin()], -1)
     tip = base + length[:, None] * direction
     half = width[:, None] / 2
-    strokes = [_segment_distance(pixels, base, tip) - half]
+    nearest = torch.minimum(nearest, _segment_distance(px, py, base, tip) - half)
     for turn in (HEAD_ANGLE, -HEAD_ANGLE):
         back = torch.stack([(angle + turn).cos(), (angle + turn).sin()], -1)
-        strokes.append(_segment_distance(pixels, tip, tip + HEAD_FRACTION * length[:, None] * back) - half)
-    nearest = torch.stack([circle, *strokes]).amin(0)  # [N, P]
+        stroke = _segment_distance(px, py, tip, tip + HEAD_FRACTION * length[:, None] * back) - half
+        nearest = torch.minimum(nearest, stroke)
     # coverage of a pixel by a shape edge: a one-pixel linear ramp across the boundary
     ink = (0.5 - nearest).clamp(0, 1)
     return ink.view(-1, 1, size, size)
@@ -176,9 +179,20 @@ class ArrowPointing(Task):
         return {"inputs": render(size, **shapes), "labels": hit.long()}
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:
-        # test_2x keeps the test split's hash buckets: no image of it can be a training one
-        buckets = "test" if split == "test_2x" else split
-        return self.disjoint(n, generator, buckets, lambda m: self.generate(m, generator, split))
+        # the geometry fixes the image, so the split's hash reads the geometry and only the
+        # examples kept are rendered (a validation split keeps one draw in sixteen);
+        # test_2x keeps the test split's buckets
+        size = self.size(split)
+
+        def draw(m: int) -> Batch:
+            shapes = self.geometry(m, generator, size)
+            hit = shapes.pop("hit")
+            return {"inputs": torch.cat([shapes[name].view(m, -1) for name in GEOMETRY], 1), "labels": hit.long()}
+
+        kept = self.disjoint(n, generator, "test" if split == "test_2x" else split, draw)
+        columns = kept["inputs"].split([GEOMETRY[name] for name in GEOMETRY], 1)
+        shapes = {name: column.squeeze(1) if GEOMETRY[name] == 1 else column for name, column in zip(GEOMETRY, columns, strict=True)}
+        return {"inputs": render(size, **shapes), "labels": kept["labels"]}
 
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         return {"accuracy": float((logits.argmax(-1) == labels).float().mean())}

@@ -125,9 +125,10 @@ class PointShapes(Task):
         c = self.config
         low, high = c.points
         labels = torch.randint(0, len(SHAPES), (n,), generator=generator)
-        # every shape's points for every cloud, then each cloud keeps its own shape's
-        canonical = torch.stack([surface_points(shape, n * high, generator).view(n, high, 3) for shape in SHAPES])
-        clouds = canonical[labels, torch.arange(n)]  # [n, high, 3]
+        clouds = torch.empty(n, high, 3)
+        for k, shape in enumerate(SHAPES):
+            of_shape = labels == k
+            clouds[of_shape] = surface_points(shape, int(of_shape.sum()) * high, generator).view(-1, high, 3)
         scale = _uniform(n, generator, *c.scale)
         clouds = clouds * scale[:, None, None] + c.noise * torch.randn(n, high, 3, generator=generator)
         # pad beyond each cloud's count with exact copies of its own (noisy) points
