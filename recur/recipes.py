@@ -14,6 +14,7 @@ from .models import LMConfig, Seq2SeqConfig
 from .models.inputs import InputConfig
 from .registry import Registry
 from .tasks.adding import AddingConfig
+from .tasks.arrow_pointing import ArrowPointingConfig
 from .tasks.digits import DigitsConfig
 from .tasks.digits_2d import Digits2DConfig
 from .tasks.induction_heads import InductionHeadsConfig
@@ -23,6 +24,7 @@ from .tasks.mod_arith import ModArithConfig
 from .tasks.mqar import MQARConfig
 from .tasks.parity import ParityConfig
 from .tasks.permutation import PermutationConfig
+from .tasks.point_shapes import PointShapesConfig
 from .tasks.selective_copy import SelectiveCopyConfig
 from .tasks.transduce import TransduceConfig
 from .train.config import HeadConfig, RunConfig, TrainConfig, apply_overrides
@@ -320,4 +322,31 @@ def parity_rnn() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=32, n_layers=1, mixer="lstm", mlp_ratio=0.0,
                        tie_embeddings=False, mixer_options={"slstm": {"num_heads": 1}}),
         train=TrainConfig(steps=500, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100),
+    )
+
+
+@register_recipe("arrow_pointing")
+def arrow_pointing() -> RunConfig:
+    """pLSTM's arrow pointing at 32 px: 4×4 patches (64 tokens) in a raster scan, Mamba-2,
+    mean pooling; test_2x reads 64 px images at the end (256 tokens)."""
+    return RunConfig(
+        task=ArrowPointingConfig(resolution=32, eval_examples=512),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="mamba2", mlp_ratio=2.0),
+        input=InputConfig(patch=4, scan="row"),
+        head=HeadConfig(pooling="mean"),
+        train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, weight_decay=0.05, eval_every=200),
+    )
+
+
+@register_recipe("point_shapes")
+def point_shapes() -> RunConfig:
+    """Five solids from rotated, noisy clouds of 96-128 points with LION: a 12³ voxel grid,
+    groups of 64 voxels along x then y, GLA per group, voxel generation after the first pair."""
+    return RunConfig(
+        task=PointShapesConfig(eval_examples=256),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=48, n_layers=4, mixer="gla", mlp_ratio=2.0,
+                       mixer_options={"gla": {"num_heads": 2}}),
+        input=InputConfig(point_model="lion", lion_voxels=12, lion_group=64, lion_generation=0.1),
+        head=HeadConfig(pooling="mean"),
+        train=TrainConfig(steps=600, batch_size=32, lr=3e-3, warmup_steps=50, weight_decay=0.05, eval_every=100),
     )

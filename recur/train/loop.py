@@ -114,8 +114,14 @@ def eval_sets(task: Task, config: RunConfig, splits: tuple[str, ...] | None = No
 
 
 def validation_splits(task: Task) -> tuple[str, ...]:
-    """The splits a run reads while it trains: every evaluation split but the test split."""
-    return tuple(split for split in task.eval_splits if split != "test")
+    """The splits a run reads while it trains: every evaluation split but the test splits."""
+    return tuple(split for split in task.eval_splits if split not in test_splits(task))
+
+
+def test_splits(task: Task) -> tuple[str, ...]:
+    """The splits read once, at the end: "test" and any extra one named "test_<what>"
+    (e.g. an extrapolation split at a larger size)."""
+    return tuple(split for split in task.eval_splits if split == "test" or split.startswith("test_"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -785,7 +791,7 @@ def _result(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve) -> Train
     if validation is None:
         validation = run.evaluate(sets)
         curve.history.append({"step": chosen, "eval": validation})
-    metrics = {**validation, **run.evaluate(eval_sets(task, config, ("test",)))}
+    metrics = {**validation, **run.evaluate(eval_sets(task, config, test_splits(task)))}
     result = TrainResult(
         metrics=metrics, metric_name=task.metric, metric=metrics[task.metric], loss=curve.loss,
         steps=curve.steps, stopped_early=curve.stopped_early, seconds=curve.seconds,
