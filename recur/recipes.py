@@ -16,6 +16,7 @@ from .registry import Registry
 from .tasks.adding import AddingConfig
 from .tasks.digits import DigitsConfig
 from .tasks.digits_2d import Digits2DConfig
+from .tasks.hmm import HMMConfig
 from .tasks.induction_heads import InductionHeadsConfig
 from .tasks.listops import ListOpsConfig
 from .tasks.lm import LMTaskConfig
@@ -320,4 +321,16 @@ def parity_rnn() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=32, n_layers=1, mixer="lstm", mlp_ratio=0.0,
                        tie_embeddings=False, mixer_options={"slstm": {"num_heads": 1}}),
         train=TrainConfig(steps=500, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100),
+    )
+
+
+@register_recipe("hmm_lstm")
+def hmm_lstm() -> RunConfig:
+    """Next-symbol prediction on a random 4-state, 4-symbol HMM (length 64) with one LSTM
+    layer (d_model 32, no MLP); `val/nll_gap` is its cross-entropy above the HMM's own."""
+    return RunConfig(
+        task=HMMConfig(eval_examples=256),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=32, n_layers=1, mixer="lstm", mlp_ratio=0.0,
+                       tie_embeddings=False),
+        train=TrainConfig(steps=600, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100),
     )
