@@ -10,8 +10,8 @@ predictive distribution p(x_t | x_<t) the forward algorithm gives exactly. The H
 
     s_1 ~ π,   s_t ~ T[s_{t-1}, :],   x_t ~ E[s_t, :]
 
-has given or random (seeded) transition T [S, S] and emission E [S, V] matrices and a
-uniform π. Inputs are a start token then x_1 … x_{T-1}, labels x_1 … x_T. The metrics, in
+has given or random (seeded; optionally sticky) transition T [S, S] and emission E [S, V]
+matrices and a uniform π. Inputs are a start token then x_1 … x_{T-1}, labels x_1 … x_T. The metrics, in
 nats per token: `nll`, the model's cross-entropy; `hmm_nll`, the HMM's (forward algorithm,
 float64); `nll_gap`, their difference, 0 for a perfect emulation (the mean KL divergence
 from the HMM's predictions to the model's, in expectation).
@@ -37,6 +37,9 @@ class HMMConfig(TaskConfig):
     hmm_seed: int = 0
     # how peaked the random rows are: each row is softmax(N(0, sharpness²) logits)
     sharpness: float = 2.0
+    # random transitions stay in their state with at least this probability:
+    # T = stay I + (1 − stay) T_random; sticky states make the past matter for longer
+    stay: float = 0.0
     # given matrices, row-major (rows sum to 1), instead of random ones: T is
     # num_states × num_states, E is num_states × num_symbols
     transition: tuple[float, ...] | None = None
@@ -50,6 +53,8 @@ class HMMConfig(TaskConfig):
                 raise ValueError(f"task.{field} must be a positive int; got {value!r}")
         if not self.sharpness >= 0:
             raise ValueError(f"task.sharpness must be >= 0; got {self.sharpness!r}")
+        if not 0 <= self.stay <= 1:
+            raise ValueError(f"task.stay must be in [0, 1]; got {self.stay!r}")
         for field, cols in (("transition", self.num_states), ("emission", self.num_symbols)):
             values = getattr(self, field)
             if values is None:
@@ -115,6 +120,7 @@ class HMM(Task):
         super().__init__(config)
         S, V = config.num_states, config.num_symbols
         T, E = random_hmm(S, V, seed=config.hmm_seed, sharpness=config.sharpness)
+        T = config.stay * torch.eye(S, dtype=torch.float64) + (1 - config.stay) * T
         if config.transition is not None:
             T = torch.tensor(config.transition, dtype=torch.float64).view(S, S)
         if config.emission is not None:

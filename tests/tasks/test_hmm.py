@@ -74,6 +74,8 @@ def test_one_hmm_per_seed():
     a, b, c = (build_task("hmm", hmm_seed=s) for s in (0, 0, 1))
     assert torch.equal(a.transition, b.transition) and not torch.equal(a.transition, c.transition)
     torch.testing.assert_close(a.emission.sum(1), torch.ones(4, dtype=torch.float64))
+    sticky = build_task("hmm", hmm_seed=0, stay=0.9)
+    torch.testing.assert_close(sticky.transition, 0.9 * torch.eye(4, dtype=torch.float64) + 0.1 * a.transition)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +85,7 @@ def test_one_hmm_per_seed():
         ({"num_states": 2, "transition": (1.0, 0.0, 1.0)}, "task.transition must hold num_states × 2 = 4 values"),
         ({"num_states": 2, "num_symbols": 2, "emission": (0.5, 0.6, 1.0, 0.0)}, "task.emission rows must be probabilities"),
         ({"sharpness": -1.0}, "task.sharpness must be >= 0"),
+        ({"stay": 1.5}, "task.stay must be in"),
     ],
 )
 def test_bad_options_are_named(options, message):
