@@ -113,13 +113,19 @@ def speeds(F: Callable, s: torch.Tensor) -> torch.Tensor:
 
 
 def jacobians(F: Callable, s: torch.Tensor) -> torch.Tensor:
-    """[N, D, D]: ∂F/∂s at each state s [N, D], one backward per output unit (F maps rows
-    independently)."""
+    """[N, D, D]: ∂F/∂s at each state s [N, D]. F maps rows independently, so row i of
+    every Jacobian is the gradient of Σ_n F(s)[n, i]: the D backward passes run batched
+    (vmap), or one by one where an op of F has no batching rule."""
     with torch.enable_grad():
         s = s.detach().requires_grad_()
         out = F(s)
-        rows = [torch.autograd.grad(out[:, i].sum(), s, retain_graph=i + 1 < out.shape[1])[0] for i in range(out.shape[1])]
-    return torch.stack(rows, dim=1)
+        N, D = out.shape
+        units = torch.eye(D, dtype=out.dtype, device=out.device).unsqueeze(1).expand(D, N, D)
+        try:
+            (rows,) = torch.autograd.grad(out, s, grad_outputs=units, is_grads_batched=True, retain_graph=True)
+        except RuntimeError:
+            rows = torch.stack([torch.autograd.grad(out[:, i].sum(), s, retain_graph=True)[0] for i in range(D)])
+    return rows.transpose(0, 1)
 
 
 def find_fixed_points(
@@ -129,6 +135,7 @@ def find_fixed_points(
     steps: int = 1000,
     lr: float = 1e-2,
     newton_steps: int = 10,
+    settle: int = 0,
     slow_q: float = 1e-4,
     fixed_q: float = 1e-12,
     distinct: float = 1e-3,
@@ -136,22 +143,34 @@ def find_fixed_points(
     """Fixed and slow points of F from the states `starts` [N, D].
 
     Minimises q by Adam (`steps` from learning rate `lr` down to 0 on a cosine, every
-    start at once), then polishes
-    each point by Newton's method on F(s) = s, a step kept only where it lowers q (near a
-    fixed point it converges quadratically; at a slow point it is refused). Keeps the
-    minima with q at most `slow_q`, labels those at most `fixed_q` "fixed", merges points
-    closer than `distinct` (Euclidean) keeping the slowest, and returns them slowest first.
+    start at once), then polishes each point by Newton's method on F(s) = s, a step kept
+    only where it lowers q (near a fixed point it converges quadratically; at a slow point
+    it is refused). Keeps the minima with q at most `slow_q`, labels those at most
+    `fixed_q` "fixed", merges points closer than `distinct` (Euclidean) keeping the
+    slowest, and returns them slowest first.
+
+    With `settle` > 0 the starts also run `settle` steps of F and join the starts:
+    Adam moves each coordinate by about `lr` per step, so an attractor far from the
+    visited states (an LSTM cell integrating a held input grows far) is reached only
+    this way, while the raw starts still find the repellers.
     """
     if starts.dim() != 2:
         raise ValueError(f"starts must have shape [N, D]; got {list(starts.shape)}")
-    for name, value in (("steps", steps), ("newton_steps", newton_steps)):
+    for name, value in (("steps", steps), ("newton_steps", newton_steps), ("settle", settle)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative int; got {value!r}")
-    s = starts.detach().clone().requires_grad_()
+    s = starts.detach().clone()
+    if settle:
+        with torch.no_grad():
+            settled = s
+            for _ in range(settle):
+                settled = F(settled)
+        s = torch.cat([s, settled])
+    s.requires_grad_()
     optimizer = torch.optim.Adam([s], lr=lr)
     # a cosine decay to 0: Adam's steps keep their size at a flat minimum (a slow point)
     # unless the rate falls
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * k / max(steps, 1))))
     with torch.enable_grad():
         for _ in range(steps):
             # the gradient of each q with respect to its own state only: the model's
@@ -171,6 +190,8 @@ def find_fixed_points(
             candidate = s + solution
             q_candidate = speeds(F, candidate)
         better = q_candidate < q
+        if not better.any():
+            break
         s = torch.where(better[:, None], candidate, s)
         q = torch.where(better, q_candidate, q)
     kept = []

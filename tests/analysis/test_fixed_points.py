@@ -87,3 +87,18 @@ def test_bad_arguments_are_named():
         find_fixed_points(F, torch.zeros(2, 2, dtype=torch.float64), steps=-1)
     with pytest.raises(ValueError, match="batch 1"):
         StateMap(F.step, torch.zeros(2, 2), F.template)
+
+
+def test_settling_reaches_a_far_attractor():
+    # h' = 0.99 h + 1: one stable fixed point at 100, far from starts near 0
+    def step(x, state):
+        return None, {"h": 0.99 * state["h"] + 1}
+
+    F = StateMap(step, torch.zeros(1, 1), {"h": torch.zeros(1, 1, dtype=torch.float64)})
+    starts = torch.zeros(4, 1, dtype=torch.float64)
+    assert find_fixed_points(F, starts, steps=50, newton_steps=0) == []
+    (point,) = find_fixed_points(F, starts, steps=50, newton_steps=0, settle=2000)
+    assert point.kind == "stable" and float(point.state) == pytest.approx(100, abs=1e-3)
+    # Newton's step is exact on an affine map
+    (point,) = find_fixed_points(F, starts, steps=0)
+    assert point.speed == "fixed" and float(point.state) == pytest.approx(100, abs=1e-10)
