@@ -329,8 +329,9 @@ def hmm_lstm() -> RunConfig:
     """Next-symbol prediction on a random sticky 4-state, 4-symbol HMM (length 64) with one
     LSTM layer (d_model 32, no MLP); `val/nll_gap` is its cross-entropy above the HMM's own."""
     return RunConfig(
-        # sticky states and blurred emissions: the last three symbols predict 0.02 nats
-        # worse than the HMM, the last one 0.08, so the network must keep a belief state
+        # sticky states and blurred emissions: the last symbol alone predicts 0.08 nats
+        # per token worse than the HMM, the last four 0.02 (benchmarks/hmm.md), so the
+        # network must keep a belief about the hidden state
         task=HMMConfig(eval_examples=256, stay=0.95, sharpness=1.5),
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=32, n_layers=1, mixer="lstm", mlp_ratio=0.0,
                        tie_embeddings=False),
