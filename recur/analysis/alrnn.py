@@ -271,7 +271,7 @@ def draw_transition_graph(graph: TransitionGraph, ax=None, *, cycles: list[Cycle
             width = 0.5 + 4 * float(P[i, j])
             x, y = positions[i]
             if i == j:
-                ax.add_patch(plt.Circle((x, y + 0.12), 0.1, fill=False, lw=width, color="0.4"))
+                ax.add_patch(plt.Circle((x, y + 0.22), 0.12, fill=False, lw=width, color="0.4", zorder=2))
                 continue
             ax.add_patch(FancyArrowPatch(positions[i], positions[j], arrowstyle="-|>", mutation_scale=12,
                                          connectionstyle="arc3,rad=0.15", lw=width, color="0.4",
