@@ -102,3 +102,23 @@ def test_settling_reaches_a_far_attractor():
     # Newton's step is exact on an affine map
     (point,) = find_fixed_points(F, starts, steps=0)
     assert point.speed == "fixed" and float(point.state) == pytest.approx(100, abs=1e-10)
+
+
+def test_jacobians_without_a_batching_rule(monkeypatch):
+    torch.manual_seed(1)
+    layer = build_mixer("gru", d_model=3).double()
+    F = StateMap(layer.step, torch.randn(1, 3, dtype=torch.float64), layer.init_state(1))
+    s = torch.randn(5, 3, dtype=torch.float64)
+    batched = jacobians(F, s)
+    real_grad = torch.autograd.grad
+
+    def unbatched_only(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", unbatched_only)
+    torch.testing.assert_close(jacobians(F, s), batched, rtol=0, atol=1e-14)
+    for n in range(5):
+        J = torch.autograd.functional.jacobian(lambda v: F(v[None])[0], s[n])
+        torch.testing.assert_close(batched[n], J)
