@@ -423,10 +423,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .train.plot import plot_run
+    from .train.plot import plot_attractors, plot_run
 
     out = plot_run(args.run, args.out)
     print(f"wrote {out}")
+    config = Path(args.run) / "config.json"
+    if config.is_file() and json.loads(config.read_text())["task"]["name"] == "dynamics":
+        # a reconstruction is judged by its attractor: the true and the generated one side by side
+        print(f"wrote {plot_attractors(args.run)}")
     return 0
 
 

@@ -221,11 +221,13 @@ class DSRModel(nn.Module):
 
 
 def largest_lyapunov_exponent(
-    model: DSRModel, x1: torch.Tensor, *, steps: int = 1000, transient: int = 500, dt: float = 1.0,
+    model: DSRModel, x1: torch.Tensor, *, steps: int = 1000, transient: int = 500, align: int = 100, dt: float = 1.0,
 ) -> torch.Tensor:
     """λ_max of the trained map, per unit of time (a step is `dt`): the QR method
     (`lyapunov_spectrum`) along the free trajectory from each x1 [B, N] after `transient`
-    steps, with the Jacobians of `model.transition` by autograd. [B], one per start."""
+    steps, with the Jacobians of `model.transition` by autograd; the first `align` of the
+    `steps` Jacobian products turn the tangent vector into the fastest direction and do not
+    count. [B], one per start."""
     from .systems import lyapunov_spectrum
 
     with torch.no_grad():
@@ -236,4 +238,5 @@ def largest_lyapunov_exponent(
     def step(s: torch.Tensor) -> torch.Tensor:
         return model.flat_state(model.transition(model.unflatten(s, layout)))[0]
 
-    return lyapunov_spectrum(step, flat.detach(), steps, exponents=1, dt=dt, renormalize_every=5)[:, 0]
+    align = min(align, steps - 1)
+    return lyapunov_spectrum(step, flat.detach(), steps - align, exponents=1, dt=dt, transient=align, renormalize_every=5)[:, 0]

@@ -233,7 +233,7 @@ def lyapunov_spectrum(
     """The `exponents` largest Lyapunov exponents (all by default) of the map
     x_{t+1} = step(x_t), per unit of time, by the QR method (Benettin et al. 1980):
 
-        Q_0 = I;  J_t Q_{t-1} = Q_t R_t;  λ_i = Σ_t log |R_t[i, i]| / (steps · dt)
+        Q_0 random orthonormal;  J_t Q_{t-1} = Q_t R_t;  λ_i = Σ_t log |R_t[i, i]| / (steps · dt)
 
     with J_t the Jacobian of `step` at x_t (`jacobian_step`). x [B, D] runs B
     trajectories at once; the result [B, k] is per trajectory. The first `transient` steps
@@ -241,7 +241,10 @@ def lyapunov_spectrum(
     Jacobians grow little)."""
     B, D = x.shape
     k = D if exponents is None else exponents
-    Q = torch.eye(D, k, dtype=x.dtype, device=x.device).expand(B, D, k).contiguous()
+    # a random (seeded) start: unit vectors can sit in an invariant subspace of the map
+    # (a diagonal one keeps e_1 forever) and miss the fastest direction
+    start = torch.randn(D, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    Q = torch.linalg.qr(start).Q.to(x).expand(B, D, k).contiguous()
     log_growth = torch.zeros(B, k, dtype=x.dtype, device=x.device)
     for t in range(transient + steps):
         x, J = jacobian_step(step, x)
