@@ -240,10 +240,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(render_summary(summary(result)))
     png = run_dir / "curves.png"
     try:
-        from .train.plot import plot_run
+        from .train.plot import plot_attractors, plot_run
 
         plot_run(run_dir, png)
         print(f"plot: {png}")
+        if config.task_name == "dynamics":
+            print(f"plot: {plot_attractors(run_dir)}")
     except ImportError as error:
         print(f"no plot ({error})")
     print(f"run dir: {run_dir}")
