@@ -73,7 +73,10 @@ def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
 def build_model(config: RunConfig, task: Task) -> nn.Module:
     """The model the task needs, over config.model's backbone: an `LM` for next-token
     prediction over ids, an `EncoderDecoder` for seq2seq, else a `SequenceModel` with the
-    task's input adapter and head."""
+    task's input adapter and head; a task that defines `build_model(config)` builds its own
+    (dynamical-systems reconstruction)."""
+    if hasattr(task, "build_model"):
+        return task.build_model(config)
     if task.head == "seq2seq":
         return EncoderDecoder(config.model, config.seq2seq, config.input, task.target_vocab_size)
     if task.head == "lm" and task.input == "tokens":
@@ -150,6 +153,10 @@ def evaluate(model: nn.Module, task: Task, sets: dict, batch_size: int, device: 
             loss_sum += float(out.loss) * len(out.logits)
         for name, value in task.metrics(torch.cat(outputs), labels).items():
             results[f"{split}/{name}"] = value
+        # figures a task reads from the model itself (a reconstruction's Lyapunov exponent)
+        if hasattr(task, "model_metrics"):
+            for name, value in task.model_metrics(model, data).items():
+                results[f"{split}/{name}"] = value
         results[f"{split}/loss"] = loss_sum / len(inputs)
     model.train(was_training)
     return results
