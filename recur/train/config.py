@@ -71,6 +71,10 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     tensorboard: bool = False
+    # "adamw", or "radam" (rectified Adam, decoupled decay; the AL-RNN paper's)
+    optimizer: str = "adamw"
+    # after the warmup: "cosine" to lr * min_lr_ratio, or "exponential" (geometric) to it
+    schedule: str = "cosine"
     # torch CPU threads (0 = from the machine: its idle CPUs, at most 4; see loop.cpu_threads)
     threads: int = 0
     # with several processes: "ddp" (replicated weights) or "fsdp" (FSDP2, sharded)
@@ -94,6 +98,10 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
         if self.distributed not in ("ddp", "fsdp"):
             raise ValueError(f"train.distributed must be 'ddp' or 'fsdp'; got {self.distributed!r}")
+        if self.optimizer not in ("adamw", "radam"):
+            raise ValueError(f"train.optimizer must be 'adamw' or 'radam'; got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "exponential"):
+            raise ValueError(f"train.schedule must be 'cosine' or 'exponential'; got {self.schedule!r}")
         if self.select not in ("best", "last"):
             raise ValueError(f"train.select must be 'best' or 'last'; got {self.select!r}")
         if self.precision not in PRECISIONS:

@@ -75,7 +75,10 @@ def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
 def build_model(config: RunConfig, task: Task) -> nn.Module:
     """The model the task needs, over config.model's backbone: an `LM` for next-token
     prediction over ids, an `EncoderDecoder` for seq2seq, else a `SequenceModel` with the
-    task's input adapter and head."""
+    task's input adapter and head; a task that defines `build_model(config)` builds its own
+    (dynamical-systems reconstruction)."""
+    if hasattr(task, "build_model"):
+        return task.build_model(config)
     if task.head == "seq2seq":
         return EncoderDecoder(config.model, config.seq2seq, config.input, task.target_vocab_size)
     if task.head == "lm" and task.input == "tokens":
@@ -116,8 +119,14 @@ def eval_sets(task: Task, config: RunConfig, splits: tuple[str, ...] | None = No
 
 
 def validation_splits(task: Task) -> tuple[str, ...]:
-    """The splits a run reads while it trains: every evaluation split but the test split."""
-    return tuple(split for split in task.eval_splits if split != "test")
+    """The splits a run reads while it trains: every evaluation split but the test splits."""
+    return tuple(split for split in task.eval_splits if split not in test_splits(task))
+
+
+def test_splits(task: Task) -> tuple[str, ...]:
+    """The splits read once, at the end: "test" and any extra one named "test_<what>"
+    (e.g. an extrapolation split at a larger size)."""
+    return tuple(split for split in task.eval_splits if split == "test" or split.startswith("test_"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -146,6 +155,10 @@ def evaluate(model: nn.Module, task: Task, sets: dict, batch_size: int, device: 
             loss_sum += float(out.loss) * len(out.logits)
         for name, value in task.metrics(torch.cat(outputs), labels).items():
             results[f"{split}/{name}"] = value
+        # figures a task reads from the model itself (a reconstruction's Lyapunov exponent)
+        if hasattr(task, "model_metrics"):
+            for name, value in task.model_metrics(model, data).items():
+                results[f"{split}/{name}"] = value
         results[f"{split}/loss"] = loss_sum / len(inputs)
     model.train(was_training)
     return results
@@ -804,7 +817,7 @@ def _result(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve) -> Train
     if validation is None:
         validation = run.evaluate(sets)
         curve.history.append({"step": chosen, "eval": validation})
-    metrics = {**validation, **run.evaluate(eval_sets(task, config, ("test",)))}
+    metrics = {**validation, **run.evaluate(eval_sets(task, config, test_splits(task)))}
     result = TrainResult(
         metrics=metrics, metric_name=task.metric, metric=metrics[task.metric], loss=curve.loss,
         steps=curve.steps, stopped_early=curve.stopped_early, seconds=curve.seconds,
