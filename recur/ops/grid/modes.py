@@ -4,10 +4,11 @@ With free transitions the weight of cell a at cell b sums over every monotone pa
 them, a number that grows combinatorially with the distance, so the gates are tied:
 
 - P-mode (propagation): a cell adds up what enters it and splits it between right and
-  down by its orientation o in (0, 1): t_rl = t_ru = o · T, t_dl = t_du = (1 - o) · T; the
-  source is split alike (s_r = o · S, s_d = (1 - o) · S) and one mark reads both edges.
-  The outgoing weights sum to T, so with |T| <= 1 the total weight on an anti-diagonal
-  never grows: a line (an arrow's direction) can travel far without blowing up.
+  down by its orientation o in (0, 1): t_rl = t_ru = o · T and t_dl = t_du = 1 − o · T, so
+  the two outgoing weights of each incoming edge sum to 1; the source likewise, s_r = o · S
+  and s_d = 1 − s_r (the paper's parametrisation); one mark reads both edges. The total
+  weight on an anti-diagonal stays bounded: a line (an arrow's direction) can travel far
+  without blowing up or dying out.
 - D-mode (diffusion): free straight transitions t_rl and t_du and one turning transition
   in one direction only (chirality "L": down-to-right, t_ru; "R": right-to-down, t_dl), so
   a path turns at most once and the number of paths grows linearly with the distance.
@@ -24,9 +25,9 @@ def p_mode(orientation: torch.Tensor, source: torch.Tensor, transition: torch.Te
     """P-mode gates from the orientation o, source S, transition T and mark M [B, X, Y, H]."""
     o = orientation
     return {
-        "source_r": o * source, "source_d": (1 - o) * source,
+        "source_r": o * source, "source_d": 1 - o * source,
         "transition_rl": o * transition, "transition_ru": o * transition,
-        "transition_dl": (1 - o) * transition, "transition_du": (1 - o) * transition,
+        "transition_dl": 1 - o * transition, "transition_du": 1 - o * transition,
         "mark_l": mark, "mark_u": mark,
     }
 
