@@ -57,7 +57,7 @@ class ViG(GridMixer):
 
     def __init__(self, config: ViGConfig) -> None:
         super().__init__(config)
-        D, H = config.d_model, config.num_heads
+        D = config.d_model
         self.key_dim = config.width("expand_k", "num_heads")
         self.conv = nn.Conv2d(D, D, config.conv_size, padding=config.conv_size // 2, groups=D)
         self.q_proj = nn.Linear(D, self.key_dim, bias=False)
