@@ -321,3 +321,13 @@ def parity_rnn() -> RunConfig:
                        tie_embeddings=False, mixer_options={"slstm": {"num_heads": 1}}),
         train=TrainConfig(steps=500, batch_size=32, lr=1e-2, warmup_steps=20, weight_decay=0.0, eval_every=100),
     )
+
+
+@register_recipe("digits_2d_vit")
+def digits_2d_vit() -> RunConfig:
+    """8×8 digits, the ViT baseline: 2×2 patches on their grid, softmax attention over all
+    patches with a learned position embedding, mean pooling."""
+    config = digits_2d()
+    config.model = LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="vit_attention", mlp_ratio=2.0)
+    config.input = InputConfig(patch=2, position_embedding=True)
+    return config

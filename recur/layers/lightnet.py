@@ -14,8 +14,9 @@ On a grid (`lightnet_2d`) every cell reads the final state of one scan over all 
 
 Positions enter in two ways, both relative:
 - MD-TPE: a Toeplitz mixing of the inputs along each axis (a kernel of the offset only),
-  added to them; here each kernel is a sum of `tpe_size` exponentials per channel, which
-  runs as a constant-decay linear recurrence, so the 1-D layer keeps an O(1) state.
+  added to them; here each kernel is a sum of `tpe_size` exponentials per channel: an FFT
+  convolution over a chunk, and a constant-decay linear recurrence between chunks, so the
+  1-D layer keeps an O(1) state.
 - MD-LRPE: queries and keys pass through [x cos θ·p, x sin θ·p], so that
   q'_t · k'_s = Σ_c q_c k_c cos(θ_c · (p_t - p_s)); on a grid, half of the key channels
   turn with the row and half with the column.
@@ -96,8 +97,9 @@ def normalised_keys(k: torch.Tensor, z0: torch.Tensor | None) -> tuple[torch.Ten
 
 class ToeplitzPositionEncoding(nn.Module):
     """A causal Toeplitz mixing along time, channel by channel:
-    y_t = Σ_{s<=t} K[t - s] ⊙ x_s with K[j] = Σ_e a_e λ_e^j, run as the linear recurrence
-    s_t = diag(λ) s_{t-1} + x_t, y_t = aᵀ s_t (GLA with one value per channel)."""
+    y_t = Σ_{s<=t} K[t - s] ⊙ x_s with K[j] = Σ_e a_e λ_e^j, the output of the linear
+    recurrence s_t = diag(λ) s_{t-1} + x_t, y_t = aᵀ s_t; the kernel runs as one FFT
+    convolution, and the state s carries between chunks."""
 
     def __init__(self, dim: int, size: int) -> None:
         super().__init__()
@@ -107,18 +109,26 @@ class ToeplitzPositionEncoding(nn.Module):
         self.decay_logit = nn.Parameter(torch.logit(decay).clone())
         self.weight = nn.Parameter(torch.randn(dim, size) * 0.02)
 
-    def forward(
-        self, x: torch.Tensor, state: torch.Tensor | None, impl: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [N, T, dim], state [N, dim, size, 1] or None -> (y [N, T, dim], state)."""
-        N, T, _ = x.shape
-        shape = (N, T, self.dim, self.size)
-        # one head per channel: key 1, value x_t, query a, log decay log λ
-        q = self.weight.to(x.dtype).expand(shape)
-        k = x.new_ones(shape)
-        g = F.logsigmoid(self.decay_logit).to(x.dtype).expand(shape)
-        y, state = gla(q, k, x[..., None], g=g, scale=1.0, initial_state=state, output_final_state=True, impl=impl)
-        return y.squeeze(-1), state
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, T, dim], state s_0 [N, dim, size] or None -> (y [N, T, dim], s_T)."""
+        N, T, D = x.shape
+        wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+        log_decay = F.logsigmoid(self.decay_logit.to(wide))
+        a = self.weight.to(wide)
+        # λ^j for j = 0..T: [T + 1, D, size]
+        powers = (torch.arange(T + 1, device=x.device, dtype=wide)[:, None, None] * log_decay).exp()
+        # K[j] = Σ_e a_e λ_e^j: [T, D]
+        kernel = (powers[:T] * a).sum(-1)
+        # y = K * x (causal), as a product of spectra padded to 2T
+        spectrum = torch.fft.rfft(x.to(wide), n=2 * T, dim=1) * torch.fft.rfft(kernel, n=2 * T, dim=0)
+        y = torch.fft.irfft(spectrum, n=2 * T, dim=1)[:, :T]
+        # s_T = Σ_r λ^(T-r) x_r (+ λ^T s_0)
+        final = torch.einsum("tde,ntd->nde", powers[:T].flip(0), x.to(wide))
+        if state is not None:
+            # the state before the chunk decays into every output: Σ_e a_e λ_e^t s_0,e, t = 1..T
+            y = y + torch.einsum("tde,de,nde->ntd", powers[1:], a, state.to(wide))
+            final = final + powers[T] * state.to(wide)
+        return y.to(x.dtype), final
 
 
 @dataclass(kw_only=True)
@@ -181,7 +191,7 @@ class LightNet(RecurrentMixer):
         if self.config.lrpe:
             state["positions"] = torch.zeros(batch_size, dtype=torch.int64, device=device)
         if self.tpe is not None:
-            state["tpe"] = torch.zeros(batch_size, self.config.d_model, self.config.tpe_size, 1, device=device, dtype=dtype)
+            state["tpe"] = torch.zeros(batch_size, self.config.d_model, self.config.tpe_size, device=device, dtype=dtype)
         return state
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
@@ -190,7 +200,7 @@ class LightNet(RecurrentMixer):
         new_state = {}
         # MD-TPE (one axis): x + Toeplitz(x)
         if self.tpe is not None:
-            encoding, new_state["tpe"] = self.tpe(x, None if state is None else state["tpe"], impl)
+            encoding, new_state["tpe"] = self.tpe(x, None if state is None else state["tpe"])
             x = x + encoding
         # q, k [B, T, H, K], v [B, T, H, V]
         q, k, v = (split_heads(proj(x), H) for proj in (parts.q_proj, parts.k_proj, parts.v_proj))
@@ -267,11 +277,10 @@ class LightNet2D(GridMixer):
         B, H, W, D = x.shape
         rows = x.reshape(B * H, W, D)
         cols = x.transpose(1, 2).reshape(B * W, H, D)
-        impl = self.config.impl
-        right, _ = self.tpe[0](rows, None, impl)
-        left, _ = self.tpe[1](rows.flip(1), None, impl)
-        down, _ = self.tpe[2](cols, None, impl)
-        up, _ = self.tpe[3](cols.flip(1), None, impl)
+        right, _ = self.tpe[0](rows, None)
+        left, _ = self.tpe[1](rows.flip(1), None)
+        down, _ = self.tpe[2](cols, None)
+        up, _ = self.tpe[3](cols.flip(1), None)
         along_rows = (right + left.flip(1)).view(B, H, W, D)
         along_cols = (down + up.flip(1)).view(B, W, H, D).transpose(1, 2)
         return along_rows + along_cols

@@ -41,8 +41,8 @@ class ViGConfig(GridMixerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.width("expand_k", "num_heads")
         self.heads(self.num_heads)
+        self.width("expand_k", "num_heads")
         if self.gate_rank <= 0:
             raise ValueError(f"gate_rank must be positive; got {self.gate_rank}")
         if self.gate_temperature <= 0:
