@@ -356,3 +356,16 @@ def test_ctrl_c_saves_and_a_resume_continues_the_run_as_it_was(tmp_path, capsys)
     assert main(["train", "--run-dir", str(run), "--resume"]) == 0
     assert "nothing to resume: the run trained all its 100 steps" in capsys.readouterr().out
     assert files(run) == before
+
+
+@pytest.mark.parametrize("mixer", ["lightnet_2d", "vig", "activator", "lightnet"])
+def test_train_digits_2d_with_grid_and_sequence_mixers(mixer, tmp_path, capsys):
+    """A grid mixer in model.mixer runs the backbone on the patch grid; a sequence mixer reads
+    the recipe's scan. Both train, save and evaluate."""
+    run = tmp_path / mixer
+    argv = ["train", "--recipe", "digits_2d", "--model.mixer", mixer, "--model.d_model", "32", "--train.steps", "5",
+            "--train.eval_every", "5", "--train.batch_size", "16", "--train.threads", "1", "--head.pooling", "corners",
+            "--run-dir", str(run), "--no-progress"]
+    assert main(argv) == 0
+    assert "test/accuracy" in capsys.readouterr().out
+    assert main(["eval", str(run)]) == 0
