@@ -327,7 +327,10 @@ def parity_rnn() -> RunConfig:
 def digits_2d_vit() -> RunConfig:
     """8×8 digits, the ViT baseline: 2×2 patches on their grid, softmax attention over all
     patches with a learned position embedding, mean pooling."""
-    config = digits_2d()
-    config.model = LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="vit_attention", mlp_ratio=2.0)
-    config.input = InputConfig(patch=2, position_embedding=True)
-    return config
+    return RunConfig(
+        task=Digits2DConfig(),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="vit_attention", mlp_ratio=2.0),
+        input=InputConfig(patch=2, position_embedding=True),
+        head=HeadConfig(pooling="mean"),
+        train=TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=50, weight_decay=0.01, eval_every=100),
+    )
