@@ -29,6 +29,8 @@ class ActivatorConfig(GridMixerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.impl != "auto":
+            raise ValueError(f"impl must be 'auto' (the layer has one form); got {self.impl!r}")
         self.width("expand")
 
 

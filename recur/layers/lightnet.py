@@ -237,6 +237,8 @@ class LightNet2DConfig(GridMixerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.impl != "auto":
+            raise ValueError(f"impl must be 'auto' (the layer has one form); got {self.impl!r}")
         self.width("expand_k", "num_heads")
         self.width("expand_v", "num_heads")
         if not isinstance(self.tpe_size, int) or self.tpe_size < 0:

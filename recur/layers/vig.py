@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.gla import GLA as GLA_FAMILY
 from ..ops.gla import gla
 from .grid import GridMixer, GridMixerConfig, register_grid_mixer
 from .parts import RMSNorm, merge_heads, split_heads
@@ -41,6 +42,8 @@ class ViGConfig(GridMixerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.impl not in GLA_FAMILY.impls:
+            raise ValueError(f"impl must be one of {list(GLA_FAMILY.impls)} (the GLA op's forms); got {self.impl!r}")
         self.heads(self.num_heads)
         self.width("expand_k", "num_heads")
         if self.gate_rank <= 0:

@@ -165,6 +165,8 @@ def test_vig_reads_both_directions_and_its_gates_differ_per_direction():
         ("vig", {"num_heads": 5}, "num_heads must be a positive divisor of d_model = 16; got 5"),
         ("lightnet_2d", {"tpe_size": -1}, "tpe_size must be an int >= 0"),
         ("activator", {"expand": 0.0}, "expand \\* d_model = 0 must be a positive int"),
+        ("activator", {"impl": "chunk"}, "impl must be 'auto' \\(the layer has one form\\); got 'chunk'"),
+        ("vig", {"impl": "fast"}, "impl must be one of \\['auto', 'naive', 'chunk', 'triton'\\]"),
     ],
 )
 def test_bad_options_are_named(name, options, message):
@@ -189,3 +191,9 @@ def test_toeplitz_position_encoding_equals_its_recurrence():
         outputs.append((tpe.weight * s).sum(-1))
     assert_close("y", y, torch.stack(outputs, 1), 1e-12)
     assert_close("s_T", final, s, 1e-12)
+
+
+def test_vig_forms_of_the_gla_op_agree():
+    x = grid_input(B=1, H=6, W=7)
+    naive, chunk = make_grid("vig", impl="naive"), make_grid("vig", impl="chunk")
+    assert_close("vig chunk vs naive", chunk(x), naive(x), 1e-10)
