@@ -14,9 +14,9 @@ On a grid (`lightnet_2d`) every cell reads the final state of one scan over all 
 
 Positions enter in two ways, both relative:
 - MD-TPE: a Toeplitz mixing of the inputs along each axis (a kernel of the offset only),
-  added to them; here each kernel is a sum of `tpe_size` exponentials per channel: an FFT
-  convolution over a chunk, and a constant-decay linear recurrence between chunks, so the
-  1-D layer keeps an O(1) state.
+  added to them; here each kernel is a sum of `tpe_size` exponentials per channel: a
+  Toeplitz matrix or an FFT convolution over a chunk, and a constant-decay linear
+  recurrence between chunks, so the 1-D layer keeps an O(1) state.
 - MD-LRPE: queries and keys pass through [x cos θ·p, x sin θ·p], so that
   q'_t · k'_s = Σ_c q_c k_c cos(θ_c · (p_t - p_s)); on a grid, half of the key channels
   turn with the row and half with the column.
@@ -95,11 +95,15 @@ def normalised_keys(k: torch.Tensor, z0: torch.Tensor | None) -> tuple[torch.Ten
     return (k - z).exp(), previous - z, z[:, -1]
 
 
+# up to this length the Toeplitz matrix is applied as it is; longer, as an FFT convolution
+DIRECT_LENGTH = 128
+
+
 class ToeplitzPositionEncoding(nn.Module):
     """A causal Toeplitz mixing along time, channel by channel:
     y_t = Σ_{s<=t} K[t - s] ⊙ x_s with K[j] = Σ_e a_e λ_e^j, the output of the linear
-    recurrence s_t = diag(λ) s_{t-1} + x_t, y_t = aᵀ s_t; the kernel runs as one FFT
-    convolution, and the state s carries between chunks."""
+    recurrence s_t = diag(λ) s_{t-1} + x_t, y_t = aᵀ s_t. Over a chunk the kernel runs as
+    a matrix (short chunks) or an FFT convolution; the state s carries between chunks."""
 
     def __init__(self, dim: int, size: int) -> None:
         super().__init__()
@@ -109,21 +113,32 @@ class ToeplitzPositionEncoding(nn.Module):
         self.decay_logit = nn.Parameter(torch.logit(decay).clone())
         self.weight = nn.Parameter(torch.randn(dim, size) * 0.02)
 
+    def powers(self, T: int, dtype: torch.dtype) -> torch.Tensor:
+        """λ^j for j = 0..T: [T + 1, dim, size]."""
+        log_decay = F.logsigmoid(self.decay_logit.to(dtype))
+        return (torch.arange(T + 1, device=log_decay.device, dtype=dtype)[:, None, None] * log_decay).exp()
+
+    def matrix(self, T: int, dtype: torch.dtype) -> torch.Tensor:
+        """The causal Toeplitz matrix M[t, s] = K[t - s] (0 for s > t): [T, T, dim]."""
+        kernel = (self.powers(T - 1, dtype) * self.weight.to(dtype)).sum(-1)
+        offsets = torch.arange(T, device=kernel.device)
+        lag = offsets[:, None] - offsets[None, :]
+        return kernel[lag.clamp(min=0)] * (lag >= 0)[..., None]
+
     def forward(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, T, dim], state s_0 [N, dim, size] or None -> (y [N, T, dim], s_T)."""
-        N, T, D = x.shape
+        T = x.shape[1]
         wide = torch.float64 if x.dtype == torch.float64 else torch.float32
-        log_decay = F.logsigmoid(self.decay_logit.to(wide))
-        a = self.weight.to(wide)
-        # λ^j for j = 0..T: [T + 1, D, size]
-        powers = (torch.arange(T + 1, device=x.device, dtype=wide)[:, None, None] * log_decay).exp()
-        # K[j] = Σ_e a_e λ_e^j: [T, D]
-        kernel = (powers[:T] * a).sum(-1)
-        # y = K * x (causal), as a product of spectra padded to 2T
-        spectrum = torch.fft.rfft(x.to(wide), n=2 * T, dim=1) * torch.fft.rfft(kernel, n=2 * T, dim=0)
-        y = torch.fft.irfft(spectrum, n=2 * T, dim=1)[:, :T]
+        powers, a, xw = self.powers(T, wide), self.weight.to(wide), x.to(wide)
+        if T <= DIRECT_LENGTH:
+            y = torch.einsum("tsd,nsd->ntd", self.matrix(T, wide), xw)
+        else:
+            # y = K * x (causal), as a product of spectra padded to 2T
+            kernel = (powers[:T] * a).sum(-1)
+            spectrum = torch.fft.rfft(xw, n=2 * T, dim=1) * torch.fft.rfft(kernel, n=2 * T, dim=0)
+            y = torch.fft.irfft(spectrum, n=2 * T, dim=1)[:, :T]
         # s_T = Σ_r λ^(T-r) x_r (+ λ^T s_0)
-        final = torch.einsum("tde,ntd->nde", powers[:T].flip(0), x.to(wide))
+        final = torch.einsum("tde,ntd->nde", powers[:T].flip(0), xw)
         if state is not None:
             # the state before the chunk decays into every output: Σ_e a_e λ_e^t s_0,e, t = 1..T
             y = y + torch.einsum("tde,de,nde->ntd", powers[1:], a, state.to(wide))
@@ -275,17 +290,17 @@ class LightNet2D(GridMixer):
         )
 
     def md_tpe(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ over the two axes and both directions of a Toeplitz mixing along that axis."""
-        B, H, W, D = x.shape
-        rows = x.reshape(B * H, W, D)
-        cols = x.transpose(1, 2).reshape(B * W, H, D)
-        right, _ = self.tpe[0](rows, None)
-        left, _ = self.tpe[1](rows.flip(1), None)
-        down, _ = self.tpe[2](cols, None)
-        up, _ = self.tpe[3](cols.flip(1), None)
-        along_rows = (right + left.flip(1)).view(B, H, W, D)
-        along_cols = (down + up.flip(1)).view(B, W, H, D).transpose(1, 2)
-        return along_rows + along_cols
+        """Σ over the two axes of a two-sided Toeplitz mixing along that axis: one causal
+        kernel each way (right and left along a row, down and up along a column)."""
+        _, H, W, _ = x.shape
+        wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+        right, left, down, up = self.tpe
+        # a kernel read backwards is the transposed causal matrix: [n, n, D] per axis
+        along_row = right.matrix(W, wide) + left.matrix(W, wide).transpose(0, 1)
+        along_col = down.matrix(H, wide) + up.matrix(H, wide).transpose(0, 1)
+        xw = x.to(wide)
+        encoding = torch.einsum("jkd,bikd->bijd", along_row, xw) + torch.einsum("ikd,bkjd->bijd", along_col, xw)
+        return encoding.to(x.dtype)
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         config, parts, heads = self.config, self.parts, self.config.num_heads

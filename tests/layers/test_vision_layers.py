@@ -174,14 +174,15 @@ def test_bad_options_are_named(name, options, message):
         build_grid_mixer(name, 16, **options)
 
 
-def test_toeplitz_position_encoding_equals_its_recurrence():
-    """The FFT convolution with K[j] = Σ_e a_e λ_e^j, continued from a state, equals
-    s_t = diag(λ) s_{t-1} + x_t, y_t = aᵀ s_t step by step (float64)."""
+@pytest.mark.parametrize("T", [17, 200], ids=["matrix", "fft"])
+def test_toeplitz_position_encoding_equals_its_recurrence(T):
+    """The Toeplitz matrix or FFT convolution with K[j] = Σ_e a_e λ_e^j, continued from a
+    state, equals s_t = diag(λ) s_{t-1} + x_t, y_t = aᵀ s_t step by step (float64)."""
     from recur.layers.lightnet import ToeplitzPositionEncoding
 
     torch.manual_seed(0)
     tpe = ToeplitzPositionEncoding(6, 3).double()
-    x = torch.randn(2, 17, 6, dtype=torch.float64)
+    x = torch.randn(2, T, 6, dtype=torch.float64)
     s0 = torch.randn(2, 6, 3, dtype=torch.float64)
     y, final = tpe(x, s0)
     decay = torch.sigmoid(tpe.decay_logit)
@@ -197,3 +198,17 @@ def test_vig_forms_of_the_gla_op_agree():
     x = grid_input(B=1, H=6, W=7)
     naive, chunk = make_grid("vig", impl="naive"), make_grid("vig", impl="chunk")
     assert_close("vig chunk vs naive", chunk(x), naive(x), 1e-10)
+
+
+def test_md_tpe_is_the_four_directional_scans():
+    """MD-TPE on a grid == the causal encoding run right and left along every row and down
+    and up along every column, summed."""
+    layer = make_grid("lightnet_2d")
+    x = grid_input(B=2, H=5, W=7)
+    B, H, W, D = x.shape
+    right, left, down, up = layer.tpe
+    rows, cols = x.reshape(B * H, W, D), x.transpose(1, 2).reshape(B * W, H, D)
+    along_rows = right(rows, None)[0] + left(rows.flip(1), None)[0].flip(1)
+    along_cols = down(cols, None)[0] + up(cols.flip(1), None)[0].flip(1)
+    expected = along_rows.view(B, H, W, D) + along_cols.view(B, W, H, D).transpose(1, 2)
+    assert_close("md_tpe", layer.md_tpe(x), expected, 1e-12)
