@@ -74,7 +74,7 @@ def lrpe(x: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
 
 
 def lrpe_frequencies(n: int, base: float, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """θ_c = base^(-c/n), c = 0..n-1: one turn per step down to one per `base` steps."""
+    """θ_c = base^(-c/n), c = 0..n-1: from one radian per position down to 1/base."""
     return base ** (-torch.arange(n, dtype=dtype, device=device) / n)
 
 
@@ -154,7 +154,7 @@ class LightNetConfig(MixerConfig):
     expand_v: float = 1.0
     # LRPE on queries and keys (doubles the state's key width)
     lrpe: bool = True
-    # LRPE frequencies base^(-c/K): the slowest channel turns once per `lrpe_base` positions
+    # LRPE frequencies base^(-c/K): from one radian per position down to 1/lrpe_base
     lrpe_base: float = 10000.0
     # exponentials per channel of the Toeplitz position encoding; 0 drops it
     tpe_size: int = 4

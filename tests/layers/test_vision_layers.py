@@ -212,3 +212,19 @@ def test_md_tpe_is_the_four_directional_scans():
     along_cols = down(cols, None)[0] + up(cols.flip(1), None)[0].flip(1)
     expected = along_rows.view(B, H, W, D) + along_cols.view(B, W, H, D).transpose(1, 2)
     assert_close("md_tpe", layer.md_tpe(x), expected, 1e-12)
+
+
+@pytest.mark.parametrize("impl", ["chunk", "naive"])
+def test_lightnet_from_a_fresh_state_equals_from_none(impl):
+    """init_state holds log Z = -inf (an empty sum): the first step's decay is exp(-inf) = 0,
+    outputs and gradients as with no state."""
+    torch.manual_seed(0)
+    layer = build_mixer("lightnet", 16, num_heads=2, impl=impl).double()
+    x = torch.randn(2, 9, 16, dtype=torch.float64, requires_grad=True)
+    y, state = layer(x, layer.init_state(2))
+    expected, expected_state = layer(x)
+    assert_close("output", y, expected, 1e-12)
+    assert_close("S", state["S"], expected_state["S"], 1e-12)
+    (dx,) = torch.autograd.grad(y.square().sum(), x)
+    (expected_dx,) = torch.autograd.grad(expected.square().sum(), x)
+    assert_close("dx", dx, expected_dx, 1e-12)
