@@ -200,6 +200,8 @@ class LM(nn.Module):
         super().__init__()
         if config.vocab_size <= 0:
             raise ValueError(f"a language model needs a vocabulary: vocab_size must be positive; got {config.vocab_size}")
+        if config.grid:
+            raise ValueError(f"grid mixers read images, not token sequences; a language model cannot use {config.layer_mixers()}")
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.backbone = Backbone(config)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recur.models import HeadConfig, InputConfig, LMConfig, SequenceModel
+from recur.models import LM, HeadConfig, InputConfig, LMConfig, SequenceModel
 from recur.models.inputs import ImageInput, scan_order
 
 IMAGE = dict(kind="image", channels=1, height=8, width=12, patch=2)
@@ -88,6 +88,7 @@ def test_one_dimensional_mixers_read_a_scan_with_any_pooling():
         (lambda: SequenceModel(LMConfig(vocab_size=9, d_model=32), InputConfig(kind="tokens"),
                                HeadConfig(kind="classify", num_outputs=2, pooling="corners")), "'corners' needs image inputs"),
         (lambda: LMConfig(vocab_size=0, mixer="vgi"), "unknown mixer 'vgi'; did you mean 'vig'"),
+        (lambda: LM(LMConfig(vocab_size=9, d_model=32, mixer="lightnet_2d")), "a language model cannot use"),
         (lambda: LMConfig(vocab_size=0, mixer="vig", mixer_options={"vig": {"conv_size": 4}}), "conv_size must be a positive odd"),
     ],
 )
