@@ -220,7 +220,10 @@ TTTMLP = _paper(
 )
 Titans = _paper(
     "titans", "Titans (memory as a layer): a 2-layer MLP memory, ℓ2, momentum (surprise) and weight decay.",
-    depth=2, residual=True, optimizer="momentum", minibatch=MINIBATCH,
+    # η ≤ 1/4: with momentum θ, one inner step is stable while η · λ_max < 2 (1 + θ), λ_max
+    # the curvature of the memory's loss; the MLP memory's reaches ≈ 4 at its start, and at
+    # η = 1 its weights overflow within the first hundred tokens of a training batch
+    depth=2, residual=True, optimizer="momentum", minibatch=MINIBATCH, lr_max=0.25,
 )
 Moneta = _paper(
     "moneta", "Moneta (Miras): ℓ3 attentional bias, ℓ4 retention of the normalised accumulator.",

@@ -11,7 +11,8 @@
   grid mixer the patches keep their 2-D layout instead, [B, H/p, W/p, D], and the scan
   order is not used.
 - `PointInput`: point sets [B, N, C] (coordinates first) ordered along a space-filling
-  curve (Morton / z-order), or by one axis, then encoded per point.
+  curve (Morton / z-order), or by one axis, then encoded per point. With
+  `point_model = "lion"` points become voxels instead (`recur.models.lion.VoxelInput`).
 
 Each adapter has `forward(x) -> [B, T, D]`; those that make one token per time step also
 have `step(x_t) -> [B, D]` for step-by-step decoding.
@@ -28,6 +29,7 @@ INPUT_KINDS = ("tokens", "vectors", "image", "points")
 ENCODERS = ("linear", "mlp")
 SCANS = ("row", "snake", "column", "bidirectional", "four")
 POINT_ORDERS = ("morton", "x", "none")
+POINT_MODELS = ("sequence", "lion")
 
 
 @dataclass(kw_only=True)
@@ -56,6 +58,18 @@ class InputConfig:
     point_order: str = "morton"
     # points: how many leading features are coordinates (the rest are per-point features)
     point_dims: int = 3
+    # points: "sequence" (one token per point, in point_order, through the backbone) or
+    # "lion" (voxels in windows, each layer's mixer run per group along x, then y:
+    # recur.models.lion)
+    point_model: str = "sequence"
+    # lion: voxels per axis over the box [-lion_extent, lion_extent]^3, voxels per window
+    # side (0 = the whole grid), voxels per group, and the fraction of each cloud's voxels
+    # that generate new ones after every x-y pair of layers (0 = no voxel generation)
+    lion_voxels: int = 12
+    lion_extent: float = 1.5
+    lion_window: int = 0
+    lion_group: int = 64
+    lion_generation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
@@ -66,6 +80,18 @@ class InputConfig:
             raise ValueError(f"input.scan must be one of {list(SCANS)}; got {self.scan!r}")
         if self.point_order not in POINT_ORDERS:
             raise ValueError(f"input.point_order must be one of {list(POINT_ORDERS)}; got {self.point_order!r}")
+        if self.point_model not in POINT_MODELS:
+            raise ValueError(f"input.point_model must be one of {list(POINT_MODELS)}; got {self.point_model!r}")
+        for name in ("lion_voxels", "lion_group"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"input.{name} must be a positive int; got {value!r}")
+        if not isinstance(self.lion_window, int) or self.lion_window < 0:
+            raise ValueError(f"input.lion_window must be a non-negative int (0 = the whole grid); got {self.lion_window!r}")
+        if not self.lion_extent > 0:
+            raise ValueError(f"input.lion_extent must be positive; got {self.lion_extent!r}")
+        if not 0 <= self.lion_generation <= 1:
+            raise ValueError(f"input.lion_generation must be in [0, 1]; got {self.lion_generation!r}")
         for name in ("features", "channels", "height", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -171,9 +197,9 @@ class ImageInput(nn.Module):
     the patch grid [B, H/p, W/p, D] with `grid=True` (for grid mixers).
 
     A patch of p×p pixels is one token (a linear map of its C·p² values); T is
-    (H/p)·(W/p) times the number of directions the scan makes. `corners` holds the
-    positions, in the output's sequence (the grid's row-major cells), of the four corner
-    patches, each at the last visit of the scan: what corner pooling reads.
+    (H/p)·(W/p) times the number of directions the scan makes. `corners(rows, cols)` gives
+    the positions, in the output's sequence (the grid's row-major cells), of the four
+    corner patches, each at the last visit of the scan: what corner pooling reads.
     """
 
     def __init__(self, config: InputConfig, d_model: int, grid: bool = False) -> None:
@@ -181,35 +207,49 @@ class ImageInput(nn.Module):
         C, H, W, p = config.channels, config.height, config.width, config.patch
         if min(C, H, W) <= 0:
             raise ValueError(f"input.channels, height and width must be set for images; got {C}, {H}, {W}")
-        self.channels, self.height, self.width, self.patch = C, H, W, p
+        # on a grid the cells stay in row-major order: no scan
+        scan = "row" if grid else config.scan
+        self.channels, self.height, self.width, self.patch, self.scan = C, H, W, p, scan
         self.grid_shape = (H // p, W // p)
         self.grid = grid
-        rows, cols = self.grid_shape
-        order = scan_order(rows, cols, "row" if grid else config.scan)
-        self.register_buffer("order", order, persistent=False)
-        # each corner cell's last position in the scan: [4]
-        corner_cells = torch.tensor([0, cols - 1, (rows - 1) * cols, rows * cols - 1])
-        visits = torch.arange(len(order))
-        last_visit = [int(visits[order == cell].max()) for cell in corner_cells]
-        self.register_buffer("corners", torch.tensor(last_visit), persistent=False)
+        self.register_buffer("order", scan_order(*self.grid_shape, scan), persistent=False)
         self.projection = nn.Linear(C * p * p, d_model)
         self.position = nn.Parameter(torch.zeros(len(self.order), d_model)) if config.position_embedding else None
         if self.position is not None:
             nn.init.normal_(self.position, std=0.02)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        expected = [self.channels, self.height, self.width]
-        if images.dim() != 4 or list(images.shape[1:]) != expected:
-            raise ValueError(f"inputs must be images [B, {', '.join(map(str, expected))}]; got {list(images.shape)}")
+        """Images of the configured size, or of any other whose sides the patch divides (an
+        extrapolation test at a larger size): the scan then covers the larger grid of patches."""
+        p = self.patch
+        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[2] % p or images.shape[3] % p:
+            raise ValueError(
+                f"inputs must be images [B, {self.channels}, H, W] with H and W multiples of the patch {p} "
+                f"(trained on {self.height}×{self.width}); got {list(images.shape)}"
+            )
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point; got {images.dtype}")
-        p = self.patch
-        B = images.shape[0]
+        B, _, H, W = images.shape
+        order = self.order
+        if (H // p, W // p) != self.grid_shape:
+            if self.position is not None:
+                raise ValueError(
+                    f"a learned position embedding covers {self.height}×{self.width} images only; got {H}×{W}"
+                )
+            order = scan_order(H // p, W // p, self.scan).to(images.device)
         # [B, C, H/p, p, W/p, p] -> [B, (H/p)(W/p), C·p·p], row-major over patches
         patches = images.unflatten(2, (-1, p)).unflatten(4, (-1, p)).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, self.channels * p * p)
-        tokens = self.projection(patches.to(self.projection.weight.dtype))[:, self.order]
+        tokens = self.projection(patches.to(self.projection.weight.dtype))[:, order]
         tokens = tokens if self.position is None else tokens + self.position
-        return tokens.unflatten(1, self.grid_shape) if self.grid else tokens
+        return tokens.unflatten(1, (H // p, W // p)) if self.grid else tokens
+
+    def corners(self, rows: int, cols: int) -> torch.Tensor:
+        """The last position of each corner patch of a rows×cols patch grid in the output's
+        sequence: [4] (top left, top right, bottom left, bottom right)."""
+        order = self.order if (rows, cols) == self.grid_shape else scan_order(rows, cols, self.scan).to(self.order.device)
+        visits = torch.arange(len(order), device=order.device)
+        corner_cells = [0, cols - 1, (rows - 1) * cols, rows * cols - 1]
+        return torch.stack([visits[order == cell].max() for cell in corner_cells])
 
 
 def morton_codes(coordinates: torch.Tensor, bits: int = 10) -> torch.Tensor:

@@ -3,7 +3,8 @@
 `SequenceModel(backbone, input, head)` covers every task that is not next-token language
 modelling over ids (that is `LM`, which adds tied embeddings and generation): sequence
 classification and regression, per-step regression, forecasting, dense outputs, over
-token ids, real-valued vectors, images or point sets.
+token ids, real-valued vectors, images or point sets (a sequence of points, or LION's
+groups of voxels: `input.point_model`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 from ..layers import Mixer, State
 from .heads import Head, HeadConfig
 from .inputs import InputConfig, build_input
+from .lion import LION, VoxelInput
 from .lm import Backbone, LMConfig
 
 
@@ -45,8 +47,14 @@ class SequenceModel(nn.Module):
             raise ValueError("head.pooling 'cls' appends a token to a sequence, which a grid has no place for; "
                              "use 'mean', 'last' or 'corners' with grid mixers")
         self.config, self.input_config, self.head_config = config, input, head
-        self.input = build_input(input, config.d_model, config.vocab_size, grid=config.grid)
-        self.backbone = Backbone(config)
+        if input.kind == "points" and input.point_model == "lion":
+            if head.pooling == "cls":
+                raise ValueError("LION pools the mean of its voxels: head.pooling must be 'last' or 'mean', not 'cls'")
+            # voxels grouped per layer, the model's mixers run per group (recur.models.lion)
+            self.input, self.backbone = VoxelInput(input, config.d_model), LION(config, input)
+        else:
+            self.input = build_input(input, config.d_model, config.vocab_size, grid=config.grid)
+            self.backbone = Backbone(config)
         self.head = Head(head, config.d_model)
 
     def forward(self, inputs: torch.Tensor, state: list[State] | None = None, labels: torch.Tensor | None = None) -> ModelOutput:
@@ -60,7 +68,8 @@ class SequenceModel(nn.Module):
             # a grid's cells in row-major order
             hidden = hidden.flatten(1, 2)
         if self.head_config.pooled and self.head_config.pooling == "corners":
-            hidden = hidden[:, self.input.corners]
+            patch = self.input.patch
+            hidden = hidden[:, self.input.corners(inputs.shape[2] // patch, inputs.shape[3] // patch)]
         outputs, variance = self.head(hidden)
         loss = None if labels is None else self.head.loss(outputs, variance, labels)
         return ModelOutput(outputs, loss, state, variance)

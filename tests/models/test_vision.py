@@ -57,8 +57,9 @@ def test_corner_positions_are_the_last_visits_of_the_corner_patches(scan):
     adapter = ImageInput(InputConfig(**IMAGE, scan=scan), 8)
     order = scan_order(4, 6, scan)
     # the corner cells of a 4 × 6 patch grid, row-major
-    assert sorted(order[adapter.corners].tolist()) == [0, 5, 18, 23]
-    for position in adapter.corners.tolist():
+    corners = adapter.corners(4, 6)
+    assert sorted(order[corners].tolist()) == [0, 5, 18, 23]
+    for position in corners.tolist():
         assert (order[position + 1:] != order[position]).all()
 
 

@@ -105,6 +105,18 @@ def test_chunk_matches_naive_for_any_minibatch(minibatch):
     compare_results(family_results(MEMORY, "chunk", example), family_results(MEMORY, "naive", example), EXACT)
 
 
+def test_momentum_may_be_switched_off_at_a_token():
+    """θ_t = 0 (a sigmoid gate saturated in float32) is a legal momentum: the chunk form,
+    which works with log θ, must give the naive form's outputs and finite gradients."""
+    example = inputs(24, case="linear_momentum", phase=0)
+    theta = example.kwargs["theta"].detach().clone()
+    theta[:, ::5] = 0.0
+    example.kwargs["theta"] = theta.requires_grad_()
+    chunk = family_results(MEMORY, "chunk", example)
+    compare_results(chunk, family_results(MEMORY, "naive", example), EXACT)
+    assert all(torch.isfinite(value).all() for value in chunk.values() if isinstance(value, torch.Tensor))
+
+
 NAIVE_ONLY = {
     "moneta": {"objective": "lp", "p": 3.0, "retention": "lq", "q_norm": 4.0},
     "memora": {"retention": "kl", "simplex_scale": 2.0},

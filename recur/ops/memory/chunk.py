@@ -47,7 +47,7 @@ def chunk_memory(
     heads_first = lambda x: x.to(dtype).transpose(1, 2)  # noqa: E731  [B, T, H, ..] -> [B, H, T, ..]
     q, k, v, eta = heads_first(q), heads_first(k), heads_first(v), heads_first(eta)
     log_alpha = q.new_zeros(B, H, T) if g is None else heads_first(g)
-    log_theta = None if theta is None else heads_first(theta).log()
+    theta = None if theta is None else heads_first(theta)
     gamma = q.new_ones(B, H, T) if gamma is None else heads_first(gamma)
     delta = None if huber_threshold is None else heads_first(huber_threshold)
     if initial_state is None:
@@ -81,10 +81,10 @@ def chunk_memory(
     runs = [(n, len(list(group))) for n, group in itertools.groupby(lengths)]
     by_run = lambda x: [None] * len(runs) if x is None else x.split([n * m for n, m in runs], dim=2)  # noqa: E731
     coefficients = []
-    for (n, m), *gates in zip(runs, by_run(eta), by_run(log_alpha), by_run(log_theta), strict=True):
+    for (n, m), *gates in zip(runs, by_run(eta), by_run(log_alpha), by_run(theta), strict=True):
         # [B, H, m · n] -> [B, H, m, n]: the run's m mini-batches side by side
-        eta_run, log_alpha_run, log_theta_run = (None if x is None else x.unflatten(2, (m, n)) for x in gates)
-        run = _decays(eta_run, log_alpha_run, log_theta_run, c)
+        eta_run, log_alpha_run, theta_run = (None if x is None else x.unflatten(2, (m, n)) for x in gates)
+        run = _decays(eta_run, log_alpha_run, theta_run, c)
         coefficients += zip(*(part.unbind(2) for part in run), strict=True)
     outputs, anchor = [], A
     for index, inputs in enumerate(zip(
@@ -112,9 +112,9 @@ class Decays(NamedTuple):
     in_weights: torch.Tensor  # [.., n, n + c − 1]
 
 
-def _decays(eta, log_alpha, log_theta, c):
-    """The `Decays` of mini-batches of n tokens from η, log α, log θ [.., n] (log θ None:
-    gradient descent, θ = 0)."""
+def _decays(eta, log_alpha, theta, c):
+    """The `Decays` of mini-batches of n tokens from η, log α, θ [.., n] (θ None: gradient
+    descent, θ = 0)."""
     n = eta.shape[-1]
     # window[t, i] = 1 when window token i is in token t's window: [n, n + c − 1]
     index = torch.arange(n + c - 1, device=eta.device)
@@ -122,14 +122,25 @@ def _decays(eta, log_alpha, log_theta, c):
     window = ((index >= rows) & (index <= rows + c - 1)).to(eta.dtype)
     # retention: D^α [.., n, n] and 𝔄 [.., n]; momentum: D^θ and Θ (θ = 0 without momentum)
     decay, retained = segsum(log_alpha).exp(), log_alpha.cumsum(-1).exp()
-    if log_theta is None:
+    if theta is None:
         carry, carried = torch.eye(n, dtype=eta.dtype, device=eta.device), torch.zeros_like(retained)
     else:
-        carry, carried = segsum(log_theta).exp(), log_theta.cumsum(-1).exp()
+        carry, carried = _products(theta)
     in_momentum = (carry * eta[..., None, :]) @ window
     in_weights = decay @ in_momentum
     momentum_in_weights = (decay @ carried[..., None]).squeeze(-1)
     return Decays(retained, momentum_in_weights, carried, in_momentum, in_weights)
+
+
+def _products(theta):
+    """D^θ [.., n, n] (D^θ_{tj} = θ_{j+1}···θ_t for t ≥ j, 0 above the diagonal) and
+    Θ [.., n] (Θ_t = θ_1···θ_t) as products rather than exponentials of sums of logs, because
+    θ = 0 (no momentum at that token, e.g. a saturated sigmoid) is allowed: its log is −∞, and
+    the gradient through it 0 · ∞."""
+    n = theta.shape[-1]
+    later = torch.ones(n, n, dtype=torch.bool, device=theta.device).tril(-1)  # [t, j]: t > j
+    factors = torch.where(later, theta[..., :, None], torch.ones((), dtype=theta.dtype, device=theta.device))
+    return factors.cumprod(dim=-2).tril(), theta.cumprod(dim=-1)
 
 
 def _minibatch(anchor, W, S, q, keys, values, gamma, delta, decays, residual, layer_norm, degree, objective, p):
