@@ -403,3 +403,16 @@ def rossler_alrnn() -> RunConfig:
     lr 5e-3 → 1e-5 over 150,000 steps), the first 3000 of the paper's 150,000 (3000 epochs ×
     50 batches): lr 5e-3 → 4.4e-3."""
     return _alrnn_dsr("rossler", num_relu=1, lr=5e-3, seq_len=300, interval=8, steps=3000, paper_steps=150_000)
+
+
+@register_recipe("digits_2d_vit")
+def digits_2d_vit() -> RunConfig:
+    """8×8 digits, the ViT baseline: 2×2 patches on their grid, softmax attention over all
+    patches with a learned position embedding, mean pooling."""
+    return RunConfig(
+        task=Digits2DConfig(),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="vit_attention", mlp_ratio=2.0),
+        input=InputConfig(patch=2, position_embedding=True),
+        head=HeadConfig(pooling="mean"),
+        train=TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=50, weight_decay=0.01, eval_every=100),
+    )

@@ -364,3 +364,25 @@ def test_vision_recipes_train_five_steps(name, metric, tmp_path, capsys):
             "--train.threads", "1", "--run-dir", str(tmp_path / name), "--no-progress"]
     assert main(argv) == 0
     assert metric in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mixer", ["lightnet_2d", "vig", "activator", "lightnet"])
+def test_train_digits_2d_with_grid_and_sequence_mixers(mixer, tmp_path, capsys):
+    """A grid mixer in model.mixer runs the backbone on the patch grid; a sequence mixer reads
+    the recipe's scan. Both train, save and evaluate."""
+    run = tmp_path / mixer
+    argv = ["train", "--recipe", "digits_2d", "--model.mixer", mixer, "--model.d_model", "32", "--train.steps", "5",
+            "--train.eval_every", "5", "--train.batch_size", "16", "--train.threads", "1", "--head.pooling", "corners",
+            "--run-dir", str(run), "--no-progress"]
+    assert main(argv) == 0
+    assert "test/accuracy" in capsys.readouterr().out
+    assert main(["eval", str(run)]) == 0
+
+
+def test_a_grid_mixer_reads_the_twice_larger_test_grid(tmp_path, capsys):
+    """arrow_pointing tests at twice the training resolution: a grid mixer reads the larger grid."""
+    argv = ["train", "--recipe", "arrow_pointing", "--model.mixer", "lightnet_2d", "--model.d_model", "32",
+            "--train.steps", "5", "--train.batch_size", "8", "--task.eval_examples", "16", "--train.threads", "1",
+            "--head.pooling", "corners", "--run-dir", str(tmp_path / "arrow"), "--no-progress"]
+    assert main(argv) == 0
+    assert "test_2x/accuracy" in capsys.readouterr().out

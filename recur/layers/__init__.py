@@ -8,7 +8,16 @@ import importlib
 import pkgutil
 
 from .base import Mixer, MixerConfig, State
-from .registry import MIXERS, build_mixer, get_mixer, mixer_config, option_types, register_mixer
+from .registry import (
+    MIXERS,
+    build_mixer,
+    get_mixer,
+    layer_class,
+    layer_config,
+    mixer_config,
+    option_types,
+    register_mixer,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -20,6 +29,8 @@ __all__ = [
     "State",
     "build_mixer",
     "get_mixer",
+    "layer_class",
+    "layer_config",
     "mixer_config",
     "option_types",
     "register_mixer",

@@ -7,8 +7,9 @@ import typing
 import warnings
 from typing import Any
 
-from ..registry import Registry, did_you_mean
+from ..registry import Registry, UnknownName, did_you_mean
 from .base import Mixer, MixerConfig
+from .grid import GRID_MIXERS, GridMixer, grid_mixer_config
 
 MIXERS: Registry[type[Mixer]] = Registry("mixer")
 
@@ -71,8 +72,29 @@ def build_mixer(name: str, d_model: int, **options: Any) -> Mixer:
     return get_mixer(name)(mixer_config(name, d_model, **options))
 
 
+def layer_class(name: str) -> type[Mixer] | type[GridMixer]:
+    """The sequence mixer or the grid mixer registered as `name` (a model's layers may be
+    either); an unknown name fails with close matches from both registries."""
+    if name in GRID_MIXERS:
+        return GRID_MIXERS[name]
+    if name in MIXERS or not isinstance(name, str):
+        return MIXERS[name]
+    raise UnknownName(
+        f"unknown mixer {name!r}{did_you_mean(name, [*MIXERS, *GRID_MIXERS])} Known: {sorted(MIXERS)}; "
+        f"grid mixers: {sorted(GRID_MIXERS)}"
+    )
+
+
+def layer_config(name: str, d_model: int, **options: Any) -> MixerConfig:
+    """The typed config of the sequence or grid mixer `name`."""
+    if name in GRID_MIXERS:
+        return grid_mixer_config(name, d_model, **options)
+    return mixer_config(name, d_model, **options)
+
+
 def option_types(name: str) -> dict[str, Any]:
-    """Field name -> type of mixer `name`'s config (for typed overrides on the command line)."""
-    cls = get_mixer(name)
+    """Field name -> type of mixer `name`'s config (for typed overrides on the command line);
+    grid mixers included."""
+    cls = layer_class(name)
     hints = typing.get_type_hints(cls.Config)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls.Config) if f.name != "d_model"}

@@ -10,8 +10,9 @@
 | "dense" | [B, T, C] per-position class scores | [B, T] ids, -100 ignored | cross_entropy |
 
 Pooling (classify, regress) reads the last position (a causal model has read everything
-there), the mean over positions, or a learned class token appended after the sequence
-("cls"). The hinge losses are the multi-class SVM of Crammer and Singer (the GRU-SVM of
+there), the mean over positions, a learned class token appended after the sequence
+("cls"), or, for images, the mean of the four corner patches ("corners", pLSTM's pooling:
+each corner ends a scan direction); the model hands the head those four positions. The hinge losses are the multi-class SVM of Crammer and Singer (the GRU-SVM of
 Agarap, arXiv:1709.03082, uses the squared one). Gaussian NLL predicts a mean and a
 log-variance per output.
 """
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 HEAD_KINDS = ("lm", "classify", "regress", "step_regress", "forecast", "dense")
-POOLINGS = ("last", "mean", "cls")
+POOLINGS = ("last", "mean", "cls", "corners")
 LOSSES = {
     "lm": ("cross_entropy",),
     "classify": ("cross_entropy", "hinge", "squared_hinge"),
@@ -47,7 +48,8 @@ class HeadConfig:
     num_outputs: int = 0
     # forecast: how many steps ahead; set by the task
     horizon: int = 0
-    # classify / regress: "last", "mean" or "cls" (a learned token appended to the sequence)
+    # classify / regress: "last", "mean", "cls" (a learned token appended to the sequence) or
+    # "corners" (images: the mean of the four corner patches)
     pooling: str = "last"
     loss: str = ""
 
@@ -108,7 +110,7 @@ class Head(nn.Module):
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         config = self.config
         if config.pooled:
-            hidden = hidden.mean(1) if config.pooling == "mean" else hidden[:, -1]
+            hidden = hidden.mean(1) if config.pooling in ("mean", "corners") else hidden[:, -1]
         elif config.kind == "forecast":
             hidden = hidden[:, -1]
         out = self.projection(hidden)

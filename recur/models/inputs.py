@@ -7,7 +7,9 @@
   in a scan order: "row" (raster), "snake" (boustrophedon rows), "column", "bidirectional"
   (row order, then the same tokens reversed) or "four" (rows and columns, each both ways).
   Multi-directional scans feed every direction to one causal stack one after the other, so
-  the later directions read the earlier ones; pooling reads the end.
+  the later directions read the earlier ones; pooling reads the end. For a backbone with a
+  grid mixer the patches keep their 2-D layout instead, [B, H/p, W/p, D], and the scan
+  order is not used.
 - `PointInput`: point sets [B, N, C] (coordinates first) ordered along a space-filling
   curve (Morton / z-order), or by one axis, then encoded per point. With
   `point_model = "lion"` points become voxels instead (`recur.models.lion.VoxelInput`).
@@ -49,7 +51,8 @@ class InputConfig:
     width: int = 0
     patch: int = 1
     scan: str = "row"
-    # image: add a learned position embedding per token (for attention, which has none)
+    # image: add a learned position embedding per token (for attention, which has none;
+    # a ViT is `vit_attention` with it)
     position_embedding: bool = False
     # points: "morton" (z-order of the coordinates), "x" (sorted by the first coordinate), "none"
     point_order: str = "morton"
@@ -190,20 +193,26 @@ def scan_order(rows: int, cols: int, scan: str) -> torch.Tensor:
 
 
 class ImageInput(nn.Module):
-    """images [B, C, H, W] -> patch tokens [B, T, D] in the configured scan order.
+    """images [B, C, H, W] -> patch tokens [B, T, D] in the configured scan order, or on
+    the patch grid [B, H/p, W/p, D] with `grid=True` (for grid mixers).
 
     A patch of p×p pixels is one token (a linear map of its C·p² values); T is
-    (H/p)·(W/p) times the number of directions the scan makes.
+    (H/p)·(W/p) times the number of directions the scan makes. `corners(rows, cols)` gives
+    the positions, in the output's sequence (the grid's row-major cells), of the four
+    corner patches, each at the last visit of the scan: what corner pooling reads.
     """
 
-    def __init__(self, config: InputConfig, d_model: int) -> None:
+    def __init__(self, config: InputConfig, d_model: int, grid: bool = False) -> None:
         super().__init__()
         C, H, W, p = config.channels, config.height, config.width, config.patch
         if min(C, H, W) <= 0:
             raise ValueError(f"input.channels, height and width must be set for images; got {C}, {H}, {W}")
-        self.channels, self.height, self.width, self.patch, self.scan = C, H, W, p, config.scan
+        # on a grid the cells stay in row-major order: no scan
+        scan = "row" if grid else config.scan
+        self.channels, self.height, self.width, self.patch, self.scan = C, H, W, p, scan
         self.grid_shape = (H // p, W // p)
-        self.register_buffer("order", scan_order(*self.grid_shape, config.scan), persistent=False)
+        self.grid = grid
+        self.register_buffer("order", scan_order(*self.grid_shape, scan), persistent=False)
         self.projection = nn.Linear(C * p * p, d_model)
         self.position = nn.Parameter(torch.zeros(len(self.order), d_model)) if config.position_embedding else None
         if self.position is not None:
@@ -231,7 +240,16 @@ class ImageInput(nn.Module):
         # [B, C, H/p, p, W/p, p] -> [B, (H/p)(W/p), C·p·p], row-major over patches
         patches = images.unflatten(2, (-1, p)).unflatten(4, (-1, p)).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, self.channels * p * p)
         tokens = self.projection(patches.to(self.projection.weight.dtype))[:, order]
-        return tokens if self.position is None else tokens + self.position
+        tokens = tokens if self.position is None else tokens + self.position
+        return tokens.unflatten(1, (H // p, W // p)) if self.grid else tokens
+
+    def corners(self, rows: int, cols: int) -> torch.Tensor:
+        """The last position of each corner patch of a rows×cols patch grid in the output's
+        sequence: [4] (top left, top right, bottom left, bottom right)."""
+        order = self.order if (rows, cols) == self.grid_shape else scan_order(rows, cols, self.scan).to(self.order.device)
+        visits = torch.arange(len(order), device=order.device)
+        corner_cells = [0, cols - 1, (rows - 1) * cols, rows * cols - 1]
+        return torch.stack([visits[order == cell].max() for cell in corner_cells])
 
 
 def morton_codes(coordinates: torch.Tensor, bits: int = 10) -> torch.Tensor:
@@ -279,12 +297,12 @@ class PointInput(nn.Module):
         return next(self.encoder.parameters()).dtype
 
 
-def build_input(config: InputConfig, d_model: int, vocab_size: int) -> nn.Module:
-    """The adapter `config.kind` names."""
+def build_input(config: InputConfig, d_model: int, vocab_size: int, grid: bool = False) -> nn.Module:
+    """The adapter `config.kind` names; `grid`: images keep their 2-D patch layout."""
     if config.kind == "tokens":
         return TokenInput(vocab_size, d_model)
     if config.kind == "vectors":
         return VectorInput(config.features, d_model, config.encoder, config.normalize)
     if config.kind == "image":
-        return ImageInput(config, d_model)
+        return ImageInput(config, d_model, grid)
     return PointInput(config, d_model)

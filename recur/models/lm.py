@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import State, get_mixer, mixer_config
+from ..layers import Mixer, State, layer_class, layer_config
+from ..layers.grid import GRID_MIXERS
 from ..layers.parts import RMSNorm
 from .block import Block
 
@@ -37,7 +38,8 @@ class LMConfig:
     d_model: int = 128
     n_layers: int = 4
     # the mixer of every layer; with a `pattern` it is ignored and stored as "" (a saved
-    # config then names the layers' mixers once, in `pattern`)
+    # config then names the layers' mixers once, in `pattern`). A grid mixer (`recur list`)
+    # makes the backbone read image patches on their 2-D layout [B, H, W, D]
     mixer: str = "gla"
     # mixer names repeated over the layers, e.g. ("gla", "gla", "gla", "attention") for 3:1
     pattern: tuple[str, ...] = ()
@@ -63,16 +65,22 @@ class LMConfig:
             raise ValueError("mixer is empty; name the mixer of every layer or give a pattern")
         # an unknown mixer name fails here, with close matches, before any layer is built
         for name in (*self.layer_mixers(), *self.mixer_options):
-            get_mixer(name)
+            layer_class(name)
         for name, options in self.layer_options():
             try:
-                mixer_config(name, self.d_model, **options)
+                layer_config(name, self.d_model, **options)
             except ValueError as error:
                 raise ValueError(_naming_keys(name, str(error))) from None
         if self.mlp_ratio < 0:
             raise ValueError(f"mlp_ratio must be >= 0; got {self.mlp_ratio}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+
+    @property
+    def grid(self) -> bool:
+        """Whether a layer is a grid mixer: then the backbone runs on [B, H, W, D], and its
+        sequence mixers read the cells in row-major order."""
+        return any(name in GRID_MIXERS for name in self.layer_mixers())
 
     def layer_mixers(self) -> list[str]:
         if not self.pattern:
@@ -99,7 +107,7 @@ class LMConfig:
 def _naming_keys(mixer: str, message: str) -> str:
     """A mixer config's error, followed by the run-config keys of the fields it mentions
     (a layer's config knows its fields, not where in a run they are set)."""
-    fields = [f.name for f in dataclasses.fields(get_mixer(mixer).Config)]
+    fields = [f.name for f in dataclasses.fields(layer_class(mixer).Config)]
     named = [f for f in fields if re.search(rf"\b{f}\b", message)]
     if not named:
         return message
@@ -142,7 +150,8 @@ class LMOutput:
 
 
 class Backbone(nn.Module):
-    """The blocks and the final norm: [B, T, D] -> [B, T, D], with per-layer states."""
+    """The blocks and the final norm: [B, T, D] -> [B, T, D], with per-layer states; with a
+    grid mixer among the layers, [B, H, W, D] -> [B, H, W, D] (see `Block`)."""
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
@@ -156,6 +165,8 @@ class Backbone(nn.Module):
         self.shared = nn.ModuleDict()
         for name in dict.fromkeys(config.layer_mixers()):
             layers = [block.mixer for block in self.blocks if block.mixer.name == name]
+            if not isinstance(layers[0], Mixer):
+                continue
             module = type(layers[0]).shared_across_depth(layers)
             if module is not None:
                 self.shared[name] = module
@@ -189,6 +200,8 @@ class LM(nn.Module):
         super().__init__()
         if config.vocab_size <= 0:
             raise ValueError(f"a language model needs a vocabulary: vocab_size must be positive; got {config.vocab_size}")
+        if config.grid:
+            raise ValueError(f"grid mixers read images, not token sequences; a language model cannot use {config.layer_mixers()}")
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.backbone = Backbone(config)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import State
+from ..layers import Mixer, State
 from .heads import Head, HeadConfig
 from .inputs import InputConfig, build_input
 from .lion import LION, VoxelInput
@@ -36,6 +36,16 @@ class SequenceModel(nn.Module):
         super().__init__()
         if head.kind == "lm" and input.kind != "tokens":
             raise ValueError(f"a language-model head needs token inputs; got input.kind {input.kind!r}")
+        if config.grid and input.kind != "image":
+            raise ValueError(
+                f"grid mixers read a 2-D layout and need image inputs; model layers {config.layer_mixers()} "
+                f"with input.kind {input.kind!r}"
+            )
+        if head.pooled and head.pooling == "corners" and input.kind != "image":
+            raise ValueError(f"head.pooling 'corners' needs image inputs; got input.kind {input.kind!r}")
+        if head.pooled and head.pooling == "cls" and config.grid:
+            raise ValueError("head.pooling 'cls' appends a token to a sequence, which a grid has no place for; "
+                             "use 'mean', 'last' or 'corners' with grid mixers")
         self.config, self.input_config, self.head_config = config, input, head
         if input.kind == "points" and input.point_model == "lion":
             if head.pooling == "cls":
@@ -43,7 +53,7 @@ class SequenceModel(nn.Module):
             # voxels grouped per layer, the model's mixers run per group (recur.models.lion)
             self.input, self.backbone = VoxelInput(input, config.d_model), LION(config, input)
         else:
-            self.input = build_input(input, config.d_model, config.vocab_size)
+            self.input = build_input(input, config.d_model, config.vocab_size, grid=config.grid)
             self.backbone = Backbone(config)
         self.head = Head(head, config.d_model)
 
@@ -54,6 +64,12 @@ class SequenceModel(nn.Module):
         if self.head.cls is not None:
             x = torch.cat([x, self.head.cls.to(x.dtype).expand(x.shape[0], 1, -1)], dim=1)
         hidden, state = self.backbone(x, state)
+        if hidden.dim() == 4:
+            # a grid's cells in row-major order
+            hidden = hidden.flatten(1, 2)
+        if self.head_config.pooled and self.head_config.pooling == "corners":
+            patch = self.input.patch
+            hidden = hidden[:, self.input.corners(inputs.shape[2] // patch, inputs.shape[3] // patch)]
         outputs, variance = self.head(hidden)
         loss = None if labels is None else self.head.loss(outputs, variance, labels)
         return ModelOutput(outputs, loss, state, variance)
@@ -72,6 +88,7 @@ class SequenceModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def state_size(self) -> int:
-        """Bytes of recurrent state per sequence (growing caches count per token)."""
-        return sum(block.mixer.state_size() for block in self.backbone.blocks)
+        """Bytes of recurrent state per sequence (growing caches count per token); grid
+        mixers read a grid whole and keep none."""
+        return sum(block.mixer.state_size() for block in self.backbone.blocks if isinstance(block.mixer, Mixer))
 

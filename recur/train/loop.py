@@ -846,7 +846,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "parameters": result.num_parameters,
         "state_bytes_per_sequence": result.state_size,
         # layers whose state grows with the sequence (key-value caches) count per token
-        "growing_state": any(not MIXERS[name].constant_state for name in model.layer_mixers()),
+        "growing_state": any(name in MIXERS and not MIXERS[name].constant_state for name in model.layer_mixers()),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
         "chosen_step": result.chosen_step,
