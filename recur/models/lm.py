@@ -50,6 +50,11 @@ class LMConfig:
     norm_eps: float = 1e-6
     dropout: float = 0.0
     tie_embeddings: bool = True
+    # a whole forecasting model in place of the backbone and head (recur.models.tpgn's
+    # FORECASTERS, e.g. "tpgn"; it reads d_model and ignores the layer fields); "" = the backbone
+    forecaster: str = ""
+    # the forecaster's own options, e.g. {"period": 12}
+    forecaster_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers"):

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..layers import MIXERS, Mixer
 from ..models import LM, EncoderDecoder, SequenceModel
+from ..models.tpgn import build_forecaster
 from ..tasks import Task, get_task
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, apply_overrides, check_resume, from_dict, to_dict
@@ -72,12 +73,14 @@ def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
 
 def build_model(config: RunConfig, task: Task) -> nn.Module:
     """The model the task needs, over config.model's backbone: an `LM` for next-token
-    prediction over ids, an `EncoderDecoder` for seq2seq, else a `SequenceModel` with the
-    task's input adapter and head."""
+    prediction over ids, an `EncoderDecoder` for seq2seq, the forecaster `model.forecaster`
+    names (TPGN), else a `SequenceModel` with the task's input adapter and head."""
     if task.head == "seq2seq":
         return EncoderDecoder(config.model, config.seq2seq, config.input, task.target_vocab_size)
     if task.head == "lm" and task.input == "tokens":
         return LM(config.model)
+    if config.model.forecaster:
+        return build_forecaster(config, task)
     return SequenceModel(config.model, config.input, config.head)
 
 
