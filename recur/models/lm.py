@@ -79,6 +79,12 @@ class LMConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
 
+    def describe(self) -> str:
+        """One line naming the model: "gla+attention, 4 layers, d_model 128" (or the forecaster)."""
+        if self.forecaster:
+            return f"{self.forecaster}, d_model {self.d_model}"
+        return f"{'+'.join(dict.fromkeys(self.layer_mixers()))}, {self.n_layers} layers, d_model {self.d_model}"
+
     def layer_mixers(self) -> list[str]:
         if not self.pattern:
             return [self.mixer] * self.n_layers

@@ -64,6 +64,11 @@ class ForecastConfig(TaskConfig):
     horizon: int = 96
     # each channel its own univariate example (always true of a one-channel series)
     channel_independent: bool = True
+    # each window minus its last look-back value, inputs and targets alike (NLinear: Zeng, Chen,
+    # Zhang, Xu, arXiv:2205.13504). An error does not change under the shift, so the metrics
+    # keep their meaning; a model then predicts changes, which a trending series (co2) needs
+    # once its test part lies above every level seen in training
+    subtract_last: bool = False
     # fractions of the series (in time order) for validation and for testing; training gets the rest
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -138,6 +143,8 @@ class Forecast(Task):
         values = self.series[steps]  # [n, L + H, C]
         if channels is not None:
             values = values.gather(2, channels[:, None, None].expand(-1, L + H, 1))
+        if self.config.subtract_last:
+            values = values - values[:, L - 1 : L]
         return {"inputs": values[:, :L], "labels": values[:, L:]}
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> Batch:

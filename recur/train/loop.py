@@ -809,10 +809,9 @@ def _result(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve) -> Train
 def summary(result: TrainResult) -> dict[str, Any]:
     """The result as a JSON-ready dict (what `recur train` prints and writes to result.json)."""
     model = result.config.model
-    mixers = "+".join(dict.fromkeys(model.layer_mixers()))
     return {
         "task": result.config.task_name,
-        "model": f"{mixers}, {model.n_layers} layers, d_model {model.d_model}",
+        "model": model.describe(),
         "parameters": result.num_parameters,
         "state_bytes_per_sequence": result.state_size,
         # layers whose state grows with the sequence (key-value caches) count per token

@@ -55,6 +55,16 @@ def test_evaluation_reads_every_window_and_channel():
     assert joint.sample(3, torch.Generator(), "train")["labels"].shape == (3, 4, 12)
 
 
+def test_subtract_last_shifts_inputs_and_targets_alike():
+    plain = build_task("forecast", series="co2", lookback=20, horizon=5)
+    shifted = build_task("forecast", series="co2", lookback=20, horizon=5, subtract_last=True)
+    a, b = plain.sample(4, torch.Generator(), "test"), shifted.sample(4, torch.Generator(), "test")
+    last = a["inputs"][:, -1:]
+    torch.testing.assert_close(b["inputs"], a["inputs"] - last)
+    torch.testing.assert_close(b["labels"], a["labels"] - last)
+    assert (b["inputs"][:, -1] == 0).all()
+
+
 def test_metrics_are_mse_and_mae():
     task = build_task("forecast", series="sunspots", lookback=12, horizon=4)
     labels = torch.zeros(2, 4, 1)
