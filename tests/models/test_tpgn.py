@@ -93,3 +93,21 @@ def test_run_config_builds_tpgn_from_the_task():
     assert out.logits.shape == (4, 20, 1) and torch.isfinite(out.loss)
     with pytest.raises(ValueError, match="unknown key model.forecaster_options.perod; did you mean 'period'"):
         build_model(recipe("forecast_tpgn", {"model.forecaster_options": '{"perod": 12}'}), task)
+
+
+def test_a_tpgn_run_loads_back(tmp_path):
+    """The run folder's config rebuilds TPGN, and the saved weights give the same forecasts."""
+    pytest.importorskip("statsmodels")
+    from recur import load_run
+    from recur.recipes import recipe
+    from recur.train import train
+
+    overrides = {"task.lookback": 52, "task.horizon": 8, "model.d_model": 8, "train.steps": 2, "train.eval_every": 2,
+                 "train.batch_size": 4, "train.threads": 1}
+    result = train(recipe("forecast_tpgn", overrides), tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    assert isinstance(run.model, TPGN)
+    test = run.task.sample(0, torch.Generator(), "test")
+    with torch.no_grad():
+        predictions = run.model(test["inputs"]).logits
+    assert run.task.metrics(predictions, test["labels"])["mse"] == pytest.approx(result.metrics["test/mse"], rel=1e-5)
