@@ -240,10 +240,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(render_summary(summary(result)))
     png = run_dir / "curves.png"
     try:
-        from .train.plot import plot_run
+        from .train.plot import plot_attractors, plot_run
 
         plot_run(run_dir, png)
         print(f"plot: {png}")
+        if config.task_name == "dynamics":
+            print(f"plot: {plot_attractors(run_dir)}")
     except ImportError as error:
         print(f"no plot ({error})")
     print(f"run dir: {run_dir}")
@@ -323,6 +325,12 @@ def render_summary(s: dict) -> str:
         (s["test_metric"], f"{s['test_value']:.4f}"),
     ]
     rows += [(k, f"{v:.4f}") for k, v in s["metrics"].items() if k not in (s["metric"], s["test_metric"])]
+    privacy = s.get("privacy")
+    if privacy and privacy["method"] == "dp_sgd":
+        rows.append(("privacy (DP-SGD)", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} "
+                                         f"(σ = {privacy['noise_multiplier']:.3g}, {privacy['accountant']})"))
+    elif privacy:
+        rows.append(("privacy (inputs)", f"ε = {privacy['epsilon_per_value']:g} per value (Laplace)"))
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k:<{width}} | {v}" for k, v in rows), line])
@@ -423,10 +431,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .train.plot import plot_run
+    from .train.plot import plot_attractors, plot_run
 
     out = plot_run(args.run, args.out)
     print(f"wrote {out}")
+    config = Path(args.run) / "config.json"
+    if config.is_file() and json.loads(config.read_text())["task"]["name"] == "dynamics":
+        # a reconstruction is judged by its attractor: the true and the generated one side by side
+        print(f"wrote {plot_attractors(args.run)}")
     return 0
 
 

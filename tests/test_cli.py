@@ -356,3 +356,11 @@ def test_ctrl_c_saves_and_a_resume_continues_the_run_as_it_was(tmp_path, capsys)
     assert main(["train", "--run-dir", str(run), "--resume"]) == 0
     assert "nothing to resume: the run trained all its 100 steps" in capsys.readouterr().out
     assert files(run) == before
+
+
+@pytest.mark.parametrize("name,metric", [("arrow_pointing", "test_2x/accuracy"), ("point_shapes", "test/accuracy")])
+def test_vision_recipes_train_five_steps(name, metric, tmp_path, capsys):
+    argv = ["train", "--recipe", name, "--train.steps", "5", "--train.batch_size", "8", "--task.eval_examples", "16",
+            "--train.threads", "1", "--run-dir", str(tmp_path / name), "--no-progress"]
+    assert main(argv) == 0
+    assert metric in capsys.readouterr().out

@@ -194,7 +194,7 @@ class MemoryMixer(RecurrentMixer):
         return {"no_decay": [self.A_log, self.dt_bias]} if self.config.forget else {}
 
 
-def _paper(name: str, doc: str, naive_only: bool = False, **defaults):
+def _paper(name: str, doc: str, **defaults):
     """Registers `name`: MemoryMixer with a config whose defaults are the paper's."""
     fields = [(key, type(value), dataclasses.field(default=value)) for key, value in defaults.items()]
     title = "".join(part.capitalize() for part in name.split("_"))
@@ -202,9 +202,6 @@ def _paper(name: str, doc: str, naive_only: bool = False, **defaults):
     config.__doc__ = doc
     config.__module__ = __name__
     attributes = {"Config": config, "__doc__": doc, "__module__": __name__}
-    if naive_only:
-        # its retention or optimiser has no mini-batch form: the naive loop is the only one
-        attributes["impls"] = ("naive",)
     return register_mixer(name)(type(title, (MemoryMixer,), attributes))
 
 
@@ -220,11 +217,14 @@ TTTMLP = _paper(
 )
 Titans = _paper(
     "titans", "Titans (memory as a layer): a 2-layer MLP memory, ℓ2, momentum (surprise) and weight decay.",
-    depth=2, residual=True, optimizer="momentum", minibatch=MINIBATCH,
+    # η ≤ 1/4: with momentum θ, one inner step is stable while η · λ_max < 2 (1 + θ), λ_max
+    # the curvature of the memory's loss; the MLP memory's reaches ≈ 4 at its start, and at
+    # η = 1 its weights overflow within the first hundred tokens of a training batch
+    depth=2, residual=True, optimizer="momentum", minibatch=MINIBATCH, lr_max=0.25,
 )
 Moneta = _paper(
     "moneta", "Moneta (Miras): ℓ3 attentional bias, ℓ4 retention of the normalised accumulator.",
-    naive_only=True, depth=2, residual=True, layer_norm=True, objective="lp", p=3.0, retention="lq", q_norm=4.0,
+    depth=2, residual=True, layer_norm=True, objective="lp", p=3.0, retention="lq", q_norm=4.0,
     minibatch=MINIBATCH,
 )
 Yaad = _paper(
@@ -233,11 +233,11 @@ Yaad = _paper(
 )
 Memora = _paper(
     "memora", "Memora (Miras): ℓ2 attentional bias, KL retention keeping each row on a scaled simplex.",
-    naive_only=True, depth=2, residual=True, layer_norm=True, retention="kl", minibatch=MINIBATCH,
+    depth=2, residual=True, layer_norm=True, retention="kl", minibatch=MINIBATCH,
 )
 Atlas = _paper(
     "atlas", "ATLAS: the Omega rule over c = 4 tokens, polynomial features of degree 2, Muon (Newton–Schulz) steps.",
-    naive_only=True, depth=2, residual=True, feature_degree=2, window=4, optimizer="newton_schulz", minibatch=MINIBATCH,
+    depth=2, residual=True, feature_degree=2, window=4, optimizer="newton_schulz", minibatch=MINIBATCH,
 )
 OmegaNet = _paper(
     "omeganet", "OmegaNet: the Omega rule over c = 4 tokens, polynomial features of degree 2, gradient descent.",

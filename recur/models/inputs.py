@@ -9,7 +9,8 @@
   Multi-directional scans feed every direction to one causal stack one after the other, so
   the later directions read the earlier ones; pooling reads the end.
 - `PointInput`: point sets [B, N, C] (coordinates first) ordered along a space-filling
-  curve (Morton / z-order), or by one axis, then encoded per point.
+  curve (Morton / z-order), or by one axis, then encoded per point. With
+  `point_model = "lion"` points become voxels instead (`recur.models.lion.VoxelInput`).
 
 Each adapter has `forward(x) -> [B, T, D]`; those that make one token per time step also
 have `step(x_t) -> [B, D]` for step-by-step decoding.
@@ -26,6 +27,7 @@ INPUT_KINDS = ("tokens", "vectors", "image", "points")
 ENCODERS = ("linear", "mlp")
 SCANS = ("row", "snake", "column", "bidirectional", "four")
 POINT_ORDERS = ("morton", "x", "none")
+POINT_MODELS = ("sequence", "lion")
 
 
 @dataclass(kw_only=True)
@@ -53,6 +55,18 @@ class InputConfig:
     point_order: str = "morton"
     # points: how many leading features are coordinates (the rest are per-point features)
     point_dims: int = 3
+    # points: "sequence" (one token per point, in point_order, through the backbone) or
+    # "lion" (voxels in windows, each layer's mixer run per group along x, then y:
+    # recur.models.lion)
+    point_model: str = "sequence"
+    # lion: voxels per axis over the box [-lion_extent, lion_extent]^3, voxels per window
+    # side (0 = the whole grid), voxels per group, and the fraction of each cloud's voxels
+    # that generate new ones after every x-y pair of layers (0 = no voxel generation)
+    lion_voxels: int = 12
+    lion_extent: float = 1.5
+    lion_window: int = 0
+    lion_group: int = 64
+    lion_generation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
@@ -63,6 +77,18 @@ class InputConfig:
             raise ValueError(f"input.scan must be one of {list(SCANS)}; got {self.scan!r}")
         if self.point_order not in POINT_ORDERS:
             raise ValueError(f"input.point_order must be one of {list(POINT_ORDERS)}; got {self.point_order!r}")
+        if self.point_model not in POINT_MODELS:
+            raise ValueError(f"input.point_model must be one of {list(POINT_MODELS)}; got {self.point_model!r}")
+        for name in ("lion_voxels", "lion_group"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"input.{name} must be a positive int; got {value!r}")
+        if not isinstance(self.lion_window, int) or self.lion_window < 0:
+            raise ValueError(f"input.lion_window must be a non-negative int (0 = the whole grid); got {self.lion_window!r}")
+        if not self.lion_extent > 0:
+            raise ValueError(f"input.lion_extent must be positive; got {self.lion_extent!r}")
+        if not 0 <= self.lion_generation <= 1:
+            raise ValueError(f"input.lion_generation must be in [0, 1]; got {self.lion_generation!r}")
         for name in ("features", "channels", "height", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -175,7 +201,7 @@ class ImageInput(nn.Module):
         C, H, W, p = config.channels, config.height, config.width, config.patch
         if min(C, H, W) <= 0:
             raise ValueError(f"input.channels, height and width must be set for images; got {C}, {H}, {W}")
-        self.channels, self.height, self.width, self.patch = C, H, W, p
+        self.channels, self.height, self.width, self.patch, self.scan = C, H, W, p, config.scan
         self.grid_shape = (H // p, W // p)
         self.register_buffer("order", scan_order(*self.grid_shape, config.scan), persistent=False)
         self.projection = nn.Linear(C * p * p, d_model)
@@ -184,16 +210,27 @@ class ImageInput(nn.Module):
             nn.init.normal_(self.position, std=0.02)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        expected = [self.channels, self.height, self.width]
-        if images.dim() != 4 or list(images.shape[1:]) != expected:
-            raise ValueError(f"inputs must be images [B, {', '.join(map(str, expected))}]; got {list(images.shape)}")
+        """Images of the configured size, or of any other whose sides the patch divides (an
+        extrapolation test at a larger size): the scan then covers the larger grid of patches."""
+        p = self.patch
+        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[2] % p or images.shape[3] % p:
+            raise ValueError(
+                f"inputs must be images [B, {self.channels}, H, W] with H and W multiples of the patch {p} "
+                f"(trained on {self.height}×{self.width}); got {list(images.shape)}"
+            )
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point; got {images.dtype}")
-        p = self.patch
-        B = images.shape[0]
+        B, _, H, W = images.shape
+        order = self.order
+        if (H // p, W // p) != self.grid_shape:
+            if self.position is not None:
+                raise ValueError(
+                    f"a learned position embedding covers {self.height}×{self.width} images only; got {H}×{W}"
+                )
+            order = scan_order(H // p, W // p, self.scan).to(images.device)
         # [B, C, H/p, p, W/p, p] -> [B, (H/p)(W/p), C·p·p], row-major over patches
         patches = images.unflatten(2, (-1, p)).unflatten(4, (-1, p)).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, self.channels * p * p)
-        tokens = self.projection(patches.to(self.projection.weight.dtype))[:, self.order]
+        tokens = self.projection(patches.to(self.projection.weight.dtype))[:, order]
         return tokens if self.position is None else tokens + self.position
 
 

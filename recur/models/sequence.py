@@ -3,7 +3,8 @@
 `SequenceModel(backbone, input, head)` covers every task that is not next-token language
 modelling over ids (that is `LM`, which adds tied embeddings and generation): sequence
 classification and regression, per-step regression, forecasting, dense outputs, over
-token ids, real-valued vectors, images or point sets.
+token ids, real-valued vectors, images or point sets (a sequence of points, or LION's
+groups of voxels: `input.point_model`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 from ..layers import State
 from .heads import Head, HeadConfig
 from .inputs import InputConfig, build_input
+from .lion import LION, VoxelInput
 from .lm import Backbone, LMConfig
 
 
@@ -35,8 +37,14 @@ class SequenceModel(nn.Module):
         if head.kind == "lm" and input.kind != "tokens":
             raise ValueError(f"a language-model head needs token inputs; got input.kind {input.kind!r}")
         self.config, self.input_config, self.head_config = config, input, head
-        self.input = build_input(input, config.d_model, config.vocab_size)
-        self.backbone = Backbone(config)
+        if input.kind == "points" and input.point_model == "lion":
+            if head.pooling == "cls":
+                raise ValueError("LION pools the mean of its voxels: head.pooling must be 'last' or 'mean', not 'cls'")
+            # voxels grouped per layer, the model's mixers run per group (recur.models.lion)
+            self.input, self.backbone = VoxelInput(input, config.d_model), LION(config, input)
+        else:
+            self.input = build_input(input, config.d_model, config.vocab_size)
+            self.backbone = Backbone(config)
         self.head = Head(head, config.d_model)
 
     def forward(self, inputs: torch.Tensor, state: list[State] | None = None, labels: torch.Tensor | None = None) -> ModelOutput:

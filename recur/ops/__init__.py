@@ -5,7 +5,7 @@ single step, its checks, its state layout and example inputs. Each has one publi
 (`recur.ops.gla.gla`, ...) whose `impl` argument picks the form.
 """
 
-from . import delta, gla, memory, mlstm, newton, rnn, ssm
+from . import delta, gla, grid, memory, mlstm, newton, rnn, ssm
 from .family import FAMILIES, Example, Family, Form, StateLayout
 
-__all__ = ["FAMILIES", "Example", "Family", "Form", "StateLayout", "delta", "gla", "memory", "mlstm", "newton", "rnn", "ssm"]
+__all__ = ["FAMILIES", "Example", "Family", "Form", "StateLayout", "delta", "gla", "grid", "memory", "mlstm", "newton", "rnn", "ssm"]

@@ -208,6 +208,12 @@ class Family:
     steps: single-step forms (decoding), name -> Form with the spec's signature run on
         T = 1; "naive" is added.
     default: the form "auto" picks where no Triton kernel runs.
+    layout: "sequence" (time on dim 1) or "grid": the main inputs are cells of 2-D grids,
+        rows on dim 1 and columns on dim 2, read from the top-left corner to the
+        bottom-right one. A grid has no packed batches (`cu_seqlens` must be None), no
+        single steps, and its state is the boundary (what enters at the top and left
+        edges, what leaves at the bottom and right ones), so [0:t] then [t:T] does not
+        carry over; the generic tests of those run on sequence families only.
     """
 
     name: str
@@ -223,13 +229,18 @@ class Family:
     log_gates: tuple[str, ...] = ()
     steps: dict[str, Form | Callable] = field(default_factory=dict)
     default: str = "chunk"
+    layout: str = "sequence"
     signature: inspect.Signature = field(init=False)
 
     def __post_init__(self) -> None:
         self.signature = inspect.signature(self.spec)
         forms = {"naive": Form(self.spec, summary="the spec: a loop over time"), **self.forms}
         self._forms = {name: f if isinstance(f, Form) else Form(f) for name, f in forms.items()}
-        steps = {"naive": Form(self.spec), **self.steps}
+        if self.layout not in ("sequence", "grid"):
+            raise ValueError(f"family {self.name!r}: layout must be 'sequence' or 'grid'; got {self.layout!r}")
+        if self.layout == "grid" and self.steps:
+            raise ValueError(f"family {self.name!r}: a grid family has no single-step forms; got {sorted(self.steps)}")
+        steps = {} if self.layout == "grid" else {"naive": Form(self.spec), **self.steps}
         self._steps = {name: f if isinstance(f, Form) else Form(f) for name, f in steps.items()}
         if self.default not in self._forms:
             raise ValueError(f"family {self.name!r}: default form {self.default!r} is not one of {sorted(self._forms)}")
@@ -290,6 +301,8 @@ class Family:
         if not isinstance(flag, bool):
             raise TypeError(f"output_final_state must be True or False; got {flag!r}")
         cu_seqlens = arguments.get("cu_seqlens")
+        if cu_seqlens is not None and self.layout == "grid":
+            raise ValueError(f"cu_seqlens must be None for the {self.name} family (its inputs are grids, not sequences)")
         if cu_seqlens is not None:
             if not isinstance(cu_seqlens, torch.Tensor):
                 raise TypeError(f"cu_seqlens must be a torch.Tensor [N + 1] or None; got {type(cu_seqlens).__name__}")
@@ -300,6 +313,8 @@ class Family:
     def step(self, *args, impl: str = AUTO, **kwargs):
         """One time step: the time inputs without their time axis, the state as
         `initial_state` -> (output without the time axis, next state). For decoding."""
+        if self.layout == "grid":
+            raise TypeError(f"the {self.name} family reads whole grids; it has no single step")
         bound = self.signature.bind_partial(*args, **kwargs)
         stepped = {
             name: (value.unsqueeze(1) if name in self.time_inputs and isinstance(value, torch.Tensor) else value)
@@ -391,9 +406,11 @@ class Family:
             return any(bool(_faulty(x, name in self.log_gates).any()) for name, x in inputs)
 
     def _steps_in(self, arguments: dict[str, Any]) -> int | None:
+        """The number of time steps (of cells, for a grid)."""
         for name in self.time_inputs:
             if isinstance(arguments.get(name), torch.Tensor):
-                return arguments[name].shape[1]
+                x = arguments[name]
+                return x.shape[1] * x.shape[2] if self.layout == "grid" else x.shape[1]
         return None
 
     def _load(self, form: Form) -> Callable:

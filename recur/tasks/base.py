@@ -62,7 +62,8 @@ class Task:
     head: ClassVar[str] = "lm"
     # what the inputs are: "tokens", "vectors", "image" or "points" (recur.models.inputs)
     input: ClassVar[str] = "tokens"
-    # the splits `evaluate` reports; metric keys are "<split>/<name>"
+    # the splits `evaluate` reports; metric keys are "<split>/<name>". An extra split named
+    # "test_<what>" (an extrapolation test) is read with the test split, once, at the end
     eval_splits: ClassVar[tuple[str, ...]] = ("val", "test")
     # the validation figure that early stopping, targets and checkpoint choice read, and
     # which way is better; the same metric of the test split is reported once, at the end

@@ -31,7 +31,8 @@ TASK_FIELDS = {
     "input": ("kind", "features", "channels", "height", "width"),
     "head": ("kind", "num_outputs", "horizon"),
 }
-SECTIONS = ("task", "model", "input", "head", "seq2seq", "train")
+SECTIONS = ("task", "model", "input", "head", "seq2seq", "train", "privacy")
+PRIVACY_METHODS = ("none", "dp_sgd", "input")
 
 
 @dataclass(kw_only=True)
@@ -70,6 +71,10 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     tensorboard: bool = False
+    # "adamw", or "radam" (rectified Adam, decoupled decay; the AL-RNN paper's)
+    optimizer: str = "adamw"
+    # after the warmup: "cosine" to lr * min_lr_ratio, or "exponential" (geometric) to it
+    schedule: str = "cosine"
     # torch CPU threads (0 = from the machine: its idle CPUs, at most 4; see loop.cpu_threads)
     threads: int = 0
     # with several processes: "ddp" (replicated weights) or "fsdp" (FSDP2, sharded)
@@ -93,6 +98,10 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
         if self.distributed not in ("ddp", "fsdp"):
             raise ValueError(f"train.distributed must be 'ddp' or 'fsdp'; got {self.distributed!r}")
+        if self.optimizer not in ("adamw", "radam"):
+            raise ValueError(f"train.optimizer must be 'adamw' or 'radam'; got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "exponential"):
+            raise ValueError(f"train.schedule must be 'cosine' or 'exponential'; got {self.schedule!r}")
         if self.select not in ("best", "last"):
             raise ValueError(f"train.select must be 'best' or 'last'; got {self.select!r}")
         if self.precision not in PRECISIONS:
@@ -103,6 +112,61 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
+class PrivacyConfig:
+    """Differentially private training (recur.train.privacy, docs/privacy.md): "dp_sgd"
+    clips each example's gradient and adds Gaussian noise; "input" adds Laplace noise to
+    the training inputs once, before any training. Either way the run trains on a fixed
+    private set of `dataset_size` training examples, drawn once from the seed."""
+
+    # "none", "dp_sgd" or "input"
+    method: str = "none"
+    # examples in the private training set; DP-SGD samples each with rate batch_size / dataset_size
+    dataset_size: int = 10_000
+    # DP-SGD: the noise's standard deviation over max_grad_norm (σ), or None with target_epsilon
+    noise_multiplier: float | None = None
+    # DP-SGD: the ε the run must reach at delta after train.steps steps; σ is solved for it
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    # DP-SGD: every example's gradient is scaled to at most this L2 norm (C)
+    max_grad_norm: float = 1.0
+    # "rdp" (Rényi DP of the sampled Gaussian, built in) or "prv" (Opacus's PRV accountant)
+    accountant: str = "rdp"
+    # per-example gradients: "vmap" (torch.func), "loop" (one backward per example) or
+    # "auto" (vmap where the model's ops allow it, else loop)
+    per_sample: str = "auto"
+    # input perturbation: ε of the Laplace mechanism on each input value, after clipping
+    # the values to input_bounds (the sensitivity is their width)
+    input_epsilon: float = 1.0
+    input_bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.method not in PRIVACY_METHODS:
+            raise ValueError(f"privacy.method must be one of {list(PRIVACY_METHODS)}; got {self.method!r}")
+        if self.dataset_size <= 0:
+            raise ValueError(f"privacy.dataset_size must be positive; got {self.dataset_size}")
+        if self.method == "dp_sgd" and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                "privacy.method 'dp_sgd' needs exactly one of privacy.noise_multiplier and privacy.target_epsilon; "
+                f"got noise_multiplier={self.noise_multiplier}, target_epsilon={self.target_epsilon}"
+            )
+        if self.noise_multiplier is not None and self.noise_multiplier < 0:
+            raise ValueError(f"privacy.noise_multiplier must be >= 0; got {self.noise_multiplier}")
+        for name in ("target_epsilon", "max_grad_norm", "input_epsilon"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"privacy.{name} must be positive; got {value}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"privacy.delta must be in (0, 1); got {self.delta}")
+        if self.accountant not in ("rdp", "prv"):
+            raise ValueError(f"privacy.accountant must be 'rdp' or 'prv'; got {self.accountant!r}")
+        if self.per_sample not in ("auto", "vmap", "loop"):
+            raise ValueError(f"privacy.per_sample must be 'auto', 'vmap' or 'loop'; got {self.per_sample!r}")
+        low, high = self.input_bounds
+        if not low < high:
+            raise ValueError(f"privacy.input_bounds must be (low, high) with low < high; got {self.input_bounds}")
+
+
+@dataclass(kw_only=True)
 class RunConfig:
     task: TaskConfig
     model: LMConfig
@@ -110,6 +174,7 @@ class RunConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         task = get_task(self.task_name)(self.task)
@@ -158,13 +223,14 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
         model=build_section(LMConfig, model, "model"),
         **{
             section: build_section(SECTION_TYPES[section], dict(data.get(section) or {}), section)
-            for section in ("input", "head", "seq2seq", "train")
+            for section in ("input", "head", "seq2seq", "train", "privacy")
         },
     )
 
 
 # the config class of every section but the task's (which the task names)
-SECTION_TYPES = {"model": LMConfig, "input": InputConfig, "head": HeadConfig, "seq2seq": Seq2SeqConfig, "train": TrainConfig}
+SECTION_TYPES = {"model": LMConfig, "input": InputConfig, "head": HeadConfig, "seq2seq": Seq2SeqConfig, "train": TrainConfig,
+                 "privacy": PrivacyConfig}
 
 
 def build_section(cls, values: dict[str, Any], section: str):

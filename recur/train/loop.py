@@ -55,6 +55,8 @@ class TrainResult:
     # torch CPU threads the run used, and why that many
     threads: int = 0
     threads_rule: str = ""
+    # a private run's guarantee (PrivateTraining.report); None when privacy.method is "none"
+    privacy: dict[str, Any] | None = None
 
     @property
     def test_metric_name(self) -> str:
@@ -74,7 +76,10 @@ def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
 def build_model(config: RunConfig, task: Task) -> nn.Module:
     """The model the task needs, over config.model's backbone: an `LM` for next-token
     prediction over ids, an `EncoderDecoder` for seq2seq, the forecaster `model.forecaster`
-    names (TPGN), else a `SequenceModel` with the task's input adapter and head."""
+    names (TPGN), else a `SequenceModel` with the task's input adapter and head; a task that
+    defines `build_model(config)` builds its own (dynamical-systems reconstruction)."""
+    if hasattr(task, "build_model"):
+        return task.build_model(config)
     if task.head == "seq2seq":
         return EncoderDecoder(config.model, config.seq2seq, config.input, task.target_vocab_size)
     if task.head == "lm" and task.input == "tokens":
@@ -117,8 +122,14 @@ def eval_sets(task: Task, config: RunConfig, splits: tuple[str, ...] | None = No
 
 
 def validation_splits(task: Task) -> tuple[str, ...]:
-    """The splits a run reads while it trains: every evaluation split but the test split."""
-    return tuple(split for split in task.eval_splits if split != "test")
+    """The splits a run reads while it trains: every evaluation split but the test splits."""
+    return tuple(split for split in task.eval_splits if split not in test_splits(task))
+
+
+def test_splits(task: Task) -> tuple[str, ...]:
+    """The splits read once, at the end: "test" and any extra one named "test_<what>"
+    (e.g. an extrapolation split at a larger size)."""
+    return tuple(split for split in task.eval_splits if split == "test" or split.startswith("test_"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -147,6 +158,10 @@ def evaluate(model: nn.Module, task: Task, sets: dict, batch_size: int, device: 
             loss_sum += float(out.loss) * len(out.logits)
         for name, value in task.metrics(torch.cat(outputs), labels).items():
             results[f"{split}/{name}"] = value
+        # figures a task reads from the model itself (a reconstruction's Lyapunov exponent)
+        if hasattr(task, "model_metrics"):
+            for name, value in task.model_metrics(model, data).items():
+                results[f"{split}/{name}"] = value
         results[f"{split}/loss"] = loss_sum / len(inputs)
     model.train(was_training)
     return results
@@ -249,7 +264,7 @@ def _loop(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve, report: _R
                 curve.loss, lr = _train_step(run, step)
                 curve.steps = step + 1
                 in_step = False
-                record = report.train_step(curve.steps, curve.loss, lr)
+                record = report.train_step(curve.steps, curve.loss, lr, run.private.log if run.private else None)
                 if curve.steps % tc.eval_every == 0 or curve.steps == tc.steps:
                     _eval_step(run, sets, curve, report)
                 report.show(curve)
@@ -403,6 +418,8 @@ class _Run:
     threads: tuple[int, str] = (1, "")
     # the weights of the best evaluation so far (on the CPU), when train.select is "best"
     best_state: dict[str, torch.Tensor] | None = None
+    # DP-SGD or input perturbation (recur.train.privacy), when privacy.method is not "none"
+    private: Any = None
 
     def autocast(self):
         """bf16 autocast where train.precision asks for it, else nothing."""
@@ -428,12 +445,17 @@ def _build(config: RunConfig, device: torch.device, context: distributed.Context
     # wrap first: FSDP replaces the parameters the optimiser must hold
     model = distributed.wrap(model, context, tc.distributed)
     optimizer = build_optimizer(model, tc)
+    private = None
+    if config.privacy.method != "none":
+        from .privacy import PrivateTraining
+
+        private = PrivateTraining(config, task, context, batch_generator)
     return _Run(
         config=config, device=device, context=context, task=task, model=model,
         forward=torch.compile(model) if tc.compile else model, optimizer=optimizer,
         use_bf16=tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda"),
         micro_batch=tc.batch_size // (tc.grad_accum * context.world_size),
-        num_parameters=num_parameters, state_size=state_size, threads=threads,
+        num_parameters=num_parameters, state_size=state_size, threads=threads, private=private,
     )
 
 
@@ -498,6 +520,8 @@ def _resume(run_dir: Path | None, run: _Run) -> _Curve:
     except (RuntimeError, KeyError, ValueError) as error:
         raise checkpoint.CheckpointError(f"checkpoint {found} does not fit this model: {error}") from error
     _restore_rng(extra, found)
+    if run.private is not None:
+        run.private.load_state(info.get("privacy"), curve.steps, f"checkpoint {found}")
     if config.train.select == "best" and curve.best_step is not None:
         # the best weights: saved beside the checkpoint, or the checkpoint's own
         best = {k.removeprefix("best."): v for k, v in extra.items() if k.startswith("best.")}
@@ -610,11 +634,15 @@ def _restore_rng(extra: dict[str, torch.Tensor], found: Path) -> None:
         torch.cuda.set_rng_state(extra["rng_cuda"])
 
 
-def _train_step(run: _Run, step: int) -> tuple[float, float]:
-    """One optimiser step on training batch `step`: (loss averaged over processes, learning rate)."""
+def _train_step(run: _Run, step: int, batch: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
+    """One optimiser step on training batch `step` (or on `batch`): (loss averaged over
+    processes, learning rate). A private run takes its own step (recur.train.privacy)."""
+    if run.private is not None and batch is None:
+        return run.private.step(run, step, _train_step)
     tc, micro = run.config.train, run.micro_batch
     lr = set_lr(run.optimizer, step, tc)
-    batch = run.task.train_batch(tc.batch_size, batch_generator(tc.seed, step), step)
+    if batch is None:
+        batch = run.task.train_batch(tc.batch_size, batch_generator(tc.seed, step), step)
     # this process's slice of the global batch, then its micro-batches
     share = micro * tc.grad_accum
     mine = {k: v[run.context.rank * share:(run.context.rank + 1) * share] for k, v in batch.items()}
@@ -686,15 +714,17 @@ class _Report:
         self.bar = _progress_bar(tc.steps, curve.steps, progress and main)
         self.window_start, self.window_steps, self.tokens_per_s = time.perf_counter(), 0, 0.0
 
-    def train_step(self, done: int, loss: float, lr: float) -> dict[str, Any]:
+    def train_step(self, done: int, loss: float, lr: float, extra: Callable[[], dict] | None = None) -> dict[str, Any]:
         """The step's record; every train.log_every steps and at the last it gets the tokens/s
-        since the previous logged step and is written."""
+        since the previous logged step (and `extra()`, e.g. a private run's ε) and is written."""
         self.window_steps += 1
         record: dict[str, Any] = {"step": done, "loss": loss, "lr": lr}
         if done % self.log_every == 0 or done == self.steps:
             elapsed = time.perf_counter() - self.window_start
             self.tokens_per_s = self.tokens_per_step * self.window_steps / max(elapsed, 1e-9)
             record["tokens_per_s"] = self.tokens_per_s
+            if extra is not None:
+                record.update(extra())
             self.window_start, self.window_steps = time.perf_counter(), 0
             self.log.write(record)
         return record
@@ -750,6 +780,8 @@ def _save(run_dir: Path, run: _Run, curve: _Curve) -> None:
             "best_step": curve.best_step, "best_value": curve.best_value, "loss": curve.loss,
             "stopped_early": curve.stopped_early, "seconds": curve.seconds, "resumes": curve.resumes,
         }
+        if run.private is not None:
+            info["privacy"] = run.private.state()
         extra = _rng_state()
         if run.best_state is not None and curve.best_step != curve.steps:
             extra.update((f"best.{name}", t) for name, t in run.best_state.items())
@@ -788,13 +820,14 @@ def _result(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve) -> Train
     if validation is None:
         validation = run.evaluate(sets)
         curve.history.append({"step": chosen, "eval": validation})
-    metrics = {**validation, **run.evaluate(eval_sets(task, config, ("test",)))}
+    metrics = {**validation, **run.evaluate(eval_sets(task, config, test_splits(task)))}
     result = TrainResult(
         metrics=metrics, metric_name=task.metric, metric=metrics[task.metric], loss=curve.loss,
         steps=curve.steps, stopped_early=curve.stopped_early, seconds=curve.seconds,
         num_parameters=run.num_parameters, state_size=run.state_size,
         model=model, config=config, run_dir=run_dir, history=curve.history, chosen_step=chosen,
         threads=run.threads[0], threads_rule=run.threads[1],
+        privacy=run.private.report() if run.private is not None else None,
     )
     if run_dir is not None:
         weights = distributed.full_model_state(run.model, run.context, config.train.distributed)
@@ -830,6 +863,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "test_metric": "test/" + result.metric_name.split("/", 1)[1],
         "test_value": result.test_metric,
         "metrics": result.metrics,
+        **({"privacy": result.privacy} if result.privacy is not None else {}),
     }
 
 

@@ -42,7 +42,12 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "radam":
+        return torch.optim.RAdam(
+            parameter_groups(model, config), lr=config.lr, betas=(config.beta1, config.beta2),
+            weight_decay=config.weight_decay, decoupled_weight_decay=True,
+        )
     return torch.optim.AdamW(
         parameter_groups(model, config), lr=config.lr, betas=(config.beta1, config.beta2),
         weight_decay=config.weight_decay,
@@ -51,11 +56,14 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 def lr_factor(step: int, config: TrainConfig) -> float:
     """Multiplier of the base rate at optimiser step `step` (0-based): linear warmup to 1
-    over warmup_steps, then a cosine down to min_lr_ratio at the last step."""
+    over warmup_steps, then a cosine (or, with schedule "exponential", a geometric decay)
+    down to min_lr_ratio at the last step."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     decay_steps = max(1, config.steps - config.warmup_steps - 1)
     progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+    if config.schedule == "exponential":
+        return config.min_lr_ratio**progress
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

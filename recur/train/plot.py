@@ -70,3 +70,43 @@ def _title(run_dir: Path) -> str:
         return f"{data['task']['name']}: {model['forecaster']}, d_model {model['d_model']}"
     mixers = "+".join(dict.fromkeys(model["pattern"] or [model["mixer"]]))
     return f"{data['task']['name']}: {mixers}, {model['n_layers']} layers, d_model {model['d_model']}"
+
+
+def plot_attractors(run_dir: str | Path, out: str | Path | None = None, steps: int = 5000) -> Path:
+    """For a dynamical-systems reconstruction run: the true attractor (the test block's
+    first `steps` states) beside the one the chosen model generates freely from the same
+    first state, in 3-D (the first three observed dimensions; 2-D for a plane system).
+    Returns the PNG path (default RUN/attractors.png)."""
+    import torch
+
+    from .runs import load_run
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    if not hasattr(run.model, "generate") or run.config.task_name != "dynamics":
+        raise ValueError(f"{run_dir} is a {run.config.task_name!r} run; attractors are drawn for 'dynamics' runs")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    block = run.task.blocks["test"]
+    true = block[: min(steps, len(block))]
+    with torch.no_grad():
+        generated = run.model.generate(true[None, 0], len(true))[0].float()
+    dims = min(3, true.shape[1])
+    fig = plt.figure(figsize=(10, 4.5))
+    for column, (name, x) in enumerate((("true (test block)", true), ("generated (free run)", generated))):
+        ax = fig.add_subplot(1, 2, column + 1, projection="3d" if dims == 3 else None)
+        ax.plot(*x[:, :dims].T.numpy(), lw=0.4)
+        ax.set_title(name)
+        # the true attractor's box on both, so a blown-up or collapsed run shows as such
+        for axis, lim in zip("xyz"[:dims], zip(true.min(0).values[:dims].tolist(), true.max(0).values[:dims].tolist(), strict=True), strict=False):
+            span = lim[1] - lim[0]
+            getattr(ax, f"set_{axis}lim")(lim[0] - 0.1 * span, lim[1] + 0.1 * span)
+    fig.suptitle(f"{_title(run_dir)}: {run.config.task.system}")
+    fig.tight_layout()
+    out = Path(out) if out is not None else run_dir / "attractors.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

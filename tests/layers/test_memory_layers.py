@@ -11,7 +11,6 @@ from recur.layers.memory import MemoryMixer
 from tests.layers import properties
 
 PAPERS = ("ttt_linear", "ttt_mlp", "titans", "moneta", "yaad", "memora", "atlas", "omeganet")
-NAIVE_ONLY = ("moneta", "memora", "atlas")
 
 
 @pytest.mark.parametrize("name", PAPERS)
@@ -20,13 +19,7 @@ def test_each_paper_is_the_one_memory_layer_with_its_defaults(name):
     assert issubclass(cls, MemoryMixer)
     # no code of its own: no method is overridden
     assert not [key for key, value in vars(cls).items() if callable(value) and key != "Config"], name
-    assert cls.impls == (("naive",) if name in NAIVE_ONLY else ("naive", "chunk"))
-
-
-@pytest.mark.parametrize("name", NAIVE_ONLY)
-def test_naive_only_layers_reject_chunk_by_name(name):
-    with pytest.raises(ValueError, match="impl must be one of"):
-        build_mixer(name, 32, impl="chunk")
+    assert cls.impls == ("naive", "chunk")
 
 
 def test_titans_mini_batch_forms_agree_across_mini_batch_boundaries():

@@ -57,8 +57,9 @@ def test_linear_l2_memory_with_retention_is_the_gated_delta_rule():
         assert_close(f"{impl} state", state.W1, S, EXACT)
 
 
+@pytest.mark.parametrize("impl", ["naive", "chunk"])
 @pytest.mark.parametrize("case", ["linear_momentum", "mlp"])
-def test_atlas_with_one_token_windows_and_no_newton_schulz_is_titans(case):
+def test_atlas_with_one_token_windows_and_no_newton_schulz_is_titans(case, impl):
     """ATLAS's optimiser keeps the raw gradients' momentum S' and steps by −η_t S'_t; with
     k = 0 Newton–Schulz steps and c = 1 it is Titans' surprise S = −η S' once θ'_t =
     θ_t η_{t−1} / η_t and S'_0 = −S_0 / η_1."""
@@ -69,7 +70,7 @@ def test_atlas_with_one_token_windows_and_no_newton_schulz_is_titans(case):
     depth = example.kwargs["depth"]
     state = list(example.kwargs["initial_state"])
     state[depth : 2 * depth] = [-s / eta[:, 0, :, None, None] for s in state[depth : 2 * depth]]
-    atlas_y, atlas = MEMORY.call("naive", example.args, {
+    atlas_y, atlas = MEMORY.call(impl, example.args, {
         **example.kwargs, "optimizer": "newton_schulz", "ns_steps": 0, "theta": theta_atlas,
         "initial_state": type(example.kwargs["initial_state"])(*state), "output_final_state": True,
     })
@@ -83,10 +84,7 @@ def test_atlas_with_one_token_windows_and_no_newton_schulz_is_titans(case):
 def test_moneta_with_p_2_and_q_2_is_l2(impl):
     example = inputs(case="mlp")
     l2 = family_results(MEMORY, impl, example)
-    naive_only = impl == "naive"
-    moneta = family_results(
-        MEMORY, impl, example, objective="lp", p=2.0, **({"retention": "lq", "q_norm": 2.0} if naive_only else {})
-    )
+    moneta = family_results(MEMORY, impl, example, objective="lp", p=2.0, retention="lq", q_norm=2.0)
     compare_results(moneta, l2, EXACT)
 
 
@@ -99,54 +97,62 @@ def test_layer_norm_memory_chunk_matches_naive():
     compare_results(family_results(MEMORY, "chunk", example), family_results(MEMORY, "naive", example), EXACT)
 
 
+@pytest.mark.parametrize(
+    "options", [{"theta": None}, {"ns_steps": 1}, {"minibatch": 16, "window": 1, "phase": 5}, {"minibatch": 1, "phase": 0}],
+    ids=["no_momentum", "one_newton_schulz_step", "minibatch_16", "minibatch_1"],
+)
+def test_atlas_chunk_matches_naive(options):
+    """ATLAS's Newton–Schulz step in mini-batches, beyond the family's case: θ = 0, k = 1,
+    mini-batches of 16 (70 tokens: a partial first, four full, a partial last) and of 1."""
+    example = inputs(70, case="atlas", **{key: value for key, value in options.items() if key != "theta"})
+    if "theta" in options:
+        example.kwargs["theta"] = None
+    compare_results(family_results(MEMORY, "chunk", example), family_results(MEMORY, "naive", example), EXACT)
+
+
 @pytest.mark.parametrize("minibatch", [1, 5, 64])
 def test_chunk_matches_naive_for_any_minibatch(minibatch):
     example = inputs(70, case="linear_momentum", minibatch=minibatch, phase=0)
     compare_results(family_results(MEMORY, "chunk", example), family_results(MEMORY, "naive", example), EXACT)
 
 
-NAIVE_ONLY = {
-    "moneta": {"objective": "lp", "p": 3.0, "retention": "lq", "q_norm": 4.0},
-    "memora": {"retention": "kl", "simplex_scale": 2.0},
-    "atlas": {"optimizer": "newton_schulz", "ns_steps": 3, "window": 2},
-}
+@pytest.mark.parametrize(
+    "case, options",
+    [
+        ("memora", {"layer_norm": True, "residual": True, "minibatch": 16, "phase": 0}),
+        ("moneta", {"layer_norm": True, "residual": True, "minibatch": 16, "p": 3.0, "phase": 0}),
+        ("memora", {"optimizer": "newton_schulz", "ns_steps": 2, "window": 3, "feature_degree": 2}),
+        ("moneta", {"optimizer": "momentum"}),
+    ],
+    ids=["memora_paper", "moneta_paper", "memora_newton_schulz", "moneta_momentum"],
+)
+def test_retentions_chunk_matches_naive(case, options):
+    """Memora's KL retention keeps c · softmax_rows of log-weights that are linear in the
+    steps, Moneta's ℓq retention an accumulator read normalised: the chunk form forms each
+    token's weights from them (the papers' LayerNorm memories on 30 tokens, as above)."""
+    example = inputs(30, case=case, **options)
+    compare_results(family_results(MEMORY, "chunk", example), family_results(MEMORY, "naive", example), EXACT)
 
 
-@pytest.mark.parametrize("name", NAIVE_ONLY)
-def test_naive_only_options_route_to_naive_and_chunk_names_them(name):
-    example = inputs(12, case="linear_momentum", **NAIVE_ONLY[name])
-    auto, naive = family_results(MEMORY, "auto", example), family_results(MEMORY, "naive", example)
-    assert auto.keys() == naive.keys() and all(torch.equal(auto[key], naive[key]) for key in naive)
-    option = next(iter(k for k in NAIVE_ONLY[name] if k in ("retention", "optimizer")))
-    with pytest.raises(ValueError, match=f"impl='chunk' of the memory family does not compute {option}="):
-        chunk_memory(*example.args, **example.kwargs)
-
-
-@pytest.mark.parametrize("name", NAIVE_ONLY)
-def test_naive_only_options_carry_their_state(name):
-    """Split at t, single steps and the whole sequence agree for the naive-only options."""
-    example = inputs(9, case="linear_momentum", **NAIVE_ONLY[name])
-    (q, k, v), kwargs = example.args, example.kwargs
-    whole, final = naive_memory(q, k, v, **{**kwargs, "output_final_state": True})
-    assert torch.isfinite(whole).all()
-    times = ("eta", "g", "theta", "gamma")
-    state, outputs = kwargs["initial_state"], []
-    with torch.no_grad():
-        for t in range(9):
-            one = {name: (x[:, t] if name in times and x is not None else x) for name, x in kwargs.items()}
-            output, state = MEMORY.step(q[:, t], k[:, t], v[:, t], **{**one, "initial_state": state})
-            outputs.append(output)
-    assert_close("steps", torch.stack(outputs, 1), whole, EXACT)
-    for i, (a, b) in enumerate(zip(state, final, strict=True)):
-        assert_close(f"state[{i}]", a, b, EXACT)
+def test_momentum_may_be_switched_off_at_a_token():
+    """θ_t = 0 (a sigmoid gate saturated in float32) is a legal momentum: the chunk form,
+    which works with log θ, must give the naive form's outputs and finite gradients."""
+    example = inputs(24, case="linear_momentum", phase=0)
+    theta = example.kwargs["theta"].detach().clone()
+    theta[:, ::5] = 0.0
+    example.kwargs["theta"] = theta.requires_grad_()
+    chunk = family_results(MEMORY, "chunk", example)
+    compare_results(chunk, family_results(MEMORY, "naive", example), EXACT)
+    assert all(torch.isfinite(value).all() for value in chunk.values() if isinstance(value, torch.Tensor))
 
 
 def test_memora_keeps_its_weights_on_the_scaled_simplex():
-    example = inputs(20, case="mlp", residual=False, **NAIVE_ONLY["memora"])
-    _, state = memory(*example.args, **{**example.kwargs, "output_final_state": True})
-    for W in state[:2]:
-        assert (W > 0).all()
-        assert_close("row sums", W.sum(-1), torch.full_like(W.sum(-1), 2.0), EXACT)
+    example = inputs(20, case="memora")
+    for impl in ("naive", "chunk"):
+        _, state = memory(*example.args, **{**example.kwargs, "output_final_state": True, "impl": impl})
+        for W in state[:2]:
+            assert (W > 0).all()
+            assert_close(f"{impl} row sums", W.sum(-1), torch.full_like(W.sum(-1), 2.0), EXACT)
 
 
 def test_newton_schulz_step_is_nearly_orthogonal():
@@ -157,6 +163,19 @@ def test_newton_schulz_step_is_nearly_orthogonal():
     X = torch.randn(3, 2, 8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     singular = torch.linalg.svdvals(newton_schulz(X, 5))
     assert singular.min() > 0.6 and singular.max() < 1.25, singular
+
+
+def test_newton_schulz_of_a_tall_matrix_iterates_on_its_transpose():
+    """(XXᵀ)^i X = X (XᵀX)^i: the tall matrix's iteration, written out, equals the result."""
+    from recur.ops.memory.model import NEWTON_SCHULZ, newton_schulz
+
+    a, b, c = NEWTON_SCHULZ
+    X = torch.randn(2, 9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    expected = X / X.square().sum((-2, -1), keepdim=True).sqrt()
+    for _ in range(3):
+        gram = expected @ expected.transpose(-1, -2)
+        expected = a * expected + (b * gram + c * gram @ gram) @ expected
+    assert_close("tall", newton_schulz(X, 3), expected, EXACT)
 
 
 def test_chunk_needs_one_phase_for_the_batch():

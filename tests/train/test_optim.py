@@ -75,3 +75,15 @@ def test_auxiliary_losses_of_mixers_join_the_training_loss():
     assert torch.equal(aux, mom.aux_loss) and float(aux) > 0
     aux.backward()
     assert mom.router.weight.grad is not None and mom.router.weight.grad.abs().sum() > 0
+
+
+def test_radam_and_the_exponential_schedule():
+    config = TrainConfig(steps=101, warmup_steps=0, lr=1e-3, min_lr_ratio=0.01, optimizer="radam", schedule="exponential")
+    # geometric: 1e-3 at the first step, 1e-4 halfway, 1e-5 at the last
+    assert [lr_factor(s, config) for s in (0, 50, 100)] == pytest.approx([1.0, 0.1, 0.01])
+    model = LM(LMConfig(vocab_size=8, d_model=8, n_layers=1, mixer="gla", mixer_options={"gla": {"num_heads": 1}}))
+    assert isinstance(build_optimizer(model, config), torch.optim.RAdam)
+    with pytest.raises(ValueError, match="train.optimizer"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="train.schedule"):
+        TrainConfig(schedule="linear")

@@ -6,11 +6,11 @@ M_W(φ(q)).
 
 `memory(q, k, v, eta=..., impl=...)` runs the form `impl` names: "naive" (the spec, a loop
 over time) or "chunk" (mini-batch by mini-batch, the gradients of a mini-batch in one
-batched pass, the same model for the same `minibatch`). "chunk" covers the ℓ2 / ℓp /
-Huber objectives, gradient descent and momentum, any depth, the Omega rule's window and
-the feature map; Moneta's ℓq and Memora's KL retention and ATLAS's Newton–Schulz step run
-in the naive form only ("auto" picks it; impl="chunk" says so). The state is a
-`memory_state_type(depth)` named tuple, batch first.
+batched pass, the same model for the same `minibatch`). "chunk" covers every option: the
+ℓ2 / ℓp / Huber objectives, ℓ2, ℓq and KL retention, gradient descent, momentum and
+Newton–Schulz, any depth, the Omega rule's window and the feature map. Rows at different
+places in their mini-batches run naive ("auto" picks it; impl="chunk" says so). The state
+is a `memory_state_type(depth)` named tuple, batch first.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ from .chunk import chunk_memory as _chunk
 from .model import layer_widths, memory_state_type
 from .naive import naive_memory as _spec
 
-# what "chunk" does not compute, as argument -> the values it has no mini-batch form for
-NAIVE_ONLY = {"retention": ("lq", "kl"), "optimizer": ("newton_schulz",)}
-
-# the options of each example case, all of which the chunk form computes; "phase" is where
-# in its mini-batch the initial state is. The LayerNorm
+# the options of each example case; "phase" is where in its mini-batch the initial state
+# is. The LayerNorm
 # variant of the MLP is left to tests/ops/test_memory.py on shorter sequences: its gradient
 # grows as the memory's output shrinks, which makes the inner optimisation chaotic, and
 # rounding differences between any two forms grow about tenfold every 20 steps.
@@ -41,6 +38,21 @@ CASES = {
     # ℓp grows its step with the residual to the p − 1: p = 3 at these rates diverges
     "lp": {"depth": 2, "hidden": 6, "objective": "lp", "p": 2.5, "minibatch": 2, "optimizer": "gd", "phase": 0},
     "huber": {"depth": 2, "hidden": 6, "objective": "huber", "minibatch": 2, "optimizer": "gd", "phase": 1},
+    # ATLAS: the Omega rule, features of degree 2, momentum and Newton–Schulz steps
+    "atlas": {
+        "depth": 2, "hidden": 10, "window": 3, "feature_degree": 2, "minibatch": 4,
+        "optimizer": "newton_schulz", "ns_steps": 3, "phase": 2,
+    },
+    # Moneta: ℓq retention of the accumulator (its ℓp bias is the "lp" case: both together
+    # part two forms by rounding just above 1e-10 at 100 tokens); Memora: KL retention
+    "moneta": {
+        "depth": 2, "hidden": 6, "retention": "lq", "q_norm": 4.0, "minibatch": 4,
+        "optimizer": "gd", "phase": 1,
+    },
+    "memora": {
+        "depth": 2, "hidden": 6, "retention": "kl", "simplex_scale": 2.0, "minibatch": 4, "optimizer": "momentum",
+        "phase": 3,
+    },
 }
 
 
@@ -48,7 +60,7 @@ def unsupported(form: str, arguments: dict) -> list[str]:
     """The arguments `form` cannot compute, as "name=value"."""
     if form != "chunk":
         return []
-    missing = [f"{name}={arguments[name]!r}" for name, values in NAIVE_ONLY.items() if arguments.get(name) in values]
+    missing = []
     # rows at different places in their mini-batches (e.g. prompts of different lengths,
     # decoded together) have mini-batch boundaries at different steps: no common chunking
     state = arguments.get("initial_state")
@@ -58,8 +70,8 @@ def unsupported(form: str, arguments: dict) -> list[str]:
 
 
 class MemoryFamily(Family):
-    """A family whose "auto" picks the naive form for the options only it computes, and
-    whose chunk form, asked for them, says which."""
+    """A family whose "auto" picks the naive form for the arguments only it computes (rows
+    at different mini-batch phases), and whose chunk form, asked for them, says which."""
 
     def resolve(self, impl, arguments, steps=False):
         if not steps and impl == "auto" and unsupported(self.default, arguments):
@@ -124,7 +136,7 @@ MEMORY = register_family(MemoryFamily(
             _chunk,
             summary=(
                 "mini-batch by mini-batch: batched gradients at the mini-batch's start, decays as matrices "
-                "(ℓ2/ℓp/Huber, gd/momentum, any depth, windows; not ℓq/KL retention or Newton–Schulz)"
+                "(every objective, retention and optimiser; per-token weights for ℓq/KL retention and Newton–Schulz)"
             ),
         ),
     },

@@ -147,10 +147,13 @@ def lq_normalised(W: torch.Tensor, q_norm: float) -> torch.Tensor:
 
 def newton_schulz(X: torch.Tensor, steps: int) -> torch.Tensor:
     """k steps of the quintic Newton–Schulz iteration towards the orthogonal factor of X
-    [B, H, m, n] (Muon): X ← X / ‖X‖_F, then X ← aX + (b XXᵀ + c (XXᵀ)²) X. k = 0 is the
-    identity."""
+    [.., m, n] (Muon): X ← X / ‖X‖_F, then X ← aX + (b XXᵀ + c (XXᵀ)²) X. k = 0 is the
+    identity. A tall X iterates on Xᵀ (X (XᵀX)^i = (XXᵀ)^i X): the Gram matrix is the
+    smaller of m × m and n × n."""
     if steps == 0:
         return X
+    if X.shape[-2] > X.shape[-1]:
+        return newton_schulz(X.transpose(-1, -2), steps).transpose(-1, -2)
     a, b, c = NEWTON_SCHULZ
     # the norm's square root kept off zero: a zero step (an untrained memory's first) stays
     # zero with a finite gradient
