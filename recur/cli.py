@@ -228,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main_process:
         what = "--resume" if args.resume else f"--recipe {args.recipe}"
         print(f"recur train {what}: task {config.task_name}, "
-              f"model {'+'.join(dict.fromkeys(config.model.layer_mixers()))}, run dir {run_dir}", flush=True)
+              f"model {config.model.describe()}, run dir {run_dir}", flush=True)
     try:
         result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
     except NothingToResume as done:

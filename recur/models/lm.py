@@ -52,6 +52,11 @@ class LMConfig:
     norm_eps: float = 1e-6
     dropout: float = 0.0
     tie_embeddings: bool = True
+    # a whole forecasting model in place of the backbone and head (recur.models.tpgn's
+    # FORECASTERS, e.g. "tpgn"; it reads d_model and ignores the layer fields); "" = the backbone
+    forecaster: str = ""
+    # the forecaster's own options, e.g. {"period": 12}
+    forecaster_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers"):
@@ -81,6 +86,12 @@ class LMConfig:
         """Whether a layer is a grid mixer: then the backbone runs on [B, H, W, D], and its
         sequence mixers read the cells in row-major order."""
         return any(name in GRID_MIXERS for name in self.layer_mixers())
+
+    def describe(self) -> str:
+        """One line naming the model: "gla+attention, 4 layers, d_model 128" (or the forecaster)."""
+        if self.forecaster:
+            return f"{self.forecaster}, d_model {self.d_model}"
+        return f"{'+'.join(dict.fromkeys(self.layer_mixers()))}, {self.n_layers} layers, d_model {self.d_model}"
 
     def layer_mixers(self) -> list[str]:
         if not self.pattern:

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..layers import MIXERS, Mixer
 from ..models import LM, EncoderDecoder, SequenceModel
+from ..models.tpgn import build_forecaster
 from ..tasks import Task, get_task
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, apply_overrides, check_resume, from_dict, to_dict
@@ -74,15 +75,17 @@ def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
 
 def build_model(config: RunConfig, task: Task) -> nn.Module:
     """The model the task needs, over config.model's backbone: an `LM` for next-token
-    prediction over ids, an `EncoderDecoder` for seq2seq, else a `SequenceModel` with the
-    task's input adapter and head; a task that defines `build_model(config)` builds its own
-    (dynamical-systems reconstruction)."""
+    prediction over ids, an `EncoderDecoder` for seq2seq, the forecaster `model.forecaster`
+    names (TPGN), else a `SequenceModel` with the task's input adapter and head; a task that
+    defines `build_model(config)` builds its own (dynamical-systems reconstruction)."""
     if hasattr(task, "build_model"):
         return task.build_model(config)
     if task.head == "seq2seq":
         return EncoderDecoder(config.model, config.seq2seq, config.input, task.target_vocab_size)
     if task.head == "lm" and task.input == "tokens":
         return LM(config.model)
+    if config.model.forecaster:
+        return build_forecaster(config, task)
     return SequenceModel(config.model, config.input, config.head)
 
 
@@ -839,10 +842,9 @@ def _result(run: _Run, run_dir: Path | None, sets: dict, curve: _Curve) -> Train
 def summary(result: TrainResult) -> dict[str, Any]:
     """The result as a JSON-ready dict (what `recur train` prints and writes to result.json)."""
     model = result.config.model
-    mixers = "+".join(dict.fromkeys(model.layer_mixers()))
     return {
         "task": result.config.task_name,
-        "model": f"{mixers}, {model.n_layers} layers, d_model {model.d_model}",
+        "model": model.describe(),
         "parameters": result.num_parameters,
         "state_bytes_per_sequence": result.state_size,
         # layers whose state grows with the sequence (key-value caches) count per token

@@ -66,6 +66,8 @@ def _title(run_dir: Path) -> str:
         return run_dir.name
     data = json.loads(config.read_text())
     model = data["model"]
+    if model.get("forecaster"):
+        return f"{data['task']['name']}: {model['forecaster']}, d_model {model['d_model']}"
     mixers = "+".join(dict.fromkeys(model["pattern"] or [model["mixer"]]))
     return f"{data['task']['name']}: {mixers}, {model['n_layers']} layers, d_model {model['d_model']}"
 
