@@ -107,11 +107,9 @@ class RHNHybrid(RHN):
         u = h
         if W:
             B = x.shape[0]
-            if state is None:
-                memory = h.new_zeros(B, W, h.shape[-1])
-                filled = h.new_zeros(B, W)
-            else:
-                memory, filled = state["memory"], state["filled"]
+            # kept in the state's dtype (float32 under a bfloat16 layer), like h
+            start = self.init_state(B, x.device) if state is None else state
+            memory, filled = start["memory"], start["filled"]
             u = h + self.attend(h, memory, filled)
             # the last W states for the next chunk
             new_state["memory"] = torch.cat([memory.to(h.dtype), h], dim=1)[:, -W:].to(memory.dtype)
