@@ -86,7 +86,7 @@ class RHNHybrid(RHN):
         T, W, heads = h.shape[1], self.config.attention_window, self.config.attention_heads
         # [B, W + T, D] every state a query may read, oldest first
         keys = torch.cat([memory.to(h.dtype), h], dim=1)
-        exists = torch.cat([filled.to(h.dtype), filled.new_ones(filled.shape[0], T).to(h.dtype)], dim=1) > 0
+        exists = torch.cat([filled, filled.new_ones(filled.shape[0], T)], dim=1) > 0
         q, k, v = rearrange(self.qkv(keys), "b s (three n d) -> three b n s d", three=3, n=heads)
         q = q[:, :, W:]
         # offset of key j from query t (both in the W + T positions): (W + t) − j
