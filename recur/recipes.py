@@ -462,3 +462,35 @@ def forecast_lstm() -> RunConfig:
         model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="lstm", mlp_ratio=2.0),
         train=TrainConfig(**FORECAST_TRAIN),
     )
+
+
+def _rhn_hybrid_forecast(system: str, d_model: int, seq_len: int) -> RunConfig:
+    """One rhn_hybrid layer (Heidenreich et al., arXiv:2410.02654: RHN with attention over
+    its last 8 states and input-dependent gating) forecasting a chaotic system by feedback
+    with one-step teacher forcing (τ = 1); the ablations are mixer options or other mixers."""
+    from .tasks.dynamics import DynamicsConfig
+
+    return RunConfig(
+        # shorter blocks and measures than the task's defaults: λ_max takes the Jacobian of the
+        # whole state, the attention's memory included, at each of its steps
+        task=DynamicsConfig(system=system, seq_len=seq_len, forcing_interval=1, observation="linear",
+                            train_length=10000, val_length=3000, test_length=3000, eval_length=1500, transient=300,
+                            vpt_horizon=500, prediction_starts=20, lyapunov_steps=100),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=d_model, n_layers=1, mixer="rhn_hybrid", mlp_ratio=0.0,
+                       mixer_options={"rhn_hybrid": {"depth": 2, "attention_window": 8, "gating": "input"}}),
+        train=TrainConfig(steps=2000, batch_size=16, lr=1e-3, warmup_steps=50, weight_decay=0.0, grad_clip=1.0,
+                          eval_every=500),
+    )
+
+
+@register_recipe("lorenz96_rhn")
+def lorenz96_rhn() -> RunConfig:
+    """Lorenz-96 (20 variables, F = 8) forecast by an RHN with attention and input gating
+    (d_model 32, sequences of 100, one-step teacher forcing); valid prediction time in steps."""
+    return _rhn_hybrid_forecast("lorenz96", d_model=32, seq_len=100)
+
+
+@register_recipe("ks_rhn")
+def ks_rhn() -> RunConfig:
+    """Kuramoto–Sivashinsky (L = 22, 64 grid points) forecast as lorenz96_rhn, d_model 64."""
+    return _rhn_hybrid_forecast("ks", d_model=64, seq_len=100)

@@ -70,3 +70,14 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     assert main(["plot", str(run)]) == 0
     assert (run / "attractors.png").stat().st_size > 10_000
     assert json.loads((run / "result.json").read_text())["metric"] == "val/d_stsp"
+
+
+PLAIN_RHN = {"model.mixer_options.rhn_hybrid.gating": "none", "model.mixer_options.rhn_hybrid.attention_window": 0}
+
+
+@pytest.mark.parametrize(("name", "variant"), [("lorenz96_rhn", {}), ("lorenz96_rhn", PLAIN_RHN), ("ks_rhn", {})])
+def test_rhn_hybrid_recipes_forecast(name, variant):
+    overrides = {**SMALL, **variant, "train.steps": 3, "train.eval_every": 3, "train.threads": 1, "task.seq_len": 32,
+                 "task.lyapunov_steps": 20}
+    result = train(recipe(name, overrides), progress=False)
+    assert result.metrics["test/vpt"] >= 0 and result.metrics["test/d_stsp"] == result.metrics["test/d_stsp"]
