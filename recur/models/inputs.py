@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 INPUT_KINDS = ("tokens", "vectors", "image", "points")
@@ -52,7 +53,7 @@ class InputConfig:
     patch: int = 1
     scan: str = "row"
     # image: add a learned position embedding per token (for attention, which has none;
-    # a ViT is `vit_attention` with it)
+    # a ViT is `vit_attention` with it); resampled bicubically for images of another size
     position_embedding: bool = False
     # points: "morton" (z-order of the coordinates), "x" (sorted by the first coordinate), "none"
     point_order: str = "morton"
@@ -232,16 +233,32 @@ class ImageInput(nn.Module):
         B, _, H, W = images.shape
         order = self.order
         if (H // p, W // p) != self.grid_shape:
-            if self.position is not None:
-                raise ValueError(
-                    f"a learned position embedding covers {self.height}×{self.width} images only; got {H}×{W}"
-                )
             order = scan_order(H // p, W // p, self.scan).to(images.device)
         # [B, C, H/p, p, W/p, p] -> [B, (H/p)(W/p), C·p·p], row-major over patches
         patches = images.unflatten(2, (-1, p)).unflatten(4, (-1, p)).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, self.channels * p * p)
         tokens = self.projection(patches.to(self.projection.weight.dtype))[:, order]
-        tokens = tokens if self.position is None else tokens + self.position
+        tokens = tokens if self.position is None else tokens + self.positions(H // p, W // p)
         return tokens.unflatten(1, (H // p, W // p)) if self.grid else tokens
+
+    def positions(self, rows: int, cols: int) -> torch.Tensor:
+        """The learned position embedding [T, D] for a rows×cols grid of patches: as trained
+        at the training size; at another size resampled bicubically on the patch grid, as
+        ViTs are at a new resolution, each direction of the scan on its own grid."""
+        if (rows, cols) == self.grid_shape:
+            return self.position
+        trained_rows, trained_cols = self.grid_shape
+        cells, new_cells, D = trained_rows * trained_cols, rows * cols, self.position.shape[-1]
+        new_order = scan_order(rows, cols, self.scan).to(self.position.device)
+        resampled = []
+        for direction in range(len(self.order) // cells):
+            visits = slice(direction * cells, (direction + 1) * cells)
+            # this direction's embeddings put back on the grid: row-major cells [cells, D]
+            on_grid = self.position.new_zeros(cells, D).index_copy(0, self.order[visits], self.position[visits])
+            image = on_grid.T.reshape(1, D, trained_rows, trained_cols)
+            larger = F.interpolate(image, size=(rows, cols), mode="bicubic", align_corners=False)
+            on_new_grid = larger.reshape(D, new_cells).T
+            resampled.append(on_new_grid[new_order[direction * new_cells:(direction + 1) * new_cells]])
+        return torch.cat(resampled)
 
     def corners(self, rows: int, cols: int) -> torch.Tensor:
         """The last position of each corner patch of a rows×cols patch grid in the output's

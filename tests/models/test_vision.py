@@ -106,3 +106,43 @@ def test_grid_blocks_take_no_state_and_have_no_step():
         net.backbone(x, [{}, {}])
     with pytest.raises(ValueError, match="has no step"):
         net.backbone.blocks[0].step(torch.randn(1, 32), None)
+
+
+@pytest.mark.parametrize("scan", ["row", "snake", "bidirectional"])
+def test_a_constant_position_embedding_stays_constant_at_a_larger_size(scan):
+    """Resampling on the patch grid: a constant embedding is resampled to itself, every token
+    of the larger image gets one, and the training size is unchanged."""
+    adapter = ImageInput(InputConfig(**IMAGE, scan=scan, position_embedding=True), 16)
+    with torch.no_grad():
+        adapter.position.copy_(torch.linspace(-1, 1, 16).expand_as(adapter.position))
+    rows, cols = adapter.grid_shape
+    assert torch.equal(adapter.positions(rows, cols), adapter.position)
+    larger = adapter.positions(2 * rows, 2 * cols)
+    assert larger.shape == (len(adapter.position) * 4, 16)
+    assert torch.allclose(larger, adapter.position[:1].expand_as(larger), atol=1e-6)
+
+
+def test_resampled_positions_follow_the_cells_not_the_scan():
+    """The same per-cell embedding, stored in row order or in snake order, resamples to the
+    same per-cell embedding at twice the size: the bookkeeping of scan orders is right."""
+    row = ImageInput(InputConfig(**IMAGE, scan="row", position_embedding=True), 8)
+    snake = ImageInput(InputConfig(**IMAGE, scan="snake", position_embedding=True), 8)
+    rows, cols = row.grid_shape
+    per_cell = torch.randn(rows * cols, 8, dtype=row.position.dtype)
+    with torch.no_grad():
+        row.position.copy_(per_cell[row.order])
+        snake.position.copy_(per_cell[snake.order])
+    cells_row = torch.empty(4 * rows * cols, 8).index_copy(0, scan_order(2 * rows, 2 * cols, "row"), row.positions(2 * rows, 2 * cols))
+    cells_snake = torch.empty(4 * rows * cols, 8).index_copy(
+        0, scan_order(2 * rows, 2 * cols, "snake"), snake.positions(2 * rows, 2 * cols)
+    )
+    assert torch.allclose(cells_row, cells_snake, atol=1e-6)
+
+
+def test_a_vit_reads_images_at_twice_its_training_size():
+    adapter = ImageInput(InputConfig(**IMAGE, position_embedding=True), 8)
+    images = torch.randn(2, IMAGE["channels"], 2 * IMAGE["height"], 2 * IMAGE["width"], requires_grad=True)
+    tokens = adapter(images)
+    assert tokens.shape == (2, 4 * len(adapter.order), 8)
+    tokens.sum().backward()
+    assert adapter.position.grad is not None and torch.isfinite(adapter.position.grad).all()
