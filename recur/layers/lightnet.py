@@ -148,15 +148,19 @@ class ToeplitzPositionEncoding(nn.Module):
 
 @dataclass(kw_only=True)
 class LightNetConfig(MixerConfig):
+    """The 1-D layer's options; the grid layer takes the same ones."""
+
     num_heads: int = 4
     # key and value widths as multiples of d_model
     expand_k: float = 0.5
     expand_v: float = 1.0
-    # LRPE on queries and keys (doubles the state's key width)
+    # LRPE on queries and keys (1-D: doubles the state's key width; 2-D: half of each head's
+    # key channels turn with the row, half with the column)
     lrpe: bool = True
     # LRPE frequencies base^(-c/K): from one radian per position down to 1/lrpe_base
     lrpe_base: float = 10000.0
-    # exponentials per channel of the Toeplitz position encoding; 0 drops it
+    # exponentials per channel of each Toeplitz position kernel (2-D: four, rows and columns
+    # both ways); 0 drops it
     tpe_size: int = 4
 
     def __post_init__(self) -> None:
@@ -240,26 +244,14 @@ class LightNet(RecurrentMixer):
 
 
 @dataclass(kw_only=True)
-class LightNet2DConfig(GridMixerConfig):
-    num_heads: int = 4
-    expand_k: float = 0.5
-    expand_v: float = 1.0
-    # MD-LRPE: half of each head's key channels turn with the row, half with the column
-    lrpe: bool = True
+class LightNet2DConfig(LightNetConfig, GridMixerConfig):
+    # a grid is at most a few hundred patches a side: slower LRPE frequencies than in 1-D
     lrpe_base: float = 100.0
-    # exponentials per channel of each MD-TPE kernel (four: rows and columns, both ways); 0 drops it
-    tpe_size: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.impl != "auto":
             raise ValueError(f"impl must be 'auto' (the layer has one form); got {self.impl!r}")
-        self.width("expand_k", "num_heads")
-        self.width("expand_v", "num_heads")
-        if not isinstance(self.tpe_size, int) or self.tpe_size < 0:
-            raise ValueError(f"tpe_size must be an int >= 0 (0: no Toeplitz position encoding); got {self.tpe_size!r}")
-        if self.lrpe_base <= 1:
-            raise ValueError(f"lrpe_base must be > 1; got {self.lrpe_base}")
 
 
 def grid_angles(rows: int, cols: int, head_k: int, base: float, dtype, device) -> torch.Tensor:
