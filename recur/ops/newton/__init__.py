@@ -2,9 +2,11 @@
 time steps at once by Newton's method, each Newton step a parallel linear scan.
 
 `newton(x_proj, R, b, cell=..., impl=...)` runs the form `impl` names: "naive" (the spec,
-the loop through autograd), "newton" (the Newton solve; what "auto" picks) or
-"sequential" (the RNN family's loop with its backward through time written by hand). Each
-is also a function of its own: `naive_newton`, `newton_solve`, `sequential_newton`. Cells:
+the loop through autograd), "newton" (the Newton solve; what "auto" picks off CUDA),
+"triton" (the same solve with each linear scan one Triton kernel; what "auto" picks on
+CUDA) or "sequential" (the RNN family's loop with its backward through time written by
+hand). Each is also a function of its own: `naive_newton`, `newton_solve`,
+`triton_newton`, `sequential_newton`. Cells:
 ParaGRU, ParaLSTM, IndRNN, or any `recur.ops.rnn.Cell` with
 `jacobian_structure = "diagonal"`.
 """
@@ -54,6 +56,11 @@ NEWTON = register_family(Family(
     forms={
         "newton": Form(_newton, packed=True, summary="Newton iterations, each a parallel linear scan"),
         "sequential": Form(_sequential, summary="the RNN family's loop with a hand-written backward"),
+        # the linear solves in Triton; the rest of each Newton step in PyTorch
+        "triton": Form(
+            "recur.ops.newton.triton:triton_newton", triton=True, float64=False, packed=True,
+            summary="Newton iterations, each linear scan one Triton kernel (forward and adjoint)",
+        ),
     },
     check=check_newton_inputs,
     # the RNN family's recurrence, solved another way: its state and its time inputs
@@ -64,9 +71,11 @@ NEWTON = register_family(Family(
     default="newton",
 ))
 
-newton, naive_newton, newton_solve, sequential_newton = NEWTON.functions("naive", "newton", "sequential")
+newton, naive_newton, newton_solve, sequential_newton, triton_newton = NEWTON.functions(
+    "naive", "newton", "sequential", "triton"
+)
 
 __all__ = [
     "NEWTON", "NewtonFallbackWarning", "NewtonInfo", "block_linear_recurrence", "naive_newton", "newton",
-    "newton_solve", "reverse_block_linear_recurrence", "sequential_newton",
+    "newton_solve", "reverse_block_linear_recurrence", "sequential_newton", "triton_newton",
 ]

@@ -94,12 +94,14 @@ class _Kernels:
     its Jacobian and the residual), the chunked scans, and the step's vector-Jacobian
     product. With `compile=True` each is one `torch.compile`d function (a few fused loops
     instead of ~20 passes over memory), built on first use and kept per cell; if
-    compiling fails, the eager functions run instead, with a warning."""
+    compiling fails, the eager functions run instead, with a warning. `scans` replaces
+    the two scans ("scan", "reverse_scan") by functions of the same arguments that
+    launch their own kernels (the Triton ones), which run as they are, never compiled."""
 
     _compiled: dict[tuple[int, str], tuple[weakref.ref, object]] = {}
 
-    def __init__(self, cell: Cell, compile: bool) -> None:
-        self.cell, self.compile = cell, compile
+    def __init__(self, cell: Cell, compile: bool, scans: dict | None = None) -> None:
+        self.cell, self.compile, self.scans = cell, compile, scans or {}
 
     def _eager(self, kind: str):
         cell = self.cell
@@ -121,6 +123,8 @@ class _Kernels:
         return vjp
 
     def __call__(self, kind: str, *args):
+        if kind in self.scans:
+            return self.scans[kind](*args)
         if not self.compile:
             return self._eager(kind)(*args)
         # keyed by the cell object; the weak reference tells a new cell at a reused id apart
@@ -229,6 +233,15 @@ class _NewtonRNN(torch.autograd.Function):
 
 def newton_rnn(x_proj, R, b, *, cell, initial_state, cu_seqlens, max_iterations, tol, on_failure, compile, info):
     """ParaRNN's Newton solve; the arguments of `naive_newton`, already checked."""
+    return newton_with_scans(
+        x_proj, R, b, cell=cell, initial_state=initial_state, cu_seqlens=cu_seqlens, max_iterations=max_iterations,
+        tol=tol, on_failure=on_failure, compile=compile, info=info, scans=None,
+    )
+
+
+def newton_with_scans(x_proj, R, b, *, cell, initial_state, cu_seqlens, max_iterations, tol, on_failure, compile, info, scans):
+    """The Newton solve with the PyTorch scans of scan.py, or those `scans` names
+    ({"scan": ..., "reverse_scan": ...}, see _Kernels)."""
     B, _, _, H, Dh = x_proj.shape
     dtype = state_dtype(x_proj, R, b, initial_state)
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
@@ -239,7 +252,7 @@ def newton_rnn(x_proj, R, b, *, cell, initial_state, cu_seqlens, max_iterations,
     info = NewtonInfo() if info is None else info
     info.reset(tol, max_iterations)
     sequences = Sequences(cu_seqlens, x_proj.device)
-    kernels = _Kernels(cell, compile)
+    kernels = _Kernels(cell, compile, scans)
     inputs = (x_proj.to(dtype), R.to(dtype), b.to(dtype), *start)
     h, *final = _NewtonRNN.apply(kernels, sequences, max_iterations, tol, info, *inputs)
     if info.fell_back:
