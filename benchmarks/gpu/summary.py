@@ -36,6 +36,14 @@ def main(path: str) -> None:
             result = f"{r['fwdbwd_ms']:.2f} ms" if "fwdbwd_ms" in r else r["error"]
             print(f"variant {r.get('family', 'gla')} {r['variant']} {r['settings']}: fwd+bwd {result} at T={r['T']}")
     for r in timed:
+        if "iterations" in r:
+            speedups = ", ".join(
+                f"{key} {r[f'{key}_speedup_vs_sequential']:.3g}x" for key in ("fwd", "fwdbwd")
+                if f"{key}_speedup_vs_sequential" in r
+            )
+            check = f", rel. diff. from the PyTorch scans {r['rel_diff_vs_newton']:.1e}" if "rel_diff_vs_newton" in r else ""
+            print(f"{r['form']} T={r['T']}: {r['iterations']} Newton iterations; over sequential: {speedups or '-'}{check}")
+    for r in timed:
         if "first_fwd_s" in r:
             print(f"{r['form']}: first forward call {r['first_fwd_s']:.1f} s (autotuning included)")
         for key in ("fwd_error", "fwdbwd_error", "first_fwd_error"):
