@@ -179,3 +179,22 @@ def test_float32_solve_matches_the_pytorch_scans(launcher):
     expected = family_results(NEWTON, "newton", example, cu_seqlens=bounds, info=reference_info)
     compare_results(got, expected, 1e-5, "packed float32")
     assert info.iterations == reference_info.iterations and info.converged
+
+
+@pytest.mark.parametrize("name", ["paragru", "paralstm"])
+def test_layers_run_the_kernel(launcher, name):
+    """A ParaRNN layer with impl="triton" (float32) gives the output, state and parameter
+    gradients of impl="newton" in float64."""
+    from recur.layers import build_mixer
+
+    torch.manual_seed(0)
+    layer = build_mixer(name, 8, num_heads=2)
+    x = torch.randn(2, 21, 8, dtype=torch.float64)
+    results = {}
+    for impl, dtype in (("triton", torch.float32), ("newton", torch.float64)):
+        layer.to(dtype).zero_grad()
+        y, state = layer.with_impl(impl)(x.to(dtype))
+        (weighted_sum(y) + sum(weighted_sum(s) for s in state.values())).backward()
+        results[impl] = {"y": y, **state, **{n: p.grad for n, p in layer.named_parameters()}}
+    for key, expected in results["newton"].items():
+        assert_close(f"{name} {key}", results["triton"][key], expected, TOL_FLOAT32)

@@ -14,6 +14,14 @@ and input gradients are one batched vector-Jacobian product of the step.
 A packed batch (`cu_seqlens`) is one system: where a sequence begins, the step reads that
 sequence's initial state, and J_t is zero there, so that neither the Newton steps nor the
 adjoint cross from one sequence into the next.
+
+Every tensor stays on the inputs' device. The host waits for the device once per Newton
+iteration, to read the residual that the stopping rule compares with tol; the rest of an
+iteration (the step and its Jacobians, the scan, the update) and the whole backward are
+queued without waiting. Per call, a packed batch's offsets are read once, and a fallback
+to the loop reads where sequences begin. Under torch.compile the residual's read breaks
+the graph, so `compile=True` compiles each piece of an iteration on its own instead; the
+Triton scans launch their own kernels between those pieces.
 """
 
 from __future__ import annotations
