@@ -11,6 +11,7 @@ form (packed batches, split sequences, bad arguments) are in test_families.py.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from tests.helpers import (
     weighted_sum,
 )
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 # float32 kernel against the float64 loop: rounding of float32 multiply-adds
 TOL_FLOAT32 = 2e-5
@@ -106,6 +107,21 @@ def test_scan_matches_the_float64_loop(launcher, S, size):
     for name, a, e in zip(names, got, expected, strict=True):
         assert a.dtype == torch.float32
         assert_close(f"{size} S={S} {name}", a, e, TOL_FLOAT32)
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_scan_in_segments_matches_the_float64_loop(launcher, S, monkeypatch):
+    """Few programs: the walk cut into segments of 8 steps (here forced on a short
+    sequence): summaries, the walk over them, then each segment again from its carry;
+    the last segment partial."""
+    monkeypatch.setattr(launcher, "MIN_SEGMENT", 1)
+    monkeypatch.setitem(launcher.TILES, "steps", 8)
+    J, r = blocks(S, 29, "near_one", B=1, H=1, D=40)
+    assert launcher._plan(1, 29, 40)[1:] == (4, 8)
+    with poisoned_outputs():
+        got = scan_results(launcher.triton_block_recurrence, J, r, torch.float32)
+    for i, (a, e) in enumerate(zip(got, scan_results(loop, J, r, torch.float64), strict=True)):
+        assert_close(f"S={S} result {i}", a, e, TOL_FLOAT32)
 
 
 @pytest.mark.parametrize("T", [1, 5, 16])
@@ -198,3 +214,57 @@ def test_layers_run_the_kernel(launcher, name):
         results[impl] = {"y": y, **state, **{n: p.grad for n, p in layer.named_parameters()}}
     for key, expected in results["newton"].items():
         assert_close(f"{name} {key}", results["triton"][key], expected, TOL_FLOAT32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("S", [1, 2])
+def test_kernel_keeps_each_units_steps_in_its_registers(S):
+    """Compiled ahead of time for an H100 (sm_90) as the launcher launches it, specialised
+    as Triton's launch would for aligned buffers and sizes that are multiples of 16 (where
+    the kernel lets it): each thread holds one unit's rows, so picking a step's row needs
+    no shuffles, barriers or shared memory, and nothing spills."""
+    import subprocess
+    import tempfile
+
+    from triton.backends import backends
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from tests.helpers import load_kernel_module
+    from tests.ops.test_triton_compile import has_tools, machine_code
+
+    if "nvidia" not in backends or not has_tools():
+        pytest.skip("Triton has no CUDA backend with its tools here")
+    previous = os.environ.get("TRITON_INTERPRET")
+    module = load_kernel_module("recur.ops.newton.triton", interpret=False)
+    try:
+        kernel = module.kernels.block_scan
+        for has_carry, summary in ((False, False), (True, False), (False, True)):
+            constexprs = {
+                "S": S, "C": module.TILES["steps"], "BN": module.TILES["units"], "REVERSE": False,
+                "HAS_CARRY": has_carry, "SUMMARY": summary,
+            }
+            signature = {n: "constexpr" if n in constexprs else "*fp32" if n.endswith("_ptr") else "i32" for n in kernel.arg_names}
+            unspecialised = {p.name for p in kernel.params if p.do_not_specialize}
+            aligned = {
+                (i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names)
+                if n not in constexprs and n not in unspecialised
+            }
+            compiled = triton.compile(
+                ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=aligned),
+                target=GPUTarget("cuda", 90, 32), options={"num_warps": module.TILES["units"] // 32, "num_stages": module.STAGES},
+            )
+            code = machine_code(compiled)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = f"{tmp}/kernel.cubin"
+                with open(path, "wb") as f:
+                    f.write(compiled.asm["cubin"])
+                tools = f"{os.path.dirname(triton.__file__)}/backends/nvidia/bin"
+                sass = subprocess.run([f"{tools}/nvdisasm", path], capture_output=True, text=True, check=True).stdout
+            label = f"S={S} carry={has_carry} summary={summary}"
+            assert code["spilled_bytes"] == 0 and code["shared_bytes"] == 0, f"{label}: {code}"
+            assert sass.count("SHFL") == 0 and sass.count("BAR") == 0, f"{label}: the rows are spread over threads"
+    finally:
+        if previous is not None:
+            os.environ["TRITON_INTERPRET"] = previous
+        load_kernel_module("recur.ops.newton.triton")

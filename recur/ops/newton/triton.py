@@ -21,23 +21,37 @@ import triton
 from . import kernels
 from .solve import newton_with_scans
 
-# Steps per chunk (the tiles' rows) and units per program; fixed, so the first call only
-# compiles. Fewer units per program when the batch rows times the units would give fewer
-# than TARGET_PROGRAMS programs (two per SM of a 132-SM chip), down to MIN_UNITS.
+# Steps per chunk (the tiles' rows) and units per program (a power of two of at least 32:
+# one unit per thread, one warp per 32 units); fixed, so the first call only compiles.
 TILES = {"steps": 16, "units": 64}
-MIN_UNITS = 16
-TARGET_PROGRAMS = 264
-WARPS = 2
 STAGES = 2
+# Programs that fill the chip (two per SM of a 132-SM card): below that, first 32 units
+# per program, then the walk cut into segments of at least MIN_SEGMENT steps (two passes).
+TARGET_PROGRAMS = 264
+MIN_SEGMENT = 256
 
 
-def _units_per_program(B: int, N: int) -> int:
-    """TILES["units"], halved while B · ⌈N / units⌉ < TARGET_PROGRAMS, at least MIN_UNITS
-    (and no wider than N rounded up to a power of two)."""
-    units = min(TILES["units"], max(MIN_UNITS, triton.next_power_of_2(N)))
-    while units > MIN_UNITS and B * triton.cdiv(N, units) < TARGET_PROGRAMS:
+def _plan(B: int, T: int, N: int) -> tuple[int, int, int]:
+    """(units per program, segments G, steps per segment L) for a walk of T steps."""
+    units = TILES["units"]
+    while units > 32 and B * triton.cdiv(N, units) < TARGET_PROGRAMS:
         units //= 2
-    return units
+    programs = B * triton.cdiv(N, units)
+    segments = max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), T // MIN_SEGMENT))
+    L = triton.cdiv(triton.cdiv(T, segments), TILES["steps"]) * TILES["steps"]
+    return units, triton.cdiv(T, L), L
+
+
+def _walk(a, rhs, x, carries, products, T, N, L, G, units, reverse, summary):
+    """One launch of block_scan: programs (unit block, batch row, segment)."""
+    S, B = len(rhs), rhs[0].shape[0]
+    # S = 1 reads the first pointer of each group alone; the others only fill arguments
+    fill = lambda group, count: [*group, *[group[0]] * (count - len(group))]  # noqa: E731
+    kernels.block_scan[(triton.cdiv(N, units), B, G)](
+        *fill(a, 4), *fill(rhs, 2), *fill(x, 2), *fill(carries or x, 2), *fill(products or x, 4), T, N, L, G,
+        S=S, C=TILES["steps"], BN=units, REVERSE=reverse, HAS_CARRY=carries is not None, SUMMARY=summary,
+        num_warps=units // 32, num_stages=STAGES,
+    )
 
 
 def _scan(J, r, reverse: bool):
@@ -50,17 +64,22 @@ def _scan(J, r, reverse: bool):
     N = r[0][0, 0].numel()
     flat = lambda x: x.reshape(B, T, N).contiguous()  # noqa: E731
     # the adjoint reads J_{t+1}ᵀ: its off-diagonal blocks swapped
-    blocks = [[flat(J[j][i] if reverse else J[i][j]) for j in range(S)] for i in range(S)]
+    a = [flat(J[j][i] if reverse else J[i][j]) for i in range(S) for j in range(S)]
     rhs = [flat(v) for v in r]
     out = [torch.empty_like(v) for v in rhs]
-    a00 = blocks[0][0]
-    # S = 1 reads a00 alone; the other pointers only fill the kernel's arguments
-    a01, a10, a11 = (blocks[0][1], blocks[1][0], blocks[1][1]) if S == 2 else (a00, a00, a00)
-    units = _units_per_program(B, N)
-    kernels.block_scan[(triton.cdiv(N, units), B)](
-        a00, a01, a10, a11, rhs[0], rhs[-1], out[0], out[-1], T, N,
-        S=S, C=TILES["steps"], BN=units, REVERSE=reverse, num_warps=WARPS, num_stages=STAGES,
-    )
+    units, G, L = _plan(B, T, N)
+    if G == 1:
+        _walk(a, rhs, out, None, None, T, N, T, 1, units, reverse, summary=False)
+    else:
+        per_segment = lambda: torch.empty(B, G, N, device=rhs[0].device, dtype=torch.float32)  # noqa: E731
+        ends, products = [per_segment() for _ in range(S)], [per_segment() for _ in range(S * S)]
+        _walk(a, rhs, ends, None, products, T, N, L, G, units, reverse, summary=True)
+        # the state after each segment: c_g = P_g c_{g-1} + e_g, a walk of G steps
+        after = [torch.empty_like(e) for e in ends]
+        _walk(products, ends, after, None, None, G, N, G, 1, units, reverse=False, summary=False)
+        # the state entering segment g: the one after segment g - 1, zero for the first
+        carries = [torch.cat([torch.zeros_like(c[:, :1]), c[:, :-1]], dim=1) for c in after]
+        _walk(a, rhs, out, carries, None, T, N, L, G, units, reverse, summary=False)
     return [x.view(v.shape) for x, v in zip(out, r, strict=True)]
 
 
