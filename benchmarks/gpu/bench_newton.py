@@ -4,17 +4,20 @@ its hand-written backward ("sequential"), for ParaGRU and ParaLSTM, forward and
 forward+backward, in one process.
 
 Shapes: float32, H = 8 heads of Dh = 128 units (1024 units per layer), B · T = 32768
-tokens, T in 1024, 4096, 16384 and 65536 (the paper's abstract reports speedups of up to
-665× over sequential application, growing with T; the setting behind that figure is in
-its appendix, not reproduced here). Each row is a JSON line as bench.py writes them
-("what": "time", "family": "newton"), with the Newton iterations of the solve, for the
-Newton forms the speedup over the sequential form at the same T, and for the Triton one
-the relative difference of its h from the PyTorch scans' (a correctness check at full size).
+tokens, T in 1024, 4096, 16384 and 65536. The paper's abstract reports speedups of up to
+665× over sequential application; the setting behind that figure (T, width, card) is not
+in the sources at hand, so 65536 stands for the long end. Each row is a JSON line as
+bench.py writes them ("what": "time", "family": "newton"), with the Newton iterations of
+the solve, for the Newton forms the speedup over the sequential form at the same T, and
+for the Triton one the relative difference of its h from the PyTorch scans' (a
+correctness check at full size). Then the scans of one Newton step alone (forward and
+adjoint, S = 1 and 2, T = 4096 and 16384) with each of the launch settings in VARIANTS,
+and with the PyTorch scans ("what": "variant").
 
 The sequential form takes seconds per call at long T, so every case is timed by its own
 budget: one call to warm up (compiling the kernels; the sequential form only at the first
-T), then calls until `--budget` seconds or `--reps` calls, the median. `--smoke` runs every code path on the CPU in Triton's
-interpreter at tiny sizes; its times mean nothing.
+T), then calls until `--budget` seconds or `--reps` calls, the median. `--smoke` runs
+every code path on the CPU in Triton's interpreter at tiny sizes; its times mean nothing.
 """
 
 from __future__ import annotations
@@ -138,10 +141,12 @@ VARIANTS = {
     "default": {},
     "chunks of 32 steps": {"TILES": {"steps": 32}},
     "chunks of 8 steps": {"TILES": {"steps": 8}},
-    "4 warps": {"WARPS": 4},
-    "1 warp": {"WARPS": 1},
-    "128 units per program": {"TILES": {"units": 128}, "TARGET_PROGRAMS": 132},
+    "32 units per program": {"TILES": {"units": 32}},
+    "128 units per program": {"TILES": {"units": 128}},
     "no pipelining": {"STAGES": 1},
+    "one pass, no segments": {"MIN_SEGMENT": 1 << 30},
+    "segments of at least 64 steps": {"MIN_SEGMENT": 64},
+    "4x the programs": {"TARGET_PROGRAMS": 4 * 264},
 }
 
 
@@ -165,7 +170,7 @@ def scan_variants(out_path: str, T: int, budget_s: float, reps: int) -> None:
     B = max(1, SIZES["tokens"] // T)
     gen = torch.Generator(device=SIZES["device"]).manual_seed(0)
     shape = (B, T, SIZES["H"], SIZES["Dh"])
-    defaults = {name: getattr(launch, name) for name in ("TILES", "WARPS", "STAGES", "TARGET_PROGRAMS")}
+    defaults = {name: getattr(launch, name) for name in ("TILES", "STAGES", "TARGET_PROGRAMS", "MIN_SEGMENT")}
 
     def timed(label, settings, call):
         row = {"what": "variant", "family": "newton", "T": T, "variant": label, "settings": settings}
@@ -206,7 +211,8 @@ def main() -> int:
     forms = sorted(args.forms, key=lambda f: f != "sequential")
     try:
         bench(args.T, args.out, args.budget, args.reps, args.cells, forms)
-        scan_variants(args.out, args.T[0] if args.smoke else 4096, args.budget, args.reps)
+        for T in [args.T[0]] if args.smoke else [4096, 16384]:
+            scan_variants(args.out, T, args.budget, args.reps)
     except Exception:
         traceback.print_exc()
         return 1
