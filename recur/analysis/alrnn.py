@@ -84,7 +84,20 @@ def region_name(code: int, num_relu: int) -> str:
     return format(code, f"0{num_relu}b") if num_relu else "-"
 
 
-class PiecewiseLinearMap:
+class IteratedMap:
+    """A map z -> F(z) (its __call__) that can be run from a state."""
+
+    def trajectory(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        """[steps + 1, M]: z0 and the `steps` states the map takes it to."""
+        z = torch.as_tensor(z0, dtype=torch.float64)
+        states = [z]
+        for _ in range(steps):
+            z = self(z)
+            states.append(z)
+        return torch.stack(states)
+
+
+class PiecewiseLinearMap(IteratedMap):
     """The autonomous AL-RNN map F(z) = A ⊙ z + W φ*(z) + h of one head, in float64.
 
     A [M], W [M, M], h [M]; the last `num_relu` units are the ReLU ones.
@@ -134,15 +147,6 @@ class PiecewiseLinearMap:
         linear, piecewise = z.split([self.dim - self.num_relu, self.num_relu], dim=-1)
         phi = torch.cat([linear, piecewise.clamp_min(0)], dim=-1)
         return self.A * z + phi @ self.W.T + self.h
-
-    def trajectory(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        """[steps + 1, M]: z0 and the `steps` states the map takes it to."""
-        z = torch.as_tensor(z0, dtype=torch.float64)
-        states = [z]
-        for _ in range(steps):
-            z = self(z)
-            states.append(z)
-        return torch.stack(states)
 
     def patterns(self, z: torch.Tensor) -> torch.Tensor:
         """z [..., M] -> [..., P] bool: which ReLU units are on (z > 0)."""

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .alrnn import Cycle, PiecewiseLinearMap, find_cycles
+from .alrnn import Cycle, IteratedMap, PiecewiseLinearMap, find_cycles
 
 
-class PLRNNMap:
+class PLRNNMap(IteratedMap):
     """F(z) = A ⊙ z + W Σ_k α_k ⊙ ReLU(V z − θ_k) + h in float64: A [M], W [M, L], V [L, M],
     h [M], α and θ [K, L] (ramp k of hidden unit l)."""
 
@@ -103,15 +103,6 @@ class PLRNNMap:
         u = z @ self.V.T
         phi = (self.alpha * torch.relu(u.unsqueeze(-2) - self.theta)).sum(-2)
         return self.A * z + phi @ self.W.T + self.h
-
-    def trajectory(self, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        """[steps + 1, M]: z0 and the `steps` states the map takes it to."""
-        z = torch.as_tensor(z0, dtype=torch.float64)
-        states = [z]
-        for _ in range(steps):
-            z = self(z)
-            states.append(z)
-        return torch.stack(states)
 
     def unit_levels(self, z: torch.Tensor) -> torch.Tensor:
         """z [..., M] -> [..., L] int64: how many ramps of each unit are on."""
