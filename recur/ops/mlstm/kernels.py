@@ -48,6 +48,8 @@ import triton.language as tl
 
 from ..common.kernels import add, dot, load_rows, state_tile, state_tile_or_zeros, store_rows, store_state_tile
 
+maximum = tl.standard._elementwise_max
+
 
 @triton.jit
 def _log_weights(bq_hi, bq_lo, bk_hi, bk_lo, log_i, rows, cols):
@@ -73,14 +75,14 @@ def _step_max(hi_ptr, lo_ptr, li_ptr, bh, rows, first, stop, bq_hi, bq_lo, from_
         cols = s0 + tl.arange(0, BT)
         bk_hi, bk_lo, log_i = _gates(hi_ptr, lo_ptr, li_ptr, bh, cols, T_pad)
         lw = _log_weights(bq_hi, bq_lo, bk_hi, bk_lo, log_i, rows, cols)
-        m = tl.maximum(m, tl.max(lw, 1))
+        m = tl.maximum(m, tl.reduce(lw, 1, maximum))
     return m
 
 
 @triton.jit
 def _scores(q_ptr, k_ptr, b, h, rows, cols, T, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
     """q_t · k_s for query rows and key columns [BT, BT], summed over key tiles of BK."""
-    S = tl.zeros([rows.shape[0], cols.shape[0]], dtype=tl.float32)
+    S = tl.full([rows.shape[0], cols.shape[0]], 0.0, tl.float32)
     for k0 in range(0, K, BK):
         ks = k0 + tl.arange(0, BK)
         q = load_rows(q_ptr, b, h, rows, ks, T, H, K)
@@ -92,7 +94,7 @@ def _scores(q_ptr, k_ptr, b, h, rows, cols, T, H: tl.constexpr, K: tl.constexpr,
 @triton.jit
 def _score_gradients(dnum_ptr, v_ptr, dden, b, h, rows, cols, T, H: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
     """dA[t, s] = dnum_t · v_s + dden_t [BT, BT], summed over value tiles of BV."""
-    dA = tl.zeros([rows.shape[0], cols.shape[0]], dtype=tl.float32) + dden[:, None]
+    dA = tl.full([rows.shape[0], cols.shape[0]], 0.0, tl.float32) + dden[:, None]
     for v0 in range(0, V, BV):
         vs = v0 + tl.arange(0, BV)
         dnum = load_rows(dnum_ptr, b, h, rows, vs, T, H, V)
@@ -119,14 +121,14 @@ def chunk_states(
         n = tl.load(n0_ptr + bh.to(tl.int64) * K + ks, mask=ks < K, other=0.0).to(tl.float32)
         m = tl.load(m0_ptr + bh).to(tl.float32)
     else:
-        n = tl.zeros([BK], dtype=tl.float32)
-        m = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
+        n = tl.full([BK], 0.0, tl.float32)
+        m = tl.full([], 0.0, tl.float32)
     base = bh.to(tl.int64) * T_pad
     for c in range(0, NC):
         row = bh.to(tl.int64) * (NC + 1) + c
         store_state_tile(C_ptr, C, row, ks, vs, K, V)
         tl.store(n_ptr + row * K + ks, n, mask=(ks < K) & ((ks * 0 + vb) == 0))
-        tl.store(m_ptr + row + tl.arange(0, 1), m + tl.zeros([1], dtype=tl.float32), mask=(tl.arange(0, 1) + kb + vb) == 0)
+        tl.store(m_ptr + row + tl.arange(0, 1), m + tl.full([1], 0.0, tl.float32), mask=(tl.arange(0, 1) + kb + vb) == 0)
         end = c * L + L - 1
         G_hi, G_lo = tl.load(hi_ptr + base + end), tl.load(lo_ptr + base + end)
         G = G_hi + G_lo
@@ -136,7 +138,7 @@ def chunk_states(
             for s0 in range(c * L, c * L + L, BT):
                 rows = s0 + tl.arange(0, BT)
                 b_hi, b_lo, log_i = _gates(hi_ptr, lo_ptr, li_ptr, bh, rows, T_pad)
-                m_new = tl.maximum(m_new, tl.max((G_hi - b_hi) + (G_lo - b_lo) + log_i, 0))
+                m_new = tl.maximum(m_new, tl.reduce((G_hi - b_hi) + (G_lo - b_lo) + log_i, 0, maximum))
         decay = tl.exp(G + m - m_new)
         C = C * decay
         n = n * decay
@@ -154,7 +156,7 @@ def chunk_states(
     row = bh.to(tl.int64) * (NC + 1) + NC
     store_state_tile(C_ptr, C, row, ks, vs, K, V)
     tl.store(n_ptr + row * K + ks, n, mask=(ks < K) & ((ks * 0 + vb) == 0))
-    tl.store(m_ptr + row + tl.arange(0, 1), m + tl.zeros([1], dtype=tl.float32), mask=(tl.arange(0, 1) + kb + vb) == 0)
+    tl.store(m_ptr + row + tl.arange(0, 1), m + tl.full([1], 0.0, tl.float32), mask=(tl.arange(0, 1) + kb + vb) == 0)
 
 
 @triton.jit
@@ -181,8 +183,8 @@ def chunk_outputs(
     else:
         m = from_state * 0.0 + m_in
     weight = tl.exp(from_state - m) * scale
-    num = tl.zeros([BT, BV], dtype=tl.float32)
-    den = tl.zeros([BT], dtype=tl.float32)
+    num = tl.full([BT, BV], 0.0, tl.float32)
+    den = tl.full([BT], 0.0, tl.float32)
     for k0 in range(0, K, BK):
         ks = k0 + tl.arange(0, BK)
         q = load_rows(q_ptr, b, h, rows, ks, T, H, K)
@@ -227,7 +229,7 @@ def reverse_states(
     if HAS_DHT:
         dn = tl.load(dnT_ptr + bh.to(tl.int64) * K + ks, mask=ks < K, other=0.0).to(tl.float32)
     else:
-        dn = tl.zeros([BK], dtype=tl.float32)
+        dn = tl.full([BK], 0.0, tl.float32)
     base = bh.to(tl.int64) * T_pad
     row = bh.to(tl.int64) * (NC + 1) + NC
     store_state_tile(dC_ptr, dC, row, ks, vs, K, V)
@@ -257,13 +259,14 @@ def reverse_states(
 @triton.jit
 def query_gradients(
     q_ptr, k_ptr, v_ptr, dnum_ptr, dden_ptr, hi_ptr, lo_ptr, li_ptr, C_ptr, n_ptr, m_ptr, mt_ptr,
-    dq_ptr, rows_ptr, dexp_ptr, T, T_pad, NC, scale,
+    dq_ptr, rows_ptr, strict_rows_ptr, dexp_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     L: tl.constexpr, BT: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """dq for one tile of BT queries and BK key columns; the key tile 0 programs also store
-    Σ_s dA ⊙ A per query (every program computes the whole sum), and every program its key
-    tile's share of the entering state's exponent gradient q_t · dq_t^state ([NKT, B·H, T_pad])."""
+    Σ_s dA ⊙ A per query and the same sum over s < t only (every program computes the whole
+    sums), and every program its key tile's share of the entering state's exponent gradient
+    q_t · dq_t^state ([NKT, B·H, T_pad])."""
     kb, tb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // H, bh % H
     rows = tb * BT + tl.arange(0, BT)
@@ -288,7 +291,8 @@ def query_gradients(
     dq = dq * weight[:, None]
     q = load_rows(q_ptr, b, h, rows, ks, T, H, K)
     tl.store(dexp_ptr + kb.to(tl.int64) * tl.num_programs(2) * T_pad + per_step, tl.reduce(q.to(tl.float32) * dq, 1, add))
-    row_sums = tl.zeros([BT], dtype=tl.float32)
+    row_sums = tl.full([BT], 0.0, tl.float32)
+    strict_sums = tl.full([BT], 0.0, tl.float32)
     for s0 in range(first, tb * BT + BT, BT):
         cols = s0 + tl.arange(0, BT)
         bk_hi, bk_lo, log_i = _gates(hi_ptr, lo_ptr, li_ptr, bh, cols, T_pad)
@@ -296,25 +300,29 @@ def query_gradients(
         causal = cols[None, :] <= rows[:, None]
         S = _scores(q_ptr, k_ptr, b, h, rows, cols, T, H, K, BK, PRECISION)
         dA = _score_gradients(dnum_ptr, v_ptr, dden, b, h, rows, cols, T, H, V, BV, PRECISION)
-        row_sums += tl.reduce(tl.where(causal, dA * S * P * scale, 0.0), 1, add)
+        dLW = tl.where(causal, dA * S * P * scale, 0.0)
+        row_sums += tl.reduce(dLW, 1, add)
+        strict_sums += tl.reduce(tl.where(cols[None, :] < rows[:, None], dLW, 0.0), 1, add)
         dS = tl.where(causal, dA * P * scale, 0.0)
         k = load_rows(k_ptr, b, h, cols, ks, T, H, K)
         dq += dot(dS.to(k.dtype), k, PRECISION)
     store_rows(dq_ptr, dq, b, h, rows, ks, T, H, K)
     tl.store(rows_ptr + per_step, row_sums, mask=(rows * 0 + kb) == 0)
+    tl.store(strict_rows_ptr + per_step, strict_sums, mask=(rows * 0 + kb) == 0)
 
 
 @triton.jit
 def key_gradients(
     q_ptr, k_ptr, v_ptr, dnum_ptr, dden_ptr, hi_ptr, lo_ptr, li_ptr, dC_ptr, dn_ptr, m_ptr, mt_ptr, routed_ptr,
-    dx_ptr, cols_ptr, dwrite_ptr, T, T_pad, NC, scale,
+    dx_ptr, cols_ptr, strict_cols_ptr, dwrite_ptr, T, T_pad, NC, scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     L: tl.constexpr, BT: tl.constexpr, VALUES: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """dk (VALUES False, one tile of BK key columns) or dv (VALUES True, BV value columns)
     for one tile of BT keys: the chunk's later queries, then the state at the chunk's end.
     The dk programs of key tile 0 also store the column sums Σ_t dA ⊙ A plus the routed
-    gradient of every m_t that this key's log-weight set (∂/∂log i_s, [B·H, T_pad]), and
+    gradient of every m_t that this key's log-weight set (∂/∂log i_s, [B·H, T_pad]), the same
+    sums over t > s only, and
     every dk program its key tile's share of the end state's gradient of e^{a_s − m_{c+1}}
     ([NKT, B·H, T_pad])."""
     xb, sb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -326,11 +334,12 @@ def key_gradients(
     base = bh.to(tl.int64) * T_pad
     if VALUES:
         xs = xb * BV + tl.arange(0, BV)
-        dx = tl.zeros([BT, BV], dtype=tl.float32)
+        dx = tl.full([BT, BV], 0.0, tl.float32)
     else:
         xs = xb * BK + tl.arange(0, BK)
-        dx = tl.zeros([BT, BK], dtype=tl.float32)
-    col_sums = tl.zeros([BT], dtype=tl.float32)
+        dx = tl.full([BT, BK], 0.0, tl.float32)
+    col_sums = tl.full([BT], 0.0, tl.float32)
+    strict_sums = tl.full([BT], 0.0, tl.float32)
     for t0 in range(sb * BT, last, BT):
         rows = t0 + tl.arange(0, BT)
         bq_hi, bq_lo, _ = _gates(hi_ptr, lo_ptr, li_ptr, bh, rows, T_pad)
@@ -353,13 +362,15 @@ def key_gradients(
             # where the entering state's term did)
             routed = tl.load(routed_ptr + base + rows)
             won = causal & (lw == m[:, None])
-            col_sums += tl.reduce(tl.where(causal, dA * A, 0.0) + tl.where(won, routed[:, None], 0.0), 0, add)
+            dLW = tl.where(causal, dA * A, 0.0) + tl.where(won, routed[:, None], 0.0)
+            col_sums += tl.reduce(dLW, 0, add)
+            strict_sums += tl.reduce(tl.where(cols[None, :] < rows[:, None], dLW, 0.0), 0, add)
     # the state at the chunk's end: weight e^{a_s − m_{c+1}} on k_s v_sᵀ
     state = bh.to(tl.int64) * (NC + 1) + c + 1
     G_hi, G_lo = tl.load(hi_ptr + base + last - 1), tl.load(lo_ptr + base + last - 1)
     write = tl.exp((G_hi - bk_hi) + (G_lo - bk_lo) + log_i - tl.load(m_ptr + state))
     if VALUES:
-        part = tl.zeros([BT, BV], dtype=tl.float32)
+        part = tl.full([BT, BV], 0.0, tl.float32)
         for k0 in range(0, K, BK):
             ks = k0 + tl.arange(0, BK)
             k = load_rows(k_ptr, b, h, cols, ks, T, H, K)
@@ -369,7 +380,7 @@ def key_gradients(
         store_rows(dx_ptr, dx, b, h, cols, xs, T, H, V)
     else:
         dn = tl.load(dn_ptr + state * K + xs, mask=xs < K, other=0.0)
-        part = tl.zeros([BT, BK], dtype=tl.float32) + dn[None, :]
+        part = tl.full([BT, BK], 0.0, tl.float32) + dn[None, :]
         for v0 in range(0, V, BV):
             vs = v0 + tl.arange(0, BV)
             v = load_rows(v_ptr, b, h, cols, vs, T, H, V)
@@ -381,3 +392,4 @@ def key_gradients(
         dx += part * write[:, None]
         store_rows(dx_ptr, dx, b, h, cols, xs, T, H, K)
         tl.store(cols_ptr + base + cols, col_sums, mask=(cols * 0 + xb) == 0)
+        tl.store(strict_cols_ptr + base + cols, strict_sums, mask=(cols * 0 + xb) == 0)

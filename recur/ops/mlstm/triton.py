@@ -145,9 +145,10 @@ class _ChunkMLSTM(torch.autograd.Function):
 
         dq = torch.empty_like(q)
         row_sums = torch.empty(BH, T_pad, device=q.device, dtype=torch.float32)
+        strict_rows = torch.empty_like(row_sums)
         d_exponent = torch.empty(NKT, BH, T_pad, device=q.device, dtype=torch.float32)
         kernels.query_gradients[(NKT, T_pad // BT, BH)](
-            q, k, v, dnum, dden, hi, lo, log_i, C, n, m, m_steps, dq, row_sums, d_exponent,
+            q, k, v, dnum, dden, hi, lo, log_i, C, n, m, m_steps, dq, row_sums, strict_rows, d_exponent,
             T, T_pad, NC, scale, **common, **options,
         )
         d_exponent = d_exponent.sum(0)
@@ -160,20 +161,22 @@ class _ChunkMLSTM(torch.autograd.Function):
         if stabilise:
             state_won = from_state >= m_steps
             routed = torch.where(state_won, 0.0, dm).contiguous()
-            d_m_in = d_exponent + torch.where(state_won, dm, 0.0)
-            # every shift of b_t moves LW[t, ·], from_state_t and m_t alike: only the floor sees it
-            d_b = dm_direct
+            # ∂/∂from_state_t, which is also ∂/∂m_c from step t
+            d_from_state = d_m_in = d_exponent + torch.where(state_won, dm, 0.0)
+            # the routed part of the row's log-weights below the diagonal (LW[t, t] = log i_t)
+            strict_rows = strict_rows + torch.where(log_i != m_steps, routed, 0.0)
         else:
             routed = torch.zeros_like(dm)
+            d_from_state = d_exponent
             d_m_in = d_exponent + dm
-            d_b = row_sums + d_exponent
 
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         col_sums = torch.empty(BH, T_pad, device=q.device, dtype=torch.float32)
+        strict_cols = torch.empty_like(col_sums)
         d_write = torch.empty(NKT, BH, T_pad, device=q.device, dtype=torch.float32)
         for values, grid, out in ((False, NKT, dk), (True, NVT, dv)):
             kernels.key_gradients[(grid, T_pad // BT, BH)](
-                q, k, v, dnum, dden, hi, lo, log_i, dC, dn, m, m_steps, routed, out, col_sums, d_write,
+                q, k, v, dnum, dden, hi, lo, log_i, dC, dn, m, m_steps, routed, out, col_sums, strict_cols, d_write,
                 T, T_pad, NC, scale, VALUES=values, **common, **options,
             )
         d_write = d_write.sum(0)
@@ -193,6 +196,7 @@ class _ChunkMLSTM(torch.autograd.Function):
             carry = torch.ones_like(x)
         D = linear_recurrence(carry.flip(1), x.flip(1), D_last).flip(1)
         D_next = torch.cat([D[:, 1:], D_last[:, None]], dim=1)
+        # G_c's own uses: the chunk's decay and the candidate G_c + m_c for m_{c+1}
         d_G = d_decay + carry * D_next if stabilise else d_decay
         # a_s = G_c − b_s + log i_s: the gradient through the end state, and m_{c+1} where
         # step s set it
@@ -202,10 +206,15 @@ class _ChunkMLSTM(torch.autograd.Function):
             set_by_step = (~chunk_won).repeat_interleave(L, 1) & (a == m[:, 1:].repeat_interleave(L, 1))
             d_a = d_a + torch.where(set_by_step, D_next.repeat_interleave(L, 1), 0.0)
         d_log_i = col_sums + d_a
-        d_b = (d_b - col_sums - d_a).view(BH, NC, L)
-        d_b[..., -1] += d_G + d_a.view(BH, NC, L).sum(-1)
-        # log f_r enters every b_t with t >= r of its chunk
-        d_log_f = d_b.flip(-1).cumsum(-1).flip(-1).flatten(1)
+        # log f_r of chunk c enters LW[t, s] for s < r <= t, from_state_t for t >= r, a_s for
+        # s < r and G_c. The pairs (t, s) it lies between are the rows' sums below the
+        # diagonal from r on less the columns' from r on: the diagonal terms, the largest
+        # under strong forgetting, never enter a difference.
+        chunks = lambda x: x.view(BH, NC, L)  # noqa: E731
+        suffix = lambda x: chunks(x).flip(-1).cumsum(-1).flip(-1)  # noqa: E731
+        before = F.pad(chunks(d_a)[..., :-1].cumsum(-1), (1, 0))
+        d_log_f = suffix(strict_rows + d_from_state) - suffix(strict_cols) + before + d_G[..., None]
+        d_log_f = d_log_f.flatten(1)
 
         dC0 = dC[:, 0].view(B, H, K, V) if ctx.has_h0 else None
         dn0 = dn[:, 0].view(B, H, K) if ctx.has_h0 else None
