@@ -46,7 +46,15 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common.kernels import add, dot, load_rows, state_tile, state_tile_or_zeros, store_rows, store_state_tile
+from ..common.kernels import (
+    add,
+    dot,
+    load_rows,
+    state_tile,
+    state_tile_or_zeros,
+    store_rows,
+    store_state_tile,
+)
 
 maximum = tl.standard._elementwise_max
 
