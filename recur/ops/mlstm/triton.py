@@ -35,7 +35,7 @@ HEAD_TILE = 64
 GATE_FLOOR = -128.0
 # float32 inputs take IEEE products
 FLOAT32_PRODUCTS = "ieee"
-WARPS = {"states": 4, "outputs": 4, "gradients": 4}
+WARPS = {"states": 4, "outputs": 8, "gradients": 8}
 STAGES = 1
 
 
