@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -200,6 +201,13 @@ def _run_config(args: argparse.Namespace):
     if args.recipe is not None:
         raise UsageError(f"--resume continues the run's own config ({args.run_dir}/config.json); drop --recipe "
                          f"(a resume may change only {allowed})")
+    if args.seeds is not None:
+        from .train.experiments import seeds_config
+
+        try:
+            return seeds_config(Path(args.run_dir), parse_overrides(args.overrides))[0]
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     return saved_config(args.run_dir, parse_overrides(args.overrides))
 
 
@@ -253,30 +261,53 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    return "recur " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("recur", "cli.py", "__main__.py")) else (
-        f"recur {args.command} --recipe {args.recipe} " + " ".join(getattr(args, "overrides", []))
-    ).strip()
+    """The command as it was given (the arguments main() parsed), quoted for a shell."""
+    return "recur " + shlex.join(args.argv)
+
+
+# the command that made a --seeds folder, kept in it so a resumed call's table names it
+SEEDS_COMMAND = "command.txt"
 
 
 def _train_seeds(args: argparse.Namespace, config, run_dir: Path) -> int:
-    """`recur train --seeds N`: N runs of the recipe, one table and plot of mean ± std."""
+    """`recur train --seeds N`: N runs of the recipe, one table and plot of mean ± std.
+    With --resume, continues the folder a stopped call left (finished seeds are read back)."""
+    from .tasks import get_task
     from .train.experiments import run_seeds, seeds_table, write_table
+    from .train.loop import Interrupted
 
-    if args.resume or args.nproc > 1:
-        raise UsageError("--seeds runs fresh single-process runs; drop --resume and --nproc")
+    if args.nproc > 1:
+        raise UsageError("--seeds runs single-process runs; drop --nproc")
     if args.seeds <= 0:
         raise UsageError(f"--seeds must be a positive int; got {args.seeds}")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UsageError(f"{run_dir} is not empty; pick another --run-dir")
-    print(f"recur train --recipe {args.recipe} --seeds {args.seeds}: task {config.task_name}, run dir {run_dir}", flush=True)
+    command_file = run_dir / SEEDS_COMMAND
+    if args.resume:
+        command = command_file.read_text().strip() if command_file.is_file() else _command_line(args)
+        what = "--resume"
+    else:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise UsageError(f"{run_dir} is not empty; pick another --run-dir (or continue it with --resume)")
+        command, what = _command_line(args), f"--recipe {args.recipe}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        command_file.write_text(command + "\n")
+    print(f"recur train {what} --seeds {args.seeds}: task {config.task_name}, run dir {run_dir}", flush=True)
+    metric = get_task(config.task_name).metric
+    test_metric = "test/" + metric.split("/", 1)[1]
 
-    def report(seed, result):
-        print(f"seed {seed}: {result.metric_name} {result.metric:.4f}, {result.test_metric_name} {result.test_metric:.4f} "
-              f"(step {result.chosen_step} of {result.steps})", flush=True)
+    def report(seed, record):
+        figures = record["metrics"]
+        print(f"seed {seed}: {metric} {figures[metric]:.4f}, {test_metric} {figures[test_metric]:.4f} "
+              f"(step {record['chosen_step']} of {record['steps']})", flush=True)
 
-    records = run_seeds(config, args.seeds, run_dir, progress=not args.no_progress, on_run=report)
-    table = seeds_table(config, records, _command_line(args))
-    written = write_table(table, config, run_dir, "seeds", f"{args.recipe}: {args.seeds} seeds")
+    try:
+        records = run_seeds(config, args.seeds, run_dir, progress=not args.no_progress, on_run=report,
+                            resume=args.resume)
+    except Interrupted as stop:
+        raise Interrupted(f"{stop}\nall {args.seeds} seeds continue with: recur train --run-dir {run_dir} --resume "
+                          f"--seeds {args.seeds}", stop.step, stop.signum) from None
+    table = seeds_table(config, records, command)
+    recipe_named = command.split("--recipe ", 1)[1].split()[0] if "--recipe " in command else config.task_name
+    written = write_table(table, config, run_dir, "seeds", f"{args.recipe or recipe_named}: {args.seeds} seeds")
     print(Path(written[0]).read_text())
     print("wrote " + ", ".join(map(str, written)))
     return 0
@@ -338,7 +369,7 @@ def render_summary(s: dict) -> str:
 
 def _launch(args: argparse.Namespace) -> int:
     """Re-runs this command under torchrun with --nproc processes."""
-    argv = [a for a in sys.argv[1:]]
+    argv = list(args.argv)
     if "--nproc" in argv:
         i = argv.index("--nproc")
         del argv[i:i + 2]
@@ -454,6 +485,7 @@ overrides (typed, checked before any work; `recur train --print-config` shows th
 resume (Ctrl-C saves a checkpoint and prints this command):
   recur train --run-dir RUN --resume                    the run's own config, to its end
   recur train --run-dir RUN --resume --train.steps N    more steps (only train.* keys on how it runs)
+  recur train --run-dir RUN --resume --seeds N          a --seeds folder: finished seeds read back, the rest go on
 """
 
 
@@ -555,7 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     if args.command in ("train", "eval", "sweep"):
         args.overrides = extra
     elif extra:

@@ -1,7 +1,9 @@
 """Several runs, one table: seeds of one configuration, and sweeps over a grid of overrides.
 
-`run_seeds(config, seeds, run_dir)` trains `seeds` runs that differ only in `train.seed`;
-`run_sweep(config, grid, seeds, run_dir)` does that for every combination of a grid of
+`run_seeds(config, seeds, run_dir)` trains `seeds` runs that differ only in `train.seed`
+(`resume=True` continues the folder's seeds: a finished one is read back, a stopped one
+continues from its checkpoint, a missing one starts); `run_sweep(config, grid, seeds,
+run_dir)` does that for every combination of a grid of
 dotted overrides. Each writes a table (Markdown and JSON: mean ± sample standard
 deviation over the seeds of the validation and test figures, with every run listed) and
 a plot. A sweep chooses its configuration by the validation mean alone and reports that
@@ -19,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, apply_overrides, to_dict
-from .loop import TrainResult, train
+from .config import RunConfig, apply_overrides, check_resume, from_dict, to_dict
+from .loop import NothingToResume, TrainResult, train
 
 
 @dataclass
@@ -68,22 +70,59 @@ def _run_record(result: TrainResult, seed: int) -> dict[str, Any]:
     }
 
 
+def _finished_record(config: RunConfig, folder: Path, seed: int) -> dict[str, Any]:
+    """The record of a finished run read back from its folder, after checking that the
+    folder trained `config` (changed at most where a resume may change it)."""
+    saved = from_dict(json.loads((folder / "config.json").read_text()))
+    check_resume(saved, config, str(folder / "config.json"))
+    result = json.loads((folder / "result.json").read_text())
+    return {
+        "seed": seed, "metrics": result["metrics"], "steps": result["steps"], "chosen_step": result["chosen_step"],
+        "stopped_early": result["stopped_early"], "seconds": result["seconds"],
+        "parameters": result["parameters"], "state_bytes": result["state_bytes_per_sequence"],
+    }
+
+
 def run_seeds(
     config: RunConfig, seeds: int, run_dir: Path | None, progress: bool = True,
-    on_run: Callable[[int, TrainResult], None] | None = None,
+    on_run: Callable[[int, dict[str, Any]], None] | None = None, resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """`seeds` runs of `config` with train.seed, train.seed + 1, …; one record per run."""
+    """`seeds` runs of `config` with train.seed, train.seed + 1, …; one record per run.
+    `resume=True` continues a folder a stopped call left: each seed's run is read back when
+    it finished, continued from its newest checkpoint when it stopped, started when absent."""
     if not isinstance(seeds, int) or seeds <= 0:
         raise ValueError(f"seeds must be a positive int; got {seeds!r}")
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs run_dir (the folder of the seeds to continue)")
     records = []
     for i in range(seeds):
         seed = config.train.seed + i
         run_config = replace(config, train=replace(config.train, seed=seed))
-        result = train(run_config, None if run_dir is None else run_dir / f"seed_{seed}", progress=progress)
-        records.append(_run_record(result, seed))
+        folder = None if run_dir is None else run_dir / f"seed_{seed}"
+        started = resume and folder.is_dir() and any(folder.iterdir())
+        try:
+            record = _run_record(train(run_config, folder, resume=started, progress=progress), seed)
+        except NothingToResume:
+            record = _finished_record(run_config, folder, seed)
+        records.append(record)
         if on_run is not None:
-            on_run(seed, result)
+            on_run(seed, record)
     return records
+
+
+def seeds_config(run_dir: Path, overrides: dict[str, Any] | list[tuple[str, Any]] | None = None) -> tuple[RunConfig, int]:
+    """The config of the seeds in `run_dir` (its lowest seed's, with `overrides` a resume may
+    make) and how many seed folders it holds; a ValueError when it holds none."""
+    from .loop import saved_config
+
+    found = sorted(
+        int(path.name.removeprefix("seed_")) for path in run_dir.glob("seed_*")
+        if path.is_dir() and path.name.removeprefix("seed_").isdigit()
+    )
+    if not found:
+        raise ValueError(f"{run_dir} holds no seed_<N> folders to continue")
+    config = saved_config(run_dir / f"seed_{found[0]}", overrides)
+    return config, len(found)
 
 
 def grid_combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:

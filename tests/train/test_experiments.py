@@ -57,3 +57,34 @@ def test_train_seeds_and_sweep_write_tables(tmp_path, capsys):
     assert "did you mean 'model.mixer'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     assert recipe("adding").train.seed == 0
+
+
+def test_a_stopped_seeds_call_continues_where_it_stopped(tmp_path, capsys):
+    overrides = [arg for key, value in TINY.items() for arg in (f"--{key}", value)]
+    folder = tmp_path / "s"
+    assert main(["train", "--recipe", "adding", "--seeds", "3", "--no-progress", "--run-dir", str(folder), *overrides]) == 0
+    whole = json.loads((folder / "seeds.json").read_text())
+    # as if the call had stopped inside seed 1 after its first checkpoint and before seed 2
+    finished = (folder / "seed_0" / "result.json").read_text()
+    (folder / "seed_1" / "result.json").unlink()
+    import shutil
+
+    shutil.rmtree(folder / "seed_2")
+    (folder / "seeds.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(folder), "--resume", "--seeds", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0:" in out and "seed 2:" in out
+    again = json.loads((folder / "seeds.json").read_text())
+    # seed 0 was read back untouched; seeds 1 and 2 trained the same config to the same figures
+    assert (folder / "seed_0" / "result.json").read_text() == finished
+    assert [run["seed"] for run in again["rows"][0]["runs"]] == [0, 1, 2]
+    for before, after in zip(whole["rows"][0]["runs"], again["rows"][0]["runs"], strict=True):
+        assert after["metrics"] == pytest.approx(before["metrics"], rel=1e-5)
+    # the table still names the command that made the folder
+    assert again["command"] == whole["command"] and "--recipe adding" in again["command"]
+    # a fresh call refuses the folder, and a resume refuses one without seeds
+    assert main(["train", "--recipe", "adding", "--seeds", "3", "--run-dir", str(folder), *overrides]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(tmp_path / "none"), "--resume", "--seeds", "3"]) == 2
+    assert "no seed_<N> folders" in capsys.readouterr().err
