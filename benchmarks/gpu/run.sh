@@ -43,7 +43,7 @@ fi
 step "first calls (empty Triton cache)"
 timeout $(limit 150) $BENCH --first-call
 if [ -z "${SMOKE:-}" ]; then
-    for family in gla delta; do
+    for family in gla delta mlstm; do
         step "correctness at full size: $family"
         timeout $(limit 150) $PY -m pytest -q -m gpu -p no:cacheprovider --durations=5 \
             tests/gpu/test_${family}_triton_gpu.py 2>&1 | tail -25
