@@ -3,8 +3,10 @@ float64 naive loop.
 
 The chunk is shrunk to 32 steps and the tiles to 16 steps and 16 head columns, so that every
 chunk holds two query tiles and two key tiles (the off-diagonal tile pairs and the chunk
-walks both run) and K = V = 32 takes two head tiles. Every generic check (packed batches,
-split sequences, bad arguments) runs in tests/ops/test_families.py at the launch defaults.
+walks both run) and K = V = 32 takes two head tiles. Every buffer the kernels allocate is
+filled with NaN first, so an element a kernel forgets to write fails the comparison. The
+generic checks (packed batches, split sequences, closed gates, bad arguments) run in
+tests/ops/test_families.py and tests/ops/test_nonfinite.py at the launch defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from recur.ops.mlstm import MLSTM
 from tests.helpers import compare_results, family_results, interpreted_kernels
+from tests.ops.test_gla_triton import poisoned_allocations
 
 pytest.importorskip("triton")
 
@@ -37,7 +40,9 @@ def test_outputs_states_and_gradients_match_the_loop(launcher, case, T, width):
     """h, the final (C, n, m) and the gradients of q, k, v, ĩ, f̃ and the initial state."""
     example = MLSTM.example_inputs(T, case=case, heads=2, key_dim=width, value_dim=width)
     expected = family_results(MLSTM, "naive", example)
-    compare_results(family_results(MLSTM, "triton", _float32(example)), expected, TOL_FLOAT32, f"{case} T={T}")
+    with poisoned_allocations():
+        actual = family_results(MLSTM, "triton", _float32(example))
+    compare_results(actual, expected, TOL_FLOAT32, f"{case} T={T}")
 
 
 @pytest.mark.parametrize(
