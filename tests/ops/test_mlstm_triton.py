@@ -63,6 +63,15 @@ def test_extreme_gates_stay_finite(launcher, name, i_shift, f_shift):
     compare_results(got, expected, 1e-4, name)
 
 
+def test_eps_scale_and_no_initial_state(launcher):
+    """A large eps makes h depend on m through eps at every step, so m's gradient (routed to
+    the term that set each m_t) is exercised everywhere; without an initial state m_0 = 0."""
+    example = MLSTM.example_inputs(37, heads=2, key_dim=16, value_dim=16, seed=5)
+    example.kwargs.update(eps=0.5, scale=0.2, initial_state=None)
+    expected = family_results(MLSTM, "naive", example)
+    compare_results(family_results(MLSTM, "triton", _float32(example)), expected, TOL_FLOAT32, "eps=0.5")
+
+
 def test_wide_heads_are_refused_naming_the_widths(launcher):
     example = MLSTM.example_inputs(4, key_dim=272, value_dim=8)
     with pytest.raises(ValueError, match="K = 272"):
