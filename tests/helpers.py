@@ -19,6 +19,7 @@ SHARED_KERNEL_MODULES = (
     "recur.ops.gla.kernels",
     "recur.ops.delta.kernels",
     "recur.ops.newton.kernels",
+    "recur.ops.mlstm.kernels",
 )
 
 

@@ -3,7 +3,8 @@
 # important first: versions, first calls with an empty Triton cache, correctness at full
 # size against float64 references (`pytest -m gpu tests/gpu`), timings of recur triton,
 # recur chunk and torch SDPA for both families, launch-setting variants, GLA stage
-# timings, then FLA (from wheels carried in .whl/) while time is left. Every step has its
+# timings, mLSTM timings (bench_mlstm.py: recur triton, recur chunk, mlstm_kernels), then FLA
+# (from wheels carried in .whl/) while time is left. Every step has its
 # own time limit, so a step that hangs costs only its share. Writes log.txt and
 # results.jsonl under $OUT; `python benchmarks/gpu/summary.py $OUT/results.jsonl` prints
 # the tables. Run from the repository root. `SMOKE=1` runs it all on the CPU at tiny sizes
@@ -42,7 +43,7 @@ fi
 step "first calls (empty Triton cache)"
 timeout $(limit 150) $BENCH --first-call
 if [ -z "${SMOKE:-}" ]; then
-    for family in gla delta; do
+    for family in gla delta mlstm; do
         step "correctness at full size: $family"
         timeout $(limit 150) $PY -m pytest -q -m gpu -p no:cacheprovider --durations=5 \
             tests/gpu/test_${family}_triton_gpu.py 2>&1 | tail -25
@@ -58,6 +59,9 @@ step "launch-setting variants"
 timeout $(limit 90) $BENCH --variants
 step "GLA stages"
 timeout $(limit 40) $BENCH --breakdown
+# before FLA, which takes whatever time is left
+step "timings: mLSTM (recur triton, recur chunk, mlstm_kernels)"
+timeout $(limit 120) $PY benchmarks/gpu/bench_mlstm.py --out $RESULTS ${SMOKE:+--smoke}
 if [ -n "$FLA_SITE" ] && [ "${FLA_TIMEOUT:-150}" != 0 ]; then
     # FLA autotunes at its first call (minutes on an H200): whatever time is left
     step "timings: FLA chunk_gla"

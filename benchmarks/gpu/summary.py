@@ -1,4 +1,5 @@
-"""Prints the rows of results.jsonl (written by bench.py) as markdown tables."""
+"""Prints the rows of results.jsonl (written by bench.py and bench_mlstm.py) as markdown
+tables: the timings as one table per family (gla, delta, mlstm)."""
 
 from __future__ import annotations
 

@@ -144,6 +144,10 @@ def test_a_fault_stays_in_its_packed_sequence(name, impl, case):
                 continue
             label = f"{input_name}[{STEP}] = nan"
             assert_close(f"{label}: outputs before it", output[:, :STEP], clean[:, :STEP], tolerance(form))
-            assert_close(f"{label}: the next sequence", output[:, 50:], clean[:, 50:], tolerance(form))
+            # the family gives faulty inputs to the spec: its own clean run is the reference for
+            # the untouched sequence (a float32 form differs from the float32 spec by the
+            # rounding of both, which an output near a zero normaliser magnifies)
+            reference = clean if form.float64 else _output(family, "naive", example)
+            assert_close(f"{label}: the next sequence", output[:, 50:], reference[:, 50:], tolerance(form))
             expected = _output(family, "naive", faulty)
             _finite_parts_close(f"{label}: outputs from it on", output[:, STEP:50], expected[:, STEP:50], tolerance(form))

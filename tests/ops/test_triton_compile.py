@@ -1,6 +1,6 @@
 """The Triton kernels compiled ahead of time for an H100 (sm_90), without a device.
 
-Every kernel of the GLA and delta-rule families (their kernels.py) compiles with the tiles,
+Every kernel of the GLA, delta-rule and mLSTM families (their kernels.py) compiles with the tiles,
 warps and stages its launcher (their triton.py) uses and fits the 227 KiB of shared memory a
 program may have there (a launch that asks for more fails). The machine code is then read with the CUDA tools Triton ships:
 the whole-chunk GLA kernels must multiply on the tensor cores with warpgroup instructions
@@ -10,7 +10,7 @@ kernels they replace slow.
 Marked `slow` (run with `pytest -m slow`): compiling takes up to a minute per case on 2
 CPU cores. Skipped where Triton has no CUDA backend with its tools.
 
-`python tests/ops/test_triton_compile.py [gla|delta]` prints, for every launch at
+`python tests/ops/test_triton_compile.py [gla|delta|mlstm]` prints, for every launch at
 K = V = 128 in bfloat16, the registers, spilled bytes, shared memory and instruction counts.
 """
 
@@ -31,14 +31,14 @@ pytestmark = pytest.mark.slow
 
 SM90_SHARED_BYTES = 232448
 # the launch modules: launch settings, and their kernels as `.kernels`
-FAMILIES = {"gla": "recur.ops.gla.triton", "delta": "recur.ops.delta.triton"}
+FAMILIES = {"gla": "recur.ops.gla.triton", "delta": "recur.ops.delta.triton", "mlstm": "recur.ops.mlstm.triton"}
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # pointers to tensors in the inputs' dtype; every other pointer is a float32 buffer
 INPUTS = {
     "q_ptr", "k_ptr", "v_ptr", "beta_ptr", "g_ptr", "do_ptr", "o_ptr", "x_ptr", "y_ptr",
-    "dq_ptr", "dk_ptr", "dv_ptr", "dbeta_ptr", "dg_ptr",
+    "dq_ptr", "dk_ptr", "dv_ptr", "dbeta_ptr", "dg_ptr", "h_ptr", "dnum_ptr", "dx_ptr",
 }
-SCALARS = {"T": "i32", "T_pad": "i32", "NC": "i32", "scale": "fp32", "floor": "fp32"}
+SCALARS = {"T": "i32", "T_pad": "i32", "NC": "i32", "scale": "fp32", "floor": "fp32", "eps": "fp32"}
 INDEX_POINTERS = {"cu_ptr": "*i32", "last_ptr": "*i32"}
 
 
@@ -143,6 +143,26 @@ def gla_launches(m, K, V, dtype_name, scalar_gate=False):
     return out
 
 
+def mlstm_launches(m, K, V, dtype_name):
+    """(kernel, constexprs, warps, stages) for every launch of a forward and backward, both
+    input gates."""
+    kernels = m.kernels
+    cfg = m._launch_config(K, V)
+    common = dict(H=16, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], L=cfg["L"], BT=cfg["BT"], PRECISION=launch_precision(m, dtype_name))
+    out = []
+    for stabilise in (True, False):
+        out.append((kernels.chunk_states, dict(common, STABILISE=stabilise, HAS_H0=True), m.WARPS["states"], m.STAGES))
+        out.append((kernels.chunk_outputs, dict(common, STABILISE=stabilise), m.WARPS["outputs"], m.STAGES))
+    out.append((kernels.reverse_states, dict(common, HAS_DHT=True), m.WARPS["gradients"], m.STAGES))
+    out.append((kernels.query_gradients, common, m.WARPS["gradients"], m.STAGES))
+    for values in (False, True):
+        out.append((kernels.key_gradients, dict(common, VALUES=values), m.WARPS["gradients"], m.STAGES))
+    return out
+
+
+LAUNCHES = {"delta": delta_launches, "gla": gla_launches, "mlstm": mlstm_launches}
+
+
 def compile_sm90(kernel, constexprs, warps, stages, dtype_name):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -189,11 +209,11 @@ def has_tools() -> bool:
     return all(os.path.exists(os.path.join(tools, t)) for t in ("cuobjdump", "nvdisasm"))
 
 
-@pytest.mark.parametrize("family", ["delta", "gla"])
+@pytest.mark.parametrize("family", ["delta", "gla", "mlstm"])
 @pytest.mark.parametrize("K, dtype_name", [(128, "fp32"), (128, "bf16"), (256, "fp32"), (256, "bf16")])
 def test_kernels_compile_and_fit_an_h100(modules, family, K, dtype_name):
     m = modules[family]
-    launches = {"delta": delta_launches, "gla": gla_launches}[family](m, K, K, dtype_name)
+    launches = LAUNCHES[family](m, K, K, dtype_name)
     too_big = {}
     for kernel, constexprs, warps, stages in launches:
         compiled = compile_sm90(kernel, constexprs, warps, stages, dtype_name)
@@ -222,7 +242,7 @@ def test_gla_whole_chunk_kernels_use_warpgroup_products_without_spills(modules, 
 def main(families) -> None:
     for family in families:
         m = load_compiled(FAMILIES[family])
-        launches = {"delta": delta_launches, "gla": gla_launches}[family](m, 128, 128, "bf16")
+        launches = LAUNCHES[family](m, 128, 128, "bf16")
         for kernel, constexprs, warps, stages in launches:
             code = machine_code(compile_sm90(kernel, constexprs, warps, stages, "bf16"))
             print(f"{family:6} {kernel.__name__:32} warps {warps} stages {stages} {code}", flush=True)

@@ -3,8 +3,9 @@ matrix memory C, a normaliser n and a max state m that keeps every exponent <= 0
 
 `mlstm(q, k, v, i=..., f=..., impl=...)` runs the form `impl` names: "naive" (the spec, a
 loop over time), "chunk" (chunkwise PyTorch, the max state carried across chunks) or
-"parallel" (the direct T × T form, a check on the others). Each form is also a function of
-its own (`naive_mlstm`, `chunk_mlstm`, `parallel_mlstm`) with the same arguments;
+"parallel" (the direct T × T form, a check on the others) or "triton" (fused GPU kernels,
+chunkwise with two levels of tiles, optional). Each form is also a function of its own
+(`naive_mlstm`, `chunk_mlstm`, `parallel_mlstm`, `triton_mlstm`) with the same arguments;
 `MLSTM.step(...)` is one decoding step. `input_gate="sigmoid"` gives mLSTMsig. The state is
 an `MLSTMState` (C, n, m), batch first.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..common.examples import RandomInputs, check_case
-from ..family import Example, Family, Form, StateLayout, register_family
+from ..family import Example, Family, Form, StateLayout, register_family, triton_form
 from .checks import check_mlstm_inputs
 from .chunk import chunk_mlstm as _chunk
 from .naive import MLSTMState
@@ -59,6 +60,7 @@ MLSTM = register_family(Family(
     forms={
         "chunk": Form(_chunk, packed=True, summary="chunkwise-parallel PyTorch, the max state carried across chunks"),
         "parallel": Form(_parallel, packed=True, summary="the direct T × T form, quadratic in T: a check"),
+        "triton": triton_form("recur.ops.mlstm.triton:triton_mlstm"),
     },
     check=check_mlstm_inputs,
     state=StateLayout({"C": "[B, H, K, V]", "n": "[B, H, K]", "m": "[B, H]"}, MLSTMState),
@@ -69,6 +71,8 @@ MLSTM = register_family(Family(
     cases=("exp", "sigmoid", "strong_forget"),
 ))
 
-mlstm, naive_mlstm, chunk_mlstm, parallel_mlstm = MLSTM.functions("naive", "chunk", "parallel")
+mlstm, naive_mlstm, chunk_mlstm, parallel_mlstm, triton_mlstm = MLSTM.functions(
+    "naive", "chunk", "parallel", "triton"
+)
 
-__all__ = ["MLSTM", "MLSTMState", "chunk_mlstm", "mlstm", "naive_mlstm", "parallel_mlstm"]
+__all__ = ["MLSTM", "MLSTMState", "chunk_mlstm", "mlstm", "naive_mlstm", "parallel_mlstm", "triton_mlstm"]
