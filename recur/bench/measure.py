@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -28,23 +28,31 @@ def time_call(fn: Callable[[], object], device: torch.device, repeat: int = 3, w
     return statistics.median(times)
 
 
-def saved_for_backward_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the distinct tensors autograd keeps for the backward of fn().
+def saved_for_backward_bytes(fn: Callable[[], torch.Tensor], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct tensors autograd keeps for the backward of fn(), not counting
+    those that share storage with a tensor of `exclude` (a model's parameters, which
+    training holds anyway).
 
     This is the memory that training holds per step beyond parameters and is exact and
     repeatable on any device, unlike process memory on a CPU.
     """
     seen: dict[tuple[int, int], int] = {}
+    held = {_storage_key(t) for t in exclude}
 
     def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        seen[(storage.data_ptr(), t.device.index or 0)] = storage.nbytes()
+        key = _storage_key(t)
+        if key not in held:
+            seen[key] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     del out
     return sum(seen.values())
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int]:
+    return t.untyped_storage().data_ptr(), t.device.index or 0
 
 
 def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
