@@ -16,16 +16,24 @@ def synchronize(device: torch.device) -> None:
 
 def time_call(fn: Callable[[], object], device: torch.device, repeat: int = 3, warmup: int = 1) -> float:
     """Median wall time of fn() in seconds, after `warmup` untimed calls."""
+    return time_calls(fn, device, repeat, warmup)[0]
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, repeat: int = 3, warmup: int = 1) -> tuple[float, float]:
+    """Median wall time and median CPU time of this process (all its threads) over the
+    same calls of fn(), in seconds, after `warmup` untimed calls. On a CPU shared with
+    other jobs the CPU time leaves out the time spent waiting for a core."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def saved_for_backward_bytes(fn: Callable[[], torch.Tensor], exclude: Iterable[torch.Tensor] = ()) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..registry import did_you_mean
-from .measure import saved_for_backward_bytes, time_call
+from .measure import saved_for_backward_bytes, time_calls
 from .ops import _load_average, machine_description
 
 # one --set combination: the (key, value) overrides it applies
@@ -104,7 +104,7 @@ def model_config(recipe_name: str, spec: ModelSpec, setting: Setting = ()):
 
 
 def measure_model(config, batch: int | None, repeat: int, device: torch.device) -> dict:
-    """{parameters, batch, seconds, memory_bytes, unit} of one training forward+backward of
+    """{parameters, batch, seconds, cpu_seconds, memory_bytes, unit} of one training forward+backward of
     `config`'s model on one batch of its task's training split (`batch` examples; default
     one micro-batch of the run)."""
     from ..train.loop import auxiliary_loss, batch_arguments, batch_generator, build_task_and_model
@@ -127,11 +127,12 @@ def measure_model(config, batch: int | None, repeat: int, device: torch.device) 
         model.zero_grad(set_to_none=True)
         loss().backward()
 
-    seconds = time_call(step, device, repeat=repeat, warmup=1)
+    seconds, cpu_seconds = time_calls(step, device, repeat=repeat, warmup=1)
     memory = saved_for_backward_bytes(loss, exclude=list(model.parameters()))
     model.zero_grad(set_to_none=True)
     unit = "images" if task.input == "image" else "sequences"
-    return {"parameters": model.num_parameters(), "batch": size, "seconds": seconds, "memory_bytes": memory, "unit": unit}
+    return {"parameters": model.num_parameters(), "batch": size, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "memory_bytes": memory, "unit": unit}
 
 
 def run_model_bench(
@@ -144,7 +145,8 @@ def run_model_bench(
     device: torch.device | str = "cpu",
     progress: Callable[[str], None] = print,
 ) -> ModelBenchRun:
-    """Rows of {setting, model, parameters, batch, seconds, per_second, speed, memory_bytes}
+    """Rows of {setting, model, parameters, batch, seconds, cpu_seconds, per_second, speed,
+    memory_bytes}
     for every `settings` combination (`KEY=V1,V2` items) and every model of `models`
     (`MIXER[:KEY=VALUE]...`), in that order; `speed` is the first model's time at the same
     setting over the row's (above 1: faster). Every config is built, and so checked, before
@@ -172,7 +174,8 @@ def run_model_bench(
                    "per_second": measured["batch"] / measured["seconds"], "speed": first / measured["seconds"]}
             rows.append(row)
             where = " ".join(f"{k}={v}" for k, v in setting)
-            progress(f"{where + ' ' if where else ''}{spec.label}: {row['seconds'] * 1e3:.1f} ms per batch of "
+            progress(f"{where + ' ' if where else ''}{spec.label}: {row['seconds'] * 1e3:.1f} ms "
+                     f"({row['cpu_seconds'] * 1e3:.1f} ms CPU) per batch of "
                      f"{row['batch']}, {row['per_second']:.1f} {unit}/s, {row['speed']:.2f}× the first, "
                      f"{row['memory_bytes'] / 2**20:.1f} MiB saved for backward")
     load_end = _load_average()
@@ -192,17 +195,18 @@ def render_models(run: ModelBenchRun, command: str, device: torch.device | str =
         "",
         "Each row is the model `recur train --recipe " + run.recipe + "` builds with the row's mixer and overrides, "
         "timed on one batch of the task's training split: forward and backward of the training loss, one warm-up "
-        "call, then the median. Speed: the first model's time at the same settings over the row's, measured in the "
+        "call, then the median of the wall time and, over the same calls, of the process's CPU time (all threads; "
+        "on a CPU shared with other jobs it leaves out the time spent waiting for a core). Speed: the first model's time at the same settings over the row's, measured in the "
         "same process (above 1: faster). Memory: bytes of the activations autograd saves for backward (parameters "
         "not counted)" + (" (in bf16 autocast, as the run trains on CUDA)." if device.type == "cuda" else "."),
         "",
-        "| " + " | ".join([*run.keys, "model", "parameters", "batch", "ms per batch", f"{run.unit}/s",
+        "| " + " | ".join([*run.keys, "model", "parameters", "batch", "ms per batch", "CPU ms per batch", f"{run.unit}/s",
                            "speed vs first", "saved for backward (MiB)"]) + " |",
-        "|" + "---:|" * len(run.keys) + "---|" + "---:|" * 6,
+        "|" + "---:|" * len(run.keys) + "---|" + "---:|" * 7,
     ]
     for r in run.rows:
         cells = [*(str(r["setting"][key]) for key in run.keys), f"`{r['model']}`", f"{r['parameters']:,}",
-                 str(r["batch"]), f"{r['seconds'] * 1e3:.1f}", f"{r['per_second']:.1f}", f"{r['speed']:.2f}×",
+                 str(r["batch"]), f"{r['seconds'] * 1e3:.1f}", f"{r['cpu_seconds'] * 1e3:.1f}", f"{r['per_second']:.1f}", f"{r['speed']:.2f}×",
                  f"{r['memory_bytes'] / 2**20:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ def test_a_tiny_run_writes_every_model_at_every_setting(tmp_path, capsys):
     assert "Command: `recur bench models --recipe arrow_pointing --mixers mamba2 " in text
     header, *rows = _table_rows(text)
     assert header[:4] == ["task.resolution", "model.d_model", "model", "parameters"]
-    assert "images/s" in header
+    assert "images/s" in header and "CPU ms per batch" in header
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("32", "16", "`mamba2`"), ("32", "16", f"`{vit}`"), ("40", "16", "`mamba2`"), ("40", "16", f"`{vit}`"),
     ]
