@@ -146,11 +146,10 @@ def run_model_bench(
     progress: Callable[[str], None] = print,
 ) -> ModelBenchRun:
     """Rows of {setting, model, parameters, batch, seconds, cpu_seconds, per_second, speed,
-    memory_bytes}
-    for every `settings` combination (`KEY=V1,V2` items) and every model of `models`
-    (`MIXER[:KEY=VALUE]...`), in that order; `speed` is the first model's time at the same
-    setting over the row's (above 1: faster). Every config is built, and so checked, before
-    the first timing."""
+    cpu_speed, memory_bytes} for every `settings` combination (`KEY=V1,V2` items) and every
+    model of `models` (`MIXER[:KEY=VALUE]...`), in that order. `speed` is the first model's
+    wall time at the same setting over the row's (above 1: faster), `cpu_speed` the same in
+    CPU time. Every config is built, and so checked, before the first timing."""
     for name, value in (("--batch", batch), ("--repeat", repeat)):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ValueError(f"{name} must be a positive int; got {value!r}")
@@ -165,13 +164,15 @@ def run_model_bench(
     load_start = _load_average()
     rows, unit = [], "sequences"
     for setting, setting_configs in zip(combinations, configs, strict=True):
-        first = None
+        first = first_cpu = None
         for spec, config in zip(specs, setting_configs, strict=True):
             measured = measure_model(config, batch, repeat, device)
             unit = measured.pop("unit")
             first = measured["seconds"] if first is None else first
+            first_cpu = measured["cpu_seconds"] if first_cpu is None else first_cpu
             row = {"setting": dict(setting), "model": spec.label, **measured,
-                   "per_second": measured["batch"] / measured["seconds"], "speed": first / measured["seconds"]}
+                   "per_second": measured["batch"] / measured["seconds"], "speed": first / measured["seconds"],
+                   "cpu_speed": first_cpu / measured["cpu_seconds"]}
             rows.append(row)
             where = " ".join(f"{k}={v}" for k, v in setting)
             progress(f"{where + ' ' if where else ''}{spec.label}: {row['seconds'] * 1e3:.1f} ms "
@@ -187,26 +188,32 @@ def run_model_bench(
 def render_models(run: ModelBenchRun, command: str, device: torch.device | str = "cpu") -> str:
     """The markdown of a run: title, machine, command, what the columns mean, the table."""
     device = torch.device(device)
+    memory = "bytes of the activations autograd saves for backward (parameters not counted)"
+    if device.type == "cuda":
+        memory += ", in the bf16 autocast the run trains in"
+    columns = [*run.keys, "model", "parameters", "batch", "ms per batch", "CPU ms per batch", f"{run.unit}/s",
+               "speed vs first", "CPU time speed vs first", "saved for backward (MiB)"]
     lines = [
         f"# Model benchmark: recipe {run.recipe}",
         "",
         f"Machine: {machine_description(device, run.load)}.",
         f"Command: `{command}`.",
         "",
-        "Each row is the model `recur train --recipe " + run.recipe + "` builds with the row's mixer and overrides, "
+        f"Each row is the model `recur train --recipe {run.recipe}` builds with the row's mixer and overrides, "
         "timed on one batch of the task's training split: forward and backward of the training loss, one warm-up "
         "call, then the median of the wall time and, over the same calls, of the process's CPU time (all threads; "
-        "on a CPU shared with other jobs it leaves out the time spent waiting for a core). Speed: the first model's time at the same settings over the row's, measured in the "
-        "same process (above 1: faster). Memory: bytes of the activations autograd saves for backward (parameters "
-        "not counted)" + (" (in bf16 autocast, as the run trains on CUDA)." if device.type == "cuda" else "."),
+        "on a CPU shared with other jobs it leaves out the time spent waiting for a core). Speed: the first "
+        "model's time at the same settings over the row's, measured in the same process (above 1: faster). "
+        f"Memory: {memory}.",
         "",
-        "| " + " | ".join([*run.keys, "model", "parameters", "batch", "ms per batch", "CPU ms per batch", f"{run.unit}/s",
-                           "speed vs first", "saved for backward (MiB)"]) + " |",
-        "|" + "---:|" * len(run.keys) + "---|" + "---:|" * 7,
+        "| " + " | ".join(columns) + " |",
+        "|" + "---:|" * len(run.keys) + "---|" + "---:|" * (len(columns) - len(run.keys) - 1),
     ]
     for r in run.rows:
-        cells = [*(str(r["setting"][key]) for key in run.keys), f"`{r['model']}`", f"{r['parameters']:,}",
-                 str(r["batch"]), f"{r['seconds'] * 1e3:.1f}", f"{r['cpu_seconds'] * 1e3:.1f}", f"{r['per_second']:.1f}", f"{r['speed']:.2f}×",
-                 f"{r['memory_bytes'] / 2**20:.1f}"]
+        cells = [
+            *(str(r["setting"][key]) for key in run.keys), f"`{r['model']}`", f"{r['parameters']:,}",
+            str(r["batch"]), f"{r['seconds'] * 1e3:.1f}", f"{r['cpu_seconds'] * 1e3:.1f}", f"{r['per_second']:.1f}",
+            f"{r['speed']:.2f}×", f"{r['cpu_speed']:.2f}×", f"{r['memory_bytes'] / 2**20:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
