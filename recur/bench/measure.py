@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
 
 import torch
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, None where the system does not tell it."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def synchronize(device: torch.device) -> None:

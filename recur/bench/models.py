@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from ..registry import did_you_mean
-from .measure import saved_for_backward_bytes, time_calls
-from .ops import _load_average, machine_description
+from .measure import load_average, saved_for_backward_bytes, time_calls
+from .ops import machine_description
 
 # one --set combination: the (key, value) overrides it applies
 Setting = tuple[tuple[str, str], ...]
@@ -161,7 +161,7 @@ def run_model_bench(
     specs = [parse_model(item) for item in models]
     combinations = parse_settings(settings or [])
     configs = [[model_config(recipe_name, spec, setting) for spec in specs] for setting in combinations]
-    load_start = _load_average()
+    load_start = load_average()
     rows, unit = [], "sequences"
     for setting, setting_configs in zip(combinations, configs, strict=True):
         first = first_cpu = None
@@ -179,7 +179,7 @@ def run_model_bench(
                      f"({row['cpu_seconds'] * 1e3:.1f} ms CPU) per batch of "
                      f"{row['batch']}, {row['per_second']:.1f} {unit}/s, {row['speed']:.2f}× the first, "
                      f"{row['memory_bytes'] / 2**20:.1f} MiB saved for backward")
-    load_end = _load_average()
+    load_end = load_average()
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
     keys = [key for key, _ in combinations[0]]
     return ModelBenchRun(recipe_name, rows, unit, keys, load)
