@@ -494,3 +494,47 @@ def lorenz96_rhn() -> RunConfig:
 def ks_rhn() -> RunConfig:
     """Kuramoto–Sivashinsky (L = 22, 64 grid points) forecast as lorenz96_rhn, d_model 64."""
     return _rhn_hybrid_forecast("ks", d_model=64, seq_len=100)
+
+
+def _plrnn_dsr(mixer: str, d_model: int, options: dict, *, interval: int, lr: float, end_lr: float, paper_steps: int,
+               grad_clip: float = 0.0, batch_noise: float = 0.05) -> RunConfig:
+    """A PLRNN-style latent map (the first 3 units read out) on Lorenz-63 with sparse teacher
+    forcing, sequences of 200, batch 16, RAdam, no weight decay, 3000 steps: the budget of
+    `lorenz63_alrnn`. The rate decays exponentially from lr to end_lr over `paper_steps`, of
+    which the run follows the first 3000."""
+    from .tasks.dynamics import DynamicsConfig
+
+    steps = 3000
+    return RunConfig(
+        task=DynamicsConfig(system="lorenz63", seq_len=200, forcing_interval=interval, batch_noise=batch_noise),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=d_model, n_layers=1, mixer=mixer,
+                       mixer_options={mixer: options}),
+        train=TrainConfig(steps=steps, batch_size=16, lr=lr, warmup_steps=0, min_lr_ratio=(end_lr / lr) ** (steps / paper_steps),
+                          weight_decay=0.0, grad_clip=grad_clip, optimizer="radam", schedule="exponential",
+                          eval_every=500),
+    )
+
+
+@register_recipe("lorenz63_plrnn")
+def lorenz63_plrnn() -> RunConfig:
+    """Lorenz-63 reconstruction with a vanilla PLRNN (M = 20, W off-diagonal) under
+    lorenz63_alrnn's settings (τ = 16, lr 1e-3 → 1e-5 over 100,000 steps, 3000 steps)."""
+    return _plrnn_dsr("plrnn", 20, {}, interval=16, lr=1e-3, end_lr=1e-5, paper_steps=100_000)
+
+
+@register_recipe("lorenz63_dendplrnn")
+def lorenz63_dendplrnn() -> RunConfig:
+    """Lorenz-63 reconstruction with a dendPLRNN, the dendPLRNN code's Lorenz-63 settings
+    (M = 22, B = 20 clipped bases, τ = 25, gradient clipping 10, lr 1e-3) with
+    lorenz63_alrnn's schedule (→ 1e-5 over 100,000 steps) and budget (3000 steps)."""
+    return _plrnn_dsr("dendplrnn", 22, {"num_bases": 20, "clipped": True}, interval=25, lr=1e-3, end_lr=1e-5,
+                      paper_steps=100_000, grad_clip=10.0)
+
+
+@register_recipe("lorenz63_shplrnn")
+def lorenz63_shplrnn() -> RunConfig:
+    """Lorenz-63 reconstruction with a clipped shPLRNN, the GTF code's defaults (M = N = 3,
+    L = 50 hidden units, τ = 16, no batch noise, lr 1e-3 → 1e-6 over 5000 epochs × 50
+    batches) at sparse teacher forcing (α = 1), the first 3000 steps (lr 1e-3 → 9.2e-4)."""
+    return _plrnn_dsr("shplrnn", 3, {"hidden_dim": 50, "clipped": True}, interval=16, lr=1e-3, end_lr=1e-6,
+                      paper_steps=250_000, batch_noise=0.0)

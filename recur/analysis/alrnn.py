@@ -19,6 +19,7 @@ most significant bit: `region_name(code, P)` gives "10" for the first unit on, t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -171,50 +172,68 @@ class PiecewiseLinearMap:
         on = self.pattern(code).bool()
         return bool(torch.where(on, relu >= -tol, relu <= tol).all())
 
-    def cycles(self, period: int, *, tol: float = 1e-10, max_words: int = 1 << 16) -> list[Cycle]:
+    def affine(self, code: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(J_d, c_d): the map in region `code` is z ↦ J_d z + c_d (here c_d = h)."""
+        return self.jacobian(code), self.h
+
+    def cycles(self, period: int, *, tol: float = 1e-10, max_words: int = 1 << 16,
+               regions: Sequence[int] | None = None) -> list[Cycle]:
         """Every cycle of exactly `period` steps, each once (the rotation that starts at its
         smallest region word): for each word d_1 … d_k of regions, solve
         (I − J_{d_k} ⋯ J_{d_1}) z_1 = c, with c the composed offset, and keep z_1 if each
         z_i lies in d_i (`tol` counts border points in both regions). Words whose system is
-        singular (an eigenvalue 1 of the composed matrix: a line of cycles, or none) are skipped."""
-        if not isinstance(period, int) or period < 1:
-            raise ValueError(f"period must be a positive int; got {period!r}")
-        words = self.num_regions**period
-        if words > max_words:
-            raise ValueError(
-                f"period {period} with {self.num_relu} ReLU units has 2^(P·k) = {words} region words; more than "
-                f"max_words = {max_words} (raise max_words to search them all)"
-            )
-        jacobians = [self.jacobian(code) for code in range(self.num_regions)]
-        eye = torch.eye(self.dim, dtype=torch.float64)
-        found = []
-        for word in itertools.product(range(self.num_regions), repeat=period):
-            if word != min(word[i:] + word[:i] for i in range(period)):
-                continue
-            # z_{i+1} = J_{d_i} z_i + h composed: z_{k+1} = M z_1 + c
-            M, c = eye, torch.zeros(self.dim, dtype=torch.float64)
-            for code in word:
-                M, c = jacobians[code] @ M, jacobians[code] @ c + self.h
-            try:
-                z = torch.linalg.solve(eye - M, c)
-            except torch.linalg.LinAlgError:
-                continue
-            points = [z]
-            for code in word[:-1]:
-                points.append(jacobians[code] @ points[-1] + self.h)
-            points = torch.stack(points)
-            if not all(self.in_region(p, code, tol) for p, code in zip(points, word, strict=True)):
-                continue
-            # a word that repeats a shorter one (or a cycle whose points coincide) is a
-            # cycle of a smaller period, found at that period
-            if period > 1 and any(torch.allclose(points[0], points[s], rtol=0, atol=tol) for s in range(1, period)):
-                continue
-            found.append(Cycle(tuple(word), points, torch.linalg.eigvals(M)))
-        return found
+        singular (an eigenvalue 1 of the composed matrix: a line of cycles, or none) are
+        skipped. `regions` limits the words to those regions (e.g. the ones a trajectory
+        visits), for maps with too many regions to search them all."""
+        return find_cycles(self, period, tol=tol, max_words=max_words, regions=regions)
 
-    def fixed_points(self, *, tol: float = 1e-10) -> list[Cycle]:
+    def fixed_points(self, *, tol: float = 1e-10, regions: Sequence[int] | None = None) -> list[Cycle]:
         """The fixed points: the 1-cycles, at most one per region."""
-        return self.cycles(1, tol=tol)
+        return self.cycles(1, tol=tol, regions=regions)
+
+
+def find_cycles(piecewise, period: int, *, tol: float, max_words: int, regions: Sequence[int] | None) -> list[Cycle]:
+    """The cycles of a piecewise-affine map with `num_regions`, `dim`, `affine(code) -> (J, c)`
+    and `in_region(z, code, tol)` (`PiecewiseLinearMap.cycles` says how)."""
+    if not isinstance(period, int) or period < 1:
+        raise ValueError(f"period must be a positive int; got {period!r}")
+    codes = list(range(piecewise.num_regions)) if regions is None else sorted({int(code) for code in regions})
+    if any(not 0 <= code < piecewise.num_regions for code in codes):
+        raise ValueError(f"regions must be codes in [0, {piecewise.num_regions}); got {codes}")
+    words = len(codes) ** period
+    if words > max_words:
+        raise ValueError(
+            f"period {period} over {len(codes)} regions has {words} region words; more than max_words = {max_words} "
+            f"(raise max_words to search them all, or pass regions=, e.g. those a trajectory visits)"
+        )
+    pieces = {code: piecewise.affine(code) for code in codes}
+    eye = torch.eye(piecewise.dim, dtype=torch.float64)
+    found = []
+    for word in itertools.product(codes, repeat=period):
+        if word != min(word[i:] + word[:i] for i in range(period)):
+            continue
+        # z_{i+1} = J_{d_i} z_i + c_{d_i} composed: z_{k+1} = M z_1 + c
+        M, c = eye, torch.zeros(piecewise.dim, dtype=torch.float64)
+        for code in word:
+            J, offset = pieces[code]
+            M, c = J @ M, J @ c + offset
+        try:
+            z = torch.linalg.solve(eye - M, c)
+        except torch.linalg.LinAlgError:
+            continue
+        points = [z]
+        for code in word[:-1]:
+            J, offset = pieces[code]
+            points.append(J @ points[-1] + offset)
+        points = torch.stack(points)
+        if not all(piecewise.in_region(p, code, tol) for p, code in zip(points, word, strict=True)):
+            continue
+        # a word that repeats a shorter one (or a cycle whose points coincide) is a
+        # cycle of a smaller period, found at that period
+        if period > 1 and any(torch.allclose(points[0], points[s], rtol=0, atol=tol) for s in range(1, period)):
+            continue
+        found.append(Cycle(tuple(word), points, torch.linalg.eigvals(M)))
+    return found
 
 
 def transition_graph(codes: torch.Tensor, num_relu: int) -> TransitionGraph:

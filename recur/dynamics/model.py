@@ -12,9 +12,11 @@ forcing, Hess et al., ICML 2023, arXiv:2306.04406):
     loss = mean_t≥2 ‖x̂_t − x_t‖²   (x̂_t is read before the forcing)
 
 Two kinds of F:
-- "latent" (AL-RNN; Brenner et al., NeurIPS 2024, arXiv:2410.14240): one AL-RNN layer of
-  M = d_model units run without input, z_t = A ⊙ z_{t-1} + W φ*(z_{t-1}) + h. The
-  observation model G is the identity on the first N units (the paper's) or a linear map
+- "latent": one layer whose state is the latent map's z (a mixer with `latent_map`: the
+  AL-RNN, Brenner et al., NeurIPS 2024, arXiv:2410.14240, z_t = A ⊙ z_{t-1} +
+  W φ*(z_{t-1}) + h; the PLRNN, its dendritic and its shallow variant, `recur.layers.plrnn`,
+  `dendplrnn`, `shplrnn`) of M = d_model units, run without input. The observation model G
+  is the identity on the first N units (the papers') or a linear map
   C z; forcing overwrites the first N units, or moves z by C⁺ α (x − C z) (the smallest
   change that gives C z the forced value). Between forcings the layer runs its op on
   whole τ-step segments.
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import build_mixer
+from ..layers import MIXERS, build_mixer
 from ..models.lm import Backbone, LMConfig
 from ..models.sequence import ModelOutput
 
@@ -60,8 +62,9 @@ class Forcing:
 
 
 def is_latent(config: LMConfig) -> bool:
-    """Whether the backbone is one AL-RNN layer, trained as a latent map."""
-    return config.layer_mixers() == ["alrnn"]
+    """Whether the backbone is one layer of a latent map (AL-RNN, a PLRNN), trained as such."""
+    mixers = config.layer_mixers()
+    return len(mixers) == 1 and getattr(MIXERS.get(mixers[0]), "latent_map", False)
 
 
 class DSRModel(nn.Module):
@@ -77,13 +80,14 @@ class DSRModel(nn.Module):
         self.latent = is_latent(config)
         M = config.d_model
         if self.latent:
-            if forcing.observation == "identity" and M <= observations:
+            if forcing.observation == "identity" and M < observations:
                 raise ValueError(f"an identity observation model reads N = {observations} of the d_model latent units; "
-                                 f"d_model must exceed N, got {M}")
-            options = dict(config.layer_options()[0][1])
+                                 f"d_model must be at least N, got {M}")
+            name, options = config.layer_options()[0]
+            options = dict(options)
             if options.get("num_heads", 1) != 1:
-                raise ValueError(f"the AL-RNN latent map is dense: num_heads must be 1; got {options['num_heads']}")
-            self.layer = build_mixer("alrnn", M, **options)
+                raise ValueError(f"the {name} latent map is dense: num_heads must be 1; got {options['num_heads']}")
+            self.layer = build_mixer(name, M, **options)
             # the map runs without input: B x_t is zero, so in_proj is no parameter of it
             self.layer.directions[0].in_proj.weight.requires_grad_(False)
             # z_1 = L x_1 before forcing; the tutorial's U(±1/√N)

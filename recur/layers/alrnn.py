@@ -33,6 +33,7 @@ class ALRNNConfig(RNNConfig):
 @register_mixer("alrnn")
 class ALRNN(RNNLayer):
     Config = ALRNNConfig
+    latent_map = True
 
     def make_cell(self, config):
         return ALRNNCell(config.num_relu)

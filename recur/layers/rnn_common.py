@@ -55,14 +55,14 @@ class RNNConfig(MixerConfig):
 
 
 class Direction(nn.Module):
-    """The weights of one direction: input projection, recurrent weights R, biases b."""
+    """The weights of one direction: input projection, recurrent weights R, biases b, and
+    any weights of the layer's own (`shapes` names each one's shape; b starts at zero)."""
 
-    def __init__(self, d_in: int, cell: Cell, heads: int, head_dim: int, recurrent_gates: int, bias_gates: int) -> None:
+    def __init__(self, d_in: int, cell: Cell, width: int, shapes: dict[str, tuple[int, ...]]) -> None:
         super().__init__()
-        self.in_proj = nn.Linear(d_in, cell.input_gates * heads * head_dim, bias=False)
-        shape = (recurrent_gates, heads, head_dim) + ((head_dim,) if cell.recurrence == "dense" else ())
-        self.R = nn.Parameter(torch.empty(shape))
-        self.b = nn.Parameter(torch.zeros(bias_gates, heads, head_dim))
+        self.in_proj = nn.Linear(d_in, cell.input_gates * width, bias=False)
+        for name, shape in shapes.items():
+            setattr(self, name, nn.Parameter(torch.zeros(shape) if name == "b" else torch.empty(shape)))
 
 
 class RNNLayer(RecurrentMixer):
@@ -76,6 +76,9 @@ class RNNLayer(RecurrentMixer):
     cell_type: ClassVar[type[Cell] | None] = None
     # "lstm" or "gru" where the cell is torch.nn.LSTM's / GRU's, which torch runs fused
     native: ClassVar[str | None] = None
+    # whether the state is a latent z whose map z_t = F(z_{t-1}) (+ input) dynamical-systems
+    # reconstruction trains directly (AL-RNN, the PLRNNs; `recur.dynamics`)
+    latent_map: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,9 +92,9 @@ class RNNLayer(RecurrentMixer):
         self.causal = not config.bidirectional
         self.hidden = config.d_model // 2 if config.bidirectional else config.d_model
         self.heads, self.head_dim = config.num_heads, self.hidden // config.num_heads
-        gates = self.gate_counts(config)
+        shapes = self.weight_shapes(config)
         self.directions = nn.ModuleList(
-            Direction(self.input_width(config), self.cell, self.heads, self.head_dim, *gates)
+            Direction(self.input_width(config), self.cell, self.hidden, shapes)
             for _ in range(2 if config.bidirectional else 1)
         )
         self.reset_parameters()
@@ -104,6 +107,17 @@ class RNNLayer(RecurrentMixer):
     def gate_counts(self, config) -> tuple[int, int]:
         """(recurrent gates Gr, bias gates Gb)."""
         return self.cell.recurrent_gates, self.cell.bias_gates
+
+    def weight_shapes(self, config) -> dict[str, tuple[int, ...]]:
+        """The shapes of each direction's weights besides in_proj: R, b and any of the layer's own."""
+        Gr, Gb = self.gate_counts(config)
+        # the cell's shapes after the gate dim; the gate counts are the layer's (RHN's depth)
+        R, b = self.cell.weight_shapes(torch.empty(Gr), self.heads, self.head_dim)
+        return {"R": (Gr, *R[1:]), "b": (Gb, *b[1:])}
+
+    def op_weights(self, direction: Direction) -> tuple[torch.Tensor, torch.Tensor]:
+        """The op's R and b from a direction's weights."""
+        return direction.R, direction.b
 
     def input_width(self, config) -> int:
         return config.d_model
@@ -173,7 +187,7 @@ class RNNLayer(RecurrentMixer):
     def _run(self, direction: Direction, inputs: torch.Tensor, initial, impl: str):
         x_proj = self.input_gates(direction, inputs)
         options = {"cell": self.cell, "initial_state": initial, "output_final_state": True, **self.op_options()}
-        return self.family.call(impl, (x_proj, direction.R, direction.b), options)
+        return self.family.call(impl, (x_proj, *self.op_weights(direction)), options)
 
     def _mix(self, x: torch.Tensor, state: State | None, impl: str) -> tuple[torch.Tensor, State]:
         inputs, extra = self.gate_inputs(x, state)

@@ -19,6 +19,23 @@ def alrnn(M: int = 8, P: int = 2, **forcing) -> DSRModel:
     return DSRModel(config, N, Forcing(**forcing)).double()
 
 
+# the other latent maps, with the papers' recurrences written out
+LATENT = {
+    "plrnn": ({}, lambda d, z: d.b[0, 0] * z + z.relu() @ (d.R[0, 0] - torch.diag(d.R[0, 0].diagonal())).T + d.b[1, 0]),
+    "dendplrnn": ({"num_bases": 3}, lambda d, z: d.b[0, 0] * z + sum(
+        d.alpha[k] * (z - d.b[2 + k, 0]).relu() for k in range(3)) @ (d.R[0, 0] - torch.diag(d.R[0, 0].diagonal())).T
+        + d.b[1, 0]),
+    "shplrnn": ({"hidden_dim": 5, "clipped": True}, lambda d, z: d.b[0, 0, :8] * z + (
+        (z @ d.R[1, 0] + d.b[0, 0, 16:]).relu() - (z @ d.R[1, 0]).relu()) @ d.R[0, 0].T + d.b[0, 0, 8:16]),
+}
+
+
+def latent(mixer: str, M: int = 8, **forcing) -> DSRModel:
+    torch.manual_seed(0)
+    config = LMConfig(vocab_size=0, d_model=M, n_layers=1, mixer=mixer, mixer_options={mixer: LATENT[mixer][0]})
+    return DSRModel(config, N, Forcing(**forcing)).double()
+
+
 def feedback(mixer: str = "gru", **forcing) -> DSRModel:
     torch.manual_seed(0)
     config = LMConfig(vocab_size=0, d_model=16, n_layers=2, mixer=mixer, mlp_ratio=0.0)
@@ -41,8 +58,19 @@ def test_alrnn_map_is_the_papers_equation():
     assert torch.allclose(model.transition(z), A * z + phi @ W.T + h, atol=1e-12)
 
 
-def test_forcing_every_step_is_one_step_prediction_latent():
-    model, x = alrnn(interval=1), data()
+@pytest.mark.parametrize("mixer", sorted(LATENT))
+def test_plrnn_maps_are_the_papers_equations(mixer):
+    model = latent(mixer)
+    assert model.latent
+    z = torch.randn(4, 8, dtype=torch.float64)
+    expected = LATENT[mixer][1](model.layer.directions[0], z)
+    assert torch.allclose(model.transition(z), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("build", [alrnn, *(lambda mixer=m, **f: latent(mixer, **f) for m in sorted(LATENT))],
+                         ids=["alrnn", *sorted(LATENT)])
+def test_forcing_every_step_is_one_step_prediction_latent(build):
+    model, x = build(interval=1), data()
     out = model.train()(x, labels=x)
     # by hand: force the first N units to x_{t-1}, step once, read the first N units
     z = model.start(x[:, 0])
@@ -125,8 +153,8 @@ def test_largest_lyapunov_exponent_of_any_mixer():
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="needs observation 'linear'"):
         DSRModel(LMConfig(vocab_size=0, d_model=16, n_layers=1, mixer="gru"), N, Forcing())
-    with pytest.raises(ValueError, match="d_model must exceed N"):
-        alrnn(M=3, P=1)
+    with pytest.raises(ValueError, match="d_model must be at least N"):
+        alrnn(M=2, P=1)
     with pytest.raises(ValueError, match="forcing interval"):
         Forcing(interval=0)
     with pytest.raises(ValueError, match="alpha"):

@@ -41,7 +41,7 @@ def test_bad_options_are_named():
         build_task("dynamics", eval_length=10_000)
 
 
-@pytest.mark.parametrize("name", ["lorenz63_alrnn", "rossler_alrnn"])
+@pytest.mark.parametrize("name", ["lorenz63_alrnn", "rossler_alrnn", "lorenz63_plrnn", "lorenz63_dendplrnn", "lorenz63_shplrnn"])
 def test_recipes_train_and_report_the_measures(name):
     result = train(recipe(name, {**SMALL, "train.steps": 5, "train.eval_every": 5, "train.threads": 1}), progress=False)
     for split in ("val", "test"):

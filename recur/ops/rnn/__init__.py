@@ -1,5 +1,5 @@
-"""The nonlinear RNN family: Elman, IndRNN, LSTM, GRU, MGU, RHN, sLSTM, AL-RNN, ParaGRU,
-ParaLSTM, with dense or head-wise block-diagonal recurrence (FlashRNN layout).
+"""The nonlinear RNN family: Elman, IndRNN, LSTM, GRU, MGU, RHN, sLSTM, AL-RNN, PLRNN,
+dendPLRNN, shPLRNN, ParaGRU, ParaLSTM, with dense or head-wise block-diagonal recurrence (FlashRNN layout).
 
 `rnn(x_proj, R, b, cell=..., impl=...)` runs the form `impl` names: "naive" (the spec, a
 loop through autograd) or "sequential" (a loop with a backward through time written by
@@ -20,13 +20,16 @@ from .cells import (
     GRU,
     LSTM,
     MGU,
+    PLRNN,
     RHN,
     SLSTM,
     Cell,
+    DendPLRNN,
     Elman,
     IndRNN,
     ParaGRU,
     ParaLSTM,
+    ShallowPLRNN,
     resolve_cell,
 )
 from .checks import check_rnn_inputs
@@ -36,8 +39,18 @@ from .sequential import sequential_rnn as _sequential
 # the input cases: one per cell (two Elman activations), and LSTM with one dense head
 CASES = (
     "elman_tanh", "elman_relu", "indrnn", "lstm", "lstm_dense", "gru", "mgu", "rhn", "slstm", "alrnn",
-    "paragru", "paralstm",
+    "paragru", "paralstm", "plrnn", "dendplrnn", "dendplrnn_clipped", "shplrnn", "shplrnn_clipped",
 )
+
+# the cells with options of their own, built for the cases that name them
+OPTION_CELLS = {
+    "dendplrnn": lambda head_dim: DendPLRNN(num_bases=2),
+    "dendplrnn_clipped": lambda head_dim: DendPLRNN(num_bases=2, clipped=True),
+    # a hidden width other than the head size, so that the two cannot be confused
+    "shplrnn": lambda head_dim: ShallowPLRNN(hidden=head_dim + 2),
+    "shplrnn_clipped": lambda head_dim: ShallowPLRNN(hidden=head_dim + 2, clipped=True),
+    "alrnn": lambda head_dim: ALRNN(num_relu=head_dim // 2),
+}
 
 
 def example_inputs(
@@ -46,12 +59,13 @@ def example_inputs(
 ) -> Example:
     """x_proj [B, T, Gx, H, Dh], R, b and a random initial state [B, S, H, Dh] for the cell
     `case` names ("lstm_dense": LSTM with one head of heads · head_dim units; "rhn": `depth`
-    micro-steps; "alrnn": half of each head's units ReLU), with weights small enough that
-    the recurrence contracts (so that Newton converges on the diagonal cells)."""
+    micro-steps; "alrnn": half of each head's units ReLU; "dendplrnn": 2 bases; "shplrnn":
+    head_dim + 2 hidden units; "_clipped": the clipped variant), with weights small enough
+    that the recurrence contracts (so that Newton converges on the diagonal cells)."""
     check_case(case, CASES)
     if case == "lstm_dense":
         case, heads, head_dim = "lstm", 1, heads * head_dim
-    cell = ALRNN(num_relu=head_dim // 2) if case == "alrnn" else CELLS[case]
+    cell = OPTION_CELLS[case](head_dim) if case in OPTION_CELLS else CELLS[case]
     draw = RandomInputs(seed, dtype, device)
     B, H, Dh = batch, heads, head_dim
     Gr = Gb = 2 * depth if case == "rhn" else None
@@ -62,9 +76,12 @@ def example_inputs(
         R = draw.uniform(Gr, H, Dh, high=0.95)
     elif cell.recurrence == "diagonal":
         R = draw.normal(Gr, H, Dh, std=0.5)
-    else:
+    elif not isinstance(cell, (PLRNN, ShallowPLRNN)):
         R = draw.normal(Gr, H, Dh, Dh, std=(0.1 if case == "alrnn" else 1.0) / Dh**0.5)
-    b = draw.normal(Gb, H, Dh, std=0.5)
+    if isinstance(cell, (PLRNN, ShallowPLRNN)):
+        R, b = _plrnn_weights(cell, draw, H, Dh)
+    else:
+        b = draw.normal(Gb, H, Dh, std=0.5)
     if case == "alrnn":
         # b = (A, h): A in [0, 0.9), a contracting linear part
         b = torch.cat([draw.uniform(1, H, Dh, high=0.9, grad=False), b[1:].detach()]).requires_grad_()
@@ -74,6 +91,20 @@ def example_inputs(
         h, c, n, m = initial_state.detach().unbind(1)
         initial_state = torch.stack([h, c, n.abs() + 0.5, m], dim=1).requires_grad_()
     return Example((x_proj, R, b), {"cell": cell, "initial_state": initial_state})
+
+
+def _plrnn_weights(cell, draw: RandomInputs, H: int, Dh: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """R and b of a PLRNN-style cell: A in [0, 0.9) (a contracting linear part), small
+    couplings, thresholds and hidden biases of order one so that units switch."""
+    A = draw.uniform(1, H, Dh, high=0.9, grad=False)
+    if isinstance(cell, ShallowPLRNN):
+        L = cell.hidden
+        R = draw.normal(2, H, Dh, L, std=0.3 / (Dh * L) ** 0.25)
+        h1, h2 = draw.normal(1, H, Dh, std=0.5, grad=False), draw.normal(1, H, L, std=0.5, grad=False)
+        return R, torch.cat([A, h1, h2], dim=-1).requires_grad_()
+    R = draw.normal(1, H, Dh, Dh, std=0.3 / Dh**0.5)
+    rest = draw.normal(cell.bias_gates - 1, H, Dh, std=0.5, grad=False)
+    return R, torch.cat([A, rest]).requires_grad_()
 
 
 RNN = register_family(Family(
@@ -93,6 +124,6 @@ RNN = register_family(Family(
 rnn, naive_rnn, sequential_rnn = RNN.functions("naive", "sequential")
 
 __all__ = [
-    "ALRNN", "CELLS", "GRU", "LSTM", "MGU", "RHN", "RNN", "SLSTM", "Cell", "Elman", "IndRNN", "ParaGRU", "ParaLSTM",
-    "naive_rnn", "resolve_cell", "rnn", "sequential_rnn",
+    "ALRNN", "CELLS", "GRU", "LSTM", "MGU", "PLRNN", "RHN", "RNN", "SLSTM", "Cell", "DendPLRNN", "Elman", "IndRNN",
+    "ParaGRU", "ParaLSTM", "ShallowPLRNN", "naive_rnn", "resolve_cell", "rnn", "sequential_rnn",
 ]

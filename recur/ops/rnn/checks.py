@@ -32,16 +32,11 @@ def check_rnn_inputs(x_proj, R, b, *, cell, initial_state, cu_seqlens, **_) -> d
     B, T, Gx, H, Dh = x_proj.shape
     if Gx != cell.input_gates:
         raise ValueError(f"x_proj has {Gx} input gates (dim 2) but cell {cell!r} takes {cell.input_gates}")
-    if cell.recurrence == "dense":
-        check_tensor("R", R, "[Gr, H, Dh, Dh]")
-        expected_R = [cell.expected_recurrent_gates(R), H, Dh, Dh]
-    else:
-        check_tensor("R", R, "[Gr, H, Dh] (diagonal recurrence)")
-        expected_R = [cell.recurrent_gates, H, Dh]
+    check_tensor("R", R, "[Gr, H, Dh, Dh]" if cell.recurrence == "dense" else "[Gr, H, Dh] (diagonal recurrence)")
+    check_tensor("b", b, "[Gb, H, Dh]")
+    expected_R, expected_b = cell.weight_shapes(R, H, Dh)
     if list(R.shape) != expected_R:
         raise ValueError(f"R has shape {list(R.shape)}; expected {expected_R} for cell {cell!r} (H, Dh from x_proj)")
-    check_tensor("b", b, "[Gb, H, Dh]")
-    expected_b = [cell.expected_bias_gates(R), H, Dh]
     if list(b.shape) != expected_b:
         raise ValueError(f"b has shape {list(b.shape)}; expected {expected_b} for cell {cell!r}")
     if initial_state is not None:

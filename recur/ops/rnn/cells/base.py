@@ -39,14 +39,20 @@ from ....registry import Registry
 # the cells by name; a cell with options of its own (AL-RNN's number of ReLU units) is
 # passed as an instance instead
 CELLS: Registry[Cell] = Registry("cell")
+# the cells passed as instances, and how
+NEEDS_OPTIONS = {
+    "alrnn": "its number of ReLU units: pass cell=ALRNN(num_relu=P)",
+    "dendplrnn": "its number of bases: pass cell=DendPLRNN(num_bases=B)",
+    "shplrnn": "its hidden width: pass cell=ShallowPLRNN(hidden=L)",
+}
 
 
 def resolve_cell(cell: str | Cell) -> Cell:
     """A cell by name ("lstm", "gru", ...) or a `Cell` instance (e.g. `ALRNN(num_relu=2)`)."""
     if isinstance(cell, Cell):
         return cell
-    if cell == "alrnn":
-        raise ValueError("cell 'alrnn' needs its number of ReLU units: pass cell=ALRNN(num_relu=P)")
+    if cell in NEEDS_OPTIONS:
+        raise ValueError(f"cell {cell!r} needs {NEEDS_OPTIONS[cell]}")
     if not isinstance(cell, str):
         raise TypeError(f"cell must be a name from CELLS or a Cell instance; got {type(cell).__name__}")
     return CELLS[cell]
@@ -190,6 +196,14 @@ class Cell:
 
     def expected_bias_gates(self, R: torch.Tensor) -> int:
         return self.bias_gates
+
+    def weight_shapes(self, R: torch.Tensor, heads: int, head_dim: int) -> tuple[list[int], list[int]]:
+        """The shapes R and b must have for `heads` heads of `head_dim` units (R as given,
+        for cells whose number of gates R sets)."""
+        recurrent = [self.expected_recurrent_gates(R), heads, head_dim]
+        if self.recurrence == "dense":
+            recurrent.append(head_dim)
+        return recurrent, [self.expected_bias_gates(R), heads, head_dim]
 
     def prepare(self, R: torch.Tensor):
         """R laid out for `tape_step`: a `Recurrence` (dense R) or R itself (diagonal)."""
