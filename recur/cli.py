@@ -127,6 +127,21 @@ def cmd_bench_recall(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_models(args: argparse.Namespace) -> int:
+    from .bench.models import render_models, run_model_bench
+
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise UsageError(f"--threads must be positive; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    run = run_model_bench(args.recipe, args.mixers, args.set, batch=args.batch, repeat=args.repeat, device=args.device)
+    out = Path(args.out) if args.out else Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}" / "models.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_models(run, _command_line(args), args.device))
+    print(f"wrote {out}")
+    return 0
+
+
 def _first_sentence(obj) -> str:
     """The first sentence of obj's docstring, whole even when it spans lines."""
     paragraph = " ".join(line.strip() for line in (obj.__doc__ or "").strip().split("\n\n")[0].splitlines())
@@ -578,6 +593,21 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     recall.add_argument("--out", default="benchmarks/recall.md", help="table (results kept in the same name .json)")
     recall.set_defaults(func=cmd_bench_recall)
+
+    models = bench_sub.add_parser("models", help="whole models of a recipe, one mixer at a time: time and memory",
+                                  epilog="example: recur bench models --recipe arrow_pointing --mixers mamba2 plstm "
+                                  "plstm:mode=P vit_attention:input.position_embedding=true --set task.resolution=32,64")
+    models.add_argument("--recipe", required=True, help="the recipe whose model is timed (recur list recipes)")
+    models.add_argument("--mixers", nargs="+", required=True, metavar="MIXER[:KEY=VALUE]",
+                        help="models, the first the reference; KEY a mixer option (mode=P) or a run override")
+    models.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
+                        help="an override and its values; every model at each value (repeat: every combination)")
+    models.add_argument("--batch", type=int, default=None, help="examples per batch (default: the recipe's micro-batch)")
+    models.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    models.add_argument("--repeat", type=int, default=3, help="timed calls after one warm-up (median)")
+    models.add_argument("--device", default="cpu", help="cpu or cuda")
+    models.add_argument("--out", default=None, help="markdown table (default runs/bench-<time>/models.md)")
+    models.set_defaults(func=cmd_bench_models)
 
     lister = sub.add_parser("list", help="list the registered mixers, tasks and recipes")
     lister.add_argument("what", nargs="?", default="all", choices=("all", "mixers", "tasks", "recipes"))

@@ -44,7 +44,7 @@ def test_top_level_options_are_pinned():
     assert _options(commands["generate"]) == {"-h", "--help", "--prompt", "--max-new-tokens", "--temperature", "--seed"}
     assert _options(commands["export"]) == {"-h", "--help", "--hf"}
     assert _options(commands["eval"]) == {"-h", "--help"}
-    assert set(_subparsers(commands["bench"])) == {"ops", "recall"}
+    assert set(_subparsers(commands["bench"])) == {"ops", "recall", "models"}
 
 
 def test_list(capsys):

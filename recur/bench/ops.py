@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..registry import Registry
-from .measure import cuda_peak_bytes, saved_for_backward_bytes, time_call
+from .measure import cuda_peak_bytes, load_average, saved_for_backward_bytes, time_call
 
 
 @dataclass
@@ -145,13 +145,6 @@ def _forward_backward(case: OpCase) -> Callable[[], None]:
     return run
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def run_op_bench(
     family: str,
     lengths: list[int],
@@ -168,7 +161,7 @@ def run_op_bench(
     build = OP_BENCHES[family].build
     rows: list[dict] = []
     notes: list[str] = []
-    load_start = _load_average()
+    load_start = load_average()
 
     def note(text: str) -> None:
         if text not in notes:
@@ -224,7 +217,7 @@ def run_op_bench(
                     f"{row['vs_peer_fwdbwd']:.2f}× (fwd+bwd) the speed of {row['fastest_peer']}"
                 )
         rows.extend(measured)
-    load_end = _load_average()
+    load_end = load_average()
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
     return OpBenchRun(rows, notes, load)
 

@@ -98,6 +98,16 @@ def fit_input_statistics(model: nn.Module, task: Task, config: RunConfig) -> Non
         adapter.fit_statistics(sample["inputs"])
 
 
+def build_task_and_model(config: RunConfig) -> tuple[Task, nn.Module]:
+    """The run's task and its model as training starts it: weights drawn from train.seed,
+    input statistics fitted on the training split (on the CPU)."""
+    torch.manual_seed(config.train.seed)
+    task = get_task(config.task_name)(config.task)
+    model = build_model(config, task)
+    fit_input_statistics(model, task, config)
+    return task, model
+
+
 def batch_arguments(batch: dict[str, torch.Tensor], rows: slice, device: torch.device) -> dict[str, torch.Tensor]:
     """The model's keyword arguments from rows of a batch: every entry but the inputs
     (labels, and e.g. an encoder–decoder's target_inputs)."""
@@ -436,10 +446,7 @@ class _Run:
 def _build(config: RunConfig, device: torch.device, context: distributed.Context, threads: tuple[int, str]) -> _Run:
     """The task, the model from the seed (wrapped for several processes) and its optimiser."""
     tc = config.train
-    torch.manual_seed(tc.seed)
-    task = get_task(config.task_name)(config.task)
-    model = build_model(config, task)
-    fit_input_statistics(model, task, config)
+    task, model = build_task_and_model(config)
     model = model.to(device)
     num_parameters, state_size = model.num_parameters(), model.state_size()
     # wrap first: FSDP replaces the parameters the optimiser must hold
