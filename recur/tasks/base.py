@@ -69,6 +69,10 @@ class Task:
     # which way is better; the same metric of the test split is reported once, at the end
     metric: ClassVar[str] = "val/accuracy"
     higher_is_better: ClassVar[bool] = True
+    # "lm" tasks whose metrics read only the positions with a label (labels != IGNORE), in
+    # order, per example: evaluation then keeps the logits there alone, which long test
+    # sequences need (the metrics are the same)
+    scored_positions_only: ClassVar[bool] = False
 
     vocab_size: int = 0
     num_outputs: int = 0

@@ -69,6 +69,8 @@ class MQAR(Task):
     """Multi-query associative recall (Zoology): emit the value of every repeated key."""
 
     Config = MQARConfig
+    # the metric reads the answer positions only; evaluation keeps the logits there alone
+    scored_positions_only = True
 
     def __init__(self, config: MQARConfig) -> None:
         super().__init__(config)

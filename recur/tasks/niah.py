@@ -114,6 +114,8 @@ class NIAH(Task):
     """Single-needle retrieval (RULER's S-NIAH): passkey, number or uuid; test_<T> at longer lengths."""
 
     Config = NIAHConfig
+    # the metric reads the answer positions only; evaluation keeps the logits there alone
+    scored_positions_only = True
 
     def __init__(self, config: NIAHConfig) -> None:
         super().__init__(config)

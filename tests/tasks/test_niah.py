@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import types
+
 import pytest
 import torch
 
@@ -132,3 +135,35 @@ def test_the_longer_test_splits_are_read_once_at_the_end(monkeypatch):
 def test_bad_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         build_task("niah", **options)
+
+
+class HalfRight(torch.nn.Module):
+    """Noisy logits that favour the label: some answers right, some wrong."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, inputs, labels):
+        noise = torch.randn(*inputs.shape, self.vocab_size, generator=gen(int(inputs.sum())))
+        logits = noise + 3.5 * torch.nn.functional.one_hot(labels.clamp_min(0), self.vocab_size)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return types.SimpleNamespace(logits=logits, loss=loss)
+
+
+@pytest.mark.parametrize("name,options", [("niah", {"seq_len": 64, "haystack": "random", "test_lengths": (128,)}), ("mqar", {"test_lengths": (128,)})])
+def test_evaluation_keeping_the_scored_positions_only_gives_the_same_metrics(name, options):
+    """At long test lengths evaluation keeps the logits at the answer positions alone; the
+    figures equal those computed from every position."""
+    from recur.train.loop import evaluate
+
+    task = build_task(name, **options)
+    assert task.scored_positions_only
+    sets = {split: task.sample(40, gen(), split) for split in task.eval_splits}
+    model = HalfRight(task.vocab_size)
+    kept = evaluate(model, task, sets, 16, torch.device("cpu"), contextlib.nullcontext)
+    task.scored_positions_only = False
+    every = evaluate(model, task, sets, 16, torch.device("cpu"), contextlib.nullcontext)
+    assert kept.keys() == every.keys() and 0.1 < every["val/accuracy"] < 0.9
+    for key in kept:
+        assert kept[key] == pytest.approx(every[key], abs=1e-6), key
