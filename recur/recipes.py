@@ -8,6 +8,7 @@ model's vocabulary always follows the task, so recipes pass a placeholder.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .models import LMConfig, Seq2SeqConfig
@@ -23,6 +24,7 @@ from .tasks.listops import ListOpsConfig
 from .tasks.lm import LMTaskConfig
 from .tasks.mod_arith import ModArithConfig
 from .tasks.mqar import MQARConfig
+from .tasks.niah import NIAHConfig
 from .tasks.parity import ParityConfig
 from .tasks.permutation import PermutationConfig
 from .tasks.point_shapes import PointShapesConfig
@@ -538,3 +540,26 @@ def lorenz63_shplrnn() -> RunConfig:
     batches) at sparse teacher forcing (α = 1), the first 3000 steps (lr 1e-3 → 9.2e-4)."""
     return _plrnn_dsr("shplrnn", 3, {"hidden_dim": 50, "clipped": True}, interval=16, lr=1e-3, end_lr=1e-6,
                       paper_steps=250_000, batch_noise=0.0)
+
+
+@register_recipe("niah")
+def niah() -> RunConfig:
+    """RULER's single-needle passkey retrieval at token level, trained at length 256 and
+    tested at 256, 1024 and 4096 (test_1024, test_4096 read at the end): two HGRN2 layers
+    (the fastest of the mixers timed over 5 steps on 2 CPU cores), d_model 64, no MLP.
+    `--task.value number` or `uuid`, `--task.haystack random` for the other variants
+    (docs/memory.md)."""
+    return RunConfig(
+        task=NIAHConfig(seq_len=256, test_lengths=(1024, 4096), eval_examples=256),
+        model=LMConfig(vocab_size=VOCAB_FROM_TASK, d_model=64, n_layers=2, mixer="hgrn2", mlp_ratio=0.0),
+        train=TrainConfig(steps=2000, batch_size=32, lr=3e-3, warmup_steps=100, eval_every=200, target=0.99),
+    )
+
+
+@register_recipe("mqar_memory")
+def mqar_memory() -> RunConfig:
+    """The `recall` recipe (Zoology's MQAR: vocab 1024, length 256, 16 pairs) with the same
+    16 pairs drawn at 1024 and 4096 as test_1024 and test_4096, read at the end
+    (benchmarks/memory.md)."""
+    config = recall()
+    return replace(config, task=replace(config.task, test_lengths=(1024, 4096)))

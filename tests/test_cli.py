@@ -366,6 +366,15 @@ def test_vision_recipes_train_five_steps(name, metric, tmp_path, capsys):
     assert metric in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["niah", "mqar_memory"])
+def test_memory_retrieval_recipes_train_five_steps_and_test_at_4096(name, tmp_path, capsys):
+    argv = ["train", "--recipe", name, "--train.steps", "5", "--train.batch_size", "8", "--task.eval_examples", "8",
+            "--model.d_model", "16", "--train.threads", "1", "--run-dir", str(tmp_path / name), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert all(f"{split}/accuracy" in out for split in ("val", "test", "test_1024", "test_4096"))
+
+
 @pytest.mark.parametrize("mixer", ["lightnet_2d", "vig", "activator", "lightnet"])
 def test_train_digits_2d_with_grid_and_sequence_mixers(mixer, tmp_path, capsys):
     """A grid mixer in model.mixer runs the backbone on the patch grid; a sequence mixer reads

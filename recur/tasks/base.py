@@ -69,6 +69,10 @@ class Task:
     # which way is better; the same metric of the test split is reported once, at the end
     metric: ClassVar[str] = "val/accuracy"
     higher_is_better: ClassVar[bool] = True
+    # "lm" tasks whose metrics read only the positions with a label (labels != IGNORE), in
+    # order, per example: evaluation then keeps the logits there alone, which long test
+    # sequences need (the metrics are the same)
+    scored_positions_only: ClassVar[bool] = False
 
     vocab_size: int = 0
     num_outputs: int = 0
@@ -110,15 +114,19 @@ class Task:
     def disjoint(self, n: int, generator: torch.Generator, split: str, draw) -> Batch:
         """n examples of `split` from `draw(m) -> Batch` (m candidates): the candidates whose
         input hash falls in the split's buckets, drawing more until there are n."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)}; got {split!r}")
-        share = len(SPLIT_BUCKETS[split]) / BUCKETS
+        buckets = SPLIT_BUCKETS.get(split)
+        if buckets is None and split.startswith("test_") and split in self.eval_splits:
+            # an extra test split (test_1024, ...) keeps the test split's buckets
+            buckets = SPLIT_BUCKETS["test"]
+        if buckets is None:
+            raise ValueError(f"split must be one of {[*SPLITS, *test_splits_of(self)]}; got {split!r}")
+        share = len(buckets) / BUCKETS
         kept: list[Batch] = []
         have = 0
         while have < n:
             # enough candidates for the rest in one draw, nearly always
             batch = draw(int((n - have) / share * 1.2) + 8)
-            keep = in_split(batch["inputs"], split, self.pad_token)
+            keep = in_buckets(batch["inputs"], buckets, self.pad_token)
             kept.append({key: value[keep] for key, value in batch.items()})
             have += int(keep.sum())
         return {key: torch.cat([b[key] for b in kept])[:n] for key in kept[0]}
@@ -199,8 +207,37 @@ def example_hash(inputs: torch.Tensor, pad: int | None = None) -> torch.Tensor:
 
 def in_split(inputs: torch.Tensor, split: str, pad: int | None = None) -> torch.Tensor:
     """[N] bool: which examples belong to `split` by their hash."""
-    bucket = example_hash(inputs, pad).remainder(BUCKETS)
-    return torch.isin(bucket, torch.tensor(SPLIT_BUCKETS[split]))
+    return in_buckets(inputs, SPLIT_BUCKETS[split], pad)
+
+
+def in_buckets(inputs: torch.Tensor, buckets: tuple[int, ...], pad: int | None = None) -> torch.Tensor:
+    """[N] bool: which examples' hashes fall in `buckets`."""
+    return torch.isin(example_hash(inputs, pad).remainder(BUCKETS), torch.tensor(buckets))
+
+
+def test_splits_of(task: Task) -> tuple[str, ...]:
+    """The task's extra test splits ("test_<what>"), read once at the end with the test split."""
+    return tuple(split for split in task.eval_splits if split.startswith("test_"))
+
+
+def check_test_lengths(field: str, lengths: tuple[int, ...], seq_len: int, minimum: int) -> tuple[int, ...]:
+    """Distinct lengths, each at least `minimum` and none the training length `seq_len`,
+    each of which names an extra test split "test_<length>"."""
+    lengths = tuple(lengths)
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= minimum for x in lengths):
+        raise ValueError(f"task.{field} must be ints of at least {minimum}; got {lengths!r}")
+    if len(set(lengths)) != len(lengths) or seq_len in lengths:
+        raise ValueError(
+            f"task.{field} must be distinct and differ from task.seq_len = {seq_len} (the test split's "
+            f"length); got {lengths!r}"
+        )
+    return lengths
+
+
+def length_of(split: str, seq_len: int) -> int:
+    """The sequence length of `split`: the number in an extra test split "test_<length>",
+    else `seq_len`."""
+    return int(split[len("test_"):]) if split.startswith("test_") else seq_len
 
 
 def check_range(field: str, lengths: tuple[int, int], minimum: int = 1) -> tuple[int, int]:

@@ -5,6 +5,10 @@ vocabulary, values from the upper half, each drawn without replacement), then th
 come back in a random order at gaps drawn with p(i) ∝ i^(a-1), a = `power_a` (short gaps
 favoured); at each repeated key the model must emit its value. Exactly N positions per
 example are scored; the metric is the mean accuracy over them.
+
+`test_lengths` adds extra test splits `test_<length>`: the same task (the same number of
+pairs) drawn at a longer length, so the query gaps, drawn over the longer query region,
+reach further; they are read once, at the end, with the test split.
 """
 
 from __future__ import annotations
@@ -13,7 +17,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import IGNORE, Batch, Task, TaskConfig, example_accuracy, register_task
+from .base import (
+    IGNORE,
+    Batch,
+    Task,
+    TaskConfig,
+    check_test_lengths,
+    example_accuracy,
+    length_of,
+    register_task,
+)
 
 
 @dataclass(kw_only=True)
@@ -25,6 +38,8 @@ class MQARConfig(TaskConfig):
     # fill the non-query slots with random tokens (Zoology's generator default) or zeros
     # (its paper configurations)
     random_non_queries: bool = False
+    # extra test splits test_<length>, read at the end (none by default)
+    test_lengths: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,6 +59,9 @@ class MQARConfig(TaskConfig):
             )
         if self.power_a <= 0:
             raise ValueError(f"task.power_a must be positive; got {self.power_a}")
+        self.test_lengths = check_test_lengths("test_lengths", self.test_lengths, T, 4 * N)
+        if any(length % 2 for length in self.test_lengths):
+            raise ValueError(f"task.test_lengths must be even, like task.seq_len; got {self.test_lengths}")
 
 
 @register_task("mqar")
@@ -51,14 +69,17 @@ class MQAR(Task):
     """Multi-query associative recall (Zoology): emit the value of every repeated key."""
 
     Config = MQARConfig
+    # the metric reads the answer positions only; evaluation keeps the logits there alone
+    scored_positions_only = True
 
     def __init__(self, config: MQARConfig) -> None:
         super().__init__(config)
         self.vocab_size = config.vocab_size
+        self.eval_splits = ("val", "test", *(f"test_{length}" for length in config.test_lengths))
 
     def generate(self, n: int, generator: torch.Generator, split: str) -> Batch:
         c = self.config
-        N, V, T = c.num_kv_pairs, c.vocab_size, c.seq_len
+        N, V, T = c.num_kv_pairs, c.vocab_size, length_of(split, c.seq_len)
         half = V // 2
         keys = torch.rand(n, half - 1, generator=generator).argsort(1)[:, :N] + 1  # [n, N] in 1..half-1
         values = torch.rand(n, V - half, generator=generator).argsort(1)[:, :N] + half  # [n, N]

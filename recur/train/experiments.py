@@ -172,14 +172,20 @@ def render_markdown(table: Table, title: str) -> str:
     """The table: one row per configuration (mean ± std over seeds), the chosen one marked,
     then every run."""
     better = "higher" if table.higher_is_better else "lower"
+    # the same figure on the task's extra test splits (test_1024/accuracy, ...), in the runs' order
+    extra = list(dict.fromkeys(
+        key for row in table.rows for run in row.runs for key in run["metrics"]
+        if key.startswith("test_") and key.split("/", 1)[1] == table.metric.split("/", 1)[1]
+    ))
+    extra_header, extra_rule = "".join(f" {key} |" for key in extra), "---:|" * len(extra)
     lines = [
         f"# {title}", "",
         f"Command: `{table.command}`", "",
         f"Mean ± sample standard deviation over seeds. The configuration is chosen by `{table.metric}` "
         f"({better} is better) alone; `{table.test_metric}` is read once per run, at its end, on the weights "
         "its validation figures chose.", "",
-        f"| configuration | seeds | {table.metric} | {table.test_metric} | steps | seconds |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| configuration | seeds | {table.metric} | {table.test_metric} |{extra_header} steps | seconds |",
+        "|---|---:|---:|---:|" + extra_rule + "---:|---:|",
     ]
     chosen = table.chosen() if len(table.rows) > 1 else None
     for row in table.rows:
@@ -188,16 +194,20 @@ def render_markdown(table: Table, title: str) -> str:
         mark = " **(chosen by validation)**" if row is chosen else ""
         lines.append(
             f"| {row.name}{mark} | {len(row.runs)} | {_fmt(*row.mean_std(table.metric))} | "
-            f"{_fmt(*row.mean_std(table.test_metric))} | {steps:.0f} | {seconds:.0f} |"
+            f"{_fmt(*row.mean_std(table.test_metric))} |{''.join(f' {_fmt(*row.mean_std(key))} |' for key in extra)}"
+            f" {steps:.0f} | {seconds:.0f} |"
         )
-    lines += ["", "Every run:", "", f"| configuration | seed | {table.metric} | {table.test_metric} | chosen step | steps |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "Every run:", "",
+              f"| configuration | seed | {table.metric} | {table.test_metric} |{extra_header} chosen step | steps |",
+              "|---|---:|---:|---:|" + extra_rule + "---:|---:|"]
     for row in table.rows:
         for run in row.runs:
             metrics = run["metrics"]
             lines.append(
                 f"| {row.name} | {run['seed']} | {metrics.get(table.metric, math.nan):.4f} | "
-                f"{metrics.get(table.test_metric, math.nan):.4f} | {run['chosen_step']} | {run['steps']} |"
+                f"{metrics.get(table.test_metric, math.nan):.4f} |"
+                f"{''.join(f' {metrics.get(key, math.nan):.4f} |' for key in extra)}"
+                f" {run['chosen_step']} | {run['steps']} |"
             )
     return "\n".join(lines) + "\n"
 

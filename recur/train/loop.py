@@ -23,7 +23,7 @@ from torch import nn
 from ..layers import MIXERS, Mixer
 from ..models import LM, EncoderDecoder, SequenceModel
 from ..models.tpgn import build_forecaster
-from ..tasks import Task, get_task
+from ..tasks import IGNORE, Task, get_task
 from . import checkpoint, distributed
 from .config import RunConfig, TrainConfig, apply_overrides, check_resume, from_dict, to_dict
 from .logging import MetricsLog
@@ -160,12 +160,24 @@ def evaluate(model: nn.Module, task: Task, sets: dict, batch_size: int, device: 
     for split, data in sets.items():
         inputs, labels = data["inputs"], data["labels"]
         outputs, loss_sum = [], 0.0
+        # a task scored at a few positions keeps the logits of those only (and their labels):
+        # at a test length of thousands, [N, T, V] would not fit in memory
+        scored = int((labels != IGNORE).sum(1).max()) if task.scored_positions_only else 0
+        kept_labels = []
         for start in range(0, len(inputs), batch_size):
             rows = slice(start, start + batch_size)
             with autocast():
                 out = model(inputs[rows].to(device), **batch_arguments(data, rows, device))
-            outputs.append(out.logits.float().cpu())
+            logits = out.logits.float().cpu()
+            if task.scored_positions_only:
+                # the scored positions first, in order; the rest of the `scored` columns hold IGNORE labels
+                order = (labels[rows] == IGNORE).to(torch.uint8).argsort(dim=1, stable=True)[:, :scored]
+                logits = logits.gather(1, order[..., None].expand(-1, -1, logits.shape[-1]))
+                kept_labels.append(labels[rows].gather(1, order))
+            outputs.append(logits)
             loss_sum += float(out.loss) * len(out.logits)
+        if task.scored_positions_only:
+            labels = torch.cat(kept_labels)
         for name, value in task.metrics(torch.cat(outputs), labels).items():
             results[f"{split}/{name}"] = value
         # figures a task reads from the model itself (a reconstruction's Lyapunov exponent)

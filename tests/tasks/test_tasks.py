@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recur.tasks import IGNORE, TASKS, build_task
+from recur.tasks.base import example_hash
 from recur.tasks.mod_arith import BRACKETS, PLAIN
 from recur.tasks.permutation import group_elements
 
@@ -217,6 +218,30 @@ def test_mqar_gaps_favour_short_distances():
     batch = task.sample(400, gen(), "train")
     positions = (batch["labels"] != IGNORE).nonzero()[:, 1] - 8
     assert positions.float().median() < 0.5 * 248
+
+
+def test_mqar_longer_test_splits_keep_the_pairs_and_reach_further():
+    assert build_task("mqar").eval_splits == ("val", "test")
+    task = build_task("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4, test_lengths=(128, 512))
+    assert task.eval_splits == ("val", "test", "test_128", "test_512")
+    from recur.train.loop import test_splits, validation_splits
+
+    assert validation_splits(task) == ("val",) and test_splits(task) == ("test", "test_128", "test_512")
+    batch = task.sample(200, gen(), "test_512")
+    assert batch["inputs"].shape == (200, 512)
+    scored = batch["labels"] != IGNORE
+    # the same four pairs; their queries spread over the longer query region
+    assert (scored.sum(1) == 4).all() and scored.nonzero()[:, 1].max() > 256
+    for inputs, labels in zip(batch["inputs"], batch["labels"], strict=True):
+        recall = dict(zip(inputs[0:8:2].tolist(), inputs[1:8:2].tolist(), strict=True))
+        assert all(labels[p] == recall[int(inputs[p])] for p in (labels != IGNORE).nonzero().flatten().tolist())
+    # drawn from the test split's hash bucket
+    assert set(example_hash(task.sample(50, gen(1), "test_128")["inputs"]).remainder(16).tolist()) == {15}
+    scores = task.metrics(one_hot_logits(batch["labels"], 64), batch["labels"])
+    assert scores == {"accuracy": 1.0}
+    for lengths, message in (((129,), "even"), ((12,), "at least 16"), ((32,), "differ from task.seq_len = 32")):
+        with pytest.raises(ValueError, match=message):
+            build_task("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4, test_lengths=lengths)
 
 
 def test_mqar_rejects_small_vocab_and_short_sequences():

@@ -38,6 +38,20 @@ def test_the_choice_reads_validation_only():
     assert "| a **(chosen by validation)** | 2 | 0.1500 ± 0.0707 | 0.8500 ± 0.0707 |" in text
 
 
+def test_the_tables_give_the_extra_test_splits_figure():
+    runs = [{"seed": s, "metrics": {"val/accuracy": 0.5, "test/accuracy": 0.4, "test_1024/accuracy": a,
+                                    "test_1024/loss": 1.0, "test_4096/accuracy": b},
+             "steps": 1, "seconds": 1, "chosen_step": 1} for s, (a, b) in enumerate([(0.3, 0.2), (0.1, 0.0)])]
+    text = render_markdown(Table("val/accuracy", "test/accuracy", True, "cmd", [Row("r", {}, runs)]), "t")
+    lines = text.splitlines()
+    assert "| configuration | seeds | val/accuracy | test/accuracy | test_1024/accuracy | test_4096/accuracy | steps | seconds |" in lines
+    assert "| r | 2 | 0.5000 ± 0.0000 | 0.4000 ± 0.0000 | 0.2000 ± 0.1414 | 0.1000 ± 0.1414 | 1 | 1 |" in lines
+    assert "| r | 1 | 0.5000 | 0.4000 | 0.1000 | 0.0000 | 1 | 1 |" in lines
+    # every table row has as many cells as its header
+    tables = [line for line in lines if line.startswith("|")]
+    assert {line.count("|") for line in tables[:3]} == {9} and {line.count("|") for line in tables[3:]} == {9}
+
+
 def test_train_seeds_and_sweep_write_tables(tmp_path, capsys):
     overrides = [arg for key, value in TINY.items() for arg in (f"--{key}", value)]
     assert main(["train", "--recipe", "adding", "--seeds", "2", "--no-progress", "--run-dir", str(tmp_path / "s"), *overrides]) == 0
