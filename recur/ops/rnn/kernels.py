@@ -34,23 +34,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common.kernels import add, dot
+from ..common.kernels import add
 
 LSTM: tl.constexpr = tl.constexpr(0)
 GRU: tl.constexpr = tl.constexpr(1)
 SLSTM: tl.constexpr = tl.constexpr(2)
-
-
-@triton.jit
-def _tanh(x):
-    # 2 σ(2x) − 1: saturates to ±1 without forming exp of a large argument's square
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
-
-
-@triton.jit
-def _log_sigmoid(x):
-    # log σ(x) = min(x, 0) − log(1 + exp(−|x|)), finite for every finite x
-    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
 
 
 @triton.jit
@@ -73,38 +61,41 @@ def _vector(ptr, g, h, cols, H: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
-def _offsets(rows, t, k, h, cols, T, K: tl.constexpr, H: tl.constexpr, D: tl.constexpr):
-    """Offsets of component k of head h at step t of rows `rows` of a [B, T, K, H, D] buffer."""
-    return (((rows.to(tl.int64) * T + t) * K + k) * H + h)[:, None] * D + cols[None, :]
+def _rows(rows, h, cols, steps, K: tl.constexpr, H: tl.constexpr, D: tl.constexpr):
+    """Offsets of head h, component 0, step 0 of rows `rows` of a [B, steps, K, H, D] buffer;
+    component k of step t is (t K + k) H D further. (Offsets are computed once, outside the
+    loop over time: the interpreter pays per call of a jit function.)"""
+    return rows.to(tl.int64)[:, None] * steps * K * H * D + h * D + cols[None, :]
 
 
 @triton.jit
-def _load(ptr, offsets, mask):
-    return tl.load(ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _store(ptr, offsets, x, mask):
-    tl.store(ptr + offsets, x.to(ptr.dtype.element_ty), mask=mask)
+def _initial(s0_ptr, base, k, mask, H: tl.constexpr, D: tl.constexpr, GIVEN: tl.constexpr):
+    """Component k of s_0 [B, S, H, D] as float32, from its offsets `base` (zeros when not GIVEN)."""
+    if GIVEN:
+        return tl.load(s0_ptr + base + k * H * D, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros(base.shape, tl.float32)
 
 
 @triton.jit
 def _lstm_step(p_i, p_f, p_g, p_o, c):
     """torch.nn.LSTM's update from the pre-activations: (h_t, c_t)."""
-    c = tl.sigmoid(p_f) * c + tl.sigmoid(p_i) * _tanh(p_g)
-    return tl.sigmoid(p_o) * _tanh(c), c
+    # tanh(x) = 2 σ(2x) − 1 saturates to ±1 without overflow
+    c = tl.sigmoid(p_f) * c + tl.sigmoid(p_i) * (2.0 * tl.sigmoid(2.0 * p_g) - 1.0)
+    return tl.sigmoid(p_o) * (2.0 * tl.sigmoid(2.0 * c) - 1.0), c
 
 
 @triton.jit
 def _slstm_step(p_i, p_f, p_z, p_o, c, n, m):
     """sLSTM's stabilised update: (h_t, c_t, n_t, m_t). An empty state (n = 0) takes its
     m from the input gate alone, and f = 0."""
-    log_f_m = _log_sigmoid(p_f) + m
+    # log σ(f̃) = min(f̃, 0) − log(1 + exp(−|f̃|)), finite for every finite f̃
+    log_f_m = tl.minimum(p_f, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(p_f))) + m
     empty = n == 0.0
     m_new = tl.where(empty, p_i, tl.maximum(log_f_m, p_i))
     i = tl.exp(p_i - m_new)
     f = tl.where(empty, 0.0, tl.exp(tl.minimum(log_f_m - m_new, 0.0)))
-    c = f * c + i * _tanh(p_z)
+    c = f * c + i * (2.0 * tl.sigmoid(2.0 * p_z) - 1.0)
     n = f * n + i
     return tl.sigmoid(p_o) * c / n, c, n, m_new
 
@@ -123,44 +114,51 @@ def forward(
     rows = bb * BB + tl.arange(0, BB)
     cols = tl.arange(0, BD)
     mask = (rows[:, None] < B) & (cols[None, :] < D)
+    HD: tl.constexpr = H * D
     # the recurrent blocks, transposed, and the biases: on chip for the whole walk
     RT0 = _block(R_ptr, 0, h, cols, H, D, True)
     RT1 = _block(R_ptr, 1, h, cols, H, D, True)
     RT2 = _block(R_ptr, 2, h, cols, H, D, True)
-    b0 = _vector(b_ptr, 0, h, cols, H, D)
-    b1 = _vector(b_ptr, 1, h, cols, H, D)
-    b2 = _vector(b_ptr, 2, h, cols, H, D)
-    b3 = _vector(b_ptr, 3, h, cols, H, D)
     if CELL == GRU:
         RT3 = RT2
     else:
         RT3 = _block(R_ptr, 3, h, cols, H, D, True)
+    b0 = _vector(b_ptr, 0, h, cols, H, D)
+    b1 = _vector(b_ptr, 1, h, cols, H, D)
+    b2 = _vector(b_ptr, 2, h, cols, H, D)
+    b3 = _vector(b_ptr, 3, h, cols, H, D)
+    x_rows = _rows(rows, h, cols, T, G, H, D)
+    out_rows = _rows(rows, h, cols, T, 1, H, D)
+    gate_rows = _rows(rows, h, cols, T, 4, H, D)
+    state_rows = _rows(rows, h, cols, T, S, H, D)
+    one_state = _rows(rows, h, cols, 1, S, H, D)
     # s_0 (zeros without one); components the cell lacks stay zero
-    hs = _initial(s0_ptr, rows, 0, h, cols, mask, S, H, D, HAS_S0)
-    c = _initial(s0_ptr, rows, 1, h, cols, mask, S, H, D, HAS_S0 and S > 1)
-    n = _initial(s0_ptr, rows, 2, h, cols, mask, S, H, D, HAS_S0 and S > 2)
-    m = _initial(s0_ptr, rows, 3, h, cols, mask, S, H, D, HAS_S0 and S > 2)
+    hs = _initial(s0_ptr, one_state, 0, mask, H, D, HAS_S0)
+    c = _initial(s0_ptr, one_state, 1, mask, H, D, HAS_S0 and S > 1)
+    n = _initial(s0_ptr, one_state, 2, mask, H, D, HAS_S0 and S > 2)
+    m = _initial(s0_ptr, one_state, 3, mask, H, D, HAS_S0 and S > 2)
     if VARLEN:
         length = tl.load(len_ptr + rows, mask=rows < B, other=0)[:, None]
     for t in range(T):
-        x0 = _load(x_ptr, _offsets(rows, t, 0, h, cols, T, G, H, D), mask)
-        x1 = _load(x_ptr, _offsets(rows, t, 1, h, cols, T, G, H, D), mask)
-        x2 = _load(x_ptr, _offsets(rows, t, 2, h, cols, T, G, H, D), mask)
+        x_t = x_ptr + x_rows + t * G * HD
+        x0 = tl.load(x_t, mask=mask, other=0.0).to(tl.float32)
+        x1 = tl.load(x_t + HD, mask=mask, other=0.0).to(tl.float32)
+        x2 = tl.load(x_t + 2 * HD, mask=mask, other=0.0).to(tl.float32)
         # g = x + R h_{t-1} + b, one [BB, BD] × [BD, BD] product per gate
-        p0 = x0 + dot(hs, RT0, PRECISION) + b0
-        p1 = x1 + dot(hs, RT1, PRECISION) + b1
+        p0 = x0 + tl.dot(hs, RT0, input_precision=PRECISION) + b0
+        p1 = x1 + tl.dot(hs, RT1, input_precision=PRECISION) + b1
         if CELL == GRU:
             # p2 is R_n h + b_hn; p3 the candidate's pre-activation x_n + b_in + r ⊙ p2
-            p2 = dot(hs, RT2, PRECISION) + b3
+            p2 = tl.dot(hs, RT2, input_precision=PRECISION) + b3
             p3 = x2 + b2 + tl.sigmoid(p0) * p2
             z = tl.sigmoid(p1)
-            cand = _tanh(p3)
+            cand = 2.0 * tl.sigmoid(2.0 * p3) - 1.0
             h_new = cand + z * (hs - cand)
             c_new, n_new, m_new = c, n, m
         else:
-            x3 = _load(x_ptr, _offsets(rows, t, 3, h, cols, T, G, H, D), mask)
-            p2 = x2 + dot(hs, RT2, PRECISION) + b2
-            p3 = x3 + dot(hs, RT3, PRECISION) + b3
+            x3 = tl.load(x_t + 3 * HD, mask=mask, other=0.0).to(tl.float32)
+            p2 = x2 + tl.dot(hs, RT2, input_precision=PRECISION) + b2
+            p3 = x3 + tl.dot(hs, RT3, input_precision=PRECISION) + b3
             if CELL == LSTM:
                 h_new, c_new = _lstm_step(p0, p1, p2, p3, c)
                 n_new, m_new = n, m
@@ -174,49 +172,33 @@ def forward(
             n_new = tl.where(live, n_new, n)
             m_new = tl.where(live, m_new, m)
         hs, c, n, m = h_new, c_new, n_new, m_new
-        _store(out_ptr, _offsets(rows, t, 0, h, cols, T, 1, H, D), hs, mask)
+        tl.store(out_ptr + out_rows + t * HD, hs.to(out_ptr.dtype.element_ty), mask=mask)
         if SAVE:
-            _store(gates_ptr, _offsets(rows, t, 0, h, cols, T, 4, H, D), p0, mask)
-            _store(gates_ptr, _offsets(rows, t, 1, h, cols, T, 4, H, D), p1, mask)
-            _store(gates_ptr, _offsets(rows, t, 2, h, cols, T, 4, H, D), p2, mask)
-            _store(gates_ptr, _offsets(rows, t, 3, h, cols, T, 4, H, D), p3, mask)
-            _store(states_ptr, _offsets(rows, t, 0, h, cols, T, S, H, D), hs, mask)
+            gates_t = gates_ptr + gate_rows + t * 4 * HD
+            tl.store(gates_t, p0, mask=mask)
+            tl.store(gates_t + HD, p1, mask=mask)
+            tl.store(gates_t + 2 * HD, p2, mask=mask)
+            tl.store(gates_t + 3 * HD, p3, mask=mask)
+            states_t = states_ptr + state_rows + t * S * HD
+            tl.store(states_t, hs, mask=mask)
             if S > 1:
-                _store(states_ptr, _offsets(rows, t, 1, h, cols, T, S, H, D), c, mask)
+                tl.store(states_t + HD, c, mask=mask)
             if S > 2:
-                _store(states_ptr, _offsets(rows, t, 2, h, cols, T, S, H, D), n, mask)
-                _store(states_ptr, _offsets(rows, t, 3, h, cols, T, S, H, D), m, mask)
-    _store(final_ptr, _offsets(rows, 0, 0, h, cols, 1, S, H, D), hs, mask)
+                tl.store(states_t + 2 * HD, n, mask=mask)
+                tl.store(states_t + 3 * HD, m, mask=mask)
+    tl.store(final_ptr + one_state, hs, mask=mask)
     if S > 1:
-        _store(final_ptr, _offsets(rows, 0, 1, h, cols, 1, S, H, D), c, mask)
+        tl.store(final_ptr + one_state + HD, c, mask=mask)
     if S > 2:
-        _store(final_ptr, _offsets(rows, 0, 2, h, cols, 1, S, H, D), n, mask)
-        _store(final_ptr, _offsets(rows, 0, 3, h, cols, 1, S, H, D), m, mask)
-
-
-@triton.jit
-def _previous(states_ptr, start, rows, t, k, h, cols, mask, T, S: tl.constexpr, H: tl.constexpr, D: tl.constexpr):
-    """Component k of s_{t-1}: the stored s_{t-1}, or `start` (that component of s_0) at t = 0."""
-    # (t as a tensor: the interpreter runs the loop over Python ints)
-    later = mask & (cols[None, :] * 0 + t > 0)
-    stored = _load(states_ptr, _offsets(rows, t - 1, k, h, cols, T, S, H, D), later)
-    return tl.where(later, stored, start)
-
-
-@triton.jit
-def _initial(s0_ptr, rows, k, h, cols, mask, S: tl.constexpr, H: tl.constexpr, D: tl.constexpr, GIVEN: tl.constexpr):
-    """Component k of s_0 [B, S, H, D] as float32 (zeros when not GIVEN)."""
-    if GIVEN:
-        return _load(s0_ptr, _offsets(rows, 0, k, h, cols, 1, S, H, D), mask)
-    else:
-        return tl.zeros([rows.shape[0], cols.shape[0]], tl.float32)
+        tl.store(final_ptr + one_state + 2 * HD, n, mask=mask)
+        tl.store(final_ptr + one_state + 3 * HD, m, mask=mask)
 
 
 @triton.jit
 def _lstm_grads(p_i, p_f, p_g, p_o, c_prev, c, dh, dc):
     """∂L/∂(i, f, g, o pre-activations) and dL/dc_{t-1} from dL/dh_t, the carried dL/dc_t."""
-    i, f, g, o = tl.sigmoid(p_i), tl.sigmoid(p_f), _tanh(p_g), tl.sigmoid(p_o)
-    tanh_c = _tanh(c)
+    i, f, g, o = tl.sigmoid(p_i), tl.sigmoid(p_f), 2.0 * tl.sigmoid(2.0 * p_g) - 1.0, tl.sigmoid(p_o)
+    tanh_c = 2.0 * tl.sigmoid(2.0 * c) - 1.0
     # h = o tanh(c)
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
     # σ' = σ (1 − σ), tanh' = 1 − tanh²
@@ -231,12 +213,12 @@ def _lstm_grads(p_i, p_f, p_g, p_o, c_prev, c, dh, dc):
 def _slstm_grads(p_i, p_f, p_z, p_o, c_prev, n_prev, m_prev, h, c, n, dh, dc, dn, dm):
     """∂L/∂(i, f, z, o pre-activations) and dL/d(c, n, m)_{t-1} from dL/dh_t and the carried
     dL/d(c, n, m)_t; the stabiliser's max is differentiated as torch.maximum (a tie splits)."""
-    log_f_m = _log_sigmoid(p_f) + m_prev
+    log_f_m = tl.minimum(p_f, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(p_f))) + m_prev
     empty = n_prev == 0.0
     m_new = tl.where(empty, p_i, tl.maximum(log_f_m, p_i))
     i = tl.exp(p_i - m_new)
     f = tl.where(empty, 0.0, tl.exp(tl.minimum(log_f_m - m_new, 0.0)))
-    tanh_z, o = _tanh(p_z), tl.sigmoid(p_o)
+    tanh_z, o = 2.0 * tl.sigmoid(2.0 * p_z) - 1.0, tl.sigmoid(p_o)
     # h = σ(õ) c / n
     dc = dc + dh * o / n
     dn = dn - dh * h / n
@@ -270,6 +252,7 @@ def backward(
     rows = bb * BB + tl.arange(0, BB)
     cols = tl.arange(0, BD)
     mask = (rows[:, None] < B) & (cols[None, :] < D)
+    HD: tl.constexpr = H * D
     R0 = _block(R_ptr, 0, h, cols, H, D, False)
     R1 = _block(R_ptr, 1, h, cols, H, D, False)
     R2 = _block(R_ptr, 2, h, cols, H, D, False)
@@ -285,35 +268,37 @@ def backward(
     db1 = tl.zeros([BD], tl.float32)
     db2 = tl.zeros([BD], tl.float32)
     db3 = tl.zeros([BD], tl.float32)
+    x_rows = _rows(rows, h, cols, T, G, H, D)
+    out_rows = _rows(rows, h, cols, T, 1, H, D)
+    gate_rows = _rows(rows, h, cols, T, 4, H, D)
+    state_rows = _rows(rows, h, cols, T, S, H, D)
+    one_state = _rows(rows, h, cols, 1, S, H, D)
     # the carried dL/ds_t, from dL/ds_T
-    dh = tl.zeros([BB, BD], tl.float32)
-    dc = tl.zeros([BB, BD], tl.float32)
-    dn = tl.zeros([BB, BD], tl.float32)
-    dm = tl.zeros([BB, BD], tl.float32)
-    if HAS_DFINAL:
-        dh = _load(dfinal_ptr, _offsets(rows, 0, 0, h, cols, 1, S, H, D), mask)
-        if S > 1:
-            dc = _load(dfinal_ptr, _offsets(rows, 0, 1, h, cols, 1, S, H, D), mask)
-        if S > 2:
-            dn = _load(dfinal_ptr, _offsets(rows, 0, 2, h, cols, 1, S, H, D), mask)
-            dm = _load(dfinal_ptr, _offsets(rows, 0, 3, h, cols, 1, S, H, D), mask)
-    h0 = _initial(s0_ptr, rows, 0, h, cols, mask, S, H, D, HAS_S0)
-    c0 = _initial(s0_ptr, rows, 1, h, cols, mask, S, H, D, HAS_S0 and S > 1)
-    n0 = _initial(s0_ptr, rows, 2, h, cols, mask, S, H, D, HAS_S0 and S > 2)
-    m0 = _initial(s0_ptr, rows, 3, h, cols, mask, S, H, D, HAS_S0 and S > 2)
+    dh = _initial(dfinal_ptr, one_state, 0, mask, H, D, HAS_DFINAL)
+    dc = _initial(dfinal_ptr, one_state, 1, mask, H, D, HAS_DFINAL and S > 1)
+    dn = _initial(dfinal_ptr, one_state, 2, mask, H, D, HAS_DFINAL and S > 2)
+    dm = _initial(dfinal_ptr, one_state, 3, mask, H, D, HAS_DFINAL and S > 2)
+    h0 = _initial(s0_ptr, one_state, 0, mask, H, D, HAS_S0)
+    c0 = _initial(s0_ptr, one_state, 1, mask, H, D, HAS_S0 and S > 1)
+    n0 = _initial(s0_ptr, one_state, 2, mask, H, D, HAS_S0 and S > 2)
+    m0 = _initial(s0_ptr, one_state, 3, mask, H, D, HAS_S0 and S > 2)
     if VARLEN:
         length = tl.load(len_ptr + rows, mask=rows < B, other=0)[:, None]
     for step in range(T):
         t = T - 1 - step
-        p0 = _load(gates_ptr, _offsets(rows, t, 0, h, cols, T, 4, H, D), mask)
-        p1 = _load(gates_ptr, _offsets(rows, t, 1, h, cols, T, 4, H, D), mask)
-        p2 = _load(gates_ptr, _offsets(rows, t, 2, h, cols, T, 4, H, D), mask)
-        p3 = _load(gates_ptr, _offsets(rows, t, 3, h, cols, T, 4, H, D), mask)
-        h_prev = _previous(states_ptr, h0, rows, t, 0, h, cols, mask, T, S, H, D)
+        gates_t = gates_ptr + gate_rows + t * 4 * HD
+        p0 = tl.load(gates_t, mask=mask, other=0.0)
+        p1 = tl.load(gates_t + HD, mask=mask, other=0.0)
+        p2 = tl.load(gates_t + 2 * HD, mask=mask, other=0.0)
+        p3 = tl.load(gates_t + 3 * HD, mask=mask, other=0.0)
+        states_t = states_ptr + state_rows + t * S * HD
+        # s_{t-1}: stored, or s_0 at t = 0 (t as a tensor: the interpreter's t is an int)
+        later = mask & (cols[None, :] * 0 + t > 0)
+        h_prev = tl.where(later, tl.load(states_t - S * HD, mask=later, other=0.0), h0)
         # dL/dh_t: the output's and the carried one
-        dh_t = dh + _load(dout_ptr, _offsets(rows, t, 0, h, cols, T, 1, H, D), mask)
+        dh_t = dh + tl.load(dout_ptr + out_rows + t * HD, mask=mask, other=0.0).to(tl.float32)
         if CELL == GRU:
-            r, z, cand = tl.sigmoid(p0), tl.sigmoid(p1), _tanh(p3)
+            r, z, cand = tl.sigmoid(p0), tl.sigmoid(p1), 2.0 * tl.sigmoid(2.0 * p3) - 1.0
             d_cand = dh_t * (1.0 - z) * (1.0 - cand * cand)
             # the gradients of the pre-activations of r, z, of R_n h + b_hn, and of x_n
             d0 = d_cand * p2 * r * (1.0 - r)
@@ -323,28 +308,28 @@ def backward(
             direct = dh_t * z
             dc_prev, dn_prev, dm_prev = dc, dn, dm
         elif CELL == LSTM:
-            c_prev = _previous(states_ptr, c0, rows, t, 1, h, cols, mask, T, S, H, D)
-            c = _load(states_ptr, _offsets(rows, t, 1, h, cols, T, S, H, D), mask)
+            c_prev = tl.where(later, tl.load(states_t - (S - 1) * HD, mask=later, other=0.0), c0)
+            c = tl.load(states_t + HD, mask=mask, other=0.0)
             d0, d1, d2, d3, dc_prev = _lstm_grads(p0, p1, p2, p3, c_prev, c, dh_t, dc)
             direct = tl.zeros([BB, BD], tl.float32)
             dn_prev, dm_prev = dn, dm
         else:
-            c_prev = _previous(states_ptr, c0, rows, t, 1, h, cols, mask, T, S, H, D)
-            n_prev = _previous(states_ptr, n0, rows, t, 2, h, cols, mask, T, S, H, D)
-            m_prev = _previous(states_ptr, m0, rows, t, 3, h, cols, mask, T, S, H, D)
-            h_t = _load(states_ptr, _offsets(rows, t, 0, h, cols, T, S, H, D), mask)
-            c = _load(states_ptr, _offsets(rows, t, 1, h, cols, T, S, H, D), mask)
-            n = _load(states_ptr, _offsets(rows, t, 2, h, cols, T, S, H, D), mask)
-            # rows outside the batch hold n = 0 in both states: keep their quotients finite
-            n = tl.where(mask, n, 1.0)
+            c_prev = tl.where(later, tl.load(states_t - (S - 1) * HD, mask=later, other=0.0), c0)
+            n_prev = tl.where(later, tl.load(states_t - (S - 2) * HD, mask=later, other=0.0), n0)
+            m_prev = tl.where(later, tl.load(states_t - (S - 3) * HD, mask=later, other=0.0), m0)
+            h_t = tl.load(states_t, mask=mask, other=0.0)
+            c = tl.load(states_t + HD, mask=mask, other=0.0)
+            # outside the batch and the head n = 0: keep the quotients there finite
+            n = tl.load(states_t + 2 * HD, mask=mask, other=1.0)
             d0, d1, d2, d3, dc_prev, dn_prev, dm_prev = _slstm_grads(
                 p0, p1, p2, p3, c_prev, n_prev, m_prev, h_t, c, n, dh_t, dc, dn, dm
             )
             direct = tl.zeros([BB, BD], tl.float32)
         # dL/dh_{t-1} = Σ_g d_g R_g (+ the GRU's z ⊙ dh_t)
-        dh_prev = direct + dot(d0, R0, PRECISION) + dot(d1, R1, PRECISION) + dot(d2, R2, PRECISION)
+        dh_prev = direct + tl.dot(d0, R0, input_precision=PRECISION) + tl.dot(d1, R1, input_precision=PRECISION)
+        dh_prev += tl.dot(d2, R2, input_precision=PRECISION)
         if CELL != GRU:
-            dh_prev += dot(d3, R3, PRECISION)
+            dh_prev += tl.dot(d3, R3, input_precision=PRECISION)
         if VARLEN:
             # past the row's end the step changed nothing: no gate gradients, the carried
             # ones pass through
@@ -358,28 +343,29 @@ def backward(
             dn_prev = tl.where(live, dn_prev, dn)
             dm_prev = tl.where(live, dm_prev, dm)
         dh, dc, dn, dm = dh_prev, dc_prev, dn_prev, dm_prev
-        _store(dx_ptr, _offsets(rows, t, 0, h, cols, T, G, H, D), d0, mask)
-        _store(dx_ptr, _offsets(rows, t, 1, h, cols, T, G, H, D), d1, mask)
+        dx_t = dx_ptr + x_rows + t * G * HD
+        tl.store(dx_t, d0, mask=mask)
+        tl.store(dx_t + HD, d1, mask=mask)
         if CELL == GRU:
-            _store(dx_ptr, _offsets(rows, t, 2, h, cols, T, G, H, D), d3, mask)
+            tl.store(dx_t + 2 * HD, d3, mask=mask)
         else:
-            _store(dx_ptr, _offsets(rows, t, 2, h, cols, T, G, H, D), d2, mask)
-            _store(dx_ptr, _offsets(rows, t, 3, h, cols, T, G, H, D), d3, mask)
+            tl.store(dx_t + 2 * HD, d2, mask=mask)
+            tl.store(dx_t + 3 * HD, d3, mask=mask)
         # dR_g += d_gᵀ h_{t-1} over the block's rows; db_g += Σ_rows d_g
-        dR0 += dot(tl.trans(d0), h_prev, PRECISION)
-        dR1 += dot(tl.trans(d1), h_prev, PRECISION)
-        dR2 += dot(tl.trans(d2), h_prev, PRECISION)
-        dR3 += dot(tl.trans(d3), h_prev, PRECISION)
+        dR0 += tl.dot(tl.trans(d0), h_prev, input_precision=PRECISION)
+        dR1 += tl.dot(tl.trans(d1), h_prev, input_precision=PRECISION)
+        dR2 += tl.dot(tl.trans(d2), h_prev, input_precision=PRECISION)
+        dR3 += tl.dot(tl.trans(d3), h_prev, input_precision=PRECISION)
         db0 += tl.reduce(d0, 0, add)
         db1 += tl.reduce(d1, 0, add)
         db2 += tl.reduce(d2, 0, add)
         db3 += tl.reduce(d3, 0, add)
-    _store(ds0_ptr, _offsets(rows, 0, 0, h, cols, 1, S, H, D), dh, mask)
+    tl.store(ds0_ptr + one_state, dh, mask=mask)
     if S > 1:
-        _store(ds0_ptr, _offsets(rows, 0, 1, h, cols, 1, S, H, D), dc, mask)
+        tl.store(ds0_ptr + one_state + HD, dc, mask=mask)
     if S > 2:
-        _store(ds0_ptr, _offsets(rows, 0, 2, h, cols, 1, S, H, D), dn, mask)
-        _store(ds0_ptr, _offsets(rows, 0, 3, h, cols, 1, S, H, D), dm, mask)
+        tl.store(ds0_ptr + one_state + 2 * HD, dn, mask=mask)
+        tl.store(ds0_ptr + one_state + 3 * HD, dm, mask=mask)
     square = (cols[:, None] < D) & (cols[None, :] < D)
     block = (bb * 4 * H + h).to(tl.int64)
     tile = cols[:, None] * D + cols[None, :]
