@@ -18,6 +18,7 @@ SHARED_KERNEL_MODULES = (
     "recur.ops.common.kernels",
     "recur.ops.gla.kernels",
     "recur.ops.delta.kernels",
+    "recur.ops.rnn.kernels",
 )
 
 

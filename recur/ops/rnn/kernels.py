@@ -41,6 +41,20 @@ GRU: tl.constexpr = tl.constexpr(1)
 SLSTM: tl.constexpr = tl.constexpr(2)
 
 
+# (tl.sigmoid and tl.zeros are jit functions of Triton's, compiled or interpreted as
+# TRITON_INTERPRET said when Triton was first imported; these follow this module)
+@triton.jit
+def _sigmoid(x):
+    # exp(−x) overflows to inf for x << 0, and 1 / inf = 0: saturated gates stay finite
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    # 2 σ(2x) − 1: saturates to ±1 without overflow
+    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+
+
 @triton.jit
 def _block(R_ptr, g, h, cols, H: tl.constexpr, D: tl.constexpr, TRANSPOSED: tl.constexpr):
     """R[g, h] [BD, BD] as float32 (zeros outside D × D), or its transpose: h_{t-1} @ R_gᵀ is
@@ -74,15 +88,14 @@ def _initial(s0_ptr, base, k, mask, H: tl.constexpr, D: tl.constexpr, GIVEN: tl.
     if GIVEN:
         return tl.load(s0_ptr + base + k * H * D, mask=mask, other=0.0).to(tl.float32)
     else:
-        return tl.zeros(base.shape, tl.float32)
+        return tl.full(base.shape, 0.0, tl.float32)
 
 
 @triton.jit
 def _lstm_step(p_i, p_f, p_g, p_o, c):
     """torch.nn.LSTM's update from the pre-activations: (h_t, c_t)."""
-    # tanh(x) = 2 σ(2x) − 1 saturates to ±1 without overflow
-    c = tl.sigmoid(p_f) * c + tl.sigmoid(p_i) * (2.0 * tl.sigmoid(2.0 * p_g) - 1.0)
-    return tl.sigmoid(p_o) * (2.0 * tl.sigmoid(2.0 * c) - 1.0), c
+    c = _sigmoid(p_f) * c + _sigmoid(p_i) * (_tanh(p_g))
+    return _sigmoid(p_o) * (_tanh(c)), c
 
 
 @triton.jit
@@ -95,9 +108,9 @@ def _slstm_step(p_i, p_f, p_z, p_o, c, n, m):
     m_new = tl.where(empty, p_i, tl.maximum(log_f_m, p_i))
     i = tl.exp(p_i - m_new)
     f = tl.where(empty, 0.0, tl.exp(tl.minimum(log_f_m - m_new, 0.0)))
-    c = f * c + i * (2.0 * tl.sigmoid(2.0 * p_z) - 1.0)
+    c = f * c + i * (_tanh(p_z))
     n = f * n + i
-    return tl.sigmoid(p_o) * c / n, c, n, m_new
+    return _sigmoid(p_o) * c / n, c, n, m_new
 
 
 @triton.jit
@@ -150,9 +163,9 @@ def forward(
         if CELL == GRU:
             # p2 is R_n h + b_hn; p3 the candidate's pre-activation x_n + b_in + r ⊙ p2
             p2 = tl.dot(hs, RT2, input_precision=PRECISION) + b3
-            p3 = x2 + b2 + tl.sigmoid(p0) * p2
-            z = tl.sigmoid(p1)
-            cand = 2.0 * tl.sigmoid(2.0 * p3) - 1.0
+            p3 = x2 + b2 + _sigmoid(p0) * p2
+            z = _sigmoid(p1)
+            cand = _tanh(p3)
             h_new = cand + z * (hs - cand)
             c_new, n_new, m_new = c, n, m
         else:
@@ -197,8 +210,8 @@ def forward(
 @triton.jit
 def _lstm_grads(p_i, p_f, p_g, p_o, c_prev, c, dh, dc):
     """∂L/∂(i, f, g, o pre-activations) and dL/dc_{t-1} from dL/dh_t, the carried dL/dc_t."""
-    i, f, g, o = tl.sigmoid(p_i), tl.sigmoid(p_f), 2.0 * tl.sigmoid(2.0 * p_g) - 1.0, tl.sigmoid(p_o)
-    tanh_c = 2.0 * tl.sigmoid(2.0 * c) - 1.0
+    i, f, g, o = _sigmoid(p_i), _sigmoid(p_f), _tanh(p_g), _sigmoid(p_o)
+    tanh_c = _tanh(c)
     # h = o tanh(c)
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
     # σ' = σ (1 − σ), tanh' = 1 − tanh²
@@ -218,7 +231,7 @@ def _slstm_grads(p_i, p_f, p_z, p_o, c_prev, n_prev, m_prev, h, c, n, dh, dc, dn
     m_new = tl.where(empty, p_i, tl.maximum(log_f_m, p_i))
     i = tl.exp(p_i - m_new)
     f = tl.where(empty, 0.0, tl.exp(tl.minimum(log_f_m - m_new, 0.0)))
-    tanh_z, o = 2.0 * tl.sigmoid(2.0 * p_z) - 1.0, tl.sigmoid(p_o)
+    tanh_z, o = _tanh(p_z), _sigmoid(p_o)
     # h = σ(õ) c / n
     dc = dc + dh * o / n
     dn = dn - dh * h / n
@@ -231,7 +244,7 @@ def _slstm_grads(p_i, p_f, p_z, p_o, c_prev, n_prev, m_prev, h, c, n, dh, dc, dn
     da = df + dm_a
     d_i = di + dm - dm_a
     # ∂ log σ(f̃) / ∂f̃ = σ(−f̃)
-    d_f = da * tl.sigmoid(-p_f)
+    d_f = da * _sigmoid(-p_f)
     d_z = dc * i * (1.0 - tanh_z * tanh_z)
     d_o = dh * c / n * o * (1.0 - o)
     return d_i, d_f, d_z, d_o, dc * f, dn * f, da
@@ -260,14 +273,14 @@ def backward(
         R3 = R2
     else:
         R3 = _block(R_ptr, 3, h, cols, H, D, False)
-    dR0 = tl.zeros([BD, BD], tl.float32)
-    dR1 = tl.zeros([BD, BD], tl.float32)
-    dR2 = tl.zeros([BD, BD], tl.float32)
-    dR3 = tl.zeros([BD, BD], tl.float32)
-    db0 = tl.zeros([BD], tl.float32)
-    db1 = tl.zeros([BD], tl.float32)
-    db2 = tl.zeros([BD], tl.float32)
-    db3 = tl.zeros([BD], tl.float32)
+    dR0 = tl.full([BD, BD], 0.0, tl.float32)
+    dR1 = tl.full([BD, BD], 0.0, tl.float32)
+    dR2 = tl.full([BD, BD], 0.0, tl.float32)
+    dR3 = tl.full([BD, BD], 0.0, tl.float32)
+    db0 = tl.full([BD], 0.0, tl.float32)
+    db1 = tl.full([BD], 0.0, tl.float32)
+    db2 = tl.full([BD], 0.0, tl.float32)
+    db3 = tl.full([BD], 0.0, tl.float32)
     x_rows = _rows(rows, h, cols, T, G, H, D)
     out_rows = _rows(rows, h, cols, T, 1, H, D)
     gate_rows = _rows(rows, h, cols, T, 4, H, D)
@@ -298,7 +311,7 @@ def backward(
         # dL/dh_t: the output's and the carried one
         dh_t = dh + tl.load(dout_ptr + out_rows + t * HD, mask=mask, other=0.0).to(tl.float32)
         if CELL == GRU:
-            r, z, cand = tl.sigmoid(p0), tl.sigmoid(p1), 2.0 * tl.sigmoid(2.0 * p3) - 1.0
+            r, z, cand = _sigmoid(p0), _sigmoid(p1), _tanh(p3)
             d_cand = dh_t * (1.0 - z) * (1.0 - cand * cand)
             # the gradients of the pre-activations of r, z, of R_n h + b_hn, and of x_n
             d0 = d_cand * p2 * r * (1.0 - r)
@@ -311,7 +324,7 @@ def backward(
             c_prev = tl.where(later, tl.load(states_t - (S - 1) * HD, mask=later, other=0.0), c0)
             c = tl.load(states_t + HD, mask=mask, other=0.0)
             d0, d1, d2, d3, dc_prev = _lstm_grads(p0, p1, p2, p3, c_prev, c, dh_t, dc)
-            direct = tl.zeros([BB, BD], tl.float32)
+            direct = tl.full([BB, BD], 0.0, tl.float32)
             dn_prev, dm_prev = dn, dm
         else:
             c_prev = tl.where(later, tl.load(states_t - (S - 1) * HD, mask=later, other=0.0), c0)
@@ -324,7 +337,7 @@ def backward(
             d0, d1, d2, d3, dc_prev, dn_prev, dm_prev = _slstm_grads(
                 p0, p1, p2, p3, c_prev, n_prev, m_prev, h_t, c, n, dh_t, dc, dn, dm
             )
-            direct = tl.zeros([BB, BD], tl.float32)
+            direct = tl.full([BB, BD], 0.0, tl.float32)
         # dL/dh_{t-1} = Σ_g d_g R_g (+ the GRU's z ⊙ dh_t)
         dh_prev = direct + tl.dot(d0, R0, input_precision=PRECISION) + tl.dot(d1, R1, input_precision=PRECISION)
         dh_prev += tl.dot(d2, R2, input_precision=PRECISION)
