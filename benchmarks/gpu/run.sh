@@ -65,5 +65,7 @@ if [ -n "$FLA_SITE" ] && [ "${FLA_TIMEOUT:-150}" != 0 ]; then
     step "timings: FLA chunk_gated_delta_rule"
     PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout $(limit ${FLA_TIMEOUT:-150}) $BENCH --fla --family delta ${T_LIST:+--T $T_LIST}
 fi
+step "timings: head-wise LSTM, GRU, sLSTM"
+timeout $(limit 150) $PY benchmarks/gpu/bench_rnn.py --out "$RESULTS" ${SMOKE:+--smoke}
 step "summary"
 $PY benchmarks/gpu/summary.py "$RESULTS"
