@@ -152,3 +152,69 @@ def test_layers_run_the_kernels(launcher, name):
     assert actual.keys() == expected.keys() and len(expected) > 2
     for key in expected:
         assert_close(f"{name} {key}", actual[key], expected[key], 1e-5)
+
+
+def _compile_sm90(kernel, constexprs: dict, warps: int, dtype_name: str):
+    """The kernel compiled for an H100 (sm_90) without a device; pointers to the inputs,
+    outputs and their gradients in `dtype_name`, every other buffer float32."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    inputs = {"x_ptr", "R_ptr", "b_ptr", "out_ptr", "dout_ptr"}
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in ("B", "T"):
+            signature[name] = "i32"
+        elif name == "len_ptr":
+            signature[name] = "*i32"
+        else:
+            signature[name] = f"*{dtype_name}" if name in inputs else "*fp32"
+    return triton.compile(
+        ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+        target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype_name", ["fp32", "bf16"])
+def test_kernels_compile_for_an_h100_at_heads_of_64(dtype_name):
+    """Both kernels of every cell, with the launcher's settings at the widest heads they
+    take, compile for sm_90, fit its shared memory, and the forward keeps its recurrent
+    blocks in registers (the machine code read with Triton's CUDA tools): no spill for the
+    LSTM and GRU, at most 64 bytes per thread for the sLSTM, whose four states and four
+    recurrent blocks fill the 255 registers (32 bytes measured with Triton 3.9)."""
+    from triton.backends import backends
+
+    from tests.ops.test_triton_compile import (
+        SM90_SHARED_BYTES,
+        has_tools,
+        load_compiled,
+        machine_code,
+    )
+
+    if "nvidia" not in backends or not has_tools():
+        pytest.skip("Triton has no CUDA backend with its tools here")
+    m = load_compiled("recur.ops.rnn.triton")
+    try:
+        D = 64
+        precision = "ieee" if dtype_name == "fp32" else "tf32"
+        for code, G, S in ((0, 4, 2), (1, 3, 1), (2, 4, 4)):
+            settings = dict(H=4, D=D, BD=D, BB=m.BATCH_BLOCK, G=G, S=S, CELL=code, HAS_S0=True, VARLEN=True, PRECISION=precision)
+            forward = _compile_sm90(m.kernels.forward, dict(settings, SAVE=True), m.WARPS["forward"], dtype_name)
+            backward = _compile_sm90(m.kernels.backward, dict(settings, HAS_DFINAL=True), m.WARPS["backward"], dtype_name)
+            for name, compiled in (("forward", forward), ("backward", backward)):
+                assert compiled.metadata.shared <= SM90_SHARED_BYTES, (code, name, compiled.metadata.shared)
+            allowed = 64 if code == 2 else 0
+            assert machine_code(forward)["spilled_bytes"] <= allowed, (code, machine_code(forward))
+    finally:
+        load_kernel_module_back()
+
+
+def load_kernel_module_back() -> None:
+    """The launch module as TRITON_INTERPRET says now, for the tests that follow."""
+    from tests.helpers import load_kernel_module
+
+    load_kernel_module("recur.ops.rnn.triton")

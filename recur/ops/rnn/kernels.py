@@ -23,7 +23,8 @@ product per step to the reverse walk, which is serial in time and already does t
 (the one with R and the dR update). The stored gates take as much memory as x_proj.
 
 Packed batches run as a padded batch with a length per row: steps past a row's length
-leave its state (and, backwards, its carried gradients) unchanged.
+leave its state unchanged, and backwards dL/ds_T enters at the row's last step, so the
+walk over the steps past it carries zeros.
 
 Legend: B batch, T time, H heads, D head width (BD its power of two), BB batch rows per
 program, G gates; CELL 0 LSTM (i, f, g, o), 1 GRU (r, z, n), 2 sLSTM (i, f, z, o).
@@ -296,9 +297,24 @@ def backward(
     n0 = _initial(s0_ptr, one_state, 2, mask, H, D, HAS_S0 and S > 2)
     m0 = _initial(s0_ptr, one_state, 3, mask, H, D, HAS_S0 and S > 2)
     if VARLEN:
+        # dL/ds_T enters at each row's last step: the steps past it changed nothing, and
+        # walking them from zero carried gradients (and zero output gradients) gives zero
+        # gate gradients exactly. (Masking the carried gradients at those steps instead
+        # makes LLVM's vectoriser fail an assertion in Triton 3.9's float32 LSTM walk.)
         length = tl.load(len_ptr + rows, mask=rows < B, other=0)[:, None]
+        final_h, final_c, final_n, final_m = dh, dc, dn, dm
+        dh = tl.full([BB, BD], 0.0, tl.float32)
+        dc = tl.full([BB, BD], 0.0, tl.float32)
+        dn = tl.full([BB, BD], 0.0, tl.float32)
+        dm = tl.full([BB, BD], 0.0, tl.float32)
     for step in range(T):
         t = T - 1 - step
+        if VARLEN:
+            arrives = (t == length - 1).to(tl.float32)
+            dh += arrives * final_h
+            dc += arrives * final_c
+            dn += arrives * final_n
+            dm += arrives * final_m
         gates_t = gates_ptr + gate_rows + t * 4 * HD
         p0 = tl.load(gates_t, mask=mask, other=0.0)
         p1 = tl.load(gates_t + HD, mask=mask, other=0.0)
@@ -332,8 +348,10 @@ def backward(
             m_prev = tl.where(later, tl.load(states_t - (S - 3) * HD, mask=later, other=0.0), m0)
             h_t = tl.load(states_t, mask=mask, other=0.0)
             c = tl.load(states_t + HD, mask=mask, other=0.0)
-            # outside the batch and the head n = 0: keep the quotients there finite
+            # n = 0 outside the batch and the head, and at the steps past the end of a row
+            # that never started: keep the quotients there finite (their dh is 0)
             n = tl.load(states_t + 2 * HD, mask=mask, other=1.0)
+            n = tl.where(n == 0.0, 1.0, n)
             d0, d1, d2, d3, dc_prev, dn_prev, dm_prev = _slstm_grads(
                 p0, p1, p2, p3, c_prev, n_prev, m_prev, h_t, c, n, dh_t, dc, dn, dm
             )
@@ -343,18 +361,6 @@ def backward(
         dh_prev += tl.dot(d2, R2, input_precision=PRECISION)
         if CELL != GRU:
             dh_prev += tl.dot(d3, R3, input_precision=PRECISION)
-        if VARLEN:
-            # past the row's end the step changed nothing: no gate gradients, the carried
-            # ones pass through
-            live = t < length
-            d0 = tl.where(live, d0, 0.0)
-            d1 = tl.where(live, d1, 0.0)
-            d2 = tl.where(live, d2, 0.0)
-            d3 = tl.where(live, d3, 0.0)
-            dh_prev = tl.where(live, dh_prev, dh_t)
-            dc_prev = tl.where(live, dc_prev, dc)
-            dn_prev = tl.where(live, dn_prev, dn)
-            dm_prev = tl.where(live, dm_prev, dm)
         dh, dc, dn, dm = dh_prev, dc_prev, dn_prev, dm_prev
         dx_t = dx_ptr + x_rows + t * G * HD
         tl.store(dx_t, d0, mask=mask)
@@ -373,6 +379,13 @@ def backward(
         db1 += tl.reduce(d1, 0, add)
         db2 += tl.reduce(d2, 0, add)
         db3 += tl.reduce(d3, 0, add)
+    if VARLEN:
+        # a row of no steps passes dL/ds_T to s_0
+        empty = (length == 0).to(tl.float32)
+        dh += empty * final_h
+        dc += empty * final_c
+        dn += empty * final_n
+        dm += empty * final_m
     tl.store(ds0_ptr + one_state, dh, mask=mask)
     if S > 1:
         tl.store(ds0_ptr + one_state + HD, dc, mask=mask)

@@ -23,9 +23,12 @@ CELL_CODES = {LSTM: 0, GRU: 1, SLSTM: 2}
 BATCH_BLOCK = 16
 # float32 inputs take IEEE products
 FLOAT32_PRODUCTS = "ieee"
-# warps per program (fixed: no autotuning at the first call). The backward holds twice the
-# forward's blocks (R and dR), so it takes twice the warps to keep them in registers.
-WARPS = {"forward": 4, "backward": 8}
+# warps per program (fixed: no autotuning at the first call). Compiled for sm_90 at heads of
+# 64 (tests/ops/test_rnn_triton.py): with 8 warps the LSTM and GRU forwards keep their
+# blocks in registers without spilling and the sLSTM's spills 32 bytes per thread (4 warps
+# spill 40 bytes), the backward spills 8-56 bytes (16 warps cap registers at 128 and spill
+# more).
+WARPS = {"forward": 8, "backward": 8}
 
 
 def _settings(x: torch.Tensor, D: int) -> dict:
