@@ -20,6 +20,7 @@ SHARED_KERNEL_MODULES = (
     "recur.ops.delta.kernels",
     "recur.ops.newton.kernels",
     "recur.ops.mlstm.kernels",
+    "recur.ops.rnn.kernels",
 )
 
 

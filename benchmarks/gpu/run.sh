@@ -9,7 +9,9 @@
 # results.jsonl under $OUT; `python benchmarks/gpu/summary.py $OUT/results.jsonl` prints
 # the tables. Run from the repository root. `SMOKE=1` runs it all on the CPU at tiny sizes
 # in Triton's interpreter (times meaningless), to check the script before a lease;
-# DEADLINE (seconds, default 570) bounds the whole run.
+# DEADLINE (seconds, default 570) bounds the whole run. The steps' limits add up to more
+# than one call, so they come in two parts: PART=1 (the default) the GLA and delta-rule
+# kernels and FLA, PART=2 the mLSTM, head-wise RNN and ParaRNN kernels; PART=all both.
 set -u
 OUT=${OUT:-/tmp/recur-gpu}
 mkdir -p "$OUT"
@@ -40,15 +42,22 @@ else
     FLA_SITE=
 fi
 
+PART=${PART:-1}
+part() { [ "$PART" = all ] || [ "$PART" = "$1" ]; }
+
+if part 1; then
 step "first calls (empty Triton cache)"
 timeout $(limit 150) $BENCH --first-call
+fi
 if [ -z "${SMOKE:-}" ]; then
-    for family in gla delta mlstm; do
+    families=$(part 1 && echo gla delta; part 2 && echo mlstm)
+    for family in $families; do
         step "correctness at full size: $family"
         timeout $(limit 150) $PY -m pytest -q -m gpu -p no:cacheprovider --durations=5 \
             tests/gpu/test_${family}_triton_gpu.py 2>&1 | tail -25
     done
 fi
+if part 1; then
 step "timings: GLA"
 # an earlier kernel file, when one was carried (see NOTES.md), is timed in the same process
 BASELINE=$(ls benchmarks/gpu/baseline/*.py 2>/dev/null | head -1)
@@ -59,9 +68,6 @@ step "launch-setting variants"
 timeout $(limit 90) $BENCH --variants
 step "GLA stages"
 timeout $(limit 40) $BENCH --breakdown
-# before FLA, which takes whatever time is left
-step "timings: mLSTM (recur triton, recur chunk, mlstm_kernels)"
-timeout $(limit 120) $PY benchmarks/gpu/bench_mlstm.py --out $RESULTS ${SMOKE:+--smoke}
 if [ -n "$FLA_SITE" ] && [ "${FLA_TIMEOUT:-150}" != 0 ]; then
     # FLA autotunes at its first call (minutes on an H200): whatever time is left
     step "timings: FLA chunk_gla"
@@ -69,7 +75,14 @@ if [ -n "$FLA_SITE" ] && [ "${FLA_TIMEOUT:-150}" != 0 ]; then
     step "timings: FLA chunk_gated_delta_rule"
     PYTHONPATH=$PYTHONPATH:$FLA_SITE timeout $(limit ${FLA_TIMEOUT:-150}) $BENCH --fla --family delta ${T_LIST:+--T $T_LIST}
 fi
+fi
+if part 2; then
+step "timings: mLSTM (recur triton, recur chunk, mlstm_kernels)"
+timeout $(limit 120) $PY benchmarks/gpu/bench_mlstm.py --out $RESULTS ${SMOKE:+--smoke}
+step "timings: head-wise LSTM, GRU, sLSTM"
+timeout $(limit 150) $PY benchmarks/gpu/bench_rnn.py --out "$RESULTS" ${SMOKE:+--smoke}
 step "timings: ParaRNN Newton solve (newton family)"
 timeout $(limit 150) $PY benchmarks/gpu/bench_newton.py --out "$RESULTS" ${SMOKE:+--smoke}
+fi
 step "summary"
 $PY benchmarks/gpu/summary.py "$RESULTS"

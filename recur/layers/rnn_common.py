@@ -31,6 +31,7 @@ from torch import nn
 
 from ..ops.family import Family
 from ..ops.rnn import RNN, Cell
+from ..ops.rnn.checks import TRITON_CELLS
 from .base import MixerConfig, RecurrentMixer, State
 from .parts import state_dtype
 
@@ -82,6 +83,9 @@ class RNNLayer(RecurrentMixer):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
+        if "triton" in cls.impls and cls.cell_type not in TRITON_CELLS:
+            # the family's Triton kernels run some cells only
+            cls.impls = tuple(impl for impl in cls.impls if impl != "triton")
         if cls.__dict__.get("native") and "native" not in cls.impls:
             # torch's fused kernel, beside the family's forms
             cls.impls = (*cls.impls, "native")

@@ -113,6 +113,10 @@ class Form:
     float64: computes in float64 for float64 inputs (Triton kernels compute in float32).
     packed: takes packed batches (`cu_seqlens`) itself.
     summary: one line for `recur list` and the docs.
+    refuses: for a form that runs only some of the family's inputs (a kernel written for
+        some cells): called with the checked arguments by keyword, None when the form runs
+        them, else why not (naming the argument). "auto" passes over a form that refuses;
+        naming it raises that reason.
     """
 
     fn: Callable | str
@@ -120,12 +124,16 @@ class Form:
     float64: bool = True
     packed: bool = False
     summary: str = ""
+    refuses: Callable[..., str | None] | None = None
 
 
-def triton_form(fn: str) -> Form:
+def triton_form(fn: str, refuses: Callable[..., str | None] | None = None) -> Form:
     """A form of fused Triton kernels, forward and backward ("module:name", imported on first
-    use): it computes in float32 and takes packed batches itself."""
-    return Form(fn, triton=True, float64=False, packed=True, summary="fused Triton kernels, forward and backward")
+    use): it computes in float32 and takes packed batches itself; `refuses` as in `Form`."""
+    return Form(
+        fn, triton=True, float64=False, packed=True, summary="fused Triton kernels, forward and backward",
+        refuses=refuses,
+    )
 
 
 def triton_step_form(fn: str) -> Form:
@@ -338,8 +346,13 @@ class Family:
         if impl == AUTO:
             on_gpu = like is not None and like.is_cuda
             impl = "triton" if on_gpu and triton_available() and "triton" in table else None
+            if impl is not None and self._refusal(table[impl], arguments) is not None:
+                impl = None
             impl = impl or (self.default if self.default in table else "naive")
         form = table[impl]
+        refusal = self._refusal(form, arguments)
+        if refusal is not None:
+            raise ValueError(f"impl={impl!r} cannot run these inputs: {refusal}")
         if form.triton:
             if not triton_available():
                 raise RuntimeError(f"impl={impl!r} needs Triton: pip install 'recur[triton]' (or use impl='chunk')")
@@ -349,6 +362,18 @@ class Family:
                     "device, or set TRITON_INTERPRET=1 to run the kernels in Triton's interpreter"
                 )
         return form
+
+    @staticmethod
+    def _refusal(form: Form, arguments: dict[str, Any]) -> str | None:
+        return None if form.refuses is None else form.refuses(**arguments)
+
+    def runs_case(self, impl: str, case: str) -> bool:
+        """Whether the form `impl` runs the inputs of `case` (a form with `refuses` may not)."""
+        form = self._forms[impl]
+        if form.refuses is None:
+            return True
+        example = self.example_inputs(1, case=case)
+        return self._refusal(form, self.bind(example.args, example.kwargs)) is None
 
     def run(self, form: Form, arguments: dict[str, Any]):
         """Runs one form on checked arguments."""

@@ -196,7 +196,8 @@ def test_bidirectional(name):
     x = inputs(T=15)
     y, _ = layer(x)
     assert y.shape == x.shape
-    # the Triton form runs on CUDA (tests/ops/test_newton_triton.py runs a layer with it)
+    # the Triton forms run on CUDA (tests/ops/test_rnn_triton.py and test_newton_triton.py run
+    # them in Triton's interpreter)
     for impl in (impl for impl in layer.impls if impl != "triton"):
         assert_close(f"{name} impl={impl}", layer.with_impl(impl)(x)[0], y, 1e-10)
     # reversing time swaps the roles of the two halves
@@ -224,7 +225,7 @@ def test_config_errors():
         layer(torch.randn(2, 5, 13))
     with pytest.raises(ValueError, match=re.escape("lstm: state has the keys ['h']; expected ['c', 'h']")):
         layer(torch.randn(2, 5, D), {"h": torch.zeros(2, 1, D)})
-    with pytest.raises(ValueError, match=r"lstm: impl must be one of \['auto', 'naive', 'sequential', 'native'\]"):
+    with pytest.raises(ValueError, match=r"lstm: impl must be one of \['auto', 'naive', 'sequential', 'triton', 'native'\]"):
         build_mixer("lstm", D, impl="newton")
     assert build_mixer("paragru", D).impls == ("naive", "newton", "sequential", "triton")
 

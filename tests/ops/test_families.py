@@ -39,7 +39,9 @@ def _params(what: str, sequences_only: bool = False):
             if what == "forms" and impl == "naive":
                 continue
             for case in family.cases:
-                params.append(pytest.param(name, impl, case, id=f"{name}-{impl}-{case}"))
+                # a form written for some of the family's inputs (RNN kernels for some cells)
+                if family.runs_case(impl, case):
+                    params.append(pytest.param(name, impl, case, id=f"{name}-{impl}-{case}"))
     return params
 
 

@@ -2,9 +2,10 @@
 dendPLRNN, shPLRNN, ParaGRU, ParaLSTM, with dense or head-wise block-diagonal recurrence (FlashRNN layout).
 
 `rnn(x_proj, R, b, cell=..., impl=...)` runs the form `impl` names: "naive" (the spec, a
-loop through autograd) or "sequential" (a loop with a backward through time written by
-hand for every cell; what "auto" picks). Each is also a function of its own
-(`naive_rnn`, `sequential_rnn`). Cells whose Jacobian is diagonal are also solved in
+loop through autograd), "sequential" (a loop with a backward through time written by
+hand for every cell; what "auto" picks off CUDA) or "triton" (fused GPU kernels, optional,
+for LSTM, GRU and sLSTM with heads of up to 64 units; what "auto" picks for them on CUDA).
+Each is also a function of its own (`naive_rnn`, `sequential_rnn`, `triton_rnn`). Cells whose Jacobian is diagonal are also solved in
 parallel over time by Newton's method: the `newton` family (`recur.ops.newton`).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..common.examples import RandomInputs, check_case
-from ..family import Example, Family, Form, StateLayout, register_family
+from ..family import Example, Family, Form, StateLayout, register_family, triton_form
 from .cells import (
     ALRNN,
     CELLS,
@@ -32,7 +33,7 @@ from .cells import (
     ShallowPLRNN,
     resolve_cell,
 )
-from .checks import check_rnn_inputs
+from .checks import check_rnn_inputs, triton_refusal
 from .naive import naive_rnn as _spec
 from .sequential import sequential_rnn as _sequential
 
@@ -112,7 +113,10 @@ RNN = register_family(Family(
     paper="FlashRNN: Optimizing Traditional RNNs on Modern Hardware (Pöppel, Beck, Hochreiter, arXiv:2412.07752)",
     recurrence="Nonlinear RNN: g_t = x_t + R h_{t-1} + b (R block-diagonal over heads), s_t = P(s_{t-1}, g_t)",
     spec=_spec,
-    forms={"sequential": Form(_sequential, summary="a loop with a backward through time written by hand per cell")},
+    forms={
+        "sequential": Form(_sequential, summary="a loop with a backward through time written by hand per cell"),
+        "triton": triton_form("recur.ops.rnn.triton:triton_rnn", refuses=triton_refusal),
+    },
     check=check_rnn_inputs,
     state=StateLayout({"state": "[B, S, H, Dh] (the cell's S state components, h first)"}),
     time_inputs=("x_proj",),
@@ -121,9 +125,9 @@ RNN = register_family(Family(
     default="sequential",
 ))
 
-rnn, naive_rnn, sequential_rnn = RNN.functions("naive", "sequential")
+rnn, naive_rnn, sequential_rnn, triton_rnn = RNN.functions("naive", "sequential", "triton")
 
 __all__ = [
     "ALRNN", "CELLS", "GRU", "LSTM", "MGU", "PLRNN", "RHN", "RNN", "SLSTM", "Cell", "DendPLRNN", "Elman", "IndRNN",
-    "ParaGRU", "ParaLSTM", "ShallowPLRNN", "naive_rnn", "resolve_cell", "rnn", "sequential_rnn",
+    "ParaGRU", "ParaLSTM", "ShallowPLRNN", "naive_rnn", "resolve_cell", "rnn", "sequential_rnn", "triton_rnn",
 ]

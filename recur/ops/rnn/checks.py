@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .cells import resolve_cell
+from .cells import GRU, LSTM, SLSTM, resolve_cell
+
+# the cells the Triton kernels run, by exact type: a subclass may change the step, which the
+# kernels would not follow
+TRITON_CELLS = (LSTM, GRU, SLSTM)
+# the widest head whose G blocks of D × D float32 weights (and, backwards, their gradients)
+# fit one program's registers
+TRITON_MAX_HEAD_DIM = 64
 
 
 def check_tensor(name: str, x, layout: str) -> None:
@@ -55,3 +62,16 @@ def check_rnn_inputs(x_proj, R, b, *, cell, initial_state, cu_seqlens, **_) -> d
         if x is not None:
             check_finite(name, x)
     return {"cell": cell}
+
+
+def triton_refusal(x_proj, *, cell, **_) -> str | None:
+    """Why the Triton form cannot run these (checked) arguments; None when it can."""
+    if type(cell) not in TRITON_CELLS:
+        names = ", ".join(repr(c.name) for c in TRITON_CELLS)
+        return f"the Triton RNN kernels run the cells {names} only; got cell {cell!r} (use impl='sequential')"
+    if x_proj.shape[-1] > TRITON_MAX_HEAD_DIM:
+        return (
+            f"the Triton RNN kernels keep a head's recurrent blocks on chip, heads of up to "
+            f"{TRITON_MAX_HEAD_DIM} units; got x_proj with heads of {x_proj.shape[-1]} (use impl='sequential')"
+        )
+    return None
