@@ -83,8 +83,8 @@ class RNNLayer(RecurrentMixer):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if "triton" in cls.impls and cls.cell_type not in TRITON_CELLS:
-            # the family's Triton kernels run some cells only
+        if cls.family is RNN and "triton" in cls.impls and cls.cell_type not in TRITON_CELLS:
+            # the rnn family's Triton kernels run some cells only (the newton family's run any)
             cls.impls = tuple(impl for impl in cls.impls if impl != "triton")
         if cls.__dict__.get("native") and "native" not in cls.impls:
             # torch's fused kernel, beside the family's forms
