@@ -234,7 +234,7 @@ def test_bad_inputs_are_rejected():
         rnn(x[:, :, :1], R[:1], b[:2], cell="alrnn")
     with pytest.raises(ValueError, match="num_relu = 6 exceeds the head size Dh = 5"):
         rnn(x[:, :, :1], R[:1], b[:2], cell=ALRNN(num_relu=6))
-    with pytest.raises(ValueError, match=r"impl must be one of \['auto', 'naive', 'sequential'\]"):
+    with pytest.raises(ValueError, match=r"impl must be one of \['auto', 'naive', 'sequential', 'triton'\]"):
         rnn(x, R, b, cell="lstm", impl="newton")
 
 
